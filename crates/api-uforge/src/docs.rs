@@ -1,0 +1,279 @@
+//! UForge documents as the SDK's schema has them (uforge-python-sdk 3.8.13, `uforge/objects/uforge.py`).
+//! Field order is the schema's xs:sequence order, base type first (`created, dbId, digest,
+//! lastModified`); optional fields are omitted when unset. The same structs render JSON.
+
+use serde::{Deserialize, Serialize};
+
+pub const NS: &str = "http://www.usharesoft.com/uforge";
+pub const SDK_VERSION: &str = "3.8.13";
+
+pub fn iso(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceStatus {
+    pub alive: bool,
+    pub version: String,
+}
+
+#[derive(Serialize, Default)]
+pub struct LocalizedMessage {
+    pub message: String,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct UForgeError {
+    pub localized_error_msg: LocalizedMessage,
+    pub request_method: String,
+    pub request_uri: String,
+    pub status_code: u16,
+    pub timestamp: String,
+}
+
+#[derive(Serialize, Default, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct OpStatus {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub db_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
+    pub bytes_loaded: i64,
+    pub bytes_total: i64,
+    pub cancelled: bool,
+    pub complete: bool,
+    pub detailed_error: bool,
+    pub error: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_uri: Option<String>,
+    pub percentage: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SoftwareBundleExport {
+    pub created: String,
+    pub db_id: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    pub last_modified: String,
+    pub bundle_name: String,
+    pub bundle_version: String,
+    pub download_uri: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    pub parent_uri: String,
+    pub status: OpStatus,
+    pub uri: String,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplianceExport {
+    pub created: String,
+    pub db_id: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    pub last_modified: String,
+    pub appliance_name: String,
+    pub appliance_version: String,
+    pub download_uri: String,
+    pub downloaded: bool,
+    pub parent_uri: String,
+    pub status: OpStatus,
+    pub uri: String,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplianceExports {
+    pub total: i64,
+    pub appliance_exports: ApplianceExportItems,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplianceExportItems {
+    pub appliance_export: Vec<ApplianceExport>,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct OpStatuses {
+    pub total: i64,
+    pub statuses: StatusItems,
+}
+
+#[derive(Serialize, Default)]
+pub struct StatusItems {
+    pub status: Vec<OpStatus>,
+}
+
+/// Fields of UForgeUploadObject (License, Logo, SoftwareArtifact share them).
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct License {
+    pub created: String,
+    pub db_id: i64,
+    pub last_modified: String,
+    pub md5sum: String,
+    pub sha256sum: String,
+    pub size: i64,
+    pub uploaded: bool,
+    pub uploaded_time: String,
+    pub name: String,
+    pub parent_uri: String,
+    pub uri: String,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Logo {
+    pub created: String,
+    pub db_id: i64,
+    pub last_modified: String,
+    pub md5sum: String,
+    pub sha256sum: String,
+    pub size: i64,
+    pub uploaded: bool,
+    pub uploaded_time: String,
+    pub name: String,
+    pub parent_uri: String,
+    pub uri: String,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SoftwareArtifact {
+    pub created: String,
+    pub db_id: i64,
+    pub last_modified: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub md5sum: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256sum: Option<String>,
+    pub size: i64,
+    pub uploaded: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uploaded_time: Option<String>,
+    pub uri: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub binary_uri: Option<String>,
+    pub parent_uri: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub install_location: Option<String>,
+    pub name: String,
+    pub full_name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SoftwareArtifacts {
+    pub total: i64,
+    pub software_artifacts: ArtifactItems,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactItems {
+    pub software_artifact: Vec<SoftwareArtifact>,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MySoftware {
+    pub created: String,
+    pub db_id: i64,
+    pub last_modified: String,
+    pub name: String,
+    pub version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub install_location: Option<String>,
+    pub size: i64,
+    pub revision: i64,
+    pub artifacts_uri: String,
+    pub uri: String,
+    pub export_uri: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub license: Option<License>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logo: Option<Logo>,
+    pub clone_uri: String,
+    pub imported: bool,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MySoftwareList {
+    pub total: i64,
+    pub my_software_list: MySoftwareItems,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MySoftwareItems {
+    pub my_software: Vec<MySoftware>,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub created: String,
+    pub db_id: i64,
+    pub login_name: String,
+    pub active: bool,
+    pub admin: bool,
+    pub base_exports_uri: String,
+    pub base_my_software_library_uri: String,
+    pub uri: String,
+}
+
+// ------------------------------------------------------------------ request bodies (lenient: unknown fields ignored)
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MySoftwareIn {
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub description: Option<String>,
+    pub release: Option<String>,
+    pub install_location: Option<String>,
+    pub restricted: Option<bool>,
+    pub revision: Option<i64>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SoftwareArtifactIn {
+    pub name: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub tag: Option<String>,
+    pub install_location: Option<String>,
+    pub extract: Option<bool>,
+    pub install: Option<bool>,
+    pub size: Option<i64>,
+}

@@ -1,0 +1,100 @@
+//! The UForge face (`/api/...`): wire-compatible with uforge-python-sdk 3.8.13 and hammr.
+//! It only translates: authenticate, parse, call `satchel_domain::service::Satchel`, render.
+
+pub mod docs;
+mod download;
+mod routes;
+pub mod wire;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::Router;
+use satchel_domain::service::Satchel;
+use std::sync::Arc;
+use tokio::sync::Notify;
+use wire::{error_document, ErrorMessage, Format};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub satchel: Arc<Satchel>,
+    /// Wakes an idle job worker when a ticket is created.
+    pub wake: Arc<Notify>,
+}
+
+/// The `/api` router, with every non-2xx answer rendered as a `uforgeError`.
+pub fn router(state: AppState) -> Router {
+    routes::routes()
+        .with_state(state)
+        .layer(axum::middleware::from_fn(uforge_errors))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            let mut r = Response::new(Body::empty());
+            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            r.extensions_mut().insert(ErrorMessage("internal server error".into()));
+            r
+        }))
+}
+
+/// Collapses repeated slashes (`http://host/api/` + `/users/...` yields `//users`), before routing.
+pub fn normalize_path(mut req: Request) -> Request {
+    let path = req.uri().path();
+    if path.contains("//") {
+        let mut p = String::with_capacity(path.len());
+        let mut prev = '\0';
+        for c in path.chars() {
+            if !(c == '/' && prev == '/') {
+                p.push(c);
+            }
+            prev = c;
+        }
+        let pq = match req.uri().query() {
+            Some(q) => format!("{p}?{q}"),
+            None => p,
+        };
+        let mut parts = req.uri().clone().into_parts();
+        if let Ok(v) = pq.parse() {
+            parts.path_and_query = Some(v);
+            if let Ok(u) = axum::http::Uri::from_parts(parts) {
+                *req.uri_mut() = u;
+            }
+        }
+    }
+    req
+}
+
+async fn uforge_errors(req: Request, next: Next) -> Response {
+    let method = req.method().to_string();
+    let uri = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    let format = Format::from_accept(req.headers());
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if status.is_success() || status.is_redirection() || status.is_informational() {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let message = match parts.extensions.get::<ErrorMessage>() {
+        Some(ErrorMessage(m)) => m.clone(),
+        None => {
+            // A rejection from the framework (unknown route, wrong method, body limit, bad path...).
+            let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+            let text = String::from_utf8_lossy(&text).trim().to_string();
+            match (status, text.is_empty()) {
+                (StatusCode::NOT_FOUND, _) => format!("no such resource: {uri}"),
+                (StatusCode::METHOD_NOT_ALLOWED, _) => format!("method {method} is not allowed on {uri}"),
+                (_, false) => text,
+                (_, true) => status.canonical_reason().unwrap_or("error").to_string(),
+            }
+        }
+    };
+    if status == StatusCode::UNAUTHORIZED {
+        parts.headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"satchel\""));
+    }
+    let (body, ct) = error_document(format, status, &method, &uri, &message);
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::CONTENT_ENCODING);
+    parts.headers.remove(header::CONTENT_DISPOSITION);
+    Response::from_parts(parts, Body::from(body))
+}

@@ -1,0 +1,450 @@
+//! Streaming archive encoding: a tar stream compressed as concatenated gzip members (RFC 1952 allows
+//! it; `gzip -d`, Python's `tarfile` and hammr read it) built on all cores with libdeflate.
+//!
+//! The tar stream is cut into chunks; each chunk becomes one gzip member, compressed on a blocking
+//! thread. At most `max_inflight` chunks are in flight, and they are written to the sink in order, so
+//! memory stays flat whatever the archive size. Data the caller marks incompressible goes into
+//! *stored* deflate blocks: no CPU is spent trying to shrink what will not shrink.
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use sha2::{Digest, Sha256};
+use std::collections::VecDeque;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("archive sink: {0}")]
+    Sink(String),
+    #[error("compression: {0}")]
+    Compress(String),
+    #[error("tar: {0}")]
+    Tar(String),
+}
+
+pub type Result<T, E = ArchiveError> = std::result::Result<T, E>;
+
+/// Where compressed bytes go (a blob upload, a file, a test buffer).
+#[async_trait]
+pub trait Sink: Send {
+    async fn write(&mut self, data: Bytes) -> Result<()>;
+}
+
+#[async_trait]
+impl Sink for Vec<u8> {
+    async fn write(&mut self, data: Bytes) -> Result<()> {
+        self.extend_from_slice(&data);
+        Ok(())
+    }
+}
+
+/// How a piece of data is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Deflate,
+    Store,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct GzOptions {
+    pub level: i32,
+    pub chunk_size: usize,
+    pub max_inflight: usize,
+}
+
+impl Default for GzOptions {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        GzOptions { level: 6, chunk_size: 1 << 20, max_inflight: cores + 1 }
+    }
+}
+
+/// One gzip member for `data`.
+pub fn gzip_member(data: &[u8], mode: Mode, level: i32) -> Result<Vec<u8>> {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(data);
+    let crc = crc.finalize();
+    let mut out = Vec::with_capacity(match mode {
+        Mode::Store => data.len() + data.len() / 65535 * 5 + 32,
+        Mode::Deflate => data.len() / 2 + 64,
+    });
+    // Header: magic, CM=deflate, no flags, mtime 0, XFL 0, OS=255 (unknown) => deterministic output.
+    out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255]);
+    match mode {
+        Mode::Store => store_blocks(data, &mut out),
+        Mode::Deflate => {
+            let lvl = libdeflater::CompressionLvl::new(level)
+                .map_err(|_| ArchiveError::Compress(format!("bad level {level}")))?;
+            let mut c = libdeflater::Compressor::new(lvl);
+            let bound = c.deflate_compress_bound(data.len());
+            let start = out.len();
+            out.resize(start + bound, 0);
+            let n = c
+                .deflate_compress(data, &mut out[start..])
+                .map_err(|e| ArchiveError::Compress(e.to_string()))?;
+            out.truncate(start + n);
+            // libdeflate may expand incompressible input slightly; stored blocks are the floor.
+            if n > data.len() + data.len() / 65535 * 5 + 5 {
+                out.truncate(start);
+                store_blocks(data, &mut out);
+            }
+        }
+    }
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    Ok(out)
+}
+
+fn store_blocks(data: &[u8], out: &mut Vec<u8>) {
+    if data.is_empty() {
+        out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
+        return;
+    }
+    let mut chunks = data.chunks(65535).peekable();
+    while let Some(c) = chunks.next() {
+        let last = chunks.peek().is_none();
+        let len = c.len() as u16;
+        out.push(u8::from(last));
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(c);
+    }
+}
+
+/// Parallel, order-preserving gzip over a [`Sink`]. Also hashes and counts what it emits.
+pub struct ParallelGz<S: Sink> {
+    sink: S,
+    opts: GzOptions,
+    buf: BytesMut,
+    mode: Mode,
+    inflight: VecDeque<JoinHandle<Result<Vec<u8>>>>,
+    sha256: Sha256,
+    out_len: u64,
+    in_len: u64,
+}
+
+/// What a finished archive is.
+#[derive(Debug, Clone)]
+pub struct Finished<S> {
+    pub sink: S,
+    pub size: u64,
+    pub sha256: String,
+    pub uncompressed: u64,
+}
+
+impl<S: Sink> ParallelGz<S> {
+    pub fn new(sink: S, opts: GzOptions) -> Self {
+        ParallelGz {
+            sink,
+            opts,
+            buf: BytesMut::with_capacity(opts.chunk_size),
+            mode: Mode::Deflate,
+            inflight: VecDeque::new(),
+            sha256: Sha256::new(),
+            out_len: 0,
+            in_len: 0,
+        }
+    }
+
+    pub async fn write(&mut self, mut data: &[u8], mode: Mode) -> Result<()> {
+        if mode != self.mode && !self.buf.is_empty() {
+            self.flush_chunk().await?;
+        }
+        self.mode = mode;
+        self.in_len += data.len() as u64;
+        while !data.is_empty() {
+            let room = self.opts.chunk_size - self.buf.len();
+            let n = room.min(data.len());
+            self.buf.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.buf.len() >= self.opts.chunk_size {
+                self.flush_chunk().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush_chunk(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, BytesMut::with_capacity(self.opts.chunk_size)).freeze();
+        let (mode, level) = (self.mode, self.opts.level);
+        self.inflight.push_back(tokio::task::spawn_blocking(move || gzip_member(&chunk, mode, level)));
+        while self.inflight.len() >= self.opts.max_inflight.max(1) {
+            self.emit_one().await?;
+        }
+        Ok(())
+    }
+
+    async fn emit_one(&mut self) -> Result<()> {
+        if let Some(h) = self.inflight.pop_front() {
+            let out = h.await.map_err(|e| ArchiveError::Compress(e.to_string()))??;
+            self.sha256.update(&out);
+            self.out_len += out.len() as u64;
+            self.sink.write(Bytes::from(out)).await?;
+        }
+        Ok(())
+    }
+
+    pub fn uncompressed_len(&self) -> u64 {
+        self.in_len
+    }
+
+    pub async fn finish(mut self) -> Result<Finished<S>> {
+        self.flush_chunk().await?;
+        while !self.inflight.is_empty() {
+            self.emit_one().await?;
+        }
+        if self.out_len == 0 {
+            // An empty input is still a valid (empty) gzip file.
+            let out = gzip_member(&[], Mode::Store, self.opts.level)?;
+            self.sha256.update(&out);
+            self.out_len += out.len() as u64;
+            self.sink.write(Bytes::from(out)).await?;
+        }
+        Ok(Finished {
+            sink: self.sink,
+            size: self.out_len,
+            sha256: hex::encode(self.sha256.finalize()),
+            uncompressed: self.in_len,
+        })
+    }
+}
+
+/// A tar stream (ustar + GNU long names) written through [`ParallelGz`].
+pub struct TarGzWriter<S: Sink> {
+    gz: ParallelGz<S>,
+    open_member: Option<(u64, u64)>, // (declared size, written so far)
+}
+
+impl<S: Sink> TarGzWriter<S> {
+    pub fn new(sink: S, opts: GzOptions) -> Self {
+        TarGzWriter { gz: ParallelGz::new(sink, opts), open_member: None }
+    }
+
+    /// Starts a regular-file member of `size` bytes at `path` (relative, `/`-separated).
+    pub async fn begin_file(&mut self, path: &str, size: u64, mtime: u64, mode: u32) -> Result<()> {
+        if self.open_member.is_some() {
+            return Err(ArchiveError::Tar("previous member not finished".into()));
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(size);
+        header.set_mtime(mtime);
+        header.set_mode(mode);
+        header.set_uid(0);
+        header.set_gid(0);
+        let name = path.as_bytes();
+        if name.len() > 100 {
+            // GNU long name: a `././@LongLink` member carrying the full path, then the real header.
+            let mut long = tar::Header::new_gnu();
+            long.as_gnu_mut()
+                .ok_or_else(|| ArchiveError::Tar("gnu header".into()))?
+                .name[..13]
+                .copy_from_slice(b"././@LongLink");
+            long.set_entry_type(tar::EntryType::GNULongName);
+            long.set_mode(0o644);
+            long.set_size(name.len() as u64 + 1);
+            long.set_mtime(0);
+            long.set_cksum();
+            self.gz.write(long.as_bytes(), Mode::Deflate).await?;
+            let mut data = name.to_vec();
+            data.push(0);
+            data.resize(data.len().div_ceil(512) * 512, 0);
+            self.gz.write(&data, Mode::Deflate).await?;
+            let gnu = header.as_gnu_mut().ok_or_else(|| ArchiveError::Tar("gnu header".into()))?;
+            gnu.name.copy_from_slice(&name[..100]);
+        } else {
+            let gnu = header.as_gnu_mut().ok_or_else(|| ArchiveError::Tar("gnu header".into()))?;
+            gnu.name[..name.len()].copy_from_slice(name);
+        }
+        header.set_cksum();
+        self.gz.write(header.as_bytes(), Mode::Deflate).await?;
+        self.open_member = Some((size, 0));
+        Ok(())
+    }
+
+    /// Appends content of the open member.
+    pub async fn write_data(&mut self, data: &[u8], mode: Mode) -> Result<()> {
+        let (size, written) = self.open_member.as_mut().ok_or_else(|| ArchiveError::Tar("no open member".into()))?;
+        if *written + data.len() as u64 > *size {
+            return Err(ArchiveError::Tar(format!("member longer than its declared {size} bytes")));
+        }
+        *written += data.len() as u64;
+        self.gz.write(data, mode).await
+    }
+
+    /// Ends the open member; its content must have been exactly the declared size.
+    pub async fn end_file(&mut self) -> Result<()> {
+        let (size, written) = self.open_member.take().ok_or_else(|| ArchiveError::Tar("no open member".into()))?;
+        if size != written {
+            return Err(ArchiveError::Tar(format!("member is {written} bytes, declared {size}")));
+        }
+        let pad = (512 - (size % 512) as usize) % 512;
+        if pad > 0 {
+            self.gz.write(&[0u8; 512][..pad], Mode::Deflate).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn add_bytes(&mut self, path: &str, data: &[u8], mtime: u64) -> Result<()> {
+        self.begin_file(path, data.len() as u64, mtime, 0o644).await?;
+        self.write_data(data, Mode::Deflate).await?;
+        self.end_file().await
+    }
+
+    /// Adds a directory member (`path` ends with `/`).
+    pub async fn add_dir(&mut self, path: &str, mtime: u64) -> Result<()> {
+        if self.open_member.is_some() || path.len() > 100 {
+            return Err(ArchiveError::Tar(format!("cannot add directory {path}")));
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_size(0);
+        header.set_mtime(mtime);
+        header.set_mode(0o755);
+        let gnu = header.as_gnu_mut().ok_or_else(|| ArchiveError::Tar("gnu header".into()))?;
+        gnu.name[..path.len()].copy_from_slice(path.as_bytes());
+        header.set_cksum();
+        self.gz.write(header.as_bytes(), Mode::Deflate).await
+    }
+
+    pub fn uncompressed_len(&self) -> u64 {
+        self.gz.uncompressed_len()
+    }
+
+    /// Gives the sink back without finishing (to abort it).
+    pub fn into_sink(self) -> S {
+        self.gz.sink
+    }
+
+    pub async fn finish(mut self) -> Result<Finished<S>> {
+        if self.open_member.is_some() {
+            return Err(ArchiveError::Tar("member not finished".into()));
+        }
+        self.gz.write(&[0u8; 1024], Mode::Deflate).await?;
+        self.gz.finish().await
+    }
+}
+
+/// Whether data is not worth deflating: a known compressed format by magic number, or a sample that
+/// a fast deflate cannot shrink by 3%.
+pub fn looks_incompressible(sample: &[u8]) -> bool {
+    const MAGICS: &[&[u8]] = &[
+        &[0x1f, 0x8b],             // gzip
+        b"PK\x03\x04",             // zip, jar, docx...
+        b"BZh",                    // bzip2
+        &[0xfd, b'7', b'z', b'X'], // xz
+        &[0x28, 0xb5, 0x2f, 0xfd], // zstd
+        b"7z\xbc\xaf",             // 7z
+        &[0x89, b'P', b'N', b'G'], // png
+        &[0xff, 0xd8, 0xff],       // jpeg
+        b"\xed\xab\xee\xdb",       // rpm
+    ];
+    if MAGICS.iter().any(|m| sample.starts_with(m)) {
+        return true;
+    }
+    if sample.len() < 4096 {
+        return false;
+    }
+    let sample = &sample[..sample.len().min(64 * 1024)];
+    let Ok(lvl) = libdeflater::CompressionLvl::new(1) else { return false };
+    let mut c = libdeflater::Compressor::new(lvl);
+    let mut out = vec![0u8; c.deflate_compress_bound(sample.len())];
+    match c.deflate_compress(sample, &mut out) {
+        Ok(n) => n * 100 >= sample.len() * 97,
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn gunzip_all(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(data).read_to_end(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn members_roundtrip() {
+        for mode in [Mode::Deflate, Mode::Store] {
+            for len in [0usize, 1, 65535, 65536, 200_000] {
+                let data: Vec<u8> = (0..len).map(|i| (i * 7 % 256) as u8).collect();
+                let gz = gzip_member(&data, mode, 6).unwrap();
+                assert_eq!(gunzip_all(&gz), data, "{mode:?} {len}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn tar_roundtrip_with_long_names_and_mixed_modes() {
+        let opts = GzOptions { level: 6, chunk_size: 4096, max_inflight: 3 };
+        let mut w = TarGzWriter::new(Vec::new(), opts);
+        let long = format!("bundles/{}/file.txt", "d".repeat(150));
+        let noise: Vec<u8> = (0..50_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        w.add_bytes("a.txt", b"hello", 1).await.unwrap();
+        w.begin_file(&long, noise.len() as u64, 2, 0o644).await.unwrap();
+        for c in noise.chunks(3000) {
+            w.write_data(c, Mode::Store).await.unwrap();
+        }
+        w.end_file().await.unwrap();
+        w.add_bytes("empty", b"", 3).await.unwrap();
+        let fin = w.finish().await.unwrap();
+        assert_eq!(fin.size as usize, fin.sink.len());
+        assert_eq!(fin.sha256, hex::encode(Sha256::digest(&fin.sink)));
+        let tarball = gunzip_all(&fin.sink);
+        let mut ar = tar::Archive::new(&tarball[..]);
+        let mut seen = Vec::new();
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let p = e.path().unwrap().to_string_lossy().to_string();
+            let mut body = Vec::new();
+            e.read_to_end(&mut body).unwrap();
+            seen.push((p, body));
+        }
+        assert_eq!(seen.len(), 3);
+        assert_eq!(seen[0], ("a.txt".to_string(), b"hello".to_vec()));
+        assert_eq!(seen[1].0, long);
+        assert_eq!(seen[1].1, noise);
+        assert_eq!(seen[2].1.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn size_mismatch_is_an_error() {
+        let mut w = TarGzWriter::new(Vec::new(), GzOptions::default());
+        w.begin_file("x", 10, 0, 0o644).await.unwrap();
+        assert!(w.write_data(&[0u8; 11], Mode::Deflate).await.is_err());
+        w.write_data(&[0u8; 5], Mode::Deflate).await.unwrap();
+        assert!(w.end_file().await.is_err());
+    }
+
+    #[test]
+    fn incompressible_detection() {
+        let text = b"the quick brown fox jumps over the lazy dog\n".repeat(2000);
+        assert!(!looks_incompressible(&text));
+        let noise: Vec<u8> = (0..65536u32).map(|i| (i.wrapping_mul(2654435761).rotate_left(7) >> 11) as u8).collect();
+        assert!(looks_incompressible(&noise));
+        assert!(looks_incompressible(&[0x1f, 0x8b, 8, 0]));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_chunking_roundtrips(data in proptest::collection::vec(proptest::num::u8::ANY, 0..20_000),
+                                   chunk in 1usize..5000, store in proptest::bool::ANY) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let out = rt.block_on(async {
+                let mut gz = ParallelGz::new(Vec::new(), GzOptions { level: 1, chunk_size: chunk, max_inflight: 2 });
+                for (i, c) in data.chunks(777).enumerate() {
+                    let mode = if store && i % 2 == 0 { Mode::Store } else { Mode::Deflate };
+                    gz.write(c, mode).await.unwrap();
+                }
+                gz.finish().await.unwrap().sink
+            });
+            proptest::prop_assert_eq!(gunzip_all(&out), data);
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! Satchel's blob layer. Everything big goes through here, streamed: uploads are written with
+//! multipart puts (published atomically on completion, aborted on error), reads are ranged streams.
+//! Backed by the `object_store` crate: a local directory in the embedded default, S3-compatible
+//! stores in scale-out.
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt, TryStreamExt};
+use md5::Md5;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStore, PutPayload, WriteMultipart};
+use sha2::{Digest, Sha256};
+use std::ops::Range;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("object not found: {0}")]
+    NotFound(String),
+    #[error("invalid object key: {0}")]
+    InvalidKey(String),
+    #[error("upload exceeds the limit of {0} bytes")]
+    TooLarge(u64),
+    #[error("reading the request body: {0}")]
+    Source(String),
+    #[error("object store: {0}")]
+    Store(String),
+}
+
+impl From<object_store::Error> for BlobError {
+    fn from(e: object_store::Error) -> Self {
+        match e {
+            object_store::Error::NotFound { path, .. } => BlobError::NotFound(path),
+            other => BlobError::Store(other.to_string()),
+        }
+    }
+}
+
+pub type Result<T, E = BlobError> = std::result::Result<T, E>;
+
+/// Size of each multipart part; bounds the memory one upload holds (parts × concurrency).
+const PART_SIZE: usize = 8 * 1024 * 1024;
+const PART_CONCURRENCY: usize = 2;
+
+/// What a finished upload wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub size: u64,
+    pub sha256: String,
+    pub md5: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ObjectMeta {
+    pub size: u64,
+    pub e_tag: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Blobs {
+    store: Arc<dyn ObjectStore>,
+}
+
+impl std::fmt::Debug for Blobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Blobs({})", self.store)
+    }
+}
+
+fn path(key: &str) -> Result<Path> {
+    // Keys are made by the domain, never by users; still refuse anything that is not a clean relative path.
+    if key.is_empty() || key.starts_with('/') || key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+        return Err(BlobError::InvalidKey(key.to_string()));
+    }
+    Path::parse(key).map_err(|_| BlobError::InvalidKey(key.to_string()))
+}
+
+impl Blobs {
+    /// A local directory (created if missing).
+    pub fn local(dir: &std::path::Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| BlobError::Store(format!("creating {}: {e}", dir.display())))?;
+        let fs = LocalFileSystem::new_with_prefix(dir)?;
+        Ok(Blobs { store: Arc::new(fs) })
+    }
+
+    pub fn from_store(store: Arc<dyn ObjectStore>) -> Self {
+        Blobs { store }
+    }
+
+    /// A fresh, unique key under `prefix`.
+    pub fn new_key(prefix: &str) -> String {
+        format!("{prefix}/{}", uuid::Uuid::new_v4().simple())
+    }
+
+    /// Streams `body` into `key`, hashing as it goes. Nothing is visible at `key` until the whole
+    /// body has been written; on any error the partial upload is aborted.
+    pub async fn put_stream<S, E>(&self, key: &str, body: S, limit: Option<u64>) -> Result<Written>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        let mut w = self.writer(key).await?;
+        futures::pin_mut!(body);
+        while let Some(chunk) = body.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    w.abort().await;
+                    return Err(BlobError::Source(e.to_string()));
+                }
+            };
+            if let Some(max) = limit {
+                if w.size + chunk.len() as u64 > max {
+                    w.abort().await;
+                    return Err(BlobError::TooLarge(max));
+                }
+            }
+            if let Err(e) = w.write(chunk).await {
+                w.abort().await;
+                return Err(e);
+            }
+        }
+        w.finish().await
+    }
+
+    pub async fn put_bytes(&self, key: &str, data: Bytes) -> Result<Written> {
+        let written = digest_of(&data);
+        self.store.put(&path(key)?, PutPayload::from_bytes(data)).await?;
+        Ok(written)
+    }
+
+    /// A streaming writer for `key`; see [`BlobWriter`].
+    pub async fn writer(&self, key: &str) -> Result<BlobWriter> {
+        let upload = self.store.put_multipart(&path(key)?).await?;
+        Ok(BlobWriter {
+            inner: Some(WriteMultipart::new_with_chunk_size(upload, PART_SIZE)),
+            sha256: Sha256::new(),
+            md5: Md5::new(),
+            size: 0,
+        })
+    }
+
+    pub async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        let m = self.store.head(&path(key)?).await?;
+        Ok(ObjectMeta { size: m.size, e_tag: m.e_tag })
+    }
+
+    /// Streams `range` (or all) of `key`.
+    pub async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<BoxStream<'static, Result<Bytes>>> {
+        let opts = GetOptions { range: range.map(GetRange::Bounded), ..Default::default() };
+        let res = self.store.get_opts(&path(key)?, opts).await?;
+        Ok(res.into_stream().map_err(BlobError::from).boxed())
+    }
+
+    /// Deletes `key`; a missing object is not an error (deletes are retried after crashes).
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        match self.store.delete(&path(key)?).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn exists(&self, key: &str) -> Result<bool> {
+        match self.store.head(&path(key)?).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+pub fn digest_of(data: &[u8]) -> Written {
+    Written {
+        size: data.len() as u64,
+        sha256: hex::encode(Sha256::digest(data)),
+        md5: hex::encode(Md5::digest(data)),
+    }
+}
+
+/// A multipart upload in progress. Call [`BlobWriter::finish`] to publish or [`BlobWriter::abort`] to
+/// drop it; dropping without either leaves only an unreferenced partial upload, never a visible object.
+pub struct BlobWriter {
+    inner: Option<WriteMultipart>,
+    sha256: Sha256,
+    md5: Md5,
+    size: u64,
+}
+
+impl BlobWriter {
+    pub async fn write(&mut self, data: Bytes) -> Result<()> {
+        let w = self.inner.as_mut().ok_or_else(|| BlobError::Store("writer already closed".into()))?;
+        // Back-pressure: never hold more than PART_CONCURRENCY parts in flight.
+        w.wait_for_capacity(PART_CONCURRENCY).await?;
+        self.sha256.update(&data);
+        self.md5.update(&data);
+        self.size += data.len() as u64;
+        w.put(data);
+        Ok(())
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub async fn finish(mut self) -> Result<Written> {
+        let w = self.inner.take().ok_or_else(|| BlobError::Store("writer already closed".into()))?;
+        w.finish().await?;
+        Ok(Written {
+            size: self.size,
+            sha256: hex::encode(self.sha256.clone().finalize()),
+            md5: hex::encode(self.md5.clone().finalize()),
+        })
+    }
+
+    pub async fn abort(mut self) {
+        if let Some(w) = self.inner.take() {
+            if let Err(e) = w.abort().await {
+                tracing::warn!(error = %e, "aborting a multipart upload");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn roundtrip_range_and_atomicity() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::local(dir.path()).unwrap();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let chunks: Vec<std::result::Result<Bytes, std::io::Error>> =
+            data.chunks(100_000).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+        let w = blobs.put_stream("a/b", futures::stream::iter(chunks), None).await.unwrap();
+        assert_eq!(w, digest_of(&data));
+        let got: Vec<Bytes> = blobs.get("a/b", Some(10..20)).await.unwrap().try_collect().await.unwrap();
+        assert_eq!(got.concat(), &data[10..20]);
+
+        // An upload that fails half-way publishes nothing.
+        let bad = futures::stream::iter(vec![
+            Ok(Bytes::from_static(b"partial")),
+            Err(std::io::Error::other("client went away")),
+        ]);
+        assert!(blobs.put_stream("a/c", bad, None).await.is_err());
+        assert!(!blobs.exists("a/c").await.unwrap());
+
+        // Limits abort too.
+        let big = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from(vec![0u8; 100]))]);
+        assert!(matches!(blobs.put_stream("a/d", big, Some(10)).await, Err(BlobError::TooLarge(10))));
+        assert!(!blobs.exists("a/d").await.unwrap());
+        assert!(blobs.get("../x", None).await.is_err());
+    }
+}

@@ -1,0 +1,47 @@
+//! The domain's one error type. Faces map each variant to their own wire error once.
+
+use thiserror::Error;
+
+pub type Result<T, E = DomainError> = std::result::Result<T, E>;
+
+#[derive(Debug, Error)]
+pub enum DomainError {
+    /// Missing, or owned by someone else: the two are indistinguishable on purpose.
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
+    /// The request is valid but the resource is not in a state that allows it (e.g. archive not ready).
+    #[error("{0}")]
+    Conflict(String),
+    /// The resource existed but is gone for good (expired archive).
+    #[error("{0}")]
+    Gone(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("blob error: {0}")]
+    Blob(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl DomainError {
+    pub fn not_found(what: impl std::fmt::Display) -> Self {
+        DomainError::NotFound(format!("{what} not found"))
+    }
+}
+
+impl From<satchel_blob::BlobError> for DomainError {
+    fn from(e: satchel_blob::BlobError) -> Self {
+        match e {
+            satchel_blob::BlobError::NotFound(k) => DomainError::Blob(format!("stored object missing: {k}")),
+            other => DomainError::Blob(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,477 @@
+//! The bundle export job: turns a ticket into a published `.tar.gz` in hammr's layout.
+//!
+//! Layout (what `hammr bundle import` reads):
+//! ```text
+//! bundle.yml | bundle.json           name, version, files[name, source, ...], license.source, sourceLogo
+//! manifest.json                      every other member with its size and sha256
+//! bundles/<name>/<version>/<path>    the uploaded files, byte for byte (folders as directories)
+//! bundles/<name>/<license file>      license, beside the version folder
+//! bundles/<name>/<logo file>         logo
+//! ```
+//! The archive is streamed from blob storage through the parallel gzip encoder into a multipart
+//! upload that becomes visible only when complete; progress is written to the ticket as it goes.
+
+use crate::model::*;
+use crate::names::path_segment;
+use crate::ports::{JobHandler, Store};
+use crate::service::archive_key;
+use crate::{DomainError, Result};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use satchel_archive::{looks_incompressible, ArchiveError, GzOptions, Mode, Sink, TarGzWriter};
+use satchel_blob::{BlobWriter, Blobs};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// One member of the archive, planned before anything is read.
+#[derive(Debug, Clone)]
+pub struct PlannedMember {
+    pub path: String,
+    pub blob: Option<BlobRef>,
+}
+
+#[derive(Debug, Serialize)]
+struct FileEntry {
+    name: String,
+    source: String,
+    #[serde(rename = "installLocation", skip_serializing_if = "Option::is_none")]
+    install_location: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tag: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    files: Vec<FileEntry>,
+}
+
+#[derive(Debug, Serialize)]
+struct LicenseEntry {
+    source: String,
+}
+
+#[derive(Debug, Serialize)]
+struct BundleDoc {
+    name: String,
+    version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    release: Option<String>,
+    #[serde(rename = "installLocation", skip_serializing_if = "Option::is_none")]
+    install_location: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    license: Option<LicenseEntry>,
+    #[serde(rename = "sourceLogo", skip_serializing_if = "Option::is_none")]
+    source_logo: Option<String>,
+    files: Vec<FileEntry>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ManifestEntry {
+    pub path: String,
+    pub size: i64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Manifest<'a> {
+    format: &'static str,
+    bundle: &'a str,
+    version: &'a str,
+    files: &'a [ManifestEntry],
+}
+
+/// The bundle document, its file name, and the members to stream, in archive order.
+pub struct Plan {
+    pub doc_name: &'static str,
+    pub doc: Vec<u8>,
+    pub members: Vec<PlannedMember>,
+}
+
+/// Plans an export: pure, no I/O. Folder artifacts become directories; files keep their names.
+pub fn plan(bundle: &Bundle, artifacts: &[Artifact], license: Option<&Attachment>, logo: Option<&Attachment>, format: OutputFormat) -> Result<Plan> {
+    let root = format!("bundles/{}", path_segment(&bundle.name));
+    let base = format!("{root}/{}", path_segment(&bundle.version));
+    let mut children: HashMap<Option<Id>, Vec<&Artifact>> = HashMap::new();
+    let ids: std::collections::HashSet<Id> = artifacts.iter().map(|a| a.id).collect();
+    for a in artifacts {
+        // An orphan (parent vanished mid-read) is treated as top level rather than lost.
+        let parent = a.parent_id.filter(|p| ids.contains(p));
+        children.entry(parent).or_default().push(a);
+    }
+    let mut members = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    fn walk(
+        parent: Option<Id>,
+        dir: &str,
+        children: &HashMap<Option<Id>, Vec<&Artifact>>,
+        members: &mut Vec<PlannedMember>,
+        seen: &mut std::collections::HashSet<String>,
+        depth: usize,
+    ) -> Result<Vec<FileEntry>> {
+        if depth > 64 {
+            return Err(DomainError::Invalid("artifact folders are nested too deeply".into()));
+        }
+        let mut out = Vec::new();
+        for a in children.get(&parent).map(|v| v.as_slice()).unwrap_or(&[]) {
+            let path = format!("{dir}/{}", path_segment(&a.name));
+            if !seen.insert(path.clone()) {
+                return Err(DomainError::Invalid(format!("two files of the bundle map to the same archive path {path}")));
+            }
+            let files = if a.kind == "folder" {
+                members.push(PlannedMember { path: format!("{path}/"), blob: None });
+                walk(Some(a.id), &path, children, members, seen, depth + 1)?
+            } else {
+                let blob = a
+                    .blob
+                    .clone()
+                    .ok_or_else(|| DomainError::Invalid(format!("the file {} has no content uploaded yet", a.name)))?;
+                members.push(PlannedMember { path: path.clone(), blob: Some(blob) });
+                Vec::new()
+            };
+            out.push(FileEntry {
+                name: a.name.clone(),
+                source: path,
+                install_location: a.install_location.clone(),
+                tag: a.tag.clone().or_else(|| Some("softwarefile".into())),
+                files,
+            });
+        }
+        Ok(out)
+    }
+    let files = walk(None, &base, &children, &mut members, &mut seen, 0)?;
+    let mut license_entry = None;
+    if let Some(l) = license {
+        let path = format!("{root}/{}", path_segment(&l.name));
+        if !seen.insert(path.clone()) {
+            return Err(DomainError::Invalid(format!("the license maps to an archive path already used: {path}")));
+        }
+        members.push(PlannedMember { path: path.clone(), blob: Some(l.blob.clone()) });
+        license_entry = Some(LicenseEntry { source: path });
+    }
+    let mut source_logo = None;
+    if let Some(l) = logo {
+        let path = format!("{root}/{}", path_segment(&l.name));
+        if !seen.insert(path.clone()) {
+            return Err(DomainError::Invalid(format!("the logo maps to an archive path already used: {path}")));
+        }
+        members.push(PlannedMember { path: path.clone(), blob: Some(l.blob.clone()) });
+        source_logo = Some(path);
+    }
+    let doc = BundleDoc {
+        name: bundle.name.clone(),
+        version: bundle.version.clone(),
+        description: bundle.description.clone(),
+        release: bundle.release.clone(),
+        install_location: bundle.install_location.clone(),
+        license: license_entry,
+        source_logo,
+        files,
+    };
+    let (doc_name, doc) = match format {
+        OutputFormat::Json => {
+            ("bundle.json", serde_json::to_vec_pretty(&doc).map_err(|e| DomainError::Internal(e.to_string()))?)
+        }
+        OutputFormat::Yaml => {
+            let y = serde_yaml::to_string(&doc).map_err(|e| DomainError::Internal(e.to_string()))?;
+            ("bundle.yml", format!("---\n{}", y.trim_start_matches("---\n")).into_bytes())
+        }
+    };
+    Ok(Plan { doc_name, doc, members })
+}
+
+struct BlobSink(BlobWriter);
+
+#[async_trait]
+impl Sink for BlobSink {
+    async fn write(&mut self, data: Bytes) -> std::result::Result<(), ArchiveError> {
+        self.0.write(data).await.map_err(|e| ArchiveError::Sink(e.to_string()))
+    }
+}
+
+/// Why an attempt stopped: permanent failures end the ticket at once, transient ones are retried.
+enum Failure {
+    Permanent(String),
+    Transient(DomainError),
+    Cancelled,
+}
+
+impl From<DomainError> for Failure {
+    fn from(e: DomainError) -> Self {
+        match e {
+            DomainError::Invalid(m) | DomainError::NotFound(m) | DomainError::Conflict(m) => Failure::Permanent(m),
+            other => Failure::Transient(other),
+        }
+    }
+}
+
+impl From<ArchiveError> for Failure {
+    fn from(e: ArchiveError) -> Self {
+        match e {
+            ArchiveError::Tar(m) => Failure::Permanent(m),
+            other => Failure::Transient(DomainError::Internal(other.to_string())),
+        }
+    }
+}
+
+pub struct ExportRunner {
+    pub store: Arc<dyn Store>,
+    pub blobs: Blobs,
+    pub retention: Duration,
+    pub gz: GzOptions,
+    /// How often progress is written to the ticket.
+    pub progress_every: Duration,
+    /// Test hook: pause this long after each chunk (makes "kill mid-export" tests deterministic).
+    pub throttle: Option<Duration>,
+}
+
+impl ExportRunner {
+    async fn build(&self, t: &Ticket, cancel: &CancellationToken) -> std::result::Result<ArchiveRef, Failure> {
+        let bundle = self
+            .store
+            .get_bundle(t.owner_id, t.bundle_id)
+            .await?
+            .ok_or_else(|| Failure::Permanent(format!("mySoftware {} was deleted", t.bundle_id)))?;
+        let artifacts = self.store.list_artifacts(bundle.id).await?;
+        let license = self.store.get_attachment(bundle.id, AttachmentKind::License).await?;
+        let logo = self.store.get_attachment(bundle.id, AttachmentKind::Logo).await?;
+        let plan = plan(&bundle, &artifacts, license.as_ref(), logo.as_ref(), t.format)?;
+        let mtime = (bundle.modified / 1000).max(0) as u64;
+
+        let mut manifest: Vec<ManifestEntry> = vec![ManifestEntry {
+            path: plan.doc_name.to_string(),
+            size: plan.doc.len() as i64,
+            sha256: hex::encode(Sha256::digest(&plan.doc)),
+        }];
+        for m in &plan.members {
+            if let Some(b) = &m.blob {
+                manifest.push(ManifestEntry { path: m.path.clone(), size: b.size, sha256: b.sha256.clone() });
+            }
+        }
+        let manifest_doc = serde_json::to_vec_pretty(&Manifest {
+            format: "satchel-bundle-export/1",
+            bundle: &bundle.name,
+            version: &bundle.version,
+            files: &manifest,
+        })
+        .map_err(|e| Failure::Transient(DomainError::Internal(e.to_string())))?;
+
+        let total: i64 = plan.members.iter().filter_map(|m| m.blob.as_ref()).map(|b| b.size).sum::<i64>();
+        let key = archive_key(t.owner_id, t.id);
+        let writer = self.blobs.writer(&key).await.map_err(|e| Failure::Transient(e.into()))?;
+        let mut tar = TarGzWriter::new(BlobSink(writer), self.gz);
+
+        let result: std::result::Result<(), Failure> = async {
+            tar.add_bytes(plan.doc_name, &plan.doc, mtime).await?;
+            tar.add_bytes("manifest.json", &manifest_doc, mtime).await?;
+            let started = Instant::now();
+            let mut last_report = Instant::now();
+            let mut loaded: i64 = 0;
+            self.report(t.id, 0, total, started).await?;
+            for m in &plan.members {
+                let Some(blob) = &m.blob else {
+                    tar.add_dir(&m.path, mtime).await?;
+                    continue;
+                };
+                tar.begin_file(&m.path, blob.size as u64, mtime, 0o644).await?;
+                let mut stream = self.blobs.get(&blob.key, None).await.map_err(|e| match e {
+                    satchel_blob::BlobError::NotFound(_) => {
+                        Failure::Permanent(format!("the stored content of {} is missing", m.path))
+                    }
+                    other => Failure::Transient(other.into()),
+                })?;
+                let mut hasher = Sha256::new();
+                let mut mode: Option<Mode> = None;
+                let mut pending: Vec<u8> = Vec::new();
+                let mut read: i64 = 0;
+                while let Some(chunk) = stream.next().await {
+                    if cancel.is_cancelled() {
+                        return Err(Failure::Cancelled);
+                    }
+                    let chunk = chunk.map_err(|e| Failure::Transient(e.into()))?;
+                    hasher.update(&chunk);
+                    read += chunk.len() as i64;
+                    if read > blob.size {
+                        return Err(Failure::Permanent(format!("the stored content of {} changed size", m.path)));
+                    }
+                    // Decide once per member, on its first 64 KiB, whether deflating is worth it.
+                    let md = match mode {
+                        Some(md) => md,
+                        None => {
+                            pending.extend_from_slice(&chunk);
+                            if pending.len() < 64 * 1024 && read < blob.size {
+                                continue;
+                            }
+                            let md = if looks_incompressible(&pending) { Mode::Store } else { Mode::Deflate };
+                            mode = Some(md);
+                            tar.write_data(&pending, md).await?;
+                            pending = Vec::new();
+                            loaded += chunk.len() as i64;
+                            continue;
+                        }
+                    };
+                    tar.write_data(&chunk, md).await?;
+                    loaded += chunk.len() as i64;
+                    if let Some(d) = self.throttle {
+                        tokio::time::sleep(d).await;
+                    }
+                    if last_report.elapsed() >= self.progress_every {
+                        last_report = Instant::now();
+                        self.report(t.id, loaded, total, started).await?;
+                    }
+                }
+                if !pending.is_empty() {
+                    tar.write_data(&pending, Mode::Deflate).await?;
+                    loaded += pending.len() as i64;
+                }
+                if read != blob.size || hex::encode(hasher.finalize()) != blob.sha256 {
+                    return Err(Failure::Permanent(format!(
+                        "the stored content of {} does not match its recorded size and sha256",
+                        m.path
+                    )));
+                }
+                tar.end_file().await?;
+                if cancel.is_cancelled() {
+                    return Err(Failure::Cancelled);
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            // Nothing was published: drop the partial upload.
+            let sink = tar.into_sink();
+            sink.0.abort().await;
+            return Err(e);
+        }
+        let fin = tar.finish().await?;
+        let written = fin.sink.0.finish().await.map_err(|e| Failure::Transient(e.into()))?;
+        debug_assert_eq!(written.size, fin.size);
+        Ok(ArchiveRef {
+            key,
+            file_name: crate::names::archive_file_name(&bundle.name),
+            size: fin.size as i64,
+            sha256: fin.sha256,
+        })
+    }
+
+    async fn report(&self, id: Id, loaded: i64, total: i64, started: Instant) -> std::result::Result<(), Failure> {
+        let pct = ((loaded as f64 / total.max(1) as f64) * 100.0).floor().clamp(0.0, 99.0) as i32;
+        let elapsed = started.elapsed().as_secs_f64();
+        let eta = if loaded > 0 && elapsed > 0.0 {
+            let rate = loaded as f64 / elapsed;
+            Some(now_millis() + (((total - loaded).max(0) as f64 / rate) * 1000.0) as i64)
+        } else {
+            None
+        };
+        let still_running = self
+            .store
+            .update_progress(id, &Progress { percentage: pct, bytes_loaded: loaded, bytes_total: total, eta })
+            .await?;
+        if still_running {
+            Ok(())
+        } else {
+            Err(Failure::Cancelled)
+        }
+    }
+}
+
+#[async_trait]
+impl JobHandler for ExportRunner {
+    async fn run(&self, job: &Job, cancel: CancellationToken) -> Result<()> {
+        let Some(t) = self.store.get_ticket_any(job.ticket_id).await? else {
+            return Ok(()); // deleted while queued
+        };
+        if t.state.is_final() {
+            return Ok(()); // finished by an earlier attempt that died before removing its job
+        }
+        if !self.store.mark_running(t.id).await? {
+            return Ok(());
+        }
+        match self.build(&t, &cancel).await {
+            Ok(archive) => {
+                let expires_at = now_millis() + self.retention.as_millis() as i64;
+                if !self.store.finish_ticket(t.id, &Outcome::Complete { archive: archive.clone(), expires_at }).await? {
+                    // Deleted or cancelled while we built: do not leave the archive behind.
+                    let _ = self.blobs.delete(&archive.key).await;
+                }
+                Ok(())
+            }
+            Err(Failure::Cancelled) => Ok(()),
+            Err(Failure::Permanent(msg)) => {
+                self.store
+                    .finish_ticket(t.id, &Outcome::Error { message: "export failed".into(), error_message: msg })
+                    .await?;
+                Ok(())
+            }
+            Err(Failure::Transient(e)) => Err(e),
+        }
+    }
+
+    async fn give_up(&self, job: &Job, error: &str) -> Result<()> {
+        self.store
+            .finish_ticket(
+                job.ticket_id,
+                &Outcome::Error {
+                    message: "export failed".into(),
+                    error_message: format!("gave up after {} attempts: {error}", job.attempts),
+                },
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn art(id: Id, parent: Option<Id>, name: &str, kind: &str) -> Artifact {
+        Artifact {
+            id,
+            bundle_id: 1,
+            parent_id: parent,
+            name: name.into(),
+            kind: kind.into(),
+            tag: None,
+            install_location: None,
+            blob: (kind == "file").then(|| BlobRef { key: format!("k{id}"), size: 3, sha256: "x".into(), md5: "y".into(), uploaded: 0 }),
+            created: 0,
+            modified: 0,
+        }
+    }
+
+    #[test]
+    fn plan_layout_matches_hammr() {
+        let b = Bundle {
+            id: 1, owner_id: 1, name: "my app".into(), version: "1.0".into(), description: None, release: None,
+            install_location: None, revision: 1, created: 0, modified: 0,
+        };
+        let arts = vec![art(1, None, "a.sh", "file"), art(2, None, "conf", "folder"), art(3, Some(2), "x.cfg", "file")];
+        let lic = Attachment { id: 1, bundle_id: 1, kind: AttachmentKind::License, name: "LICENSE".into(), blob: arts[0].blob.clone().unwrap() };
+        let p = plan(&b, &arts, Some(&lic), None, OutputFormat::Yaml).unwrap();
+        let paths: Vec<_> = p.members.iter().map(|m| m.path.as_str()).collect();
+        assert_eq!(paths, ["bundles/my app/1.0/a.sh", "bundles/my app/1.0/conf/", "bundles/my app/1.0/conf/x.cfg", "bundles/my app/LICENSE"]);
+        let doc: serde_yaml::Value = serde_yaml::from_slice(&p.doc).unwrap();
+        assert_eq!(doc["name"], "my app");
+        assert_eq!(doc["files"][1]["files"][0]["source"], "bundles/my app/1.0/conf/x.cfg");
+        assert_eq!(doc["license"]["source"], "bundles/my app/LICENSE");
+        let pj = plan(&b, &arts, None, None, OutputFormat::Json).unwrap();
+        assert_eq!(pj.doc_name, "bundle.json");
+        let doc: serde_json::Value = serde_json::from_slice(&pj.doc).unwrap();
+        assert_eq!(doc["files"][0]["name"], "a.sh");
+    }
+
+    #[test]
+    fn plan_refuses_missing_content_and_collisions() {
+        let b = Bundle { id: 1, owner_id: 1, name: "n".into(), version: "v".into(), description: None, release: None, install_location: None, revision: 1, created: 0, modified: 0 };
+        let mut a = art(1, None, "f", "file");
+        a.blob = None;
+        assert!(plan(&b, &[a], None, None, OutputFormat::Yaml).is_err());
+        let dup = vec![art(1, None, "a?", "file"), art(2, None, "a", "file")];
+        assert!(plan(&b, &dup, None, None, OutputFormat::Yaml).is_err());
+    }
+}

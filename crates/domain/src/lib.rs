@@ -1,0 +1,14 @@
+//! Satchel's domain: what users own, who may see it, what an export ticket is and what goes into its archive.
+//!
+//! Nothing here knows HTTP or SQL. The wire faces call [`service::Satchel`]; storage and the job queue are
+//! reached through the [`ports`] traits; blobs through `satchel-blob` (the `object_store` crate).
+
+pub mod auth;
+pub mod error;
+pub mod export;
+pub mod model;
+pub mod names;
+pub mod ports;
+pub mod service;
+
+pub use error::{DomainError, Result};

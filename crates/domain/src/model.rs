@@ -1,0 +1,264 @@
+//! Domain records. Timestamps are milliseconds since the Unix epoch (UTC).
+
+use serde::{Deserialize, Serialize};
+
+pub type Id = i64;
+pub type Millis = i64;
+
+pub fn now_millis() -> Millis {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Entitlement needed to create, change and export software bundles (UForge's name for it).
+pub const ENT_SOFTWARE_UPLOAD: &str = "software_upload";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: Id,
+    pub login: String,
+    pub admin: bool,
+    pub entitlements: Vec<String>,
+    pub created: Millis,
+}
+
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    pub user: User,
+    pub password_hash: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub login: String,
+    pub password_hash: String,
+    pub admin: bool,
+    pub entitlements: Vec<String>,
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user: User,
+}
+
+impl Principal {
+    pub fn has(&self, entitlement: &str) -> bool {
+        self.user.admin || self.user.entitlements.iter().any(|e| e == entitlement)
+    }
+}
+
+/// A stored file: where it lives in blob storage and what it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRef {
+    pub key: String,
+    pub size: i64,
+    pub sha256: String,
+    pub md5: String,
+    pub uploaded: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bundle {
+    pub id: Id,
+    pub owner_id: Id,
+    pub name: String,
+    pub version: String,
+    pub description: Option<String>,
+    pub release: Option<String>,
+    pub install_location: Option<String>,
+    pub revision: i64,
+    pub created: Millis,
+    pub modified: Millis,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BundleInput {
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub description: Option<String>,
+    pub release: Option<String>,
+    pub install_location: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Artifact {
+    pub id: Id,
+    pub bundle_id: Id,
+    pub parent_id: Option<Id>,
+    pub name: String,
+    /// `file` or `folder`.
+    pub kind: String,
+    pub tag: Option<String>,
+    pub install_location: Option<String>,
+    pub blob: Option<BlobRef>,
+    pub created: Millis,
+    pub modified: Millis,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ArtifactInput {
+    pub name: Option<String>,
+    pub kind: Option<String>,
+    pub tag: Option<String>,
+    pub install_location: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachmentKind {
+    License,
+    Logo,
+}
+
+impl AttachmentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachmentKind::License => "license",
+            AttachmentKind::Logo => "logo",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "license" => Some(AttachmentKind::License),
+            "logo" => Some(AttachmentKind::Logo),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub id: Id,
+    pub bundle_id: Id,
+    pub kind: AttachmentKind,
+    pub name: String,
+    pub blob: BlobRef,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    Yaml,
+    Json,
+}
+
+impl OutputFormat {
+    pub fn parse(s: Option<&str>) -> Option<Self> {
+        match s.map(|s| s.to_ascii_lowercase()) {
+            None => Some(OutputFormat::Yaml),
+            Some(s) if s == "yaml" || s == "yml" => Some(OutputFormat::Yaml),
+            Some(s) if s == "json" => Some(OutputFormat::Json),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputFormat::Yaml => "yaml",
+            OutputFormat::Json => "json",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TicketState {
+    Queued,
+    Running,
+    Complete,
+    Error,
+    Cancelled,
+    Expired,
+}
+
+impl TicketState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TicketState::Queued => "queued",
+            TicketState::Running => "running",
+            TicketState::Complete => "complete",
+            TicketState::Error => "error",
+            TicketState::Cancelled => "cancelled",
+            TicketState::Expired => "expired",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => TicketState::Queued,
+            "running" => TicketState::Running,
+            "complete" => TicketState::Complete,
+            "error" => TicketState::Error,
+            "cancelled" => TicketState::Cancelled,
+            "expired" => TicketState::Expired,
+            _ => return None,
+        })
+    }
+    pub fn is_final(self) -> bool {
+        !matches!(self, TicketState::Queued | TicketState::Running)
+    }
+}
+
+/// The published archive of a completed ticket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveRef {
+    pub key: String,
+    pub file_name: String,
+    pub size: i64,
+    pub sha256: String,
+}
+
+/// An export ticket: the user-visible handle on an asynchronous archive build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    pub id: Id,
+    pub owner_id: Id,
+    pub bundle_id: Id,
+    pub bundle_name: String,
+    pub bundle_version: String,
+    pub format: OutputFormat,
+    pub state: TicketState,
+    pub percentage: i32,
+    pub bytes_loaded: i64,
+    pub bytes_total: i64,
+    pub eta: Option<Millis>,
+    pub message: Option<String>,
+    pub error_message: Option<String>,
+    pub archive: Option<ArchiveRef>,
+    pub created: Millis,
+    pub modified: Millis,
+    pub expires_at: Option<Millis>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewTicket {
+    pub owner_id: Id,
+    pub bundle_id: Id,
+    pub bundle_name: String,
+    pub bundle_version: String,
+    pub format: OutputFormat,
+    pub max_attempts: i32,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub percentage: i32,
+    pub bytes_loaded: i64,
+    pub bytes_total: i64,
+    pub eta: Option<Millis>,
+}
+
+/// How a running ticket ends.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Complete { archive: ArchiveRef, expires_at: Millis },
+    Error { message: String, error_message: String },
+}
+
+/// A durable unit of work. Today every job builds one ticket's archive.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: Id,
+    pub kind: String,
+    pub ticket_id: Id,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub last_error: Option<String>,
+}
+
+pub const JOB_BUNDLE_EXPORT: &str = "bundle_export";

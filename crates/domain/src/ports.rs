@@ -1,0 +1,82 @@
+//! The narrow traits the outer layers implement: metadata + job queue in one database (`Store`), and
+//! the handler the job runtime calls (`JobHandler`). SQLite and PostgreSQL implement `Store` alike.
+
+use crate::model::*;
+use crate::Result;
+use async_trait::async_trait;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // ---- users
+    async fn create_user(&self, new: NewUser) -> Result<User>;
+    async fn user_by_login(&self, login: &str) -> Result<Option<UserRecord>>;
+    async fn list_users(&self) -> Result<Vec<User>>;
+    /// Deletes the user and everything they own; returns the blob keys to delete.
+    async fn delete_user(&self, login: &str) -> Result<Option<Vec<String>>>;
+    async fn set_password(&self, login: &str, password_hash: &str) -> Result<bool>;
+
+    // ---- software bundles (every call is scoped by owner: another user's bundle does not exist)
+    async fn create_bundle(&self, owner: Id, name: &str, version: &str, input: &BundleInput) -> Result<Bundle>;
+    async fn get_bundle(&self, owner: Id, id: Id) -> Result<Option<Bundle>>;
+    async fn list_bundles(&self, owner: Id) -> Result<Vec<Bundle>>;
+    async fn update_bundle(&self, owner: Id, id: Id, input: &BundleInput) -> Result<Option<Bundle>>;
+    /// Returns the blob keys that the caller must delete, or None when there was no such bundle.
+    async fn delete_bundle(&self, owner: Id, id: Id) -> Result<Option<Vec<String>>>;
+
+    // ---- artifacts (scoped by bundle, which the caller has already resolved for the owner)
+    async fn create_artifact(&self, bundle: Id, parent: Option<Id>, name: &str, input: &ArtifactInput) -> Result<Artifact>;
+    async fn get_artifact(&self, bundle: Id, id: Id) -> Result<Option<Artifact>>;
+    async fn list_artifacts(&self, bundle: Id) -> Result<Vec<Artifact>>;
+    async fn update_artifact(&self, bundle: Id, id: Id, input: &ArtifactInput) -> Result<Option<Artifact>>;
+    /// Deletes the artifact and its children; returns their blob keys.
+    async fn delete_artifact(&self, bundle: Id, id: Id) -> Result<Option<Vec<String>>>;
+    /// Points the artifact at a new blob; returns the previous blob key (to delete), or Err NotFound.
+    async fn set_artifact_blob(&self, bundle: Id, id: Id, blob: &BlobRef) -> Result<Option<String>>;
+
+    // ---- license / logo: at most one of each per bundle
+    async fn put_attachment(&self, bundle: Id, kind: AttachmentKind, name: &str, blob: &BlobRef) -> Result<(Attachment, Option<String>)>;
+    async fn get_attachment(&self, bundle: Id, kind: AttachmentKind) -> Result<Option<Attachment>>;
+    async fn delete_attachment(&self, bundle: Id, kind: AttachmentKind) -> Result<Option<String>>;
+
+    // ---- tickets and their jobs
+    /// Creates the ticket and its job in one transaction.
+    async fn create_ticket(&self, new: &NewTicket) -> Result<Ticket>;
+    async fn get_ticket(&self, owner: Id, id: Id) -> Result<Option<Ticket>>;
+    async fn get_ticket_any(&self, id: Id) -> Result<Option<Ticket>>;
+    async fn list_tickets(&self, owner: Id) -> Result<Vec<Ticket>>;
+    /// Deletes the ticket (and its job); returns it so the caller can delete its archive.
+    async fn delete_ticket(&self, owner: Id, id: Id) -> Result<Option<Ticket>>;
+    /// queued -> running. False if the ticket is gone or not queued/running.
+    async fn mark_running(&self, id: Id) -> Result<bool>;
+    /// Only while running; false if the ticket is gone or no longer running.
+    async fn update_progress(&self, id: Id, p: &Progress) -> Result<bool>;
+    /// running|queued -> complete|error, conditionally. False if the ticket moved on (deleted, cancelled).
+    async fn finish_ticket(&self, id: Id, outcome: &Outcome) -> Result<bool>;
+    /// Completed tickets whose retention has passed.
+    async fn tickets_to_expire(&self, now: Millis, limit: i64) -> Result<Vec<Ticket>>;
+    /// complete -> expired, conditionally.
+    async fn mark_expired(&self, id: Id) -> Result<bool>;
+
+    // ---- job queue
+    /// Claims the oldest runnable job for `owner` with a lease, counting the attempt.
+    async fn claim_job(&self, owner: &str, lease: Duration) -> Result<Option<Job>>;
+    /// Extends the lease; false if the job is no longer ours (gone, or taken over).
+    async fn heartbeat(&self, job: Id, owner: &str, lease: Duration) -> Result<bool>;
+    /// Removes a finished job.
+    async fn finish_job(&self, job: Id, owner: &str) -> Result<()>;
+    /// Gives the job back for a later retry.
+    async fn retry_job(&self, job: Id, owner: &str, error: &str, delay: Duration) -> Result<()>;
+    /// Drops every lease at once (embedded mode at start: the single instance that held them is dead).
+    async fn release_all_leases(&self) -> Result<u64>;
+}
+
+/// What the job runtime calls for each claimed job. `cancel` fires when the lease is lost or the
+/// ticket disappears; the handler must stop promptly and leave nothing half-published.
+#[async_trait]
+pub trait JobHandler: Send + Sync + 'static {
+    async fn run(&self, job: &Job, cancel: CancellationToken) -> Result<()>;
+    /// Called when a job has used all its attempts, so its ticket can end in `error`.
+    async fn give_up(&self, job: &Job, error: &str) -> Result<()>;
+}

@@ -1,0 +1,461 @@
+//! The operations the wire faces call. Every call takes the authenticated principal and the `uid` of
+//! the URL; ownership is decided here, once: another user's things answer exactly like missing ones.
+
+use crate::auth::Authenticator;
+use crate::model::*;
+use crate::names;
+use crate::ports::Store;
+use crate::{DomainError, Result};
+use bytes::Bytes;
+use futures::Stream;
+use satchel_blob::Blobs;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How long a completed archive is kept.
+    pub retention: Duration,
+    /// Attempts per export job before its ticket ends in error.
+    pub max_attempts: i32,
+    /// Largest accepted file upload.
+    pub max_upload: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { retention: Duration::from_secs(7 * 24 * 3600), max_attempts: 3, max_upload: 64 << 30 }
+    }
+}
+
+pub struct Satchel {
+    pub store: Arc<dyn Store>,
+    pub blobs: Blobs,
+    pub auth: Authenticator,
+    pub config: Config,
+}
+
+fn user_blob_prefix(owner: Id) -> String {
+    format!("u/{owner}/files")
+}
+
+pub fn archive_key(owner: Id, ticket: Id) -> String {
+    format!("u/{owner}/exports/{ticket}/archive.tar.gz")
+}
+
+impl Satchel {
+    pub fn new(store: Arc<dyn Store>, blobs: Blobs, config: Config) -> Self {
+        let auth = Authenticator::new(store.clone(), Duration::from_secs(30));
+        Satchel { store, blobs, auth, config }
+    }
+
+    /// The user whose things the URL names, as the caller may see them.
+    pub async fn target(&self, who: &Principal, uid: &str) -> Result<User> {
+        if who.user.login == uid {
+            return Ok(who.user.clone());
+        }
+        if who.user.admin {
+            if let Some(rec) = self.store.user_by_login(uid).await? {
+                return Ok(rec.user);
+            }
+        }
+        Err(DomainError::not_found(format!("user {uid}")))
+    }
+
+    fn require(&self, who: &Principal, ent: &str) -> Result<()> {
+        if who.has(ent) {
+            Ok(())
+        } else {
+            Err(DomainError::Forbidden(format!("the entitlement {ent} is required for this operation")))
+        }
+    }
+
+    // ---------------------------------------------------------------- bundles
+
+    pub async fn bundle(&self, who: &Principal, uid: &str, msid: Id) -> Result<(User, Bundle)> {
+        let owner = self.target(who, uid).await?;
+        let b = self
+            .store
+            .get_bundle(owner.id, msid)
+            .await?
+            .ok_or_else(|| DomainError::not_found(format!("mySoftware {msid}")))?;
+        Ok((owner, b))
+    }
+
+    pub async fn list_bundles(&self, who: &Principal, uid: &str) -> Result<Vec<Bundle>> {
+        let owner = self.target(who, uid).await?;
+        self.store.list_bundles(owner.id).await
+    }
+
+    pub async fn create_bundle(&self, who: &Principal, uid: &str, input: BundleInput) -> Result<Bundle> {
+        let owner = self.target(who, uid).await?;
+        self.require(who, ENT_SOFTWARE_UPLOAD)?;
+        let name = input.name.clone().ok_or_else(|| DomainError::Invalid("mySoftware name is required".into()))?;
+        let version = input.version.clone().ok_or_else(|| DomainError::Invalid("mySoftware version is required".into()))?;
+        names::validate_label("name", &name)?;
+        names::validate_label("version", &version)?;
+        self.store.create_bundle(owner.id, &name, &version, &input).await
+    }
+
+    pub async fn update_bundle(&self, who: &Principal, uid: &str, msid: Id, input: BundleInput) -> Result<Bundle> {
+        let (owner, _) = self.bundle(who, uid, msid).await?;
+        self.require(who, ENT_SOFTWARE_UPLOAD)?;
+        if let Some(n) = &input.name {
+            names::validate_label("name", n)?;
+        }
+        if let Some(v) = &input.version {
+            names::validate_label("version", v)?;
+        }
+        self.store
+            .update_bundle(owner.id, msid, &input)
+            .await?
+            .ok_or_else(|| DomainError::not_found(format!("mySoftware {msid}")))
+    }
+
+    pub async fn delete_bundle(&self, who: &Principal, uid: &str, msid: Id) -> Result<()> {
+        let (owner, _) = self.bundle(who, uid, msid).await?;
+        self.require(who, ENT_SOFTWARE_UPLOAD)?;
+        let keys = self
+            .store
+            .delete_bundle(owner.id, msid)
+            .await?
+            .ok_or_else(|| DomainError::not_found(format!("mySoftware {msid}")))?;
+        self.delete_blobs(keys).await;
+        Ok(())
+    }
+
+    /// Copies a bundle with its files (blobs are copied too: each bundle owns its own).
+    pub async fn clone_bundle(&self, who: &Principal, uid: &str, msid: Id, input: BundleInput) -> Result<Bundle> {
+        let (owner, src) = self.bundle(who, uid, msid).await?;
+        self.require(who, ENT_SOFTWARE_UPLOAD)?;
+        let name = input.name.clone().unwrap_or_else(|| format!("{} (clone)", src.name));
+        let version = input.version.clone().unwrap_or_else(|| src.version.clone());
+        names::validate_label("name", &name)?;
+        names::validate_label("version", &version)?;
+        let merged = BundleInput {
+            name: Some(name.clone()),
+            version: Some(version.clone()),
+            description: input.description.or(src.description.clone()),
+            release: input.release.or(src.release.clone()),
+            install_location: input.install_location.or(src.install_location.clone()),
+        };
+        let dst = self.store.create_bundle(owner.id, &name, &version, &merged).await?;
+        let arts = self.store.list_artifacts(src.id).await?;
+        let mut map = std::collections::HashMap::new();
+        // Parents come before children in id order: they were created first.
+        for a in arts {
+            let parent = a.parent_id.and_then(|p| map.get(&p).copied());
+            let input = ArtifactInput {
+                name: Some(a.name.clone()),
+                kind: Some(a.kind.clone()),
+                tag: a.tag.clone(),
+                install_location: a.install_location.clone(),
+            };
+            let na = self.store.create_artifact(dst.id, parent, &a.name, &input).await?;
+            map.insert(a.id, na.id);
+            if let Some(b) = &a.blob {
+                let copy = self.copy_blob(owner.id, b).await?;
+                self.store.set_artifact_blob(dst.id, na.id, &copy).await?;
+            }
+        }
+        for kind in [AttachmentKind::License, AttachmentKind::Logo] {
+            if let Some(att) = self.store.get_attachment(src.id, kind).await? {
+                let copy = self.copy_blob(owner.id, &att.blob).await?;
+                self.store.put_attachment(dst.id, kind, &att.name, &copy).await?;
+            }
+        }
+        Ok(dst)
+    }
+
+    async fn copy_blob(&self, owner: Id, b: &BlobRef) -> Result<BlobRef> {
+        let key = Blobs::new_key(&user_blob_prefix(owner));
+        let stream = self.blobs.get(&b.key, None).await?;
+        let w = self.blobs.put_stream(&key, stream, None).await?;
+        Ok(BlobRef { key, size: w.size as i64, sha256: w.sha256, md5: w.md5, uploaded: now_millis() })
+    }
+
+    async fn delete_blobs(&self, keys: Vec<String>) {
+        for k in keys {
+            if let Err(e) = self.blobs.delete(&k).await {
+                tracing::warn!(key = %k, error = %e, "could not delete a blob; it is now unreferenced");
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- artifacts
+
+    pub async fn list_artifacts(&self, who: &Principal, uid: &str, msid: Id) -> Result<(Bundle, Vec<Artifact>)> {
+        let (_, b) = self.bundle(who, uid, msid).await?;
+        let arts = self.store.list_artifacts(b.id).await?;
+        Ok((b, arts))
+    }
+
+    pub async fn artifact(&self, who: &Principal, uid: &str, msid: Id, said: Id) -> Result<(Bundle, Artifact)> {
+        let (_, b) = self.bundle(who, uid, msid).await?;
+        let a = self
+            .store
+            .get_artifact(b.id, said)
+            .await?
+            .ok_or_else(|| DomainError::not_found(format!("softwareArtifact {said}")))?;
+        Ok((b, a))
+    }
+
+    pub async fn create_artifact(
+        &self,
+        who: &Principal,
+        uid: &str,
+        msid: Id,
+        parent: Option<Id>,
+        input: ArtifactInput,
+    ) -> Result<Artifact> {
+        let (_, b) = self.bundle(who, uid, msid).await?;
+        if let Some(p) = parent {
+            let pa = self
+                .store
+                .get_artifact(b.id, p)
+                .await?
+                .ok_or_else(|| DomainError::not_found(format!("softwareArtifact {p}")))?;
+            if pa.kind != "folder" {
+                return Err(DomainError::Invalid(format!("softwareArtifact {p} is a file; only folders have children")));
+            }
+        }
+        self.require(who, ENT_SOFTWARE_UPLOAD)?;
+        let name = input.name.clone().ok_or_else(|| DomainError::Invalid("softwareArtifact name is required".into()))?;
+        names::validate_file_name(&name)?;
+        if let Some(k) = &input.kind {
+            if k != "file" && k != "folder" {
+                return Err(DomainError::Invalid(format!("softwareArtifact type must be file or folder, not {k:?}")));
+            }
+        }
+        self.store.create_artifact(b.id, parent, &name, &input).await
+    }
+
+    pub async fn update_artifact(&self, who: &Principal, uid: &str, msid: Id, said: Id, input: ArtifactInput) -> Result<Artifact> {
+        let (b, a) = self.artifact(who, uid, msid, said).await?;
+        self.require(who, ENT_SOFTWARE_UPLOAD)?;
+        if let Some(n) = &input.name {
+            names::validate_file_name(n)?;
+        }
+        if input.kind.as_deref().is_some_and(|k| k != a.kind) {
+            return Err(DomainError::Invalid("the type of a softwareArtifact cannot change".into()));
+        }
+        self.store
+            .update_artifact(b.id, said, &input)
+            .await?
+            .ok_or_else(|| DomainError::not_found(format!("softwareArtifact {said}")))
+    }
+
+    pub async fn delete_artifact(&self, who: &Principal, uid: &str, msid: Id, said: Id) -> Result<()> {
+        let (b, _) = self.artifact(who, uid, msid, said).await?;
+        self.require(who, ENT_SOFTWARE_UPLOAD)?;
+        let keys = self
+            .store
+            .delete_artifact(b.id, said)
+            .await?
+            .ok_or_else(|| DomainError::not_found(format!("softwareArtifact {said}")))?;
+        self.delete_blobs(keys).await;
+        Ok(())
+    }
+
+    /// Streams a file body into blob storage, then points the artifact at it (replacing any previous file).
+    pub async fn upload_artifact_file<S, E>(
+        &self,
+        who: &Principal,
+        uid: &str,
+        msid: Id,
+        said: Id,
+        file_name: &str,
+        body: S,
+    ) -> Result<Artifact>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        let (b, a) = self.artifact(who, uid, msid, said).await?;
+        self.require(who, ENT_SOFTWARE_UPLOAD)?;
+        names::validate_file_name(file_name)?;
+        if a.kind == "folder" {
+            return Err(DomainError::Invalid(format!("softwareArtifact {said} is a folder; upload files to its children")));
+        }
+        let blob = self.store_upload(b.owner_id, body).await?;
+        match self.store.set_artifact_blob(b.id, said, &blob).await {
+            Ok(old) => {
+                if let Some(old) = old {
+                    self.delete_blobs(vec![old]).await;
+                }
+            }
+            Err(e) => {
+                self.delete_blobs(vec![blob.key.clone()]).await;
+                return Err(e);
+            }
+        }
+        self.store
+            .get_artifact(b.id, said)
+            .await?
+            .ok_or_else(|| DomainError::not_found(format!("softwareArtifact {said}")))
+    }
+
+    async fn store_upload<S, E>(&self, owner: Id, body: S) -> Result<BlobRef>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        let key = Blobs::new_key(&user_blob_prefix(owner));
+        let w = self.blobs.put_stream(&key, body, Some(self.config.max_upload)).await.map_err(|e| match e {
+            satchel_blob::BlobError::TooLarge(n) => DomainError::TooLarge(format!("uploads are limited to {n} bytes")),
+            satchel_blob::BlobError::Source(s) => DomainError::Invalid(format!("upload interrupted: {s}")),
+            other => other.into(),
+        })?;
+        Ok(BlobRef { key, size: w.size as i64, sha256: w.sha256, md5: w.md5, uploaded: now_millis() })
+    }
+
+    pub async fn artifact_file(&self, who: &Principal, uid: &str, msid: Id, said: Id, file_name: Option<&str>) -> Result<(Artifact, BlobRef)> {
+        let (_, a) = self.artifact(who, uid, msid, said).await?;
+        let blob = a.blob.clone().ok_or_else(|| DomainError::not_found(format!("file of softwareArtifact {said}")))?;
+        if let Some(f) = file_name {
+            names::validate_file_name(f)?;
+            if f != a.name {
+                return Err(DomainError::not_found(format!("file {f} of softwareArtifact {said}")));
+            }
+        }
+        Ok((a, blob))
+    }
+
+    // ---------------------------------------------------------------- license / logo
+
+    pub async fn upload_attachment<S, E>(
+        &self,
+        who: &Principal,
+        uid: &str,
+        msid: Id,
+        kind: AttachmentKind,
+        file_name: &str,
+        body: S,
+    ) -> Result<Attachment>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        let (owner, b) = self.bundle(who, uid, msid).await?;
+        self.require(who, ENT_SOFTWARE_UPLOAD)?;
+        names::validate_file_name(file_name)?;
+        let blob = self.store_upload(owner.id, body).await?;
+        match self.store.put_attachment(b.id, kind, file_name, &blob).await {
+            Ok((att, old)) => {
+                if let Some(old) = old {
+                    self.delete_blobs(vec![old]).await;
+                }
+                Ok(att)
+            }
+            Err(e) => {
+                self.delete_blobs(vec![blob.key]).await;
+                Err(e)
+            }
+        }
+    }
+
+    pub async fn attachment(&self, who: &Principal, uid: &str, msid: Id, kind: AttachmentKind) -> Result<Attachment> {
+        let (_, b) = self.bundle(who, uid, msid).await?;
+        self.store
+            .get_attachment(b.id, kind)
+            .await?
+            .ok_or_else(|| DomainError::not_found(format!("{} of mySoftware {msid}", kind.as_str())))
+    }
+
+    pub async fn delete_attachment(&self, who: &Principal, uid: &str, msid: Id, kind: AttachmentKind) -> Result<()> {
+        let (_, b) = self.bundle(who, uid, msid).await?;
+        self.require(who, ENT_SOFTWARE_UPLOAD)?;
+        let key = self
+            .store
+            .delete_attachment(b.id, kind)
+            .await?
+            .ok_or_else(|| DomainError::not_found(format!("{} of mySoftware {msid}", kind.as_str())))?;
+        self.delete_blobs(vec![key]).await;
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- export tickets
+
+    pub async fn create_export(&self, who: &Principal, uid: &str, msid: Id, format: OutputFormat) -> Result<Ticket> {
+        let (owner, b) = self.bundle(who, uid, msid).await?;
+        self.require(who, ENT_SOFTWARE_UPLOAD)?;
+        self.store
+            .create_ticket(&NewTicket {
+                owner_id: owner.id,
+                bundle_id: b.id,
+                bundle_name: b.name.clone(),
+                bundle_version: b.version.clone(),
+                format,
+                max_attempts: self.config.max_attempts,
+            })
+            .await
+    }
+
+    /// A ticket of this bundle. Tickets of other bundles, even the caller's own, do not exist here.
+    pub async fn export(&self, who: &Principal, uid: &str, msid: Id, eid: Id) -> Result<Ticket> {
+        let owner = self.target(who, uid).await?;
+        match self.store.get_ticket(owner.id, eid).await? {
+            Some(t) if t.bundle_id == msid => Ok(t),
+            _ => Err(DomainError::not_found(format!("export {eid} of mySoftware {msid}"))),
+        }
+    }
+
+    pub async fn list_exports(&self, who: &Principal, uid: &str) -> Result<Vec<Ticket>> {
+        let owner = self.target(who, uid).await?;
+        self.store.list_tickets(owner.id).await
+    }
+
+    /// The archive to stream, or why there is none yet.
+    pub async fn export_archive(&self, who: &Principal, uid: &str, msid: Id, eid: Id) -> Result<(Ticket, ArchiveRef)> {
+        let t = self.export(who, uid, msid, eid).await?;
+        match (t.state, &t.archive) {
+            (TicketState::Complete, Some(a)) => {
+                let a = a.clone();
+                Ok((t, a))
+            }
+            (TicketState::Expired, _) => Err(DomainError::Gone(format!(
+                "the archive of export {eid} has expired and was deleted; request a new export"
+            ))),
+            (TicketState::Error, _) => Err(DomainError::Conflict(format!(
+                "export {eid} failed: {}",
+                t.error_message.clone().unwrap_or_default()
+            ))),
+            (TicketState::Cancelled, _) => Err(DomainError::Conflict(format!("export {eid} was cancelled"))),
+            _ => Err(DomainError::Conflict(format!(
+                "the archive of export {eid} is not ready yet ({}%); poll its status until it is complete",
+                t.percentage
+            ))),
+        }
+    }
+
+    /// Deletes the ticket; a running job notices and stops, and its archive is removed.
+    pub async fn delete_export(&self, who: &Principal, uid: &str, msid: Id, eid: Id) -> Result<()> {
+        let t = self.export(who, uid, msid, eid).await?;
+        let owner = t.owner_id;
+        let gone = self
+            .store
+            .delete_ticket(owner, eid)
+            .await?
+            .ok_or_else(|| DomainError::not_found(format!("export {eid} of mySoftware {msid}")))?;
+        // The key is deterministic, so delete it even if the job published just before we removed the row.
+        self.delete_blobs(vec![archive_key(gone.owner_id, gone.id)]).await;
+        Ok(())
+    }
+
+    /// Deletes the archives whose retention has passed; their tickets become `expired`.
+    pub async fn sweep_expired(&self) -> Result<usize> {
+        let mut n = 0;
+        loop {
+            let batch = self.store.tickets_to_expire(now_millis(), 100).await?;
+            if batch.is_empty() {
+                return Ok(n);
+            }
+            for t in batch {
+                if self.store.mark_expired(t.id).await? {
+                    self.delete_blobs(vec![archive_key(t.owner_id, t.id)]).await;
+                    n += 1;
+                }
+            }
+        }
+    }
+}

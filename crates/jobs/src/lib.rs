@@ -1,0 +1,166 @@
+//! The job runtime. Each worker loops: claim a job (with a lease), run the handler while a heartbeat
+//! task renews the lease, then remove the job, or give it back for a retry with backoff. A job whose
+//! attempts are used up is handed to `give_up` so its ticket ends in `error` instead of hanging.
+//! If the heartbeat finds the lease lost (another instance took over), the handler is cancelled.
+
+use satchel_domain::model::Job;
+use satchel_domain::ports::{JobHandler, Store};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub workers: usize,
+    pub lease: Duration,
+    pub heartbeat: Duration,
+    pub idle_poll: Duration,
+    pub retry_backoff: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            workers: 2,
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(5),
+            idle_poll: Duration::from_millis(500),
+            retry_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A running pool. `wake()` after enqueuing so an idle worker starts at once.
+pub struct WorkerPool {
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+    pub owner: String,
+}
+
+impl WorkerPool {
+    pub fn start(store: Arc<dyn Store>, handler: Arc<dyn JobHandler>, cfg: PoolConfig) -> Self {
+        let owner = format!("satchel-{}", uuid::Uuid::new_v4().simple());
+        let wake = Arc::new(Notify::new());
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        for n in 0..cfg.workers.max(1) {
+            let w = Worker {
+                store: store.clone(),
+                handler: handler.clone(),
+                cfg: cfg.clone(),
+                owner: owner.clone(),
+                wake: wake.clone(),
+                stop: stop.clone(),
+            };
+            tasks.spawn(async move {
+                tracing::debug!(worker = n, "job worker started");
+                w.run().await
+            });
+        }
+        WorkerPool { wake, stop, tasks, owner }
+    }
+
+    pub fn wake(&self) {
+        self.wake.notify_waiters();
+        self.wake.notify_one();
+    }
+
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+struct Worker {
+    store: Arc<dyn Store>,
+    handler: Arc<dyn JobHandler>,
+    cfg: PoolConfig,
+    owner: String,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+}
+
+impl Worker {
+    async fn run(self) {
+        while !self.stop.is_cancelled() {
+            match self.store.claim_job(&self.owner, self.cfg.lease).await {
+                Ok(Some(job)) => self.process(job).await,
+                Ok(None) => {
+                    tokio::select! {
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep(self.cfg.idle_poll) => {}
+                        _ = self.stop.cancelled() => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming a job failed");
+                    tokio::time::sleep(self.cfg.idle_poll).await;
+                }
+            }
+        }
+    }
+
+    async fn process(&self, job: Job) {
+        let span = tracing::info_span!("job", id = job.id, kind = %job.kind, ticket = job.ticket_id, attempt = job.attempts);
+        let _g = span.enter();
+        if job.attempts > job.max_attempts {
+            let why = job.last_error.clone().unwrap_or_else(|| "the job kept failing".into());
+            tracing::warn!(error = %why, "job used all its attempts; giving up");
+            if let Err(e) = self.handler.give_up(&job, &why).await {
+                tracing::error!(error = %e, "could not record a failed job");
+                return;
+            }
+            let _ = self.store.finish_job(job.id, &self.owner).await;
+            return;
+        }
+        let cancel = self.stop.child_token();
+        let hb = {
+            let (store, owner, cfg, cancel) = (self.store.clone(), self.owner.clone(), self.cfg.clone(), cancel.clone());
+            let id = job.id;
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(cfg.heartbeat) => {}
+                    }
+                    match store.heartbeat(id, &owner, cfg.lease).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(job = id, "lease lost or job removed; cancelling");
+                            cancel.cancel();
+                            return;
+                        }
+                        Err(e) => tracing::warn!(job = id, error = %e, "heartbeat failed"),
+                    }
+                }
+            })
+        };
+        let res = self.handler.run(&job, cancel.clone()).await;
+        let lost = cancel.is_cancelled();
+        cancel.cancel();
+        let _ = hb.await;
+        match res {
+            Ok(()) => {
+                if let Err(e) = self.store.finish_job(job.id, &self.owner).await {
+                    tracing::warn!(error = %e, "removing a finished job failed; it will be re-run idempotently");
+                }
+            }
+            Err(e) if lost && self.stop.is_cancelled() => {
+                tracing::info!(error = %e, "job interrupted by shutdown; it will be retried");
+                let _ = self.store.retry_job(job.id, &self.owner, "interrupted by shutdown", Duration::ZERO).await;
+            }
+            Err(e) => {
+                let delay = self.cfg.retry_backoff * 2u32.saturating_pow((job.attempts - 1).max(0) as u32);
+                tracing::warn!(error = %e, ?delay, "job attempt failed; will retry");
+                let _ = self.store.retry_job(job.id, &self.owner, &e.to_string(), delay).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Server configuration: flags win over environment (`SATCHEL_*`), which wins over the TOML file
+//! (`--config`), which wins over defaults.
+
+use anyhow::Context;
+use clap::Args;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "SATCHEL_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Data directory of the embedded store (SQLite file + blob directory) [default: ./satchel-data].
+    #[arg(long, env = "SATCHEL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Optional TOML configuration file.
+    #[arg(long, env = "SATCHEL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// How long completed archives are kept, e.g. "7d", "12h", "30s" [default: 7d].
+    #[arg(long, env = "SATCHEL_RETENTION")]
+    pub retention: Option<String>,
+    /// How often the expiry sweeper runs [default: 60s].
+    #[arg(long, env = "SATCHEL_SWEEP_INTERVAL")]
+    pub sweep_interval: Option<String>,
+    /// Concurrent export jobs [default: 2].
+    #[arg(long, env = "SATCHEL_WORKERS")]
+    pub workers: Option<usize>,
+    /// Attempts per export before it ends in error [default: 3].
+    #[arg(long, env = "SATCHEL_MAX_ATTEMPTS")]
+    pub max_attempts: Option<i32>,
+    /// Largest accepted file upload in bytes [default: 64 GiB].
+    #[arg(long, env = "SATCHEL_MAX_UPLOAD")]
+    pub max_upload: Option<u64>,
+    /// Job lease; a job whose worker stops heart-beating is taken over after this [default: 30s].
+    #[arg(long, env = "SATCHEL_JOB_LEASE")]
+    pub job_lease: Option<String>,
+    /// Testing aid: pause after each archive chunk (slows exports down deterministically).
+    #[arg(long, env = "SATCHEL_EXPORT_THROTTLE", hide = true)]
+    pub export_throttle: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    retention: Option<String>,
+    sweep_interval: Option<String>,
+    workers: Option<usize>,
+    max_attempts: Option<i32>,
+    max_upload: Option<u64>,
+    job_lease: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub retention: Duration,
+    pub sweep_interval: Duration,
+    pub workers: usize,
+    pub max_attempts: i32,
+    pub max_upload: u64,
+    pub job_lease: Duration,
+    pub export_throttle: Option<Duration>,
+}
+
+fn dur(what: &str, s: &str) -> anyhow::Result<Duration> {
+    humantime::parse_duration(s).with_context(|| format!("invalid duration for {what}: {s:?}"))
+}
+
+impl ServeArgs {
+    pub fn resolve(self) -> anyhow::Result<Settings> {
+        let file: FileConfig = match &self.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        Ok(Settings {
+            listen: self.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./satchel-data")),
+            retention: dur("retention", self.retention.or(file.retention).as_deref().unwrap_or("7d"))?,
+            sweep_interval: dur("sweep-interval", self.sweep_interval.or(file.sweep_interval).as_deref().unwrap_or("60s"))?,
+            workers: self.workers.or(file.workers).unwrap_or(2).max(1),
+            max_attempts: self.max_attempts.or(file.max_attempts).unwrap_or(3).max(1),
+            max_upload: self.max_upload.or(file.max_upload).unwrap_or(64 << 30),
+            job_lease: dur("job-lease", self.job_lease.or(file.job_lease).as_deref().unwrap_or("30s"))?,
+            export_throttle: self.export_throttle.as_deref().map(|s| dur("export-throttle", s)).transpose()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "listen = \"127.0.0.1:9000\"\nretention = \"1h\"\nworkers = 5\n").unwrap();
+        let s = ServeArgs { config: Some(p.clone()), workers: Some(1), ..Default::default() }.resolve().unwrap();
+        assert_eq!(s.listen.port(), 9000);
+        assert_eq!(s.retention, Duration::from_secs(3600));
+        assert_eq!(s.workers, 1);
+        std::fs::write(&p, "bogus = 1\n").unwrap();
+        assert!(ServeArgs { config: Some(p), ..Default::default() }.resolve().is_err());
+    }
+}

@@ -1,0 +1,103 @@
+//! `satchel`: the one binary. `serve` runs the service; `admin` manages users in the same store.
+
+mod config;
+mod serve;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use satchel_domain::model::NewUser;
+use std::io::Read;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "satchel", version, about = "Export and data-portability service")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the service.
+    Serve(config::ServeArgs),
+    /// Manage users of a Satchel store (works while the server runs).
+    Admin {
+        /// Data directory of the embedded store.
+        #[arg(long, env = "SATCHEL_DATA_DIR", default_value = "./satchel-data")]
+        data_dir: PathBuf,
+        #[command(subcommand)]
+        cmd: AdminCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    #[command(subcommand)]
+    User(UserCmd),
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Add a user.
+    Add {
+        login: String,
+        /// Read the password from standard input (one line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        /// Grant an entitlement (repeatable), e.g. software_upload.
+        #[arg(long = "entitlement")]
+        entitlements: Vec<String>,
+        /// Make the user an administrator (may act on every user's things).
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List users.
+    List,
+    /// Remove a user and everything they own.
+    Remove { login: String },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Serve(args) => serve::run(args).await,
+            Cmd::Admin { data_dir, cmd } => admin(data_dir, cmd).await,
+        }
+    })
+}
+
+async fn admin(data_dir: PathBuf, cmd: AdminCmd) -> anyhow::Result<()> {
+    let (store, blobs) = serve::open_embedded(&data_dir).await?;
+    let AdminCmd::User(cmd) = cmd;
+    match cmd {
+        UserCmd::Add { login, password_stdin: _, entitlements, admin } => {
+            satchel_domain::names::validate_login(&login)?;
+            let mut pw = String::new();
+            std::io::stdin().read_to_string(&mut pw).context("reading the password from stdin")?;
+            let pw = pw.lines().next().unwrap_or("").to_string();
+            if pw.is_empty() {
+                bail!("empty password on stdin");
+            }
+            let hash = satchel_domain::auth::hash_password(&pw)?;
+            let u = store.create_user(NewUser { login, password_hash: hash, admin, entitlements }).await?;
+            println!("added user {} (id {}{})", u.login, u.id, if u.admin { ", admin" } else { "" });
+        }
+        UserCmd::List => {
+            for u in store.list_users().await? {
+                println!("{}\t{}\t{}", u.login, if u.admin { "admin" } else { "user" }, u.entitlements.join(","));
+            }
+        }
+        UserCmd::Remove { login } => match store.delete_user(&login).await? {
+            None => bail!("no such user: {login}"),
+            Some(keys) => {
+                for k in keys {
+                    let _ = blobs.delete(&k).await;
+                }
+                println!("removed user {login}");
+            }
+        },
+    }
+    Ok(())
+}

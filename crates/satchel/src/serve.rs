@@ -1,0 +1,113 @@
+//! `satchel serve`: wires store, blobs, domain, job workers, the sweeper and the HTTP faces.
+
+use crate::config::{ServeArgs, Settings};
+use anyhow::Context;
+use satchel_api_uforge::AppState;
+use satchel_blob::Blobs;
+use satchel_domain::export::ExportRunner;
+use satchel_domain::model::NewUser;
+use satchel_domain::ports::Store;
+use satchel_domain::service::{Config, Satchel};
+use satchel_jobs::{PoolConfig, WorkerPool};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceExt;
+
+/// The embedded default: `DIR/satchel.db` (SQLite) and `DIR/blobs/`.
+pub async fn open_embedded(dir: &Path) -> anyhow::Result<(Arc<dyn Store>, Blobs)> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let store = satchel_store::sqlite::SqliteStore::open(&dir.join("satchel.db")).await?;
+    let blobs = Blobs::local(&dir.join("blobs"))?;
+    Ok((Arc::new(store), blobs))
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let s: Settings = args.resolve()?;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=info")),
+        )
+        .init();
+    std::fs::create_dir_all(&s.data_dir).with_context(|| format!("creating {}", s.data_dir.display()))?;
+    // One server per data directory: the job leases of a dead server are released at start, which
+    // is only safe if no other server is using them.
+    let lock = std::fs::File::create(s.data_dir.join("serve.lock"))?;
+    fs2::FileExt::try_lock_exclusive(&lock)
+        .with_context(|| format!("another satchel server is using {}", s.data_dir.display()))?;
+
+    let (store, blobs) = open_embedded(&s.data_dir).await?;
+    let released = store.release_all_leases().await?;
+    if released > 0 {
+        tracing::warn!(released, "resuming jobs left running by a previous server");
+    }
+    if let Ok(pw) = std::env::var("SATCHEL_ADMIN_PASSWORD") {
+        if !pw.is_empty() && store.user_by_login("root").await?.is_none() {
+            let hash = satchel_domain::auth::hash_password(&pw)?;
+            store
+                .create_user(NewUser { login: "root".into(), password_hash: hash, admin: true, entitlements: vec![] })
+                .await?;
+            tracing::info!("created admin user root");
+        }
+    }
+
+    let config = Config { retention: s.retention, max_attempts: s.max_attempts, max_upload: s.max_upload };
+    let satchel = Arc::new(Satchel::new(store.clone(), blobs.clone(), config));
+    let runner = Arc::new(ExportRunner {
+        store: store.clone(),
+        blobs: blobs.clone(),
+        retention: s.retention,
+        gz: satchel_archive::GzOptions::default(),
+        progress_every: Duration::from_millis(250),
+        throttle: s.export_throttle,
+    });
+    let pool = WorkerPool::start(
+        store.clone(),
+        runner,
+        PoolConfig {
+            workers: s.workers,
+            lease: s.job_lease,
+            heartbeat: (s.job_lease / 6).max(Duration::from_millis(100)),
+            ..Default::default()
+        },
+    );
+
+    let sweeper = {
+        let satchel = satchel.clone();
+        let every = s.sweep_interval;
+        tokio::spawn(async move {
+            loop {
+                match satchel.sweep_expired().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(expired = n, "expired archives deleted"),
+                    Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
+                }
+                tokio::time::sleep(every).await;
+            }
+        })
+    };
+
+    let state = AppState { satchel: satchel.clone(), wake: pool.waker() };
+    let app = satchel_api_uforge::router(state)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(tower_http::request_id::MakeRequestUuid));
+    let app = app.map_request(satchel_api_uforge::normalize_path);
+
+    let listener = tokio::net::TcpListener::bind(s.listen).await.with_context(|| format!("binding {}", s.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, data_dir = %s.data_dir.display(), "satchel listening");
+    axum::serve(listener, tower::make::Shared::new(app))
+        .with_graceful_shutdown(async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+            tracing::info!("shutting down");
+        })
+        .await?;
+    sweeper.abort();
+    pool.shutdown().await;
+    Ok(())
+}
