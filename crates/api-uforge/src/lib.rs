@@ -91,6 +91,10 @@ async fn uforge_errors(req: Request, next: Next) -> Response {
     if status == StatusCode::UNAUTHORIZED {
         parts.headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"satchel\""));
     }
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        // The rest of the request body is not read: tell the client the connection ends here.
+        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let (body, ct) = error_document(format, status, &method, &uri, &message);
     parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     parts.headers.remove(header::CONTENT_LENGTH);

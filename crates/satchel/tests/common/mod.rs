@@ -1,0 +1,289 @@
+//! Test harness: starts the real `satchel` binary on a free loopback port with a temp data dir.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const NS: &str = "http://www.usharesoft.com/uforge";
+
+pub struct Server {
+    pub child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub extra: Vec<String>,
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_satchel"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn admin(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    let mut c = Command::new(bin())
+        .arg("admin")
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(s) = stdin {
+        c.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    }
+    drop(c.stdin.take());
+    c.wait_with_output().unwrap()
+}
+
+impl Server {
+    /// A server with users alice and bob (software_upload), carol (no entitlement) and root (admin).
+    pub async fn start(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        for (login, ents) in [("alice", true), ("bob", true), ("carol", false)] {
+            let mut args = vec!["user", "add", login, "--password-stdin"];
+            if ents {
+                args.extend(["--entitlement", "software_upload"]);
+            }
+            let out = admin(dir.path(), &args, Some(&format!("{login}-pw\n")));
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+        let out = admin(dir.path(), &["user", "add", "root", "--password-stdin", "--admin"], Some("root-pw\n"));
+        assert!(out.status.success());
+        let mut s = Server { child: None, dir, port: free_port(), extra: extra.iter().map(|s| s.to_string()).collect() };
+        s.spawn().await;
+        s
+    }
+
+    pub async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log")).unwrap();
+        let child = Command::new(bin())
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .args(&self.extra)
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = reqwest::get(format!("{}/status", self.base())).await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "server did not start: {}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}/api", self.port)
+    }
+
+    pub fn client(&self, login: &str) -> Client {
+        Client { http: reqwest::Client::new(), base: self.base(), login: login.into(), password: format!("{login}-pw") }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub login: String,
+    pub password: String,
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).to_string()
+    }
+    /// Text of the first `<name>` element.
+    pub fn field(&self, name: &str) -> Option<String> {
+        let t = self.text();
+        let open = format!("<{name}>");
+        let start = t.find(&open)? + open.len();
+        let end = t[start..].find(&format!("</{name}>"))? + start;
+        Some(t[start..end].to_string())
+    }
+    pub fn id(&self) -> i64 {
+        self.field("dbId").unwrap_or_else(|| panic!("no dbId in {}", self.text())).parse().unwrap()
+    }
+    pub fn error_message(&self) -> String {
+        self.field("message").unwrap_or_default()
+    }
+    pub fn header(&self, h: &str) -> Option<String> {
+        self.headers.get(h).and_then(|v| v.to_str().ok()).map(String::from)
+    }
+    /// Every non-2xx answer must be a namespaced uforgeError carrying the status.
+    pub fn assert_uforge_error(&self, status: u16) {
+        assert_eq!(self.status, status, "{}", self.text());
+        let t = self.text();
+        assert!(t.contains("<ns0:uforgeError xmlns:ns0=\"http://www.usharesoft.com/uforge\">"), "{t}");
+        assert_eq!(self.field("statusCode").as_deref(), Some(status.to_string().as_str()), "{t}");
+        assert_eq!(self.header("content-type").as_deref(), Some("application/xml"));
+    }
+}
+
+impl Client {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn req(&self, method: &str, path: &str, body: Option<Vec<u8>>, headers: &[(&str, &str)]) -> Resp {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut rb = self.http.request(m, self.url(path)).basic_auth(&self.login, Some(&self.password));
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+            rb = rb.header("Content-Type", "application/xml");
+        }
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("accept")) {
+            rb = rb.header("Accept", "application/xml");
+        }
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        if let Some(b) = body {
+            rb = rb.body(b);
+        }
+        let r = rb.send().await.unwrap();
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let body = r.bytes().await.unwrap().to_vec();
+        Resp { status, headers, body }
+    }
+
+    /// Like `req`, but a connection reset (the server refusing an oversized body mid-upload) is
+    /// reported as `None` instead of a panic.
+    pub async fn try_req(&self, method: &str, path: &str, body: Vec<u8>) -> Option<Resp> {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let r = self.http.request(m, self.url(path)).basic_auth(&self.login, Some(&self.password)).body(body).send().await.ok()?;
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let body = r.bytes().await.ok()?.to_vec();
+        Some(Resp { status, headers, body })
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.req("GET", path, None, &[]).await
+    }
+
+    pub async fn create_bundle(&self, name: &str, version: &str) -> i64 {
+        let doc = format!("<ns1:mySoftware xmlns:ns1=\"{NS}\"><name>{name}</name><version>{version}</version><description>test bundle</description></ns1:mySoftware>");
+        let r = self.req("POST", &format!("/users/{}/mysoftware", self.login), Some(doc.into_bytes()), &[]).await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.id()
+    }
+
+    pub async fn create_artifact(&self, msid: i64, parent: Option<i64>, name: &str, kind: &str) -> i64 {
+        let doc = format!("<ns1:softwareArtifact xmlns:ns1=\"{NS}\"><name>{name}</name><type>{kind}</type></ns1:softwareArtifact>");
+        let path = match parent {
+            None => format!("/users/{}/mysoftware/{msid}/artifacts", self.login),
+            Some(p) => format!("/users/{}/mysoftware/{msid}/artifacts/{p}/subsoftwareartifacts", self.login),
+        };
+        let r = self.req("POST", &path, Some(doc.into_bytes()), &[]).await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.id()
+    }
+
+    pub async fn upload(&self, msid: i64, said: i64, name: &str, data: &[u8]) {
+        let r = self
+            .req("POST", &format!("/users/{}/mysoftware/{msid}/artifacts/{said}/bin/{name}", self.login), Some(data.to_vec()), &[])
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+
+    pub async fn add_file(&self, msid: i64, parent: Option<i64>, name: &str, data: &[u8]) -> i64 {
+        let id = self.create_artifact(msid, parent, name, "file").await;
+        self.upload(msid, id, name, data).await;
+        id
+    }
+
+    pub async fn export(&self, msid: i64, format: &str) -> i64 {
+        let r = self.req("POST", &format!("/users/{}/mysoftware/{msid}/exports?outputFormat={format}", self.login), None, &[]).await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.id()
+    }
+
+    pub async fn wait_export(&self, msid: i64, eid: i64, timeout: Duration) -> Resp {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = self.get(&format!("/users/{}/mysoftware/{msid}/exports/{eid}/status", self.login)).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            let pct: i64 = r.field("percentage").unwrap().parse().unwrap();
+            assert!((0..=100).contains(&pct));
+            if r.field("complete").as_deref() == Some("true") || r.field("error").as_deref() == Some("true") {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "export {eid} did not finish: {}", r.text());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Deterministic pseudo-random bytes (incompressible).
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Members of a .tar.gz: path -> content (directories as empty with a trailing slash).
+pub fn untar(data: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
+    use std::io::Read;
+    let gz = flate2::read::MultiGzDecoder::new(data);
+    let mut ar = tar::Archive::new(gz);
+    let mut out = std::collections::BTreeMap::new();
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut p = e.path().unwrap().to_string_lossy().to_string();
+        if e.header().entry_type().is_dir() && !p.ends_with('/') {
+            p.push('/');
+        }
+        let mut body = Vec::new();
+        e.read_to_end(&mut body).unwrap();
+        out.insert(p, body);
+    }
+    out
+}
