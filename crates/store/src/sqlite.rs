@@ -188,7 +188,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_user(&self, login: &str) -> Result<Option<Vec<String>>> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
         let Some(row) = sqlx::query("SELECT id FROM users WHERE login = ?").bind(login).fetch_optional(&mut *tx).await.map_err(db_err)? else {
             return Ok(None);
         };
@@ -274,7 +274,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_bundle(&self, owner: Id, id: Id) -> Result<Option<Vec<String>>> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
         let exists = sqlx::query("SELECT 1 FROM bundles WHERE id = ? AND owner_id = ?")
             .bind(id)
             .bind(owner)
@@ -299,7 +299,7 @@ impl Store for SqliteStore {
 
     async fn create_artifact(&self, bundle: Id, parent: Option<Id>, name: &str, input: &ArtifactInput) -> Result<Artifact> {
         let now = now_millis();
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
         let row = sqlx::query(
             "INSERT INTO artifacts (bundle_id, parent_id, name, kind, tag, install_location, created, modified)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
@@ -336,7 +336,7 @@ impl Store for SqliteStore {
     }
 
     async fn update_artifact(&self, bundle: Id, id: Id, input: &ArtifactInput) -> Result<Option<Artifact>> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
         let row = sqlx::query(
             "UPDATE artifacts SET name = COALESCE(?, name), tag = COALESCE(?, tag),
                 install_location = COALESCE(?, install_location), modified = ?
@@ -359,7 +359,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_artifact(&self, bundle: Id, id: Id) -> Result<Option<Vec<String>>> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
         let exists = sqlx::query("SELECT 1 FROM artifacts WHERE id = ? AND bundle_id = ?")
             .bind(id)
             .bind(bundle)
@@ -384,7 +384,7 @@ impl Store for SqliteStore {
     }
 
     async fn set_artifact_blob(&self, bundle: Id, id: Id, blob: &BlobRef) -> Result<Option<String>> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
         let old: Option<Option<String>> = sqlx::query_scalar("SELECT blob_key FROM artifacts WHERE id = ? AND bundle_id = ?")
             .bind(id)
             .bind(bundle)
@@ -414,7 +414,7 @@ impl Store for SqliteStore {
     }
 
     async fn put_attachment(&self, bundle: Id, kind: AttachmentKind, name: &str, blob: &BlobRef) -> Result<(Attachment, Option<String>)> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
         let old: Option<String> = sqlx::query_scalar("SELECT blob_key FROM attachments WHERE bundle_id = ? AND kind = ?")
             .bind(bundle)
             .bind(kind.as_str())
@@ -467,7 +467,7 @@ impl Store for SqliteStore {
 
     async fn create_ticket(&self, new: &NewTicket) -> Result<Ticket> {
         let now = now_millis();
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
         let row = sqlx::query(
             "INSERT INTO tickets (owner_id, bundle_id, bundle_name, bundle_version, format, state, message, created, modified)
              VALUES (?, ?, ?, ?, ?, 'queued', 'export queued', ?, ?) RETURNING *",
