@@ -26,7 +26,11 @@ fn header_value(s: &str) -> Result<HeaderValue, ApiError> {
     HeaderValue::from_str(s).map_err(|_| ApiError::internal("invalid header value"))
 }
 
-pub async fn serve_blob(blobs: &Blobs, req: &HeaderMap, d: BlobDownload) -> Result<Response, ApiError> {
+pub async fn serve_blob(
+    blobs: &Blobs,
+    req: &HeaderMap,
+    d: BlobDownload,
+) -> Result<Response, ApiError> {
     let mut ranges: Option<Vec<RangeInclusive<u64>>> = None;
     if let Some(r) = req.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         // If-Range: serve ranges only if the representation is still the one the client has.
@@ -41,10 +45,14 @@ pub async fn serve_blob(blobs: &Blobs, req: &HeaderMap, d: BlobDownload) -> Resu
                 Err(_) => {
                     let mut e = ApiError::new(
                         StatusCode::RANGE_NOT_SATISFIABLE,
-                        format!("the requested range {r:?} is not satisfiable: the file is {} bytes", d.size),
+                        format!(
+                            "the requested range {r:?} is not satisfiable: the file is {} bytes",
+                            d.size
+                        ),
                     )
                     .into_response_with_range(d.size);
-                    e.headers_mut().insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+                    e.headers_mut()
+                        .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
                     return Ok(e);
                 }
             }
@@ -62,7 +70,13 @@ pub async fn serve_blob(blobs: &Blobs, req: &HeaderMap, d: BlobDownload) -> Resu
             std::time::UNIX_EPOCH + std::time::Duration::from_millis(d.last_modified.max(0) as u64),
         ))?,
     );
-    h.insert(header::CONTENT_DISPOSITION, header_value(&format!("attachment; filename=\"{}\"", ascii_name(&d.file_name)))?);
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        header_value(&format!(
+            "attachment; filename=\"{}\"",
+            ascii_name(&d.file_name)
+        ))?,
+    );
     if let Some(sha) = &d.sha256 {
         h.insert("x-checksum-sha256", header_value(sha)?);
         if let Ok(raw) = hex::decode(sha) {
@@ -72,18 +86,36 @@ pub async fn serve_blob(blobs: &Blobs, req: &HeaderMap, d: BlobDownload) -> Resu
     }
     match ranges {
         None => {
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(d.content_type));
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(d.content_type),
+            );
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(d.size));
-            let stream = blobs.get(&d.key, None).await.map_err(satchel_domain::DomainError::from)?;
+            let stream = blobs
+                .get(&d.key, None)
+                .await
+                .map_err(satchel_domain::DomainError::from)?;
             body = Body::from_stream(stream);
         }
         Some(v) if v.len() == 1 => {
             let r = &v[0];
             status = StatusCode::PARTIAL_CONTENT;
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(d.content_type));
-            h.insert(header::CONTENT_LENGTH, HeaderValue::from(r.end() - r.start() + 1));
-            h.insert(header::CONTENT_RANGE, header_value(&format!("bytes {}-{}/{}", r.start(), r.end(), d.size))?);
-            let stream = blobs.get(&d.key, Some(*r.start()..r.end() + 1)).await.map_err(satchel_domain::DomainError::from)?;
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(d.content_type),
+            );
+            h.insert(
+                header::CONTENT_LENGTH,
+                HeaderValue::from(r.end() - r.start() + 1),
+            );
+            h.insert(
+                header::CONTENT_RANGE,
+                header_value(&format!("bytes {}-{}/{}", r.start(), r.end(), d.size))?,
+            );
+            let stream = blobs
+                .get(&d.key, Some(*r.start()..r.end() + 1))
+                .await
+                .map_err(satchel_domain::DomainError::from)?;
             body = Body::from_stream(stream);
         }
         Some(v) => {
@@ -102,34 +134,48 @@ pub async fn serve_blob(blobs: &Blobs, req: &HeaderMap, d: BlobDownload) -> Resu
                 })
                 .collect();
             let tail = format!("\r\n--{boundary}--\r\n");
-            let len: u64 = parts.iter().map(|(hd, r)| hd.len() as u64 + r.end() - r.start() + 1).sum::<u64>() + tail.len() as u64;
+            let len: u64 = parts
+                .iter()
+                .map(|(hd, r)| hd.len() as u64 + r.end() - r.start() + 1)
+                .sum::<u64>()
+                + tail.len() as u64;
             status = StatusCode::PARTIAL_CONTENT;
-            h.insert(header::CONTENT_TYPE, header_value(&format!("multipart/byteranges; boundary={boundary}"))?);
+            h.insert(
+                header::CONTENT_TYPE,
+                header_value(&format!("multipart/byteranges; boundary={boundary}"))?,
+            );
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
             let blobs = blobs.clone();
             let key = d.key.clone();
             // Parts are fetched one after another as the client reads: memory stays flat.
-            let stream = futures::stream::iter(parts.into_iter().map(Some).chain(std::iter::once(None)))
-                .then(move |part| {
-                    let blobs = blobs.clone();
-                    let key = key.clone();
-                    let tail = tail.clone();
-                    async move {
-                        match part {
-                            Some((head, r)) => {
-                                let body = blobs.get(&key, Some(*r.start()..r.end() + 1)).await?;
-                                let head = futures::stream::once(async move { Ok(bytes::Bytes::from(head)) });
-                                Ok::<_, satchel_blob::BlobError>(head.chain(body).boxed())
+            let stream =
+                futures::stream::iter(parts.into_iter().map(Some).chain(std::iter::once(None)))
+                    .then(move |part| {
+                        let blobs = blobs.clone();
+                        let key = key.clone();
+                        let tail = tail.clone();
+                        async move {
+                            match part {
+                                Some((head, r)) => {
+                                    let body =
+                                        blobs.get(&key, Some(*r.start()..r.end() + 1)).await?;
+                                    let head = futures::stream::once(async move {
+                                        Ok(bytes::Bytes::from(head))
+                                    });
+                                    Ok::<_, satchel_blob::BlobError>(head.chain(body).boxed())
+                                }
+                                None => Ok(futures::stream::once(async move {
+                                    Ok(bytes::Bytes::from(tail))
+                                })
+                                .boxed()),
                             }
-                            None => Ok(futures::stream::once(async move { Ok(bytes::Bytes::from(tail)) }).boxed()),
                         }
-                    }
-                })
-                .map(|r| match r {
-                    Ok(s) => s,
-                    Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
-                })
-                .flatten();
+                    })
+                    .map(|r| match r {
+                        Ok(s) => s,
+                        Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+                    })
+                    .flatten();
             body = Body::from_stream(stream);
         }
     }
@@ -140,7 +186,15 @@ pub async fn serve_blob(blobs: &Blobs, req: &HeaderMap, d: BlobDownload) -> Resu
 }
 
 fn ascii_name(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' }).collect()
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 trait RangeErr {

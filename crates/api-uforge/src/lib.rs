@@ -32,7 +32,8 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             let mut r = Response::new(Body::empty());
             *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-            r.extensions_mut().insert(ErrorMessage("internal server error".into()));
+            r.extensions_mut()
+                .insert(ErrorMessage("internal server error".into()));
             r
         }))
 }
@@ -66,7 +67,11 @@ pub fn normalize_path(mut req: Request) -> Request {
 
 async fn uforge_errors(req: Request, next: Next) -> Response {
     let method = req.method().to_string();
-    let uri = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    let uri = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
     let format = Format::from_accept(req.headers());
     let resp = next.run(req).await;
     let status = resp.status();
@@ -78,25 +83,36 @@ async fn uforge_errors(req: Request, next: Next) -> Response {
         Some(ErrorMessage(m)) => m.clone(),
         None => {
             // A rejection from the framework (unknown route, wrong method, body limit, bad path...).
-            let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+            let text = axum::body::to_bytes(body, 64 * 1024)
+                .await
+                .unwrap_or_default();
             let text = String::from_utf8_lossy(&text).trim().to_string();
             match (status, text.is_empty()) {
                 (StatusCode::NOT_FOUND, _) => format!("no such resource: {uri}"),
-                (StatusCode::METHOD_NOT_ALLOWED, _) => format!("method {method} is not allowed on {uri}"),
+                (StatusCode::METHOD_NOT_ALLOWED, _) => {
+                    format!("method {method} is not allowed on {uri}")
+                }
                 (_, false) => text,
                 (_, true) => status.canonical_reason().unwrap_or("error").to_string(),
             }
         }
     };
     if status == StatusCode::UNAUTHORIZED {
-        parts.headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"satchel\""));
+        parts.headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"satchel\""),
+        );
     }
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         // The rest of the request body is not read: tell the client the connection ends here.
-        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     let (body, ct) = error_document(format, status, &method, &uri, &message);
-    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.remove(header::CONTENT_ENCODING);
     parts.headers.remove(header::CONTENT_DISPOSITION);

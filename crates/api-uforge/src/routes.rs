@@ -24,24 +24,65 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/status", get(status))
         .route("/api/users/{uid}", get(get_user))
-        .route("/api/users/{uid}/mysoftware", get(list_bundles).post(create_bundle))
+        .route(
+            "/api/users/{uid}/mysoftware",
+            get(list_bundles).post(create_bundle),
+        )
         .route(ms, get(get_bundle).put(update_bundle).delete(delete_bundle))
         .route(&format!("{ms}/clone"), post(clone_bundle))
-        .route(&format!("{ms}/artifacts"), get(list_artifacts).post(create_artifact))
-        .route(&format!("{ms}/artifacts/{{said}}"), get(get_artifact).put(update_artifact).delete(delete_artifact))
-        .route(&format!("{ms}/artifacts/{{said}}/subsoftwareartifacts"), post(create_child_artifact))
-        .route(&format!("{ms}/artifacts/{{said}}/bin"), get(download_artifact))
-        .route(&format!("{ms}/artifacts/{{said}}/bin/{{file}}"), get(download_artifact_named).post(upload_artifact))
-        .route(&format!("{ms}/licenses/{{lid}}"), get(download_license).delete(delete_license))
-        .route(&format!("{ms}/licenses/{{lid}}/{{file}}"), post(upload_license).get(download_license_named))
-        .route(&format!("{ms}/logo/{{lid}}"), get(download_logo).delete(delete_logo))
-        .route(&format!("{ms}/logo/{{lid}}/{{file}}"), post(upload_logo).get(download_logo_named))
+        .route(
+            &format!("{ms}/artifacts"),
+            get(list_artifacts).post(create_artifact),
+        )
+        .route(
+            &format!("{ms}/artifacts/{{said}}"),
+            get(get_artifact)
+                .put(update_artifact)
+                .delete(delete_artifact),
+        )
+        .route(
+            &format!("{ms}/artifacts/{{said}}/subsoftwareartifacts"),
+            post(create_child_artifact),
+        )
+        .route(
+            &format!("{ms}/artifacts/{{said}}/bin"),
+            get(download_artifact),
+        )
+        .route(
+            &format!("{ms}/artifacts/{{said}}/bin/{{file}}"),
+            get(download_artifact_named).post(upload_artifact),
+        )
+        .route(
+            &format!("{ms}/licenses/{{lid}}"),
+            get(download_license).delete(delete_license),
+        )
+        .route(
+            &format!("{ms}/licenses/{{lid}}/{{file}}"),
+            post(upload_license).get(download_license_named),
+        )
+        .route(
+            &format!("{ms}/logo/{{lid}}"),
+            get(download_logo).delete(delete_logo),
+        )
+        .route(
+            &format!("{ms}/logo/{{lid}}/{{file}}"),
+            post(upload_logo).get(download_logo_named),
+        )
         .route(&format!("{ms}/exports"), post(create_export))
-        .route(&format!("{ms}/exports/{{eid}}"), get(get_export).delete(delete_export))
+        .route(
+            &format!("{ms}/exports/{{eid}}"),
+            get(get_export).delete(delete_export),
+        )
         .route(&format!("{ms}/exports/{{eid}}/status"), get(export_status))
-        .route(&format!("{ms}/exports/{{eid}}/downloads"), get(download_export))
+        .route(
+            &format!("{ms}/exports/{{eid}}/downloads"),
+            get(download_export),
+        )
         .route("/api/users/{uid}/exports", get(list_exports))
-        .route("/api/users/{uid}/exports/statuses", get(list_export_statuses))
+        .route(
+            "/api/users/{uid}/exports/statuses",
+            get(list_export_statuses),
+        )
 }
 
 // ------------------------------------------------------------------ extractors
@@ -66,7 +107,9 @@ impl FromRequestParts<AppState> for Auth {
             .decode(encoded.trim())
             .map_err(|_| unauth("malformed Basic credentials"))?;
         let raw = String::from_utf8(raw).map_err(|_| unauth("malformed Basic credentials"))?;
-        let (login, password) = raw.split_once(':').ok_or_else(|| unauth("malformed Basic credentials"))?;
+        let (login, password) = raw
+            .split_once(':')
+            .ok_or_else(|| unauth("malformed Basic credentials"))?;
         let p = st.satchel.auth.login(login, password).await?;
         Ok(Auth(p))
     }
@@ -83,11 +126,16 @@ impl<S: Send + Sync> FromRequestParts<S> for Fmt {
 
 async fn read_doc(body: Body) -> Result<bytes::Bytes, ApiError> {
     axum::body::to_bytes(body, MAX_DOC).await.map_err(|_| {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request documents are limited to {MAX_DOC} bytes"))
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request documents are limited to {MAX_DOC} bytes"),
+        )
     })
 }
 
-fn body_stream(body: Body) -> impl futures::Stream<Item = Result<bytes::Bytes, axum::Error>> + Send {
+fn body_stream(
+    body: Body,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, axum::Error>> + Send {
     body.into_data_stream().map_ok(|b| b)
 }
 
@@ -217,7 +265,13 @@ async fn bundle_doc(st: &AppState, uid: &str, b: &Bundle) -> Result<docs::MySoft
     let s = &st.satchel.store;
     let license = s.get_attachment(b.id, AttachmentKind::License).await?;
     let logo = s.get_attachment(b.id, AttachmentKind::Logo).await?;
-    let size: i64 = s.list_artifacts(b.id).await?.iter().filter_map(|a| a.blob.as_ref()).map(|b| b.size).sum();
+    let size: i64 = s
+        .list_artifacts(b.id)
+        .await?
+        .iter()
+        .filter_map(|a| a.blob.as_ref())
+        .map(|b| b.size)
+        .sum();
     let uri = bundle_uri(uid, b.id);
     Ok(docs::MySoftware {
         created: iso(b.created),
@@ -251,16 +305,34 @@ fn bundle_input(d: docs::MySoftwareIn) -> BundleInput {
 }
 
 fn artifact_input(d: docs::SoftwareArtifactIn) -> ArtifactInput {
-    ArtifactInput { name: d.name, kind: d.kind, tag: d.tag, install_location: d.install_location }
+    ArtifactInput {
+        name: d.name,
+        kind: d.kind,
+        tag: d.tag,
+        install_location: d.install_location,
+    }
 }
 
 // ------------------------------------------------------------------ handlers
 
 async fn status(Fmt(f): Fmt) -> R {
-    Ok(Doc::ok(f, "serviceStatus", docs::ServiceStatus { alive: true, version: docs::SDK_VERSION.into() }).into_response())
+    Ok(Doc::ok(
+        f,
+        "serviceStatus",
+        docs::ServiceStatus {
+            alive: true,
+            version: docs::SDK_VERSION.into(),
+        },
+    )
+    .into_response())
 }
 
-async fn get_user(State(st): State<AppState>, Auth(who): Auth, Fmt(f): Fmt, Path(uid): Path<String>) -> R {
+async fn get_user(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Fmt(f): Fmt,
+    Path(uid): Path<String>,
+) -> R {
     let u = st.satchel.target(&who, &uid).await?;
     let doc = docs::User {
         created: iso(u.created),
@@ -275,25 +347,50 @@ async fn get_user(State(st): State<AppState>, Auth(who): Auth, Fmt(f): Fmt, Path
     Ok(Doc::ok(f, "user", doc).into_response())
 }
 
-async fn list_bundles(State(st): State<AppState>, Auth(who): Auth, Fmt(f): Fmt, Path(uid): Path<String>) -> R {
+async fn list_bundles(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Fmt(f): Fmt,
+    Path(uid): Path<String>,
+) -> R {
     let bundles = st.satchel.list_bundles(&who, &uid).await?;
     let mut items = Vec::with_capacity(bundles.len());
     for b in &bundles {
         items.push(bundle_doc(&st, &uid, b).await?);
     }
-    let doc = docs::MySoftwareList { total: items.len() as i64, my_software_list: docs::MySoftwareItems { my_software: items } };
+    let doc = docs::MySoftwareList {
+        total: items.len() as i64,
+        my_software_list: docs::MySoftwareItems { my_software: items },
+    };
     Ok(Doc::ok(f, "mySoftwareList", doc).into_response())
 }
 
-async fn create_bundle(State(st): State<AppState>, Auth(who): Auth, Fmt(f): Fmt, Path(uid): Path<String>, headers: HeaderMap, body: Body) -> R {
+async fn create_bundle(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Fmt(f): Fmt,
+    Path(uid): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> R {
     st.satchel.target(&who, &uid).await?;
     let input: docs::MySoftwareIn = parse_body(&headers, &read_doc(body).await?, "mySoftware")?;
-    let b = st.satchel.create_bundle(&who, &uid, bundle_input(input)).await?;
+    let b = st
+        .satchel
+        .create_bundle(&who, &uid, bundle_input(input))
+        .await?;
     let doc = bundle_doc(&st, &uid, &b).await?;
-    Ok(Doc::ok(f, "mySoftware", doc).with_status(StatusCode::CREATED).into_response())
+    Ok(Doc::ok(f, "mySoftware", doc)
+        .with_status(StatusCode::CREATED)
+        .into_response())
 }
 
-async fn get_bundle(State(st): State<AppState>, Auth(who): Auth, Fmt(f): Fmt, Path((uid, msid)): Path<(String, String)>) -> R {
+async fn get_bundle(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Fmt(f): Fmt,
+    Path((uid, msid)): Path<(String, String)>,
+) -> R {
     let msid = parse_id("mySoftware id", &msid)?;
     let (_, b) = st.satchel.bundle(&who, &uid, msid).await?;
     Ok(Doc::ok(f, "mySoftware", bundle_doc(&st, &uid, &b).await?).into_response())
@@ -310,11 +407,18 @@ async fn update_bundle(
     let msid = parse_id("mySoftware id", &msid)?;
     st.satchel.bundle(&who, &uid, msid).await?;
     let input: docs::MySoftwareIn = parse_body(&headers, &read_doc(body).await?, "mySoftware")?;
-    let b = st.satchel.update_bundle(&who, &uid, msid, bundle_input(input)).await?;
+    let b = st
+        .satchel
+        .update_bundle(&who, &uid, msid, bundle_input(input))
+        .await?;
     Ok(Doc::ok(f, "mySoftware", bundle_doc(&st, &uid, &b).await?).into_response())
 }
 
-async fn delete_bundle(State(st): State<AppState>, Auth(who): Auth, Path((uid, msid)): Path<(String, String)>) -> R {
+async fn delete_bundle(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Path((uid, msid)): Path<(String, String)>,
+) -> R {
     let msid = parse_id("mySoftware id", &msid)?;
     st.satchel.delete_bundle(&who, &uid, msid).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -331,15 +435,30 @@ async fn clone_bundle(
     let msid = parse_id("mySoftware id", &msid)?;
     st.satchel.bundle(&who, &uid, msid).await?;
     let input: docs::MySoftwareIn = parse_body(&headers, &read_doc(body).await?, "mySoftware")?;
-    let b = st.satchel.clone_bundle(&who, &uid, msid, bundle_input(input)).await?;
-    Ok(Doc::ok(f, "mySoftware", bundle_doc(&st, &uid, &b).await?).with_status(StatusCode::CREATED).into_response())
+    let b = st
+        .satchel
+        .clone_bundle(&who, &uid, msid, bundle_input(input))
+        .await?;
+    Ok(Doc::ok(f, "mySoftware", bundle_doc(&st, &uid, &b).await?)
+        .with_status(StatusCode::CREATED)
+        .into_response())
 }
 
-async fn list_artifacts(State(st): State<AppState>, Auth(who): Auth, Fmt(f): Fmt, Path((uid, msid)): Path<(String, String)>) -> R {
+async fn list_artifacts(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Fmt(f): Fmt,
+    Path((uid, msid)): Path<(String, String)>,
+) -> R {
     let msid = parse_id("mySoftware id", &msid)?;
     let (_, arts) = st.satchel.list_artifacts(&who, &uid, msid).await?;
     let items: Vec<_> = arts.iter().map(|a| artifact_doc(&uid, a)).collect();
-    let doc = docs::SoftwareArtifacts { total: items.len() as i64, software_artifacts: docs::ArtifactItems { software_artifact: items } };
+    let doc = docs::SoftwareArtifacts {
+        total: items.len() as i64,
+        software_artifacts: docs::ArtifactItems {
+            software_artifact: items,
+        },
+    };
     Ok(Doc::ok(f, "softwareArtifacts", doc).into_response())
 }
 
@@ -353,9 +472,15 @@ async fn create_artifact(
 ) -> R {
     let msid = parse_id("mySoftware id", &msid)?;
     st.satchel.bundle(&who, &uid, msid).await?;
-    let input: docs::SoftwareArtifactIn = parse_body(&headers, &read_doc(body).await?, "softwareArtifact")?;
-    let a = st.satchel.create_artifact(&who, &uid, msid, None, artifact_input(input)).await?;
-    Ok(Doc::ok(f, "softwareArtifact", artifact_doc(&uid, &a)).with_status(StatusCode::CREATED).into_response())
+    let input: docs::SoftwareArtifactIn =
+        parse_body(&headers, &read_doc(body).await?, "softwareArtifact")?;
+    let a = st
+        .satchel
+        .create_artifact(&who, &uid, msid, None, artifact_input(input))
+        .await?;
+    Ok(Doc::ok(f, "softwareArtifact", artifact_doc(&uid, &a))
+        .with_status(StatusCode::CREATED)
+        .into_response())
 }
 
 async fn create_child_artifact(
@@ -369,12 +494,23 @@ async fn create_child_artifact(
     let msid = parse_id("mySoftware id", &msid)?;
     let said = parse_id("softwareArtifact id", &said)?;
     st.satchel.artifact(&who, &uid, msid, said).await?;
-    let input: docs::SoftwareArtifactIn = parse_body(&headers, &read_doc(body).await?, "softwareArtifact")?;
-    let a = st.satchel.create_artifact(&who, &uid, msid, Some(said), artifact_input(input)).await?;
-    Ok(Doc::ok(f, "softwareArtifact", artifact_doc(&uid, &a)).with_status(StatusCode::CREATED).into_response())
+    let input: docs::SoftwareArtifactIn =
+        parse_body(&headers, &read_doc(body).await?, "softwareArtifact")?;
+    let a = st
+        .satchel
+        .create_artifact(&who, &uid, msid, Some(said), artifact_input(input))
+        .await?;
+    Ok(Doc::ok(f, "softwareArtifact", artifact_doc(&uid, &a))
+        .with_status(StatusCode::CREATED)
+        .into_response())
 }
 
-async fn get_artifact(State(st): State<AppState>, Auth(who): Auth, Fmt(f): Fmt, Path((uid, msid, said)): Path<(String, String, String)>) -> R {
+async fn get_artifact(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Fmt(f): Fmt,
+    Path((uid, msid, said)): Path<(String, String, String)>,
+) -> R {
     let msid = parse_id("mySoftware id", &msid)?;
     let said = parse_id("softwareArtifact id", &said)?;
     let (_, a) = st.satchel.artifact(&who, &uid, msid, said).await?;
@@ -392,12 +528,20 @@ async fn update_artifact(
     let msid = parse_id("mySoftware id", &msid)?;
     let said = parse_id("softwareArtifact id", &said)?;
     st.satchel.artifact(&who, &uid, msid, said).await?;
-    let input: docs::SoftwareArtifactIn = parse_body(&headers, &read_doc(body).await?, "softwareArtifact")?;
-    let a = st.satchel.update_artifact(&who, &uid, msid, said, artifact_input(input)).await?;
+    let input: docs::SoftwareArtifactIn =
+        parse_body(&headers, &read_doc(body).await?, "softwareArtifact")?;
+    let a = st
+        .satchel
+        .update_artifact(&who, &uid, msid, said, artifact_input(input))
+        .await?;
     Ok(Doc::ok(f, "softwareArtifact", artifact_doc(&uid, &a)).into_response())
 }
 
-async fn delete_artifact(State(st): State<AppState>, Auth(who): Auth, Path((uid, msid, said)): Path<(String, String, String)>) -> R {
+async fn delete_artifact(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Path((uid, msid, said)): Path<(String, String, String)>,
+) -> R {
     let msid = parse_id("mySoftware id", &msid)?;
     let said = parse_id("softwareArtifact id", &said)?;
     st.satchel.delete_artifact(&who, &uid, msid, said).await?;
@@ -416,14 +560,25 @@ async fn upload_artifact(
     // Resolve before reading the body: a foreign or missing artifact answers 404 without consuming it.
     st.satchel.artifact(&who, &uid, msid, said).await?;
     satchel_domain::names::validate_file_name(&file)?;
-    let a = st.satchel.upload_artifact_file(&who, &uid, msid, said, &file, body_stream(body)).await?;
+    let a = st
+        .satchel
+        .upload_artifact_file(&who, &uid, msid, said, &file, body_stream(body))
+        .await?;
     Ok(Doc::ok(f, "softwareArtifact", artifact_doc(&uid, &a)).into_response())
 }
 
-async fn download_artifact(State(st): State<AppState>, Auth(who): Auth, Path((uid, msid, said)): Path<(String, String, String)>, headers: HeaderMap) -> R {
+async fn download_artifact(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Path((uid, msid, said)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> R {
     let msid = parse_id("mySoftware id", &msid)?;
     let said = parse_id("softwareArtifact id", &said)?;
-    let (a, blob) = st.satchel.artifact_file(&who, &uid, msid, said, None).await?;
+    let (a, blob) = st
+        .satchel
+        .artifact_file(&who, &uid, msid, said, None)
+        .await?;
     serve_file(&st, &headers, &a.name, &blob).await
 }
 
@@ -435,7 +590,10 @@ async fn download_artifact_named(
 ) -> R {
     let msid = parse_id("mySoftware id", &msid)?;
     let said = parse_id("softwareArtifact id", &said)?;
-    let (a, blob) = st.satchel.artifact_file(&who, &uid, msid, said, Some(&file)).await?;
+    let (a, blob) = st
+        .satchel
+        .artifact_file(&who, &uid, msid, said, Some(&file))
+        .await?;
     serve_file(&st, &headers, &a.name, &blob).await
 }
 
@@ -456,60 +614,188 @@ async fn serve_file(st: &AppState, headers: &HeaderMap, name: &str, blob: &BlobR
     .await
 }
 
-async fn upload_attachment(st: &AppState, who: &Principal, f: Format, uid: &str, msid: &str, kind: AttachmentKind, file: &str, body: Body) -> R {
+#[allow(clippy::too_many_arguments)]
+async fn upload_attachment(
+    st: &AppState,
+    who: &Principal,
+    f: Format,
+    uid: &str,
+    msid: &str,
+    kind: AttachmentKind,
+    file: &str,
+    body: Body,
+) -> R {
     let msid = parse_id("mySoftware id", msid)?;
     st.satchel.bundle(who, uid, msid).await?;
     satchel_domain::names::validate_file_name(file)?;
-    let a = st.satchel.upload_attachment(who, uid, msid, kind, file, body_stream(body)).await?;
+    let a = st
+        .satchel
+        .upload_attachment(who, uid, msid, kind, file, body_stream(body))
+        .await?;
     Ok(match kind {
         AttachmentKind::License => Doc::ok(f, "license", license_doc(uid, &a)).into_response(),
         AttachmentKind::Logo => Doc::ok(f, "logo", logo_doc(uid, &a)).into_response(),
     })
 }
 
-async fn download_attachment(st: &AppState, who: &Principal, headers: &HeaderMap, uid: &str, msid: &str, lid: &str, kind: AttachmentKind, file: Option<&str>) -> R {
+#[allow(clippy::too_many_arguments)]
+async fn download_attachment(
+    st: &AppState,
+    who: &Principal,
+    headers: &HeaderMap,
+    uid: &str,
+    msid: &str,
+    lid: &str,
+    kind: AttachmentKind,
+    file: Option<&str>,
+) -> R {
     let msid = parse_id("mySoftware id", msid)?;
     let lid = parse_id(&format!("{} id", kind.as_str()), lid)?;
     let a = st.satchel.attachment(who, uid, msid, kind).await?;
     if a.id != lid || file.is_some_and(|f| f != a.name) {
-        return Err(satchel_domain::DomainError::not_found(format!("{} {lid} of mySoftware {msid}", kind.as_str())).into());
+        return Err(satchel_domain::DomainError::not_found(format!(
+            "{} {lid} of mySoftware {msid}",
+            kind.as_str()
+        ))
+        .into());
     }
     serve_file(st, headers, &a.name, &a.blob).await
 }
 
-async fn delete_attachment(st: &AppState, who: &Principal, uid: &str, msid: &str, lid: &str, kind: AttachmentKind) -> R {
+async fn delete_attachment(
+    st: &AppState,
+    who: &Principal,
+    uid: &str,
+    msid: &str,
+    lid: &str,
+    kind: AttachmentKind,
+) -> R {
     let msid = parse_id("mySoftware id", msid)?;
     let lid = parse_id(&format!("{} id", kind.as_str()), lid)?;
     let a = st.satchel.attachment(who, uid, msid, kind).await?;
     if a.id != lid {
-        return Err(satchel_domain::DomainError::not_found(format!("{} {lid} of mySoftware {msid}", kind.as_str())).into());
+        return Err(satchel_domain::DomainError::not_found(format!(
+            "{} {lid} of mySoftware {msid}",
+            kind.as_str()
+        ))
+        .into());
     }
     st.satchel.delete_attachment(who, uid, msid, kind).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn upload_license(State(st): State<AppState>, Auth(who): Auth, Fmt(f): Fmt, Path((uid, msid, _lid, file)): Path<(String, String, String, String)>, body: Body) -> R {
-    upload_attachment(&st, &who, f, &uid, &msid, AttachmentKind::License, &file, body).await
+async fn upload_license(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Fmt(f): Fmt,
+    Path((uid, msid, _lid, file)): Path<(String, String, String, String)>,
+    body: Body,
+) -> R {
+    upload_attachment(
+        &st,
+        &who,
+        f,
+        &uid,
+        &msid,
+        AttachmentKind::License,
+        &file,
+        body,
+    )
+    .await
 }
-async fn upload_logo(State(st): State<AppState>, Auth(who): Auth, Fmt(f): Fmt, Path((uid, msid, _lid, file)): Path<(String, String, String, String)>, body: Body) -> R {
+async fn upload_logo(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Fmt(f): Fmt,
+    Path((uid, msid, _lid, file)): Path<(String, String, String, String)>,
+    body: Body,
+) -> R {
     upload_attachment(&st, &who, f, &uid, &msid, AttachmentKind::Logo, &file, body).await
 }
-async fn download_license(State(st): State<AppState>, Auth(who): Auth, headers: HeaderMap, Path((uid, msid, lid)): Path<(String, String, String)>) -> R {
-    download_attachment(&st, &who, &headers, &uid, &msid, &lid, AttachmentKind::License, None).await
+async fn download_license(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    headers: HeaderMap,
+    Path((uid, msid, lid)): Path<(String, String, String)>,
+) -> R {
+    download_attachment(
+        &st,
+        &who,
+        &headers,
+        &uid,
+        &msid,
+        &lid,
+        AttachmentKind::License,
+        None,
+    )
+    .await
 }
-async fn download_license_named(State(st): State<AppState>, Auth(who): Auth, headers: HeaderMap, Path((uid, msid, lid, file)): Path<(String, String, String, String)>) -> R {
-    download_attachment(&st, &who, &headers, &uid, &msid, &lid, AttachmentKind::License, Some(&file)).await
+async fn download_license_named(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    headers: HeaderMap,
+    Path((uid, msid, lid, file)): Path<(String, String, String, String)>,
+) -> R {
+    download_attachment(
+        &st,
+        &who,
+        &headers,
+        &uid,
+        &msid,
+        &lid,
+        AttachmentKind::License,
+        Some(&file),
+    )
+    .await
 }
-async fn download_logo(State(st): State<AppState>, Auth(who): Auth, headers: HeaderMap, Path((uid, msid, lid)): Path<(String, String, String)>) -> R {
-    download_attachment(&st, &who, &headers, &uid, &msid, &lid, AttachmentKind::Logo, None).await
+async fn download_logo(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    headers: HeaderMap,
+    Path((uid, msid, lid)): Path<(String, String, String)>,
+) -> R {
+    download_attachment(
+        &st,
+        &who,
+        &headers,
+        &uid,
+        &msid,
+        &lid,
+        AttachmentKind::Logo,
+        None,
+    )
+    .await
 }
-async fn download_logo_named(State(st): State<AppState>, Auth(who): Auth, headers: HeaderMap, Path((uid, msid, lid, file)): Path<(String, String, String, String)>) -> R {
-    download_attachment(&st, &who, &headers, &uid, &msid, &lid, AttachmentKind::Logo, Some(&file)).await
+async fn download_logo_named(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    headers: HeaderMap,
+    Path((uid, msid, lid, file)): Path<(String, String, String, String)>,
+) -> R {
+    download_attachment(
+        &st,
+        &who,
+        &headers,
+        &uid,
+        &msid,
+        &lid,
+        AttachmentKind::Logo,
+        Some(&file),
+    )
+    .await
 }
-async fn delete_license(State(st): State<AppState>, Auth(who): Auth, Path((uid, msid, lid)): Path<(String, String, String)>) -> R {
+async fn delete_license(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Path((uid, msid, lid)): Path<(String, String, String)>,
+) -> R {
     delete_attachment(&st, &who, &uid, &msid, &lid, AttachmentKind::License).await
 }
-async fn delete_logo(State(st): State<AppState>, Auth(who): Auth, Path((uid, msid, lid)): Path<(String, String, String)>) -> R {
+async fn delete_logo(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Path((uid, msid, lid)): Path<(String, String, String)>,
+) -> R {
     delete_attachment(&st, &who, &uid, &msid, &lid, AttachmentKind::Logo).await
 }
 
@@ -544,7 +830,12 @@ async fn create_export(
         .into_response())
 }
 
-async fn get_export(State(st): State<AppState>, Auth(who): Auth, Fmt(f): Fmt, Path((uid, msid, eid)): Path<(String, String, String)>) -> R {
+async fn get_export(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Fmt(f): Fmt,
+    Path((uid, msid, eid)): Path<(String, String, String)>,
+) -> R {
     let msid = parse_id("mySoftware id", &msid)?;
     let eid = parse_id("export id", &eid)?;
     let t = st.satchel.export(&who, &uid, msid, eid).await?;
@@ -572,13 +863,25 @@ fn status_etag(t: &Ticket, f: Format) -> String {
 }
 
 fn not_modified(headers: &HeaderMap, etag: &str, last_modified_ms: i64) -> bool {
-    if let Some(inm) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+    if let Some(inm) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
         // If-None-Match wins over If-Modified-Since (RFC 9110 13.2.2).
-        return inm.split(',').map(str::trim).any(|t| t == etag || t == "*" || t.strip_prefix("W/") == Some(etag));
+        return inm
+            .split(',')
+            .map(str::trim)
+            .any(|t| t == etag || t == "*" || t.strip_prefix("W/") == Some(etag));
     }
-    if let Some(ims) = headers.get(header::IF_MODIFIED_SINCE).and_then(|v| v.to_str().ok()) {
+    if let Some(ims) = headers
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+    {
         if let Ok(since) = httpdate::parse_http_date(ims) {
-            let since_s = since.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+            let since_s = since
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
             return last_modified_ms / 1000 <= since_s;
         }
     }
@@ -596,11 +899,19 @@ async fn export_status(
     let eid = parse_id("export id", &eid)?;
     let t = st.satchel.export(&who, &uid, msid, eid).await?;
     let etag = status_etag(&t, f);
-    let lm = httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_millis(t.modified.max(0) as u64));
+    let lm = httpdate::fmt_http_date(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(t.modified.max(0) as u64),
+    );
     if not_modified(&headers, &etag, t.modified) {
         let mut r = StatusCode::NOT_MODIFIED.into_response();
-        r.headers_mut().insert(header::ETAG, etag.parse().map_err(|_| ApiError::internal("etag"))?);
-        r.headers_mut().insert(header::LAST_MODIFIED, lm.parse().map_err(|_| ApiError::internal("date"))?);
+        r.headers_mut().insert(
+            header::ETAG,
+            etag.parse().map_err(|_| ApiError::internal("etag"))?,
+        );
+        r.headers_mut().insert(
+            header::LAST_MODIFIED,
+            lm.parse().map_err(|_| ApiError::internal("date"))?,
+        );
         return Ok(r);
     }
     let uri = format!("{}/exports/{}/status", bundle_uri(&uid, msid), t.id);
@@ -640,31 +951,64 @@ async fn download_export(
     .await
 }
 
-async fn delete_export(State(st): State<AppState>, Auth(who): Auth, Path((uid, msid, eid)): Path<(String, String, String)>) -> R {
+async fn delete_export(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Path((uid, msid, eid)): Path<(String, String, String)>,
+) -> R {
     let msid = parse_id("mySoftware id", &msid)?;
     let eid = parse_id("export id", &eid)?;
     st.satchel.delete_export(&who, &uid, msid, eid).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn list_exports(State(st): State<AppState>, Auth(who): Auth, Fmt(f): Fmt, Path(uid): Path<String>) -> R {
+async fn list_exports(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Fmt(f): Fmt,
+    Path(uid): Path<String>,
+) -> R {
     let ts = st.satchel.list_exports(&who, &uid).await?;
     let items: Vec<_> = ts.iter().map(|t| appliance_export_doc(&uid, t)).collect();
-    let doc = docs::ApplianceExports { total: items.len() as i64, appliance_exports: docs::ApplianceExportItems { appliance_export: items } };
+    let doc = docs::ApplianceExports {
+        total: items.len() as i64,
+        appliance_exports: docs::ApplianceExportItems {
+            appliance_export: items,
+        },
+    };
     Ok(Doc::ok(f, "applianceExports", doc).into_response())
 }
 
-async fn list_export_statuses(State(st): State<AppState>, Auth(who): Auth, Fmt(f): Fmt, Path(uid): Path<String>) -> R {
+async fn list_export_statuses(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Fmt(f): Fmt,
+    Path(uid): Path<String>,
+) -> R {
     let ts = st.satchel.list_exports(&who, &uid).await?;
     let items: Vec<_> = ts
         .iter()
         .map(|t| {
-            let mut s = op_status(t, Some(format!("{}/exports/{}/status", bundle_uri(&uid, t.bundle_id), t.id)));
+            let mut s = op_status(
+                t,
+                Some(format!(
+                    "{}/exports/{}/status",
+                    bundle_uri(&uid, t.bundle_id),
+                    t.id
+                )),
+            );
             s.db_id = Some(t.id);
-            s.parent_uri = Some(format!("{}/exports/{}", bundle_uri(&uid, t.bundle_id), t.id));
+            s.parent_uri = Some(format!(
+                "{}/exports/{}",
+                bundle_uri(&uid, t.bundle_id),
+                t.id
+            ));
             s
         })
         .collect();
-    let doc = docs::OpStatuses { total: items.len() as i64, statuses: docs::StatusItems { status: items } };
+    let doc = docs::OpStatuses {
+        total: items.len() as i64,
+        statuses: docs::StatusItems { status: items },
+    };
     Ok(Doc::ok(f, "statuses", doc).into_response())
 }

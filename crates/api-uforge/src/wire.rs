@@ -20,10 +20,15 @@ pub enum Format {
 
 impl Format {
     pub fn from_accept(headers: &HeaderMap) -> Format {
-        let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let accept = headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         // JSON only when asked for and preferred over XML; the SDK always asks for XML.
         let json = accept.find("application/json");
-        let xml = accept.find("application/xml").or_else(|| accept.find("text/xml"));
+        let xml = accept
+            .find("application/xml")
+            .or_else(|| accept.find("text/xml"));
         match (json, xml) {
             (Some(j), Some(x)) if j < x => Format::Json,
             (Some(_), None) => Format::Json,
@@ -34,12 +39,19 @@ impl Format {
 
 /// Serialises `doc` as the root element `root`: in XML as `<ns0:root xmlns:ns0="...">` with
 /// unqualified children (the schema is elementFormDefault=unqualified).
-pub fn render_doc<T: Serialize>(format: Format, root: &str, doc: &T) -> Result<(Vec<u8>, &'static str), String> {
+pub fn render_doc<T: Serialize>(
+    format: Format,
+    root: &str,
+    doc: &T,
+) -> Result<(Vec<u8>, &'static str), String> {
     match format {
-        Format::Json => serde_json::to_vec(doc).map(|v| (v, "application/json")).map_err(|e| e.to_string()),
+        Format::Json => serde_json::to_vec(doc)
+            .map(|v| (v, "application/json"))
+            .map_err(|e| e.to_string()),
         Format::Xml => {
             let qname = format!("ns0:{root}");
-            let body = quick_xml::se::to_string_with_root(&qname, doc).map_err(|e| e.to_string())?;
+            let body =
+                quick_xml::se::to_string_with_root(&qname, doc).map_err(|e| e.to_string())?;
             // Insert the namespace declaration into the root start tag.
             let insert_at = 1 + qname.len();
             let mut out = String::with_capacity(body.len() + 100);
@@ -65,7 +77,13 @@ pub struct Doc<T> {
 
 impl<T: Serialize> Doc<T> {
     pub fn ok(format: Format, root: &'static str, doc: T) -> Self {
-        Doc { format, root, status: StatusCode::OK, doc, headers: Vec::new() }
+        Doc {
+            format,
+            root,
+            status: StatusCode::OK,
+            doc,
+            headers: Vec::new(),
+        }
     }
     pub fn with_status(mut self, s: StatusCode) -> Self {
         self.status = s;
@@ -85,7 +103,8 @@ impl<T: Serialize> IntoResponse for Doc<T> {
             Ok((body, ct)) => {
                 let mut r = Response::new(Body::from(body));
                 *r.status_mut() = self.status;
-                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+                r.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
                 for (k, v) in self.headers {
                     r.headers_mut().insert(k, v);
                 }
@@ -110,7 +129,10 @@ pub struct ErrorMessage(pub String);
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into() }
+        ApiError {
+            status,
+            message: message.into(),
+        }
     }
     pub fn bad_request(m: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, m)
@@ -153,28 +175,46 @@ impl IntoResponse for ApiError {
     }
 }
 
-pub fn error_document(format: Format, status: StatusCode, method: &str, uri: &str, message: &str) -> (Vec<u8>, &'static str) {
+pub fn error_document(
+    format: Format,
+    status: StatusCode,
+    method: &str,
+    uri: &str,
+    message: &str,
+) -> (Vec<u8>, &'static str) {
     let doc = docs::UForgeError {
-        localized_error_msg: docs::LocalizedMessage { message: message.to_string() },
+        localized_error_msg: docs::LocalizedMessage {
+            message: message.to_string(),
+        },
         request_method: method.to_string(),
         request_uri: uri.to_string(),
         status_code: status.as_u16(),
         timestamp: docs::iso(chrono::Utc::now().timestamp_millis()),
     };
-    render_doc(format, "uforgeError", &doc).unwrap_or_else(|_| (message.as_bytes().to_vec(), "text/plain"))
+    render_doc(format, "uforgeError", &doc)
+        .unwrap_or_else(|_| (message.as_bytes().to_vec(), "text/plain"))
 }
 
 /// Parses a request document: JSON when the body says so, otherwise XML. XML with a DTD or entity
 /// declarations is refused outright (nothing is ever resolved).
-pub fn parse_body<T: DeserializeOwned + Default>(headers: &HeaderMap, body: &[u8], what: &str) -> Result<T, ApiError> {
-    let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request(format!("the {what} document is not UTF-8")))?;
+pub fn parse_body<T: DeserializeOwned + Default>(
+    headers: &HeaderMap,
+    body: &[u8],
+    what: &str,
+) -> Result<T, ApiError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::bad_request(format!("the {what} document is not UTF-8")))?;
     if text.trim().is_empty() {
         return Ok(T::default());
     }
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let json = ct.contains("json") || (!ct.contains("xml") && text.trim_start().starts_with('{'));
     if json {
-        serde_json::from_str(text).map_err(|e| ApiError::bad_request(format!("malformed {what} JSON document: {e}")))
+        serde_json::from_str(text)
+            .map_err(|e| ApiError::bad_request(format!("malformed {what} JSON document: {e}")))
     } else {
         let upper = text.to_ascii_uppercase();
         if upper.contains("<!DOCTYPE") || upper.contains("<!ENTITY") {
@@ -182,13 +222,15 @@ pub fn parse_body<T: DeserializeOwned + Default>(headers: &HeaderMap, body: &[u8
                 "the {what} XML document contains a DTD or entity declaration; these are not accepted"
             )));
         }
-        quick_xml::de::from_str(text).map_err(|e| ApiError::bad_request(format!("malformed {what} XML document: {e}")))
+        quick_xml::de::from_str(text)
+            .map_err(|e| ApiError::bad_request(format!("malformed {what} XML document: {e}")))
     }
 }
 
 pub fn parse_id(what: &str, s: &str) -> Result<i64, ApiError> {
-    s.parse::<i64>()
-        .ok()
-        .filter(|v| *v > 0)
-        .ok_or_else(|| ApiError::bad_request(format!("invalid {what} {s:?}: a positive integer is expected")))
+    s.parse::<i64>().ok().filter(|v| *v > 0).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "invalid {what} {s:?}: a positive integer is expected"
+        ))
+    })
 }

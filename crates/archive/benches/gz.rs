@@ -7,15 +7,31 @@ use std::time::Instant;
 
 fn main() {
     let size = 64 << 20;
-    let text: Vec<u8> = (0..size).map(|i| b"lorem ipsum dolor sit amet, consectetur 0123456789\n"[i % 51] ^ ((i / 4096) as u8 & 1)).collect();
+    let text: Vec<u8> = (0..size)
+        .map(|i| {
+            b"lorem ipsum dolor sit amet, consectetur 0123456789\n"[i % 51] ^ ((i / 4096) as u8 & 1)
+        })
+        .collect();
     let mut x: u64 = 0x9E3779B97F4A7C15;
-    let noise: Vec<u8> = (0..size).map(|_| { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x as u8 }).collect();
+    let noise: Vec<u8> = (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    for (name, data, mode) in [("text", &text, Mode::Deflate), ("random/stored", &noise, Mode::Store)] {
+    for (name, data, mode) in [
+        ("text", &text, Mode::Deflate),
+        ("random/stored", &noise, Mode::Store),
+    ] {
         let t = Instant::now();
         let out = rt.block_on(async {
             let mut gz = ParallelGz::new(Vec::new(), GzOptions::default());
-            for c in data.chunks(256 << 10) { gz.write(c, mode).await.expect("write"); }
+            for c in data.chunks(256 << 10) {
+                gz.write(c, mode).await.expect("write");
+            }
             gz.finish().await.expect("finish").size
         });
         let ours = t.elapsed();

@@ -54,8 +54,14 @@ pub struct GzOptions {
 
 impl Default for GzOptions {
     fn default() -> Self {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        GzOptions { level: 6, chunk_size: 1 << 20, max_inflight: cores + 1 }
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        GzOptions {
+            level: 6,
+            chunk_size: 1 << 20,
+            max_inflight: cores + 1,
+        }
     }
 }
 
@@ -168,9 +174,13 @@ impl<S: Sink> ParallelGz<S> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let chunk = std::mem::replace(&mut self.buf, BytesMut::with_capacity(self.opts.chunk_size)).freeze();
+        let chunk = std::mem::replace(&mut self.buf, BytesMut::with_capacity(self.opts.chunk_size))
+            .freeze();
         let (mode, level) = (self.mode, self.opts.level);
-        self.inflight.push_back(tokio::task::spawn_blocking(move || gzip_member(&chunk, mode, level)));
+        self.inflight
+            .push_back(tokio::task::spawn_blocking(move || {
+                gzip_member(&chunk, mode, level)
+            }));
         while self.inflight.len() >= self.opts.max_inflight.max(1) {
             self.emit_one().await?;
         }
@@ -179,7 +189,9 @@ impl<S: Sink> ParallelGz<S> {
 
     async fn emit_one(&mut self) -> Result<()> {
         if let Some(h) = self.inflight.pop_front() {
-            let out = h.await.map_err(|e| ArchiveError::Compress(e.to_string()))??;
+            let out = h
+                .await
+                .map_err(|e| ArchiveError::Compress(e.to_string()))??;
             self.sha256.update(&out);
             self.out_len += out.len() as u64;
             self.sink.write(Bytes::from(out)).await?;
@@ -220,7 +232,10 @@ pub struct TarGzWriter<S: Sink> {
 
 impl<S: Sink> TarGzWriter<S> {
     pub fn new(sink: S, opts: GzOptions) -> Self {
-        TarGzWriter { gz: ParallelGz::new(sink, opts), open_member: None }
+        TarGzWriter {
+            gz: ParallelGz::new(sink, opts),
+            open_member: None,
+        }
     }
 
     /// Starts a regular-file member of `size` bytes at `path` (relative, `/`-separated).
@@ -253,10 +268,14 @@ impl<S: Sink> TarGzWriter<S> {
             data.push(0);
             data.resize(data.len().div_ceil(512) * 512, 0);
             self.gz.write(&data, Mode::Deflate).await?;
-            let gnu = header.as_gnu_mut().ok_or_else(|| ArchiveError::Tar("gnu header".into()))?;
+            let gnu = header
+                .as_gnu_mut()
+                .ok_or_else(|| ArchiveError::Tar("gnu header".into()))?;
             gnu.name.copy_from_slice(&name[..100]);
         } else {
-            let gnu = header.as_gnu_mut().ok_or_else(|| ArchiveError::Tar("gnu header".into()))?;
+            let gnu = header
+                .as_gnu_mut()
+                .ok_or_else(|| ArchiveError::Tar("gnu header".into()))?;
             gnu.name[..name.len()].copy_from_slice(name);
         }
         header.set_cksum();
@@ -267,9 +286,14 @@ impl<S: Sink> TarGzWriter<S> {
 
     /// Appends content of the open member.
     pub async fn write_data(&mut self, data: &[u8], mode: Mode) -> Result<()> {
-        let (size, written) = self.open_member.as_mut().ok_or_else(|| ArchiveError::Tar("no open member".into()))?;
+        let (size, written) = self
+            .open_member
+            .as_mut()
+            .ok_or_else(|| ArchiveError::Tar("no open member".into()))?;
         if *written + data.len() as u64 > *size {
-            return Err(ArchiveError::Tar(format!("member longer than its declared {size} bytes")));
+            return Err(ArchiveError::Tar(format!(
+                "member longer than its declared {size} bytes"
+            )));
         }
         *written += data.len() as u64;
         self.gz.write(data, mode).await
@@ -277,9 +301,14 @@ impl<S: Sink> TarGzWriter<S> {
 
     /// Ends the open member; its content must have been exactly the declared size.
     pub async fn end_file(&mut self) -> Result<()> {
-        let (size, written) = self.open_member.take().ok_or_else(|| ArchiveError::Tar("no open member".into()))?;
+        let (size, written) = self
+            .open_member
+            .take()
+            .ok_or_else(|| ArchiveError::Tar("no open member".into()))?;
         if size != written {
-            return Err(ArchiveError::Tar(format!("member is {written} bytes, declared {size}")));
+            return Err(ArchiveError::Tar(format!(
+                "member is {written} bytes, declared {size}"
+            )));
         }
         let pad = (512 - (size % 512) as usize) % 512;
         if pad > 0 {
@@ -289,7 +318,8 @@ impl<S: Sink> TarGzWriter<S> {
     }
 
     pub async fn add_bytes(&mut self, path: &str, data: &[u8], mtime: u64) -> Result<()> {
-        self.begin_file(path, data.len() as u64, mtime, 0o644).await?;
+        self.begin_file(path, data.len() as u64, mtime, 0o644)
+            .await?;
         self.write_data(data, Mode::Deflate).await?;
         self.end_file().await
     }
@@ -304,7 +334,9 @@ impl<S: Sink> TarGzWriter<S> {
         header.set_size(0);
         header.set_mtime(mtime);
         header.set_mode(0o755);
-        let gnu = header.as_gnu_mut().ok_or_else(|| ArchiveError::Tar("gnu header".into()))?;
+        let gnu = header
+            .as_gnu_mut()
+            .ok_or_else(|| ArchiveError::Tar("gnu header".into()))?;
         gnu.name[..path.len()].copy_from_slice(path.as_bytes());
         header.set_cksum();
         self.gz.write(header.as_bytes(), Mode::Deflate).await
@@ -349,7 +381,9 @@ pub fn looks_incompressible(sample: &[u8]) -> bool {
         return false;
     }
     let sample = &sample[..sample.len().min(64 * 1024)];
-    let Ok(lvl) = libdeflater::CompressionLvl::new(1) else { return false };
+    let Ok(lvl) = libdeflater::CompressionLvl::new(1) else {
+        return false;
+    };
     let mut c = libdeflater::Compressor::new(lvl);
     let mut out = vec![0u8; c.deflate_compress_bound(sample.len())];
     match c.deflate_compress(sample, &mut out) {
@@ -365,7 +399,9 @@ mod tests {
 
     fn gunzip_all(data: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(data).read_to_end(&mut out).unwrap();
+        flate2::read::MultiGzDecoder::new(data)
+            .read_to_end(&mut out)
+            .unwrap();
         out
     }
 
@@ -382,12 +418,20 @@ mod tests {
 
     #[tokio::test]
     async fn tar_roundtrip_with_long_names_and_mixed_modes() {
-        let opts = GzOptions { level: 6, chunk_size: 4096, max_inflight: 3 };
+        let opts = GzOptions {
+            level: 6,
+            chunk_size: 4096,
+            max_inflight: 3,
+        };
         let mut w = TarGzWriter::new(Vec::new(), opts);
         let long = format!("bundles/{}/file.txt", "d".repeat(150));
-        let noise: Vec<u8> = (0..50_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let noise: Vec<u8> = (0..50_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         w.add_bytes("a.txt", b"hello", 1).await.unwrap();
-        w.begin_file(&long, noise.len() as u64, 2, 0o644).await.unwrap();
+        w.begin_file(&long, noise.len() as u64, 2, 0o644)
+            .await
+            .unwrap();
         for c in noise.chunks(3000) {
             w.write_data(c, Mode::Store).await.unwrap();
         }
@@ -426,7 +470,9 @@ mod tests {
     fn incompressible_detection() {
         let text = b"the quick brown fox jumps over the lazy dog\n".repeat(2000);
         assert!(!looks_incompressible(&text));
-        let noise: Vec<u8> = (0..65536u32).map(|i| (i.wrapping_mul(2654435761).rotate_left(7) >> 11) as u8).collect();
+        let noise: Vec<u8> = (0..65536u32)
+            .map(|i| (i.wrapping_mul(2654435761).rotate_left(7) >> 11) as u8)
+            .collect();
         assert!(looks_incompressible(&noise));
         assert!(looks_incompressible(&[0x1f, 0x8b, 8, 0]));
     }

@@ -70,7 +70,12 @@ impl std::fmt::Debug for Blobs {
 
 fn path(key: &str) -> Result<Path> {
     // Keys are made by the domain, never by users; still refuse anything that is not a clean relative path.
-    if key.is_empty() || key.starts_with('/') || key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+    if key.is_empty()
+        || key.starts_with('/')
+        || key
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+    {
         return Err(BlobError::InvalidKey(key.to_string()));
     }
     Path::parse(key).map_err(|_| BlobError::InvalidKey(key.to_string()))
@@ -79,9 +84,12 @@ fn path(key: &str) -> Result<Path> {
 impl Blobs {
     /// A local directory (created if missing).
     pub fn local(dir: &std::path::Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| BlobError::Store(format!("creating {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| BlobError::Store(format!("creating {}: {e}", dir.display())))?;
         let fs = LocalFileSystem::new_with_prefix(dir)?;
-        Ok(Blobs { store: Arc::new(fs) })
+        Ok(Blobs {
+            store: Arc::new(fs),
+        })
     }
 
     pub fn from_store(store: Arc<dyn ObjectStore>) -> Self {
@@ -126,7 +134,9 @@ impl Blobs {
 
     pub async fn put_bytes(&self, key: &str, data: Bytes) -> Result<Written> {
         let written = digest_of(&data);
-        self.store.put(&path(key)?, PutPayload::from_bytes(data)).await?;
+        self.store
+            .put(&path(key)?, PutPayload::from_bytes(data))
+            .await?;
         Ok(written)
     }
 
@@ -143,12 +153,22 @@ impl Blobs {
 
     pub async fn head(&self, key: &str) -> Result<ObjectMeta> {
         let m = self.store.head(&path(key)?).await?;
-        Ok(ObjectMeta { size: m.size, e_tag: m.e_tag })
+        Ok(ObjectMeta {
+            size: m.size,
+            e_tag: m.e_tag,
+        })
     }
 
     /// Streams `range` (or all) of `key`.
-    pub async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<BoxStream<'static, Result<Bytes>>> {
-        let opts = GetOptions { range: range.map(GetRange::Bounded), ..Default::default() };
+    pub async fn get(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<BoxStream<'static, Result<Bytes>>> {
+        let opts = GetOptions {
+            range: range.map(GetRange::Bounded),
+            ..Default::default()
+        };
         let res = self.store.get_opts(&path(key)?, opts).await?;
         match res.payload {
             // object_store reads local files in 8 KiB blocking reads; 1 MiB reads cost far less
@@ -178,35 +198,38 @@ impl Blobs {
 const READ_CHUNK: u64 = 1 << 20;
 
 fn file_stream(file: std::fs::File, range: Range<u64>) -> BoxStream<'static, Result<Bytes>> {
-    futures::stream::try_unfold((Some(file), range.start, range.end), |(file, pos, end)| async move {
-        let Some(file) = file else { return Ok(None) };
-        if pos >= end {
-            return Ok(None);
-        }
-        let want = (end - pos).min(READ_CHUNK) as usize;
-        let (file, buf) = tokio::task::spawn_blocking(move || {
-            use std::os::unix::fs::FileExt;
-            let mut buf = vec![0u8; want];
-            let mut filled = 0;
-            while filled < want {
-                let n = file.read_at(&mut buf[filled..], pos + filled as u64)?;
-                if n == 0 {
-                    break;
-                }
-                filled += n;
+    futures::stream::try_unfold(
+        (Some(file), range.start, range.end),
+        |(file, pos, end)| async move {
+            let Some(file) = file else { return Ok(None) };
+            if pos >= end {
+                return Ok(None);
             }
-            buf.truncate(filled);
-            Ok::<_, std::io::Error>((file, buf))
-        })
-        .await
-        .map_err(|e| BlobError::Store(e.to_string()))?
-        .map_err(|e| BlobError::Store(format!("reading: {e}")))?;
-        if buf.is_empty() {
-            return Err(BlobError::Store("object shorter than expected".into()));
-        }
-        let n = buf.len() as u64;
-        Ok(Some((Bytes::from(buf), (Some(file), pos + n, end))))
-    })
+            let want = (end - pos).min(READ_CHUNK) as usize;
+            let (file, buf) = tokio::task::spawn_blocking(move || {
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0u8; want];
+                let mut filled = 0;
+                while filled < want {
+                    let n = file.read_at(&mut buf[filled..], pos + filled as u64)?;
+                    if n == 0 {
+                        break;
+                    }
+                    filled += n;
+                }
+                buf.truncate(filled);
+                Ok::<_, std::io::Error>((file, buf))
+            })
+            .await
+            .map_err(|e| BlobError::Store(e.to_string()))?
+            .map_err(|e| BlobError::Store(format!("reading: {e}")))?;
+            if buf.is_empty() {
+                return Err(BlobError::Store("object shorter than expected".into()));
+            }
+            let n = buf.len() as u64;
+            Ok(Some((Bytes::from(buf), (Some(file), pos + n, end))))
+        },
+    )
     .boxed()
 }
 
@@ -229,7 +252,10 @@ pub struct BlobWriter {
 
 impl BlobWriter {
     pub async fn write(&mut self, data: Bytes) -> Result<()> {
-        let w = self.inner.as_mut().ok_or_else(|| BlobError::Store("writer already closed".into()))?;
+        let w = self
+            .inner
+            .as_mut()
+            .ok_or_else(|| BlobError::Store("writer already closed".into()))?;
         // Back-pressure: never hold more than PART_CONCURRENCY parts in flight.
         w.wait_for_capacity(PART_CONCURRENCY).await?;
         self.sha256.update(&data);
@@ -244,7 +270,10 @@ impl BlobWriter {
     }
 
     pub async fn finish(mut self) -> Result<Written> {
-        let w = self.inner.take().ok_or_else(|| BlobError::Store("writer already closed".into()))?;
+        let w = self
+            .inner
+            .take()
+            .ok_or_else(|| BlobError::Store("writer already closed".into()))?;
         w.finish().await?;
         Ok(Written {
             size: self.size,
@@ -271,11 +300,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let blobs = Blobs::local(dir.path()).unwrap();
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-        let chunks: Vec<std::result::Result<Bytes, std::io::Error>> =
-            data.chunks(100_000).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
-        let w = blobs.put_stream("a/b", futures::stream::iter(chunks), None).await.unwrap();
+        let chunks: Vec<std::result::Result<Bytes, std::io::Error>> = data
+            .chunks(100_000)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let w = blobs
+            .put_stream("a/b", futures::stream::iter(chunks), None)
+            .await
+            .unwrap();
         assert_eq!(w, digest_of(&data));
-        let got: Vec<Bytes> = blobs.get("a/b", Some(10..20)).await.unwrap().try_collect().await.unwrap();
+        let got: Vec<Bytes> = blobs
+            .get("a/b", Some(10..20))
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
         assert_eq!(got.concat(), &data[10..20]);
 
         // An upload that fails half-way publishes nothing.
@@ -288,7 +328,10 @@ mod tests {
 
         // Limits abort too.
         let big = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from(vec![0u8; 100]))]);
-        assert!(matches!(blobs.put_stream("a/d", big, Some(10)).await, Err(BlobError::TooLarge(10))));
+        assert!(matches!(
+            blobs.put_stream("a/d", big, Some(10)).await,
+            Err(BlobError::TooLarge(10))
+        ));
         assert!(!blobs.exists("a/d").await.unwrap());
         assert!(blobs.get("../x", None).await.is_err());
     }

@@ -4,7 +4,9 @@
 use crate::model::Principal;
 use crate::ports::Store;
 use crate::{DomainError, Result};
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::Argon2;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -24,7 +26,9 @@ pub fn hash_password(password: &str) -> Result<String> {
 
 pub fn verify_password(password: &str, hash: &str) -> bool {
     match PasswordHash::new(hash) {
-        Ok(parsed) => Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
+        Ok(parsed) => Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
         Err(_) => false,
     }
 }
@@ -40,7 +44,12 @@ pub struct Authenticator {
 
 impl Authenticator {
     pub fn new(store: Arc<dyn Store>, ttl: Duration) -> Self {
-        Authenticator { store, ttl, salt: rand::random(), cache: Mutex::new(HashMap::new()) }
+        Authenticator {
+            store,
+            ttl,
+            salt: rand::random(),
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     fn key(&self, login: &str, password: &str) -> [u8; 32] {

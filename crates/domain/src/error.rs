@@ -40,7 +40,9 @@ impl DomainError {
 impl From<satchel_blob::BlobError> for DomainError {
     fn from(e: satchel_blob::BlobError) -> Self {
         match e {
-            satchel_blob::BlobError::NotFound(k) => DomainError::Blob(format!("stored object missing: {k}")),
+            satchel_blob::BlobError::NotFound(k) => {
+                DomainError::Blob(format!("stored object missing: {k}"))
+            }
             other => DomainError::Blob(other.to_string()),
         }
     }

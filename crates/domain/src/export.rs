@@ -92,7 +92,13 @@ pub struct Plan {
 }
 
 /// Plans an export: pure, no I/O. Folder artifacts become directories; files keep their names.
-pub fn plan(bundle: &Bundle, artifacts: &[Artifact], license: Option<&Attachment>, logo: Option<&Attachment>, format: OutputFormat) -> Result<Plan> {
+pub fn plan(
+    bundle: &Bundle,
+    artifacts: &[Artifact],
+    license: Option<&Attachment>,
+    logo: Option<&Attachment>,
+    format: OutputFormat,
+) -> Result<Plan> {
     let root = format!("bundles/{}", path_segment(&bundle.name));
     let base = format!("{root}/{}", path_segment(&bundle.version));
     let mut children: HashMap<Option<Id>, Vec<&Artifact>> = HashMap::new();
@@ -113,23 +119,32 @@ pub fn plan(bundle: &Bundle, artifacts: &[Artifact], license: Option<&Attachment
         depth: usize,
     ) -> Result<Vec<FileEntry>> {
         if depth > 64 {
-            return Err(DomainError::Invalid("artifact folders are nested too deeply".into()));
+            return Err(DomainError::Invalid(
+                "artifact folders are nested too deeply".into(),
+            ));
         }
         let mut out = Vec::new();
         for a in children.get(&parent).map(|v| v.as_slice()).unwrap_or(&[]) {
             let path = format!("{dir}/{}", path_segment(&a.name));
             if !seen.insert(path.clone()) {
-                return Err(DomainError::Invalid(format!("two files of the bundle map to the same archive path {path}")));
+                return Err(DomainError::Invalid(format!(
+                    "two files of the bundle map to the same archive path {path}"
+                )));
             }
             let files = if a.kind == "folder" {
-                members.push(PlannedMember { path: format!("{path}/"), blob: None });
+                members.push(PlannedMember {
+                    path: format!("{path}/"),
+                    blob: None,
+                });
                 walk(Some(a.id), &path, children, members, seen, depth + 1)?
             } else {
-                let blob = a
-                    .blob
-                    .clone()
-                    .ok_or_else(|| DomainError::Invalid(format!("the file {} has no content uploaded yet", a.name)))?;
-                members.push(PlannedMember { path: path.clone(), blob: Some(blob) });
+                let blob = a.blob.clone().ok_or_else(|| {
+                    DomainError::Invalid(format!("the file {} has no content uploaded yet", a.name))
+                })?;
+                members.push(PlannedMember {
+                    path: path.clone(),
+                    blob: Some(blob),
+                });
                 Vec::new()
             };
             out.push(FileEntry {
@@ -147,18 +162,28 @@ pub fn plan(bundle: &Bundle, artifacts: &[Artifact], license: Option<&Attachment
     if let Some(l) = license {
         let path = format!("{root}/{}", path_segment(&l.name));
         if !seen.insert(path.clone()) {
-            return Err(DomainError::Invalid(format!("the license maps to an archive path already used: {path}")));
+            return Err(DomainError::Invalid(format!(
+                "the license maps to an archive path already used: {path}"
+            )));
         }
-        members.push(PlannedMember { path: path.clone(), blob: Some(l.blob.clone()) });
+        members.push(PlannedMember {
+            path: path.clone(),
+            blob: Some(l.blob.clone()),
+        });
         license_entry = Some(LicenseEntry { source: path });
     }
     let mut source_logo = None;
     if let Some(l) = logo {
         let path = format!("{root}/{}", path_segment(&l.name));
         if !seen.insert(path.clone()) {
-            return Err(DomainError::Invalid(format!("the logo maps to an archive path already used: {path}")));
+            return Err(DomainError::Invalid(format!(
+                "the logo maps to an archive path already used: {path}"
+            )));
         }
-        members.push(PlannedMember { path: path.clone(), blob: Some(l.blob.clone()) });
+        members.push(PlannedMember {
+            path: path.clone(),
+            blob: Some(l.blob.clone()),
+        });
         source_logo = Some(path);
     }
     let doc = BundleDoc {
@@ -172,15 +197,24 @@ pub fn plan(bundle: &Bundle, artifacts: &[Artifact], license: Option<&Attachment
         files,
     };
     let (doc_name, doc) = match format {
-        OutputFormat::Json => {
-            ("bundle.json", serde_json::to_vec_pretty(&doc).map_err(|e| DomainError::Internal(e.to_string()))?)
-        }
+        OutputFormat::Json => (
+            "bundle.json",
+            serde_json::to_vec_pretty(&doc).map_err(|e| DomainError::Internal(e.to_string()))?,
+        ),
         OutputFormat::Yaml => {
-            let y = serde_yaml::to_string(&doc).map_err(|e| DomainError::Internal(e.to_string()))?;
-            ("bundle.yml", format!("---\n{}", y.trim_start_matches("---\n")).into_bytes())
+            let y =
+                serde_yaml::to_string(&doc).map_err(|e| DomainError::Internal(e.to_string()))?;
+            (
+                "bundle.yml",
+                format!("---\n{}", y.trim_start_matches("---\n")).into_bytes(),
+            )
         }
     };
-    Ok(Plan { doc_name, doc, members })
+    Ok(Plan {
+        doc_name,
+        doc,
+        members,
+    })
 }
 
 struct BlobSink(BlobWriter);
@@ -188,7 +222,10 @@ struct BlobSink(BlobWriter);
 #[async_trait]
 impl Sink for BlobSink {
     async fn write(&mut self, data: Bytes) -> std::result::Result<(), ArchiveError> {
-        self.0.write(data).await.map_err(|e| ArchiveError::Sink(e.to_string()))
+        self.0
+            .write(data)
+            .await
+            .map_err(|e| ArchiveError::Sink(e.to_string()))
     }
 }
 
@@ -202,7 +239,9 @@ enum Failure {
 impl From<DomainError> for Failure {
     fn from(e: DomainError) -> Self {
         match e {
-            DomainError::Invalid(m) | DomainError::NotFound(m) | DomainError::Conflict(m) => Failure::Permanent(m),
+            DomainError::Invalid(m) | DomainError::NotFound(m) | DomainError::Conflict(m) => {
+                Failure::Permanent(m)
+            }
             other => Failure::Transient(other),
         }
     }
@@ -229,16 +268,32 @@ pub struct ExportRunner {
 }
 
 impl ExportRunner {
-    async fn build(&self, t: &Ticket, cancel: &CancellationToken) -> std::result::Result<ArchiveRef, Failure> {
+    async fn build(
+        &self,
+        t: &Ticket,
+        cancel: &CancellationToken,
+    ) -> std::result::Result<ArchiveRef, Failure> {
         let bundle = self
             .store
             .get_bundle(t.owner_id, t.bundle_id)
             .await?
             .ok_or_else(|| Failure::Permanent(format!("mySoftware {} was deleted", t.bundle_id)))?;
         let artifacts = self.store.list_artifacts(bundle.id).await?;
-        let license = self.store.get_attachment(bundle.id, AttachmentKind::License).await?;
-        let logo = self.store.get_attachment(bundle.id, AttachmentKind::Logo).await?;
-        let plan = plan(&bundle, &artifacts, license.as_ref(), logo.as_ref(), t.format)?;
+        let license = self
+            .store
+            .get_attachment(bundle.id, AttachmentKind::License)
+            .await?;
+        let logo = self
+            .store
+            .get_attachment(bundle.id, AttachmentKind::Logo)
+            .await?;
+        let plan = plan(
+            &bundle,
+            &artifacts,
+            license.as_ref(),
+            logo.as_ref(),
+            t.format,
+        )?;
         let mtime = (bundle.modified / 1000).max(0) as u64;
 
         let mut manifest: Vec<ManifestEntry> = vec![ManifestEntry {
@@ -248,7 +303,11 @@ impl ExportRunner {
         }];
         for m in &plan.members {
             if let Some(b) = &m.blob {
-                manifest.push(ManifestEntry { path: m.path.clone(), size: b.size, sha256: b.sha256.clone() });
+                manifest.push(ManifestEntry {
+                    path: m.path.clone(),
+                    size: b.size,
+                    sha256: b.sha256.clone(),
+                });
             }
         }
         let manifest_doc = serde_json::to_vec_pretty(&Manifest {
@@ -259,9 +318,18 @@ impl ExportRunner {
         })
         .map_err(|e| Failure::Transient(DomainError::Internal(e.to_string())))?;
 
-        let total: i64 = plan.members.iter().filter_map(|m| m.blob.as_ref()).map(|b| b.size).sum::<i64>();
+        let total: i64 = plan
+            .members
+            .iter()
+            .filter_map(|m| m.blob.as_ref())
+            .map(|b| b.size)
+            .sum::<i64>();
         let key = archive_key(t.owner_id, t.id);
-        let writer = self.blobs.writer(&key).await.map_err(|e| Failure::Transient(e.into()))?;
+        let writer = self
+            .blobs
+            .writer(&key)
+            .await
+            .map_err(|e| Failure::Transient(e.into()))?;
         let mut tar = TarGzWriter::new(BlobSink(writer), self.gz);
 
         let result: std::result::Result<(), Failure> = async {
@@ -276,7 +344,8 @@ impl ExportRunner {
                     tar.add_dir(&m.path, mtime).await?;
                     continue;
                 };
-                tar.begin_file(&m.path, blob.size as u64, mtime, 0o644).await?;
+                tar.begin_file(&m.path, blob.size as u64, mtime, 0o644)
+                    .await?;
                 let mut stream = self.blobs.get(&blob.key, None).await.map_err(|e| match e {
                     satchel_blob::BlobError::NotFound(_) => {
                         Failure::Permanent(format!("the stored content of {} is missing", m.path))
@@ -295,7 +364,10 @@ impl ExportRunner {
                     hasher.update(&chunk);
                     read += chunk.len() as i64;
                     if read > blob.size {
-                        return Err(Failure::Permanent(format!("the stored content of {} changed size", m.path)));
+                        return Err(Failure::Permanent(format!(
+                            "the stored content of {} changed size",
+                            m.path
+                        )));
                     }
                     // Decide once per member, on its first 64 KiB, whether deflating is worth it.
                     let md = match mode {
@@ -305,7 +377,11 @@ impl ExportRunner {
                             if pending.len() < 64 * 1024 && read < blob.size {
                                 continue;
                             }
-                            let md = if looks_incompressible(&pending) { Mode::Store } else { Mode::Deflate };
+                            let md = if looks_incompressible(&pending) {
+                                Mode::Store
+                            } else {
+                                Mode::Deflate
+                            };
                             mode = Some(md);
                             tar.write_data(&pending, md).await?;
                             pending = Vec::new();
@@ -348,7 +424,12 @@ impl ExportRunner {
             return Err(e);
         }
         let fin = tar.finish().await?;
-        let written = fin.sink.0.finish().await.map_err(|e| Failure::Transient(e.into()))?;
+        let written = fin
+            .sink
+            .0
+            .finish()
+            .await
+            .map_err(|e| Failure::Transient(e.into()))?;
         debug_assert_eq!(written.size, fin.size);
         Ok(ArchiveRef {
             key,
@@ -358,8 +439,16 @@ impl ExportRunner {
         })
     }
 
-    async fn report(&self, id: Id, loaded: i64, total: i64, started: Instant) -> std::result::Result<(), Failure> {
-        let pct = ((loaded as f64 / total.max(1) as f64) * 100.0).floor().clamp(0.0, 99.0) as i32;
+    async fn report(
+        &self,
+        id: Id,
+        loaded: i64,
+        total: i64,
+        started: Instant,
+    ) -> std::result::Result<(), Failure> {
+        let pct = ((loaded as f64 / total.max(1) as f64) * 100.0)
+            .floor()
+            .clamp(0.0, 99.0) as i32;
         let elapsed = started.elapsed().as_secs_f64();
         let eta = if loaded > 0 && elapsed > 0.0 {
             let rate = loaded as f64 / elapsed;
@@ -369,7 +458,15 @@ impl ExportRunner {
         };
         let still_running = self
             .store
-            .update_progress(id, &Progress { percentage: pct, bytes_loaded: loaded, bytes_total: total, eta })
+            .update_progress(
+                id,
+                &Progress {
+                    percentage: pct,
+                    bytes_loaded: loaded,
+                    bytes_total: total,
+                    eta,
+                },
+            )
             .await?;
         if still_running {
             Ok(())
@@ -394,7 +491,17 @@ impl JobHandler for ExportRunner {
         match self.build(&t, &cancel).await {
             Ok(archive) => {
                 let expires_at = now_millis() + self.retention.as_millis() as i64;
-                if !self.store.finish_ticket(t.id, &Outcome::Complete { archive: archive.clone(), expires_at }).await? {
+                if !self
+                    .store
+                    .finish_ticket(
+                        t.id,
+                        &Outcome::Complete {
+                            archive: archive.clone(),
+                            expires_at,
+                        },
+                    )
+                    .await?
+                {
                     // Deleted or cancelled while we built: do not leave the archive behind.
                     let _ = self.blobs.delete(&archive.key).await;
                 }
@@ -403,7 +510,13 @@ impl JobHandler for ExportRunner {
             Err(Failure::Cancelled) => Ok(()),
             Err(Failure::Permanent(msg)) => {
                 self.store
-                    .finish_ticket(t.id, &Outcome::Error { message: "export failed".into(), error_message: msg })
+                    .finish_ticket(
+                        t.id,
+                        &Outcome::Error {
+                            message: "export failed".into(),
+                            error_message: msg,
+                        },
+                    )
                     .await?;
                 Ok(())
             }
@@ -438,7 +551,13 @@ mod tests {
             kind: kind.into(),
             tag: None,
             install_location: None,
-            blob: (kind == "file").then(|| BlobRef { key: format!("k{id}"), size: 3, sha256: "x".into(), md5: "y".into(), uploaded: 0 }),
+            blob: (kind == "file").then(|| BlobRef {
+                key: format!("k{id}"),
+                size: 3,
+                sha256: "x".into(),
+                md5: "y".into(),
+                uploaded: 0,
+            }),
             created: 0,
             modified: 0,
         }
@@ -447,17 +566,46 @@ mod tests {
     #[test]
     fn plan_layout_matches_hammr() {
         let b = Bundle {
-            id: 1, owner_id: 1, name: "my app".into(), version: "1.0".into(), description: None, release: None,
-            install_location: None, revision: 1, created: 0, modified: 0,
+            id: 1,
+            owner_id: 1,
+            name: "my app".into(),
+            version: "1.0".into(),
+            description: None,
+            release: None,
+            install_location: None,
+            revision: 1,
+            created: 0,
+            modified: 0,
         };
-        let arts = vec![art(1, None, "a.sh", "file"), art(2, None, "conf", "folder"), art(3, Some(2), "x.cfg", "file")];
-        let lic = Attachment { id: 1, bundle_id: 1, kind: AttachmentKind::License, name: "LICENSE".into(), blob: arts[0].blob.clone().unwrap() };
+        let arts = vec![
+            art(1, None, "a.sh", "file"),
+            art(2, None, "conf", "folder"),
+            art(3, Some(2), "x.cfg", "file"),
+        ];
+        let lic = Attachment {
+            id: 1,
+            bundle_id: 1,
+            kind: AttachmentKind::License,
+            name: "LICENSE".into(),
+            blob: arts[0].blob.clone().unwrap(),
+        };
         let p = plan(&b, &arts, Some(&lic), None, OutputFormat::Yaml).unwrap();
         let paths: Vec<_> = p.members.iter().map(|m| m.path.as_str()).collect();
-        assert_eq!(paths, ["bundles/my app/1.0/a.sh", "bundles/my app/1.0/conf/", "bundles/my app/1.0/conf/x.cfg", "bundles/my app/LICENSE"]);
+        assert_eq!(
+            paths,
+            [
+                "bundles/my app/1.0/a.sh",
+                "bundles/my app/1.0/conf/",
+                "bundles/my app/1.0/conf/x.cfg",
+                "bundles/my app/LICENSE"
+            ]
+        );
         let doc: serde_yaml::Value = serde_yaml::from_slice(&p.doc).unwrap();
         assert_eq!(doc["name"], "my app");
-        assert_eq!(doc["files"][1]["files"][0]["source"], "bundles/my app/1.0/conf/x.cfg");
+        assert_eq!(
+            doc["files"][1]["files"][0]["source"],
+            "bundles/my app/1.0/conf/x.cfg"
+        );
         assert_eq!(doc["license"]["source"], "bundles/my app/LICENSE");
         let pj = plan(&b, &arts, None, None, OutputFormat::Json).unwrap();
         assert_eq!(pj.doc_name, "bundle.json");
@@ -467,7 +615,18 @@ mod tests {
 
     #[test]
     fn plan_refuses_missing_content_and_collisions() {
-        let b = Bundle { id: 1, owner_id: 1, name: "n".into(), version: "v".into(), description: None, release: None, install_location: None, revision: 1, created: 0, modified: 0 };
+        let b = Bundle {
+            id: 1,
+            owner_id: 1,
+            name: "n".into(),
+            version: "v".into(),
+            description: None,
+            release: None,
+            install_location: None,
+            revision: 1,
+            created: 0,
+            modified: 0,
+        };
         let mut a = art(1, None, "f", "file");
         a.blob = None;
         assert!(plan(&b, &[a], None, None, OutputFormat::Yaml).is_err());

@@ -246,8 +246,14 @@ pub struct Progress {
 /// How a running ticket ends.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    Complete { archive: ArchiveRef, expires_at: Millis },
-    Error { message: String, error_message: String },
+    Complete {
+        archive: ArchiveRef,
+        expires_at: Millis,
+    },
+    Error {
+        message: String,
+        error_message: String,
+    },
 }
 
 /// A durable unit of work. Today every job builds one ticket's archive.

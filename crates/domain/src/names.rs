@@ -4,7 +4,11 @@ use crate::{DomainError, Result};
 
 /// A file name as given in a URL (`.../bin/{fileName}`): one path segment, never a path.
 pub fn validate_file_name(name: &str) -> Result<&str> {
-    let bad = |why: &str| Err(DomainError::Invalid(format!("invalid file name {name:?}: {why}")));
+    let bad = |why: &str| {
+        Err(DomainError::Invalid(format!(
+            "invalid file name {name:?}: {why}"
+        )))
+    };
     if name.is_empty() {
         return bad("empty");
     }
@@ -27,7 +31,9 @@ pub fn validate_file_name(name: &str) -> Result<&str> {
 pub fn validate_login(login: &str) -> Result<&str> {
     let ok = !login.is_empty()
         && login.len() <= 64
-        && login.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
+        && login
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
         && !login.starts_with('.');
     if ok {
         Ok(login)
@@ -44,10 +50,14 @@ pub fn validate_label(what: &str, value: &str) -> Result<()> {
         return Err(DomainError::Invalid(format!("{what} must not be empty")));
     }
     if value.len() > 255 {
-        return Err(DomainError::Invalid(format!("{what} is longer than 255 bytes")));
+        return Err(DomainError::Invalid(format!(
+            "{what} is longer than 255 bytes"
+        )));
     }
     if value.chars().any(|c| c.is_control()) {
-        return Err(DomainError::Invalid(format!("{what} contains control characters")));
+        return Err(DomainError::Invalid(format!(
+            "{what} contains control characters"
+        )));
     }
     Ok(())
 }
@@ -57,7 +67,12 @@ pub fn validate_label(what: &str, value: &str) -> Result<()> {
 pub fn path_segment(name: &str) -> String {
     let cleaned: String = name
         .chars()
-        .filter(|c| !matches!(c, '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|' | '\0') && !c.is_control())
+        .filter(|c| {
+            !matches!(
+                c,
+                '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|' | '\0'
+            ) && !c.is_control()
+        })
         .collect();
     let cleaned = cleaned.trim().to_string();
     match cleaned.as_str() {
@@ -70,7 +85,13 @@ pub fn path_segment(name: &str) -> String {
 pub fn archive_file_name(bundle_name: &str) -> String {
     let base: String = path_segment(bundle_name)
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("{base}.tar.gz")
 }

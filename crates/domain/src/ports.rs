@@ -18,25 +18,50 @@ pub trait Store: Send + Sync + 'static {
     async fn set_password(&self, login: &str, password_hash: &str) -> Result<bool>;
 
     // ---- software bundles (every call is scoped by owner: another user's bundle does not exist)
-    async fn create_bundle(&self, owner: Id, name: &str, version: &str, input: &BundleInput) -> Result<Bundle>;
+    async fn create_bundle(
+        &self,
+        owner: Id,
+        name: &str,
+        version: &str,
+        input: &BundleInput,
+    ) -> Result<Bundle>;
     async fn get_bundle(&self, owner: Id, id: Id) -> Result<Option<Bundle>>;
     async fn list_bundles(&self, owner: Id) -> Result<Vec<Bundle>>;
-    async fn update_bundle(&self, owner: Id, id: Id, input: &BundleInput) -> Result<Option<Bundle>>;
+    async fn update_bundle(&self, owner: Id, id: Id, input: &BundleInput)
+        -> Result<Option<Bundle>>;
     /// Returns the blob keys that the caller must delete, or None when there was no such bundle.
     async fn delete_bundle(&self, owner: Id, id: Id) -> Result<Option<Vec<String>>>;
 
     // ---- artifacts (scoped by bundle, which the caller has already resolved for the owner)
-    async fn create_artifact(&self, bundle: Id, parent: Option<Id>, name: &str, input: &ArtifactInput) -> Result<Artifact>;
+    async fn create_artifact(
+        &self,
+        bundle: Id,
+        parent: Option<Id>,
+        name: &str,
+        input: &ArtifactInput,
+    ) -> Result<Artifact>;
     async fn get_artifact(&self, bundle: Id, id: Id) -> Result<Option<Artifact>>;
     async fn list_artifacts(&self, bundle: Id) -> Result<Vec<Artifact>>;
-    async fn update_artifact(&self, bundle: Id, id: Id, input: &ArtifactInput) -> Result<Option<Artifact>>;
+    async fn update_artifact(
+        &self,
+        bundle: Id,
+        id: Id,
+        input: &ArtifactInput,
+    ) -> Result<Option<Artifact>>;
     /// Deletes the artifact and its children; returns their blob keys.
     async fn delete_artifact(&self, bundle: Id, id: Id) -> Result<Option<Vec<String>>>;
     /// Points the artifact at a new blob; returns the previous blob key (to delete), or Err NotFound.
-    async fn set_artifact_blob(&self, bundle: Id, id: Id, blob: &BlobRef) -> Result<Option<String>>;
+    async fn set_artifact_blob(&self, bundle: Id, id: Id, blob: &BlobRef)
+        -> Result<Option<String>>;
 
     // ---- license / logo: at most one of each per bundle
-    async fn put_attachment(&self, bundle: Id, kind: AttachmentKind, name: &str, blob: &BlobRef) -> Result<(Attachment, Option<String>)>;
+    async fn put_attachment(
+        &self,
+        bundle: Id,
+        kind: AttachmentKind,
+        name: &str,
+        blob: &BlobRef,
+    ) -> Result<(Attachment, Option<String>)>;
     async fn get_attachment(&self, bundle: Id, kind: AttachmentKind) -> Result<Option<Attachment>>;
     async fn delete_attachment(&self, bundle: Id, kind: AttachmentKind) -> Result<Option<String>>;
 

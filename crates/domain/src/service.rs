@@ -24,7 +24,11 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { retention: Duration::from_secs(7 * 24 * 3600), max_attempts: 3, max_upload: 64 << 30 }
+        Config {
+            retention: Duration::from_secs(7 * 24 * 3600),
+            max_attempts: 3,
+            max_upload: 64 << 30,
+        }
     }
 }
 
@@ -46,7 +50,12 @@ pub fn archive_key(owner: Id, ticket: Id) -> String {
 impl Satchel {
     pub fn new(store: Arc<dyn Store>, blobs: Blobs, config: Config) -> Self {
         let auth = Authenticator::new(store.clone(), Duration::from_secs(30));
-        Satchel { store, blobs, auth, config }
+        Satchel {
+            store,
+            blobs,
+            auth,
+            config,
+        }
     }
 
     /// The user whose things the URL names, as the caller may see them.
@@ -66,7 +75,9 @@ impl Satchel {
         if who.has(ent) {
             Ok(())
         } else {
-            Err(DomainError::Forbidden(format!("the entitlement {ent} is required for this operation")))
+            Err(DomainError::Forbidden(format!(
+                "the entitlement {ent} is required for this operation"
+            )))
         }
     }
 
@@ -87,17 +98,36 @@ impl Satchel {
         self.store.list_bundles(owner.id).await
     }
 
-    pub async fn create_bundle(&self, who: &Principal, uid: &str, input: BundleInput) -> Result<Bundle> {
+    pub async fn create_bundle(
+        &self,
+        who: &Principal,
+        uid: &str,
+        input: BundleInput,
+    ) -> Result<Bundle> {
         let owner = self.target(who, uid).await?;
         self.require(who, ENT_SOFTWARE_UPLOAD)?;
-        let name = input.name.clone().ok_or_else(|| DomainError::Invalid("mySoftware name is required".into()))?;
-        let version = input.version.clone().ok_or_else(|| DomainError::Invalid("mySoftware version is required".into()))?;
+        let name = input
+            .name
+            .clone()
+            .ok_or_else(|| DomainError::Invalid("mySoftware name is required".into()))?;
+        let version = input
+            .version
+            .clone()
+            .ok_or_else(|| DomainError::Invalid("mySoftware version is required".into()))?;
         names::validate_label("name", &name)?;
         names::validate_label("version", &version)?;
-        self.store.create_bundle(owner.id, &name, &version, &input).await
+        self.store
+            .create_bundle(owner.id, &name, &version, &input)
+            .await
     }
 
-    pub async fn update_bundle(&self, who: &Principal, uid: &str, msid: Id, input: BundleInput) -> Result<Bundle> {
+    pub async fn update_bundle(
+        &self,
+        who: &Principal,
+        uid: &str,
+        msid: Id,
+        input: BundleInput,
+    ) -> Result<Bundle> {
         let (owner, _) = self.bundle(who, uid, msid).await?;
         self.require(who, ENT_SOFTWARE_UPLOAD)?;
         if let Some(n) = &input.name {
@@ -125,10 +155,19 @@ impl Satchel {
     }
 
     /// Copies a bundle with its files (blobs are copied too: each bundle owns its own).
-    pub async fn clone_bundle(&self, who: &Principal, uid: &str, msid: Id, input: BundleInput) -> Result<Bundle> {
+    pub async fn clone_bundle(
+        &self,
+        who: &Principal,
+        uid: &str,
+        msid: Id,
+        input: BundleInput,
+    ) -> Result<Bundle> {
         let (owner, src) = self.bundle(who, uid, msid).await?;
         self.require(who, ENT_SOFTWARE_UPLOAD)?;
-        let name = input.name.clone().unwrap_or_else(|| format!("{} (clone)", src.name));
+        let name = input
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{} (clone)", src.name));
         let version = input.version.clone().unwrap_or_else(|| src.version.clone());
         names::validate_label("name", &name)?;
         names::validate_label("version", &version)?;
@@ -139,7 +178,10 @@ impl Satchel {
             release: input.release.or(src.release.clone()),
             install_location: input.install_location.or(src.install_location.clone()),
         };
-        let dst = self.store.create_bundle(owner.id, &name, &version, &merged).await?;
+        let dst = self
+            .store
+            .create_bundle(owner.id, &name, &version, &merged)
+            .await?;
         let arts = self.store.list_artifacts(src.id).await?;
         let mut map = std::collections::HashMap::new();
         // Parents come before children in id order: they were created first.
@@ -151,7 +193,10 @@ impl Satchel {
                 tag: a.tag.clone(),
                 install_location: a.install_location.clone(),
             };
-            let na = self.store.create_artifact(dst.id, parent, &a.name, &input).await?;
+            let na = self
+                .store
+                .create_artifact(dst.id, parent, &a.name, &input)
+                .await?;
             map.insert(a.id, na.id);
             if let Some(b) = &a.blob {
                 let copy = self.copy_blob(owner.id, b).await?;
@@ -161,7 +206,9 @@ impl Satchel {
         for kind in [AttachmentKind::License, AttachmentKind::Logo] {
             if let Some(att) = self.store.get_attachment(src.id, kind).await? {
                 let copy = self.copy_blob(owner.id, &att.blob).await?;
-                self.store.put_attachment(dst.id, kind, &att.name, &copy).await?;
+                self.store
+                    .put_attachment(dst.id, kind, &att.name, &copy)
+                    .await?;
             }
         }
         Ok(dst)
@@ -171,7 +218,13 @@ impl Satchel {
         let key = Blobs::new_key(&user_blob_prefix(owner));
         let stream = self.blobs.get(&b.key, None).await?;
         let w = self.blobs.put_stream(&key, stream, None).await?;
-        Ok(BlobRef { key, size: w.size as i64, sha256: w.sha256, md5: w.md5, uploaded: now_millis() })
+        Ok(BlobRef {
+            key,
+            size: w.size as i64,
+            sha256: w.sha256,
+            md5: w.md5,
+            uploaded: now_millis(),
+        })
     }
 
     async fn delete_blobs(&self, keys: Vec<String>) {
@@ -184,13 +237,24 @@ impl Satchel {
 
     // ---------------------------------------------------------------- artifacts
 
-    pub async fn list_artifacts(&self, who: &Principal, uid: &str, msid: Id) -> Result<(Bundle, Vec<Artifact>)> {
+    pub async fn list_artifacts(
+        &self,
+        who: &Principal,
+        uid: &str,
+        msid: Id,
+    ) -> Result<(Bundle, Vec<Artifact>)> {
         let (_, b) = self.bundle(who, uid, msid).await?;
         let arts = self.store.list_artifacts(b.id).await?;
         Ok((b, arts))
     }
 
-    pub async fn artifact(&self, who: &Principal, uid: &str, msid: Id, said: Id) -> Result<(Bundle, Artifact)> {
+    pub async fn artifact(
+        &self,
+        who: &Principal,
+        uid: &str,
+        msid: Id,
+        said: Id,
+    ) -> Result<(Bundle, Artifact)> {
         let (_, b) = self.bundle(who, uid, msid).await?;
         let a = self
             .store
@@ -216,28 +280,46 @@ impl Satchel {
                 .await?
                 .ok_or_else(|| DomainError::not_found(format!("softwareArtifact {p}")))?;
             if pa.kind != "folder" {
-                return Err(DomainError::Invalid(format!("softwareArtifact {p} is a file; only folders have children")));
+                return Err(DomainError::Invalid(format!(
+                    "softwareArtifact {p} is a file; only folders have children"
+                )));
             }
         }
         self.require(who, ENT_SOFTWARE_UPLOAD)?;
-        let name = input.name.clone().ok_or_else(|| DomainError::Invalid("softwareArtifact name is required".into()))?;
+        let name = input
+            .name
+            .clone()
+            .ok_or_else(|| DomainError::Invalid("softwareArtifact name is required".into()))?;
         names::validate_file_name(&name)?;
         if let Some(k) = &input.kind {
             if k != "file" && k != "folder" {
-                return Err(DomainError::Invalid(format!("softwareArtifact type must be file or folder, not {k:?}")));
+                return Err(DomainError::Invalid(format!(
+                    "softwareArtifact type must be file or folder, not {k:?}"
+                )));
             }
         }
-        self.store.create_artifact(b.id, parent, &name, &input).await
+        self.store
+            .create_artifact(b.id, parent, &name, &input)
+            .await
     }
 
-    pub async fn update_artifact(&self, who: &Principal, uid: &str, msid: Id, said: Id, input: ArtifactInput) -> Result<Artifact> {
+    pub async fn update_artifact(
+        &self,
+        who: &Principal,
+        uid: &str,
+        msid: Id,
+        said: Id,
+        input: ArtifactInput,
+    ) -> Result<Artifact> {
         let (b, a) = self.artifact(who, uid, msid, said).await?;
         self.require(who, ENT_SOFTWARE_UPLOAD)?;
         if let Some(n) = &input.name {
             names::validate_file_name(n)?;
         }
         if input.kind.as_deref().is_some_and(|k| k != a.kind) {
-            return Err(DomainError::Invalid("the type of a softwareArtifact cannot change".into()));
+            return Err(DomainError::Invalid(
+                "the type of a softwareArtifact cannot change".into(),
+            ));
         }
         self.store
             .update_artifact(b.id, said, &input)
@@ -245,7 +327,13 @@ impl Satchel {
             .ok_or_else(|| DomainError::not_found(format!("softwareArtifact {said}")))
     }
 
-    pub async fn delete_artifact(&self, who: &Principal, uid: &str, msid: Id, said: Id) -> Result<()> {
+    pub async fn delete_artifact(
+        &self,
+        who: &Principal,
+        uid: &str,
+        msid: Id,
+        said: Id,
+    ) -> Result<()> {
         let (b, _) = self.artifact(who, uid, msid, said).await?;
         self.require(who, ENT_SOFTWARE_UPLOAD)?;
         let keys = self
@@ -275,7 +363,9 @@ impl Satchel {
         self.require(who, ENT_SOFTWARE_UPLOAD)?;
         names::validate_file_name(file_name)?;
         if a.kind == "folder" {
-            return Err(DomainError::Invalid(format!("softwareArtifact {said} is a folder; upload files to its children")));
+            return Err(DomainError::Invalid(format!(
+                "softwareArtifact {said} is a folder; upload files to its children"
+            )));
         }
         let blob = self.store_upload(b.owner_id, body).await?;
         match self.store.set_artifact_blob(b.id, said, &blob).await {
@@ -301,21 +391,47 @@ impl Satchel {
         E: std::fmt::Display,
     {
         let key = Blobs::new_key(&user_blob_prefix(owner));
-        let w = self.blobs.put_stream(&key, body, Some(self.config.max_upload)).await.map_err(|e| match e {
-            satchel_blob::BlobError::TooLarge(n) => DomainError::TooLarge(format!("uploads are limited to {n} bytes")),
-            satchel_blob::BlobError::Source(s) => DomainError::Invalid(format!("upload interrupted: {s}")),
-            other => other.into(),
-        })?;
-        Ok(BlobRef { key, size: w.size as i64, sha256: w.sha256, md5: w.md5, uploaded: now_millis() })
+        let w = self
+            .blobs
+            .put_stream(&key, body, Some(self.config.max_upload))
+            .await
+            .map_err(|e| match e {
+                satchel_blob::BlobError::TooLarge(n) => {
+                    DomainError::TooLarge(format!("uploads are limited to {n} bytes"))
+                }
+                satchel_blob::BlobError::Source(s) => {
+                    DomainError::Invalid(format!("upload interrupted: {s}"))
+                }
+                other => other.into(),
+            })?;
+        Ok(BlobRef {
+            key,
+            size: w.size as i64,
+            sha256: w.sha256,
+            md5: w.md5,
+            uploaded: now_millis(),
+        })
     }
 
-    pub async fn artifact_file(&self, who: &Principal, uid: &str, msid: Id, said: Id, file_name: Option<&str>) -> Result<(Artifact, BlobRef)> {
+    pub async fn artifact_file(
+        &self,
+        who: &Principal,
+        uid: &str,
+        msid: Id,
+        said: Id,
+        file_name: Option<&str>,
+    ) -> Result<(Artifact, BlobRef)> {
         let (_, a) = self.artifact(who, uid, msid, said).await?;
-        let blob = a.blob.clone().ok_or_else(|| DomainError::not_found(format!("file of softwareArtifact {said}")))?;
+        let blob = a
+            .blob
+            .clone()
+            .ok_or_else(|| DomainError::not_found(format!("file of softwareArtifact {said}")))?;
         if let Some(f) = file_name {
             names::validate_file_name(f)?;
             if f != a.name {
-                return Err(DomainError::not_found(format!("file {f} of softwareArtifact {said}")));
+                return Err(DomainError::not_found(format!(
+                    "file {f} of softwareArtifact {said}"
+                )));
             }
         }
         Ok((a, blob))
@@ -340,7 +456,11 @@ impl Satchel {
         self.require(who, ENT_SOFTWARE_UPLOAD)?;
         names::validate_file_name(file_name)?;
         let blob = self.store_upload(owner.id, body).await?;
-        match self.store.put_attachment(b.id, kind, file_name, &blob).await {
+        match self
+            .store
+            .put_attachment(b.id, kind, file_name, &blob)
+            .await
+        {
             Ok((att, old)) => {
                 if let Some(old) = old {
                     self.delete_blobs(vec![old]).await;
@@ -354,29 +474,48 @@ impl Satchel {
         }
     }
 
-    pub async fn attachment(&self, who: &Principal, uid: &str, msid: Id, kind: AttachmentKind) -> Result<Attachment> {
+    pub async fn attachment(
+        &self,
+        who: &Principal,
+        uid: &str,
+        msid: Id,
+        kind: AttachmentKind,
+    ) -> Result<Attachment> {
         let (_, b) = self.bundle(who, uid, msid).await?;
-        self.store
-            .get_attachment(b.id, kind)
-            .await?
-            .ok_or_else(|| DomainError::not_found(format!("{} of mySoftware {msid}", kind.as_str())))
+        self.store.get_attachment(b.id, kind).await?.ok_or_else(|| {
+            DomainError::not_found(format!("{} of mySoftware {msid}", kind.as_str()))
+        })
     }
 
-    pub async fn delete_attachment(&self, who: &Principal, uid: &str, msid: Id, kind: AttachmentKind) -> Result<()> {
+    pub async fn delete_attachment(
+        &self,
+        who: &Principal,
+        uid: &str,
+        msid: Id,
+        kind: AttachmentKind,
+    ) -> Result<()> {
         let (_, b) = self.bundle(who, uid, msid).await?;
         self.require(who, ENT_SOFTWARE_UPLOAD)?;
         let key = self
             .store
             .delete_attachment(b.id, kind)
             .await?
-            .ok_or_else(|| DomainError::not_found(format!("{} of mySoftware {msid}", kind.as_str())))?;
+            .ok_or_else(|| {
+                DomainError::not_found(format!("{} of mySoftware {msid}", kind.as_str()))
+            })?;
         self.delete_blobs(vec![key]).await;
         Ok(())
     }
 
     // ---------------------------------------------------------------- export tickets
 
-    pub async fn create_export(&self, who: &Principal, uid: &str, msid: Id, format: OutputFormat) -> Result<Ticket> {
+    pub async fn create_export(
+        &self,
+        who: &Principal,
+        uid: &str,
+        msid: Id,
+        format: OutputFormat,
+    ) -> Result<Ticket> {
         let (owner, b) = self.bundle(who, uid, msid).await?;
         self.require(who, ENT_SOFTWARE_UPLOAD)?;
         self.store
@@ -396,7 +535,9 @@ impl Satchel {
         let owner = self.target(who, uid).await?;
         match self.store.get_ticket(owner.id, eid).await? {
             Some(t) if t.bundle_id == msid => Ok(t),
-            _ => Err(DomainError::not_found(format!("export {eid} of mySoftware {msid}"))),
+            _ => Err(DomainError::not_found(format!(
+                "export {eid} of mySoftware {msid}"
+            ))),
         }
     }
 
@@ -406,7 +547,13 @@ impl Satchel {
     }
 
     /// The archive to stream, or why there is none yet.
-    pub async fn export_archive(&self, who: &Principal, uid: &str, msid: Id, eid: Id) -> Result<(Ticket, ArchiveRef)> {
+    pub async fn export_archive(
+        &self,
+        who: &Principal,
+        uid: &str,
+        msid: Id,
+        eid: Id,
+    ) -> Result<(Ticket, ArchiveRef)> {
         let t = self.export(who, uid, msid, eid).await?;
         match (t.state, &t.archive) {
             (TicketState::Complete, Some(a)) => {
@@ -432,13 +579,13 @@ impl Satchel {
     pub async fn delete_export(&self, who: &Principal, uid: &str, msid: Id, eid: Id) -> Result<()> {
         let t = self.export(who, uid, msid, eid).await?;
         let owner = t.owner_id;
-        let gone = self
-            .store
-            .delete_ticket(owner, eid)
-            .await?
-            .ok_or_else(|| DomainError::not_found(format!("export {eid} of mySoftware {msid}")))?;
+        let gone =
+            self.store.delete_ticket(owner, eid).await?.ok_or_else(|| {
+                DomainError::not_found(format!("export {eid} of mySoftware {msid}"))
+            })?;
         // The key is deterministic, so delete it even if the job published just before we removed the row.
-        self.delete_blobs(vec![archive_key(gone.owner_id, gone.id)]).await;
+        self.delete_blobs(vec![archive_key(gone.owner_id, gone.id)])
+            .await;
         Ok(())
     }
 

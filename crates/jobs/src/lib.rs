@@ -60,7 +60,12 @@ impl WorkerPool {
                 w.run().await
             });
         }
-        WorkerPool { wake, stop, tasks, owner }
+        WorkerPool {
+            wake,
+            stop,
+            tasks,
+            owner,
+        }
     }
 
     pub fn wake(&self) {
@@ -111,7 +116,10 @@ impl Worker {
         let span = tracing::info_span!("job", id = job.id, kind = %job.kind, ticket = job.ticket_id, attempt = job.attempts);
         let _g = span.enter();
         if job.attempts > job.max_attempts {
-            let why = job.last_error.clone().unwrap_or_else(|| "the job kept failing".into());
+            let why = job
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "the job kept failing".into());
             tracing::warn!(error = %why, "job used all its attempts; giving up");
             if let Err(e) = self.handler.give_up(&job, &why).await {
                 tracing::error!(error = %e, "could not record a failed job");
@@ -122,7 +130,12 @@ impl Worker {
         }
         let cancel = self.stop.child_token();
         let hb = {
-            let (store, owner, cfg, cancel) = (self.store.clone(), self.owner.clone(), self.cfg.clone(), cancel.clone());
+            let (store, owner, cfg, cancel) = (
+                self.store.clone(),
+                self.owner.clone(),
+                self.cfg.clone(),
+                cancel.clone(),
+            );
             let id = job.id;
             tokio::spawn(async move {
                 loop {
@@ -154,12 +167,24 @@ impl Worker {
             }
             Err(e) if lost && self.stop.is_cancelled() => {
                 tracing::info!(error = %e, "job interrupted by shutdown; it will be retried");
-                let _ = self.store.retry_job(job.id, &self.owner, "interrupted by shutdown", Duration::ZERO).await;
+                let _ = self
+                    .store
+                    .retry_job(
+                        job.id,
+                        &self.owner,
+                        "interrupted by shutdown",
+                        Duration::ZERO,
+                    )
+                    .await;
             }
             Err(e) => {
-                let delay = self.cfg.retry_backoff * 2u32.saturating_pow((job.attempts - 1).max(0) as u32);
+                let delay =
+                    self.cfg.retry_backoff * 2u32.saturating_pow((job.attempts - 1).max(0) as u32);
                 tracing::warn!(error = %e, ?delay, "job attempt failed; will retry");
-                let _ = self.store.retry_job(job.id, &self.owner, &e.to_string(), delay).await;
+                let _ = self
+                    .store
+                    .retry_job(job.id, &self.owner, &e.to_string(), delay)
+                    .await;
             }
         }
     }

@@ -76,21 +76,47 @@ impl ServeArgs {
     pub fn resolve(self) -> anyhow::Result<Settings> {
         let file: FileConfig = match &self.config {
             Some(p) => {
-                let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading {}", p.display()))?;
                 toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))?
             }
             None => FileConfig::default(),
         };
         Ok(Settings {
-            listen: self.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
-            data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./satchel-data")),
-            retention: dur("retention", self.retention.or(file.retention).as_deref().unwrap_or("7d"))?,
-            sweep_interval: dur("sweep-interval", self.sweep_interval.or(file.sweep_interval).as_deref().unwrap_or("60s"))?,
+            listen: self
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./satchel-data")),
+            retention: dur(
+                "retention",
+                self.retention.or(file.retention).as_deref().unwrap_or("7d"),
+            )?,
+            sweep_interval: dur(
+                "sweep-interval",
+                self.sweep_interval
+                    .or(file.sweep_interval)
+                    .as_deref()
+                    .unwrap_or("60s"),
+            )?,
             workers: self.workers.or(file.workers).unwrap_or(2).max(1),
             max_attempts: self.max_attempts.or(file.max_attempts).unwrap_or(3).max(1),
             max_upload: self.max_upload.or(file.max_upload).unwrap_or(64 << 30),
-            job_lease: dur("job-lease", self.job_lease.or(file.job_lease).as_deref().unwrap_or("30s"))?,
-            export_throttle: self.export_throttle.as_deref().map(|s| dur("export-throttle", s)).transpose()?,
+            job_lease: dur(
+                "job-lease",
+                self.job_lease
+                    .or(file.job_lease)
+                    .as_deref()
+                    .unwrap_or("30s"),
+            )?,
+            export_throttle: self
+                .export_throttle
+                .as_deref()
+                .map(|s| dur("export-throttle", s))
+                .transpose()?,
         })
     }
 }
@@ -103,12 +129,27 @@ mod tests {
     fn flags_win_over_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
-        std::fs::write(&p, "listen = \"127.0.0.1:9000\"\nretention = \"1h\"\nworkers = 5\n").unwrap();
-        let s = ServeArgs { config: Some(p.clone()), workers: Some(1), ..Default::default() }.resolve().unwrap();
+        std::fs::write(
+            &p,
+            "listen = \"127.0.0.1:9000\"\nretention = \"1h\"\nworkers = 5\n",
+        )
+        .unwrap();
+        let s = ServeArgs {
+            config: Some(p.clone()),
+            workers: Some(1),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
         assert_eq!(s.listen.port(), 9000);
         assert_eq!(s.retention, Duration::from_secs(3600));
         assert_eq!(s.workers, 1);
         std::fs::write(&p, "bogus = 1\n").unwrap();
-        assert!(ServeArgs { config: Some(p), ..Default::default() }.resolve().is_err());
+        assert!(ServeArgs {
+            config: Some(p),
+            ..Default::default()
+        }
+        .resolve()
+        .is_err());
     }
 }

@@ -10,7 +10,11 @@ use std::io::Read;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "satchel", version, about = "Export and data-portability service")]
+#[command(
+    name = "satchel",
+    version,
+    about = "Export and data-portability service"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -59,7 +63,9 @@ enum UserCmd {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         match cli.cmd {
             Cmd::Serve(args) => serve::run(args).await,
@@ -72,21 +78,45 @@ async fn admin(data_dir: PathBuf, cmd: AdminCmd) -> anyhow::Result<()> {
     let (store, blobs) = serve::open_embedded(&data_dir).await?;
     let AdminCmd::User(cmd) = cmd;
     match cmd {
-        UserCmd::Add { login, password_stdin: _, entitlements, admin } => {
+        UserCmd::Add {
+            login,
+            password_stdin: _,
+            entitlements,
+            admin,
+        } => {
             satchel_domain::names::validate_login(&login)?;
             let mut pw = String::new();
-            std::io::stdin().read_to_string(&mut pw).context("reading the password from stdin")?;
+            std::io::stdin()
+                .read_to_string(&mut pw)
+                .context("reading the password from stdin")?;
             let pw = pw.lines().next().unwrap_or("").to_string();
             if pw.is_empty() {
                 bail!("empty password on stdin");
             }
             let hash = satchel_domain::auth::hash_password(&pw)?;
-            let u = store.create_user(NewUser { login, password_hash: hash, admin, entitlements }).await?;
-            println!("added user {} (id {}{})", u.login, u.id, if u.admin { ", admin" } else { "" });
+            let u = store
+                .create_user(NewUser {
+                    login,
+                    password_hash: hash,
+                    admin,
+                    entitlements,
+                })
+                .await?;
+            println!(
+                "added user {} (id {}{})",
+                u.login,
+                u.id,
+                if u.admin { ", admin" } else { "" }
+            );
         }
         UserCmd::List => {
             for u in store.list_users().await? {
-                println!("{}\t{}\t{}", u.login, if u.admin { "admin" } else { "user" }, u.entitlements.join(","));
+                println!(
+                    "{}\t{}\t{}",
+                    u.login,
+                    if u.admin { "admin" } else { "user" },
+                    u.entitlements.join(",")
+                );
             }
         }
         UserCmd::Remove { login } => match store.delete_user(&login).await? {

@@ -26,11 +26,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let s: Settings = args.resolve()?;
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=info")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=info")
+            }),
         )
         .init();
-    std::fs::create_dir_all(&s.data_dir).with_context(|| format!("creating {}", s.data_dir.display()))?;
+    std::fs::create_dir_all(&s.data_dir)
+        .with_context(|| format!("creating {}", s.data_dir.display()))?;
     // One server per data directory: the job leases of a dead server are released at start, which
     // is only safe if no other server is using them.
     let lock = std::fs::File::create(s.data_dir.join("serve.lock"))?;
@@ -46,13 +48,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         if !pw.is_empty() && store.user_by_login("root").await?.is_none() {
             let hash = satchel_domain::auth::hash_password(&pw)?;
             store
-                .create_user(NewUser { login: "root".into(), password_hash: hash, admin: true, entitlements: vec![] })
+                .create_user(NewUser {
+                    login: "root".into(),
+                    password_hash: hash,
+                    admin: true,
+                    entitlements: vec![],
+                })
                 .await?;
             tracing::info!("created admin user root");
         }
     }
 
-    let config = Config { retention: s.retention, max_attempts: s.max_attempts, max_upload: s.max_upload };
+    let config = Config {
+        retention: s.retention,
+        max_attempts: s.max_attempts,
+        max_upload: s.max_upload,
+    };
     let satchel = Arc::new(Satchel::new(store.clone(), blobs.clone(), config));
     let runner = Arc::new(ExportRunner {
         store: store.clone(),
@@ -88,14 +99,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         })
     };
 
-    let state = AppState { satchel: satchel.clone(), wake: pool.waker() };
+    let state = AppState {
+        satchel: satchel.clone(),
+        wake: pool.waker(),
+    };
     let app = satchel_api_uforge::router(state)
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
-        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(tower_http::request_id::MakeRequestUuid));
+        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
+            tower_http::request_id::MakeRequestUuid,
+        ));
     let app = app.map_request(satchel_api_uforge::normalize_path);
 
-    let listener = tokio::net::TcpListener::bind(s.listen).await.with_context(|| format!("binding {}", s.listen))?;
+    let listener = tokio::net::TcpListener::bind(s.listen)
+        .await
+        .with_context(|| format!("binding {}", s.listen))?;
     tracing::info!(addr = %listener.local_addr()?, data_dir = %s.data_dir.display(), "satchel listening");
     axum::serve(listener, tower::make::Shared::new(app))
         .with_graceful_shutdown(async {

@@ -23,37 +23,80 @@ async fn bundle_export_roundtrip_yaml_and_json() {
     a.add_file(msid, None, "install.sh", &text).await;
     a.add_file(msid, None, "data.bin", &blob).await;
     let folder = a.create_artifact(msid, None, "conf", "folder").await;
-    a.add_file(msid, Some(folder), "app.cfg", b"key=value\n").await;
+    a.add_file(msid, Some(folder), "app.cfg", b"key=value\n")
+        .await;
     a.add_file(msid, Some(folder), "pkg.tar.gz", &gz).await;
     a.add_file(msid, None, "empty.txt", b"").await;
-    let r = a.req("POST", &format!("/users/alice/mysoftware/{msid}/licenses/1/LICENSE.txt"), Some(b"Apache-2.0".to_vec()), &[]).await;
+    let r = a
+        .req(
+            "POST",
+            &format!("/users/alice/mysoftware/{msid}/licenses/1/LICENSE.txt"),
+            Some(b"Apache-2.0".to_vec()),
+            &[],
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let r = a.req("POST", &format!("/users/alice/mysoftware/{msid}/logo/1/logo.png"), Some(b"\x89PNG fake".to_vec()), &[]).await;
+    let r = a
+        .req(
+            "POST",
+            &format!("/users/alice/mysoftware/{msid}/logo/1/logo.png"),
+            Some(b"\x89PNG fake".to_vec()),
+            &[],
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     // A new license replaces the old one.
-    let r = a.req("POST", &format!("/users/alice/mysoftware/{msid}/licenses/1/LICENSE"), Some(b"MIT".to_vec()), &[]).await;
+    let r = a
+        .req(
+            "POST",
+            &format!("/users/alice/mysoftware/{msid}/licenses/1/LICENSE"),
+            Some(b"MIT".to_vec()),
+            &[],
+        )
+        .await;
     assert_eq!(r.status, 200);
     let got = a.get(&format!("/users/alice/mysoftware/{msid}")).await;
-    assert!(got.text().contains("<name>LICENSE</name>"), "{}", got.text());
+    assert!(
+        got.text().contains("<name>LICENSE</name>"),
+        "{}",
+        got.text()
+    );
 
     for format in ["yaml", "json"] {
         let eid = a.export(msid, format).await;
         let st = a.wait_export(msid, eid, T).await;
-        assert_eq!(st.field("complete").as_deref(), Some("true"), "{}", st.text());
+        assert_eq!(
+            st.field("complete").as_deref(),
+            Some("true"),
+            "{}",
+            st.text()
+        );
         assert_eq!(st.field("percentage").as_deref(), Some("100"));
         let total: usize = text.len() + blob.len() + 10 + gz.len() + 3 + 9;
         assert_eq!(st.field("bytesTotal"), Some(total.to_string()));
-        let dl = a.get(&format!("/users/alice/mysoftware/{msid}/exports/{eid}/downloads")).await;
+        let dl = a
+            .get(&format!(
+                "/users/alice/mysoftware/{msid}/exports/{eid}/downloads"
+            ))
+            .await;
         assert_eq!(dl.status, 200);
-        assert_eq!(dl.header("content-type").as_deref(), Some("application/x-gzip"));
+        assert_eq!(
+            dl.header("content-type").as_deref(),
+            Some("application/x-gzip")
+        );
         assert!(dl.header("content-encoding").is_none());
-        assert_eq!(dl.header("content-disposition").as_deref(), Some("attachment; filename=\"My_App.tar.gz\""));
+        assert_eq!(
+            dl.header("content-disposition").as_deref(),
+            Some("attachment; filename=\"My_App.tar.gz\"")
+        );
         assert_eq!(dl.header("accept-ranges").as_deref(), Some("bytes"));
         assert_eq!(dl.header("content-length"), Some(dl.body.len().to_string()));
         let sha = hex::encode(Sha256::digest(&dl.body));
         assert_eq!(dl.header("x-checksum-sha256"), Some(sha.clone()));
         assert_eq!(dl.header("etag"), Some(format!("\"{sha}\"")));
-        let ticket = a.get(&format!("/users/alice/mysoftware/{msid}/exports/{eid}")).await;
+        let ticket = a
+            .get(&format!("/users/alice/mysoftware/{msid}/exports/{eid}"))
+            .await;
         assert_eq!(ticket.field("digest"), Some(format!("sha256:{sha}")));
 
         let files = untar(&dl.body);
@@ -78,11 +121,18 @@ async fn bundle_export_roundtrip_yaml_and_json() {
         assert_eq!(doc["license"]["source"], "bundles/My App/LICENSE");
         assert_eq!(doc["sourceLogo"], "bundles/My App/logo.png");
         // hammr's check_bundle: every file has name and source; sources exist in the archive.
-        fn check(files: &std::collections::BTreeMap<String, Vec<u8>>, list: &serde_json::Value, n: &mut usize) {
+        fn check(
+            files: &std::collections::BTreeMap<String, Vec<u8>>,
+            list: &serde_json::Value,
+            n: &mut usize,
+        ) {
             for f in list.as_array().unwrap() {
                 assert!(f["name"].is_string());
                 let src = f["source"].as_str().unwrap();
-                assert!(files.contains_key(src) || files.contains_key(&format!("{src}/")), "{src}");
+                assert!(
+                    files.contains_key(src) || files.contains_key(&format!("{src}/")),
+                    "{src}"
+                );
                 *n += 1;
                 if let Some(sub) = f.get("files") {
                     check(files, sub, n);
@@ -99,14 +149,32 @@ async fn bundle_export_roundtrip_yaml_and_json() {
         for e in entries {
             let body = &files[e["path"].as_str().unwrap()];
             assert_eq!(e["size"].as_u64().unwrap() as usize, body.len());
-            assert_eq!(e["sha256"].as_str().unwrap(), hex::encode(Sha256::digest(body)));
+            assert_eq!(
+                e["sha256"].as_str().unwrap(),
+                hex::encode(Sha256::digest(body))
+            );
         }
         // Delete: 204 with no body, then 404 everywhere.
-        let d = a.req("DELETE", &format!("/users/alice/mysoftware/{msid}/exports/{eid}"), None, &[]).await;
+        let d = a
+            .req(
+                "DELETE",
+                &format!("/users/alice/mysoftware/{msid}/exports/{eid}"),
+                None,
+                &[],
+            )
+            .await;
         assert_eq!(d.status, 204);
         assert!(d.body.is_empty());
-        a.get(&format!("/users/alice/mysoftware/{msid}/exports/{eid}/status")).await.assert_uforge_error(404);
-        a.get(&format!("/users/alice/mysoftware/{msid}/exports/{eid}/downloads")).await.assert_uforge_error(404);
+        a.get(&format!(
+            "/users/alice/mysoftware/{msid}/exports/{eid}/status"
+        ))
+        .await
+        .assert_uforge_error(404);
+        a.get(&format!(
+            "/users/alice/mysoftware/{msid}/exports/{eid}/downloads"
+        ))
+        .await
+        .assert_uforge_error(404);
     }
 }
 
@@ -123,27 +191,79 @@ async fn status_etag_and_downloads_with_ranges() {
     assert!(etag.starts_with('"') && !etag.starts_with("W/"));
     let lm = st.header("last-modified").unwrap();
     // Conditional requests: 304 with no body; never without a condition.
-    let r = a.req("GET", &format!("{path}/status"), None, &[("If-None-Match", &etag)]).await;
+    let r = a
+        .req(
+            "GET",
+            &format!("{path}/status"),
+            None,
+            &[("If-None-Match", &etag)],
+        )
+        .await;
     assert_eq!(r.status, 304);
     assert!(r.body.is_empty());
-    let r = a.req("GET", &format!("{path}/status"), None, &[("If-Modified-Since", &lm)]).await;
+    let r = a
+        .req(
+            "GET",
+            &format!("{path}/status"),
+            None,
+            &[("If-Modified-Since", &lm)],
+        )
+        .await;
     assert_eq!(r.status, 304);
-    let r = a.req("GET", &format!("{path}/status"), None, &[("If-None-Match", "\"other\"")]).await;
+    let r = a
+        .req(
+            "GET",
+            &format!("{path}/status"),
+            None,
+            &[("If-None-Match", "\"other\"")],
+        )
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(a.get(&format!("{path}/status")).await.status, 200);
 
     let full = a.get(&format!("{path}/downloads")).await.body;
     let n = full.len();
-    let r = a.req("GET", &format!("{path}/downloads"), None, &[("Range", "bytes=100-199")]).await;
+    let r = a
+        .req(
+            "GET",
+            &format!("{path}/downloads"),
+            None,
+            &[("Range", "bytes=100-199")],
+        )
+        .await;
     assert_eq!(r.status, 206);
     assert_eq!(r.body, &full[100..200]);
-    assert_eq!(r.header("content-range"), Some(format!("bytes 100-199/{n}")));
-    let r = a.req("GET", &format!("{path}/downloads"), None, &[("Range", "bytes=-10")]).await;
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("bytes 100-199/{n}"))
+    );
+    let r = a
+        .req(
+            "GET",
+            &format!("{path}/downloads"),
+            None,
+            &[("Range", "bytes=-10")],
+        )
+        .await;
     assert_eq!(r.body, &full[n - 10..]);
-    let r = a.req("GET", &format!("{path}/downloads"), None, &[("Range", &format!("bytes={}-", n - 5))]).await;
+    let r = a
+        .req(
+            "GET",
+            &format!("{path}/downloads"),
+            None,
+            &[("Range", &format!("bytes={}-", n - 5))],
+        )
+        .await;
     assert_eq!(r.body, &full[n - 5..]);
     // Several ranges: multipart/byteranges with each part's exact bytes.
-    let r = a.req("GET", &format!("{path}/downloads"), None, &[("Range", "bytes=0-9,1000-1099")]).await;
+    let r = a
+        .req(
+            "GET",
+            &format!("{path}/downloads"),
+            None,
+            &[("Range", "bytes=0-9,1000-1099")],
+        )
+        .await;
     assert_eq!(r.status, 206);
     let ct = r.header("content-type").unwrap();
     let boundary = ct.split("boundary=").nth(1).unwrap().to_string();
@@ -159,11 +279,25 @@ async fn status_etag_and_downloads_with_ranges() {
     }
     assert_eq!(datas, vec![full[0..10].to_vec(), full[1000..1100].to_vec()]);
     // Past the end: 416 uforgeError with the size.
-    let r = a.req("GET", &format!("{path}/downloads"), None, &[("Range", &format!("bytes={}-", n + 10))]).await;
+    let r = a
+        .req(
+            "GET",
+            &format!("{path}/downloads"),
+            None,
+            &[("Range", &format!("bytes={}-", n + 10))],
+        )
+        .await;
     r.assert_uforge_error(416);
     assert_eq!(r.header("content-range"), Some(format!("bytes */{n}")));
     // If-Range with a stale validator: the whole file.
-    let r = a.req("GET", &format!("{path}/downloads"), None, &[("Range", "bytes=0-9"), ("If-Range", "\"stale\"")]).await;
+    let r = a
+        .req(
+            "GET",
+            &format!("{path}/downloads"),
+            None,
+            &[("Range", "bytes=0-9"), ("If-Range", "\"stale\"")],
+        )
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body.len(), n);
 }
@@ -190,10 +324,34 @@ async fn cross_user_matrix() {
     let b = s.client("bob");
     let msid = a.create_bundle("secret", "1").await;
     let said = a.add_file(msid, None, "f.txt", b"alice's data").await;
-    a.req("POST", &format!("/users/alice/mysoftware/{msid}/licenses/1/L"), Some(b"lic".to_vec()), &[]).await;
-    a.req("POST", &format!("/users/alice/mysoftware/{msid}/logo/1/l.png"), Some(b"logo".to_vec()), &[]).await;
+    a.req(
+        "POST",
+        &format!("/users/alice/mysoftware/{msid}/licenses/1/L"),
+        Some(b"lic".to_vec()),
+        &[],
+    )
+    .await;
+    a.req(
+        "POST",
+        &format!("/users/alice/mysoftware/{msid}/logo/1/l.png"),
+        Some(b"logo".to_vec()),
+        &[],
+    )
+    .await;
     let lic = a.get(&format!("/users/alice/mysoftware/{msid}")).await;
-    let lid: i64 = lic.text().split("<license>").nth(1).unwrap().split("<dbId>").nth(1).unwrap().split('<').next().unwrap().parse().unwrap();
+    let lid: i64 = lic
+        .text()
+        .split("<license>")
+        .nth(1)
+        .unwrap()
+        .split("<dbId>")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     let eid = a.export(msid, "yaml").await;
     a.wait_export(msid, eid, T).await;
     let bob_msid = b.create_bundle("bobs", "1").await;
@@ -208,10 +366,19 @@ async fn cross_user_matrix() {
         ("GET", "/users/{u}/mysoftware/{m}/artifacts/{a}".into()),
         ("PUT", "/users/{u}/mysoftware/{m}/artifacts/{a}".into()),
         ("DELETE", "/users/{u}/mysoftware/{m}/artifacts/{a}".into()),
-        ("POST", "/users/{u}/mysoftware/{m}/artifacts/{a}/subsoftwareartifacts".into()),
+        (
+            "POST",
+            "/users/{u}/mysoftware/{m}/artifacts/{a}/subsoftwareartifacts".into(),
+        ),
         ("GET", "/users/{u}/mysoftware/{m}/artifacts/{a}/bin".into()),
-        ("GET", "/users/{u}/mysoftware/{m}/artifacts/{a}/bin/f.txt".into()),
-        ("POST", "/users/{u}/mysoftware/{m}/artifacts/{a}/bin/f.txt".into()),
+        (
+            "GET",
+            "/users/{u}/mysoftware/{m}/artifacts/{a}/bin/f.txt".into(),
+        ),
+        (
+            "POST",
+            "/users/{u}/mysoftware/{m}/artifacts/{a}/bin/f.txt".into(),
+        ),
         ("GET", "/users/{u}/mysoftware/{m}/licenses/{l}".into()),
         ("DELETE", "/users/{u}/mysoftware/{m}/licenses/{l}".into()),
         ("POST", "/users/{u}/mysoftware/{m}/licenses/{l}/L".into()),
@@ -222,11 +389,18 @@ async fn cross_user_matrix() {
         ("POST", "/users/{u}/mysoftware/{m}/exports".into()),
         ("GET", "/users/{u}/mysoftware/{m}/exports/{e}".into()),
         ("GET", "/users/{u}/mysoftware/{m}/exports/{e}/status".into()),
-        ("GET", "/users/{u}/mysoftware/{m}/exports/{e}/downloads".into()),
+        (
+            "GET",
+            "/users/{u}/mysoftware/{m}/exports/{e}/downloads".into(),
+        ),
         ("DELETE", "/users/{u}/mysoftware/{m}/exports/{e}".into()),
     ];
     let fill = |t: &str, u: &str, m: i64, a: i64, l: i64, e: i64| {
-        t.replace("{u}", u).replace("{m}", &m.to_string()).replace("{a}", &a.to_string()).replace("{l}", &l.to_string()).replace("{e}", &e.to_string())
+        t.replace("{u}", u)
+            .replace("{m}", &m.to_string())
+            .replace("{a}", &a.to_string())
+            .replace("{l}", &l.to_string())
+            .replace("{e}", &e.to_string())
     };
     let body = Some(format!("<ns1:mySoftware xmlns:ns1=\"{NS}\"><name>x</name><version>2</version></ns1:mySoftware>").into_bytes());
     let norm = |s: String, ids: &[(i64, &str)]| {
@@ -238,34 +412,106 @@ async fn cross_user_matrix() {
     };
     for (method, t) in &routes {
         // Bob under alice's uid vs a user that does not exist.
-        let foreign = b.req(method, &fill(t, "alice", msid, said, lid, eid), body.clone(), &[]).await;
-        let missing = b.req(method, &fill(t, "nobody", msid, said, lid, eid), body.clone(), &[]).await;
+        let foreign = b
+            .req(
+                method,
+                &fill(t, "alice", msid, said, lid, eid),
+                body.clone(),
+                &[],
+            )
+            .await;
+        let missing = b
+            .req(
+                method,
+                &fill(t, "nobody", msid, said, lid, eid),
+                body.clone(),
+                &[],
+            )
+            .await;
         foreign.assert_uforge_error(404);
-        assert_eq!(foreign.error_message().replace("alice", "U"), missing.error_message().replace("nobody", "U"), "{method} {t}");
+        assert_eq!(
+            foreign.error_message().replace("alice", "U"),
+            missing.error_message().replace("nobody", "U"),
+            "{method} {t}"
+        );
         // Bob under his own uid with alice's ids vs ids that do not exist anywhere.
-        let foreign = b.req(method, &fill(t, "bob", msid, said, lid, eid), body.clone(), &[]).await;
-        let missing = b.req(method, &fill(t, "bob", 999_999, 999_998, 999_997, 999_996), body.clone(), &[]).await;
+        let foreign = b
+            .req(
+                method,
+                &fill(t, "bob", msid, said, lid, eid),
+                body.clone(),
+                &[],
+            )
+            .await;
+        let missing = b
+            .req(
+                method,
+                &fill(t, "bob", 999_999, 999_998, 999_997, 999_996),
+                body.clone(),
+                &[],
+            )
+            .await;
         foreign.assert_uforge_error(404);
         missing.assert_uforge_error(404);
-        let ids_f = [(msid, "mySoftware"), (said, "softwareArtifact"), (eid, "export"), (lid, "license"), (lid, "logo")];
-        let ids_m = [(999_999, "mySoftware"), (999_998, "softwareArtifact"), (999_996, "export"), (999_997, "license"), (999_997, "logo")];
-        assert_eq!(norm(foreign.error_message(), &ids_f), norm(missing.error_message(), &ids_m), "{method} {t}");
+        let ids_f = [
+            (msid, "mySoftware"),
+            (said, "softwareArtifact"),
+            (eid, "export"),
+            (lid, "license"),
+            (lid, "logo"),
+        ];
+        let ids_m = [
+            (999_999, "mySoftware"),
+            (999_998, "softwareArtifact"),
+            (999_996, "export"),
+            (999_997, "license"),
+            (999_997, "logo"),
+        ];
+        assert_eq!(
+            norm(foreign.error_message(), &ids_f),
+            norm(missing.error_message(), &ids_m),
+            "{method} {t}"
+        );
         // Bob's own bundle with alice's artifact/export ids.
         if t.contains("{a}") || t.contains("{e}") {
-            let r = b.req(method, &fill(t, "bob", bob_msid, said, lid, eid), body.clone(), &[]).await;
+            let r = b
+                .req(
+                    method,
+                    &fill(t, "bob", bob_msid, said, lid, eid),
+                    body.clone(),
+                    &[],
+                )
+                .await;
             r.assert_uforge_error(404);
         }
     }
-    for t in ["/users/{u}", "/users/{u}/mysoftware", "/users/{u}/exports", "/users/{u}/exports/statuses"] {
-        b.get(&t.replace("{u}", "alice")).await.assert_uforge_error(404);
+    for t in [
+        "/users/{u}",
+        "/users/{u}/mysoftware",
+        "/users/{u}/exports",
+        "/users/{u}/exports/statuses",
+    ] {
+        b.get(&t.replace("{u}", "alice"))
+            .await
+            .assert_uforge_error(404);
     }
     // Nothing of alice's changed, and the admin sees it.
     let root = s.client("root");
-    let r = root.get(&format!("/users/alice/mysoftware/{msid}/artifacts/{said}/bin/f.txt")).await;
+    let r = root
+        .get(&format!(
+            "/users/alice/mysoftware/{msid}/artifacts/{said}/bin/f.txt"
+        ))
+        .await;
     assert_eq!(r.body, b"alice's data");
     let r = root.get("/users/alice/exports").await;
     assert_eq!(r.field("total").as_deref(), Some("1"), "{}", r.text());
-    assert_eq!(a.get(&format!("/users/alice/mysoftware/{msid}")).await.field("name").as_deref(), Some("secret"));
+    assert_eq!(
+        a.get(&format!("/users/alice/mysoftware/{msid}"))
+            .await
+            .field("name")
+            .as_deref(),
+        Some("secret")
+    );
 }
 
 #[tokio::test]
@@ -278,10 +524,15 @@ async fn bad_input_is_refused_cleanly() {
     let before = snapshot(a.get("/users/alice/mysoftware").await);
     let post = |path: String, body: &'static str| {
         let a = a.clone();
-        async move { a.req("POST", &path, Some(body.as_bytes().to_vec()), &[]).await }
+        async move {
+            a.req("POST", &path, Some(body.as_bytes().to_vec()), &[])
+                .await
+        }
     };
     let ms = "/users/alice/mysoftware".to_string();
-    post(ms.clone(), "<ns1:mySoftware xmlns:ns1=\"x\"><name>a</name>").await.assert_uforge_error(400);
+    post(ms.clone(), "<ns1:mySoftware xmlns:ns1=\"x\"><name>a</name>")
+        .await
+        .assert_uforge_error(400);
     post(ms.clone(), "<not xml").await.assert_uforge_error(400);
     let r = post(
         ms.clone(),
@@ -290,55 +541,139 @@ async fn bad_input_is_refused_cleanly() {
     .await;
     r.assert_uforge_error(400);
     assert!(!r.text().contains("root:"));
-    post(ms.clone(), "<m><name>a</name><version>1</version><restricted>maybe</restricted></m>").await.assert_uforge_error(400);
-    post(ms.clone(), "<m><version>1</version></m>").await.assert_uforge_error(400);
-    let r = a.req("POST", &ms, Some(b"{\"name\": 5".to_vec()), &[("Content-Type", "application/json")]).await;
+    post(
+        ms.clone(),
+        "<m><name>a</name><version>1</version><restricted>maybe</restricted></m>",
+    )
+    .await
+    .assert_uforge_error(400);
+    post(ms.clone(), "<m><version>1</version></m>")
+        .await
+        .assert_uforge_error(400);
+    let r = a
+        .req(
+            "POST",
+            &ms,
+            Some(b"{\"name\": 5".to_vec()),
+            &[("Content-Type", "application/json")],
+        )
+        .await;
     r.assert_uforge_error(400);
-    let r = a.req("POST", &ms, Some(b"{\"name\": 5, \"version\": \"1\"}".to_vec()), &[("Content-Type", "application/json")]).await;
+    let r = a
+        .req(
+            "POST",
+            &ms,
+            Some(b"{\"name\": 5, \"version\": \"1\"}".to_vec()),
+            &[("Content-Type", "application/json")],
+        )
+        .await;
     r.assert_uforge_error(400);
     // Huge documents: 413, and uploads over the configured limit too (nothing is kept).
-    let huge = format!("<m><name>{}</name><version>1</version></m>", "a".repeat(2 << 20));
-    a.req("POST", &ms, Some(huge.into_bytes()), &[]).await.assert_uforge_error(413);
-    if let Some(r) = a.try_req("POST", &format!("{ms}/{msid}/artifacts/{said}/bin/f"), vec![0u8; 200_000]).await {
+    let huge = format!(
+        "<m><name>{}</name><version>1</version></m>",
+        "a".repeat(2 << 20)
+    );
+    a.req("POST", &ms, Some(huge.into_bytes()), &[])
+        .await
+        .assert_uforge_error(413);
+    if let Some(r) = a
+        .try_req(
+            "POST",
+            &format!("{ms}/{msid}/artifacts/{said}/bin/f"),
+            vec![0u8; 200_000],
+        )
+        .await
+    {
         r.assert_uforge_error(413);
     }
-    assert_eq!(a.get(&format!("{ms}/{msid}/artifacts/{said}/bin/f")).await.body, b"data");
+    assert_eq!(
+        a.get(&format!("{ms}/{msid}/artifacts/{said}/bin/f"))
+            .await
+            .body,
+        b"data"
+    );
     // Ids.
     a.get(&format!("{ms}/abc")).await.assert_uforge_error(400);
     a.get(&format!("{ms}/-1")).await.assert_uforge_error(400);
-    a.get(&format!("{ms}/99999999999999999999")).await.assert_uforge_error(400);
-    a.get(&format!("{ms}/424242")).await.assert_uforge_error(404);
-    a.get(&format!("{ms}/{msid}/artifacts/x1")).await.assert_uforge_error(400);
+    a.get(&format!("{ms}/99999999999999999999"))
+        .await
+        .assert_uforge_error(400);
+    a.get(&format!("{ms}/424242"))
+        .await
+        .assert_uforge_error(404);
+    a.get(&format!("{ms}/{msid}/artifacts/x1"))
+        .await
+        .assert_uforge_error(400);
     // Path traversal in file names.
     // (A bare `..` segment is resolved away by any URL parser before it is sent.)
     for name in ["..%2F..%2Fetc%2Fpasswd", "a%5Cb", "x%00y", "a%2F..%2Fb"] {
-        let r = a.req("POST", &format!("{ms}/{msid}/artifacts/{said}/bin/{name}"), Some(b"x".to_vec()), &[]).await;
+        let r = a
+            .req(
+                "POST",
+                &format!("{ms}/{msid}/artifacts/{said}/bin/{name}"),
+                Some(b"x".to_vec()),
+                &[],
+            )
+            .await;
         r.assert_uforge_error(400);
-        let r = a.req("POST", &format!("{ms}/{msid}/licenses/1/{name}"), Some(b"x".to_vec()), &[]).await;
+        let r = a
+            .req(
+                "POST",
+                &format!("{ms}/{msid}/licenses/1/{name}"),
+                Some(b"x".to_vec()),
+                &[],
+            )
+            .await;
         r.assert_uforge_error(400);
     }
     let r = a
-        .req("POST", &format!("{ms}/{msid}/artifacts"), Some(b"<a><name>../../x</name></a>".to_vec()), &[])
+        .req(
+            "POST",
+            &format!("{ms}/{msid}/artifacts"),
+            Some(b"<a><name>../../x</name></a>".to_vec()),
+            &[],
+        )
         .await;
     r.assert_uforge_error(400);
     // Export formats.
-    a.req("POST", &format!("{ms}/{msid}/exports?outputFormat=xml"), None, &[]).await.assert_uforge_error(400);
+    a.req(
+        "POST",
+        &format!("{ms}/{msid}/exports?outputFormat=xml"),
+        None,
+        &[],
+    )
+    .await
+    .assert_uforge_error(400);
     // Unknown routes and methods.
-    a.req("PATCH", &format!("{ms}/{msid}"), None, &[]).await.assert_uforge_error(405);
+    a.req("PATCH", &format!("{ms}/{msid}"), None, &[])
+        .await
+        .assert_uforge_error(405);
     a.get("/users/alice/nothing").await.assert_uforge_error(404);
     // No credentials / wrong credentials.
-    let anon = reqwest::get(format!("{}/users/alice", s.base())).await.unwrap();
+    let anon = reqwest::get(format!("{}/users/alice", s.base()))
+        .await
+        .unwrap();
     assert_eq!(anon.status(), 401);
     assert!(anon.headers().get("www-authenticate").is_some());
     let mut wrong = a.clone();
     wrong.password = "nope".into();
     wrong.get("/users/alice").await.assert_uforge_error(401);
     // JSON errors for JSON clients.
-    let r = a.req("GET", &format!("{ms}/424242"), None, &[("Accept", "application/json")]).await;
+    let r = a
+        .req(
+            "GET",
+            &format!("{ms}/424242"),
+            None,
+            &[("Accept", "application/json")],
+        )
+        .await;
     assert_eq!(r.status, 404);
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(v["statusCode"], 404);
-    assert!(v["localizedErrorMsg"]["message"].as_str().unwrap().contains("424242"));
+    assert!(v["localizedErrorMsg"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("424242"));
     // Nothing changed.
     assert_eq!(before, snapshot(a.get("/users/alice/mysoftware").await));
 }
@@ -357,34 +692,97 @@ async fn wire_details_for_the_sdk() {
     assert_eq!(r.field("loginName").as_deref(), Some("alice"));
     // Empty XML body with an XML content type on POST exports.
     let msid = a.create_bundle("e", "1").await;
-    let r = a.req("POST", &format!("/users/alice/mysoftware/{msid}/exports"), Some(Vec::new()), &[]).await;
+    let r = a
+        .req(
+            "POST",
+            &format!("/users/alice/mysoftware/{msid}/exports"),
+            Some(Vec::new()),
+            &[],
+        )
+        .await;
     assert_eq!(r.status, 201);
-    assert!(r.header("location").unwrap().ends_with(&format!("/exports/{}", r.id())));
+    assert!(r
+        .header("location")
+        .unwrap()
+        .ends_with(&format!("/exports/{}", r.id())));
     // JSON documents carry the same field names.
-    let r = a.req("GET", &format!("/users/alice/mysoftware/{msid}"), None, &[("Accept", "application/json")]).await;
-    assert_eq!(r.header("content-type").as_deref(), Some("application/json"));
+    let r = a
+        .req(
+            "GET",
+            &format!("/users/alice/mysoftware/{msid}"),
+            None,
+            &[("Accept", "application/json")],
+        )
+        .await;
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/json")
+    );
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(v["dbId"], msid);
     assert_eq!(v["name"], "e");
     // Entitlements: carol may not create bundles; admin may act for alice.
     let c = s.client("carol");
-    let r = c.req("POST", "/users/carol/mysoftware", Some(b"<m><name>x</name><version>1</version></m>".to_vec()), &[]).await;
+    let r = c
+        .req(
+            "POST",
+            "/users/carol/mysoftware",
+            Some(b"<m><name>x</name><version>1</version></m>".to_vec()),
+            &[],
+        )
+        .await;
     r.assert_uforge_error(403);
     let root = s.client("root");
-    let r = root.req("POST", "/users/alice/mysoftware", Some(b"<m><name>by-root</name><version>1</version></m>".to_vec()), &[]).await;
+    let r = root
+        .req(
+            "POST",
+            "/users/alice/mysoftware",
+            Some(b"<m><name>by-root</name><version>1</version></m>".to_vec()),
+            &[],
+        )
+        .await;
     assert_eq!(r.status, 201);
-    assert_eq!(a.get("/users/alice/mysoftware").await.field("total").as_deref(), Some("2"));
+    assert_eq!(
+        a.get("/users/alice/mysoftware")
+            .await
+            .field("total")
+            .as_deref(),
+        Some("2")
+    );
     // Clone copies files.
     let said = a.add_file(msid, None, "x.txt", b"xx").await;
-    let r = a.req("POST", &format!("/users/alice/mysoftware/{msid}/clone"), Some(b"<m><name>copy</name></m>".to_vec()), &[]).await;
+    let r = a
+        .req(
+            "POST",
+            &format!("/users/alice/mysoftware/{msid}/clone"),
+            Some(b"<m><name>copy</name></m>".to_vec()),
+            &[],
+        )
+        .await;
     assert_eq!(r.status, 201, "{}", r.text());
     let copy = r.id();
-    let arts = a.get(&format!("/users/alice/mysoftware/{copy}/artifacts")).await;
+    let arts = a
+        .get(&format!("/users/alice/mysoftware/{copy}/artifacts"))
+        .await;
     let new_said: i64 = arts.id();
     assert_ne!(new_said, said);
-    assert_eq!(a.get(&format!("/users/alice/mysoftware/{copy}/artifacts/{new_said}/bin/x.txt")).await.body, b"xx");
+    assert_eq!(
+        a.get(&format!(
+            "/users/alice/mysoftware/{copy}/artifacts/{new_said}/bin/x.txt"
+        ))
+        .await
+        .body,
+        b"xx"
+    );
     // DELETE answers 204 with no body.
-    let r = a.req("DELETE", &format!("/users/alice/mysoftware/{copy}"), None, &[]).await;
+    let r = a
+        .req(
+            "DELETE",
+            &format!("/users/alice/mysoftware/{copy}"),
+            None,
+            &[],
+        )
+        .await;
     assert_eq!(r.status, 204);
     assert!(r.body.is_empty());
 }

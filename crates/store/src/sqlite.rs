@@ -5,7 +5,9 @@ use async_trait::async_trait;
 use satchel_domain::model::*;
 use satchel_domain::ports::Store;
 use satchel_domain::{DomainError, Result};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, SqlitePool};
 use std::path::Path;
 use std::str::FromStr;
@@ -28,8 +30,15 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await.map_err(db_err)?;
-        MIGRATOR.run(&pool).await.map_err(|e| DomainError::Storage(format!("migrations: {e}")))?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts)
+            .await
+            .map_err(db_err)?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| DomainError::Storage(format!("migrations: {e}")))?;
         Ok(SqliteStore { pool })
     }
 
@@ -70,10 +79,22 @@ fn blob_from(r: &SqliteRow) -> Result<Option<BlobRef>> {
         None => None,
         Some(key) => Some(BlobRef {
             key,
-            size: r.try_get::<Option<i64>, _>("blob_size").map_err(db_err)?.unwrap_or(0),
-            sha256: r.try_get::<Option<String>, _>("blob_sha256").map_err(db_err)?.unwrap_or_default(),
-            md5: r.try_get::<Option<String>, _>("blob_md5").map_err(db_err)?.unwrap_or_default(),
-            uploaded: r.try_get::<Option<i64>, _>("blob_uploaded").map_err(db_err)?.unwrap_or(0),
+            size: r
+                .try_get::<Option<i64>, _>("blob_size")
+                .map_err(db_err)?
+                .unwrap_or(0),
+            sha256: r
+                .try_get::<Option<String>, _>("blob_sha256")
+                .map_err(db_err)?
+                .unwrap_or_default(),
+            md5: r
+                .try_get::<Option<String>, _>("blob_md5")
+                .map_err(db_err)?
+                .unwrap_or_default(),
+            uploaded: r
+                .try_get::<Option<i64>, _>("blob_uploaded")
+                .map_err(db_err)?
+                .unwrap_or(0),
         }),
     })
 }
@@ -98,9 +119,11 @@ fn attachment_from(r: &SqliteRow) -> Result<Attachment> {
     Ok(Attachment {
         id: r.try_get("id").map_err(db_err)?,
         bundle_id: r.try_get("bundle_id").map_err(db_err)?,
-        kind: AttachmentKind::parse(&kind).ok_or_else(|| DomainError::Storage(format!("bad attachment kind {kind}")))?,
+        kind: AttachmentKind::parse(&kind)
+            .ok_or_else(|| DomainError::Storage(format!("bad attachment kind {kind}")))?,
         name: r.try_get("name").map_err(db_err)?,
-        blob: blob_from(r)?.ok_or_else(|| DomainError::Storage("attachment without blob".into()))?,
+        blob: blob_from(r)?
+            .ok_or_else(|| DomainError::Storage("attachment without blob".into()))?,
     })
 }
 
@@ -111,9 +134,18 @@ fn ticket_from(r: &SqliteRow) -> Result<Ticket> {
     let archive = match key {
         Some(key) => Some(ArchiveRef {
             key,
-            file_name: r.try_get::<Option<String>, _>("archive_name").map_err(db_err)?.unwrap_or_default(),
-            size: r.try_get::<Option<i64>, _>("archive_size").map_err(db_err)?.unwrap_or(0),
-            sha256: r.try_get::<Option<String>, _>("archive_sha256").map_err(db_err)?.unwrap_or_default(),
+            file_name: r
+                .try_get::<Option<String>, _>("archive_name")
+                .map_err(db_err)?
+                .unwrap_or_default(),
+            size: r
+                .try_get::<Option<i64>, _>("archive_size")
+                .map_err(db_err)?
+                .unwrap_or(0),
+            sha256: r
+                .try_get::<Option<String>, _>("archive_sha256")
+                .map_err(db_err)?
+                .unwrap_or_default(),
         }),
         None => None,
     };
@@ -124,7 +156,8 @@ fn ticket_from(r: &SqliteRow) -> Result<Ticket> {
         bundle_name: r.try_get("bundle_name").map_err(db_err)?,
         bundle_version: r.try_get("bundle_version").map_err(db_err)?,
         format: OutputFormat::parse(Some(&format)).unwrap_or(OutputFormat::Yaml),
-        state: TicketState::parse(&state).ok_or_else(|| DomainError::Storage(format!("bad ticket state {state}")))?,
+        state: TicketState::parse(&state)
+            .ok_or_else(|| DomainError::Storage(format!("bad ticket state {state}")))?,
         percentage: r.try_get::<i64, _>("percentage").map_err(db_err)? as i32,
         bytes_loaded: r.try_get("bytes_loaded").map_err(db_err)?,
         bytes_total: r.try_get("bytes_total").map_err(db_err)?,
@@ -156,7 +189,8 @@ fn ms(d: Duration) -> i64 {
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_user(&self, new: NewUser) -> Result<User> {
-        let ents = serde_json::to_string(&new.entitlements).map_err(|e| DomainError::Internal(e.to_string()))?;
+        let ents = serde_json::to_string(&new.entitlements)
+            .map_err(|e| DomainError::Internal(e.to_string()))?;
         let row = sqlx::query(
             "INSERT INTO users (login, password_hash, admin, entitlements, created) VALUES (?, ?, ?, ?, ?) RETURNING *",
         )
@@ -175,21 +209,40 @@ impl Store for SqliteStore {
     }
 
     async fn user_by_login(&self, login: &str) -> Result<Option<UserRecord>> {
-        let row = sqlx::query("SELECT * FROM users WHERE login = ?").bind(login).fetch_optional(&self.pool).await.map_err(db_err)?;
+        let row = sqlx::query("SELECT * FROM users WHERE login = ?")
+            .bind(login)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
         match row {
             None => Ok(None),
-            Some(r) => Ok(Some(UserRecord { user: user_from(&r)?, password_hash: r.try_get("password_hash").map_err(db_err)? })),
+            Some(r) => Ok(Some(UserRecord {
+                user: user_from(&r)?,
+                password_hash: r.try_get("password_hash").map_err(db_err)?,
+            })),
         }
     }
 
     async fn list_users(&self) -> Result<Vec<User>> {
-        let rows = sqlx::query("SELECT * FROM users ORDER BY login").fetch_all(&self.pool).await.map_err(db_err)?;
+        let rows = sqlx::query("SELECT * FROM users ORDER BY login")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
         rows.iter().map(user_from).collect()
     }
 
     async fn delete_user(&self, login: &str) -> Result<Option<Vec<String>>> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
-        let Some(row) = sqlx::query("SELECT id FROM users WHERE login = ?").bind(login).fetch_optional(&mut *tx).await.map_err(db_err)? else {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
+        let Some(row) = sqlx::query("SELECT id FROM users WHERE login = ?")
+            .bind(login)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?
+        else {
             return Ok(None);
         };
         let id: i64 = row.try_get("id").map_err(db_err)?;
@@ -202,7 +255,11 @@ impl Store for SqliteStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(db_err)?;
-        sqlx::query("DELETE FROM users WHERE id = ?").bind(id).execute(&mut *tx).await.map_err(db_err)?;
+        sqlx::query("DELETE FROM users WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
         Ok(Some(keys))
     }
@@ -217,7 +274,13 @@ impl Store for SqliteStore {
         Ok(r.rows_affected() > 0)
     }
 
-    async fn create_bundle(&self, owner: Id, name: &str, version: &str, input: &BundleInput) -> Result<Bundle> {
+    async fn create_bundle(
+        &self,
+        owner: Id,
+        name: &str,
+        version: &str,
+        input: &BundleInput,
+    ) -> Result<Bundle> {
         let now = now_millis();
         let row = sqlx::query(
             "INSERT INTO bundles (owner_id, name, version, description, release, install_location, created, modified)
@@ -248,11 +311,20 @@ impl Store for SqliteStore {
     }
 
     async fn list_bundles(&self, owner: Id) -> Result<Vec<Bundle>> {
-        let rows = sqlx::query("SELECT * FROM bundles WHERE owner_id = ? ORDER BY id").bind(owner).fetch_all(&self.pool).await.map_err(db_err)?;
+        let rows = sqlx::query("SELECT * FROM bundles WHERE owner_id = ? ORDER BY id")
+            .bind(owner)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
         rows.iter().map(bundle_from).collect()
     }
 
-    async fn update_bundle(&self, owner: Id, id: Id, input: &BundleInput) -> Result<Option<Bundle>> {
+    async fn update_bundle(
+        &self,
+        owner: Id,
+        id: Id,
+        input: &BundleInput,
+    ) -> Result<Option<Bundle>> {
         let row = sqlx::query(
             "UPDATE bundles SET name = COALESCE(?, name), version = COALESCE(?, version),
                 description = COALESCE(?, description), release = COALESCE(?, release),
@@ -274,7 +346,11 @@ impl Store for SqliteStore {
     }
 
     async fn delete_bundle(&self, owner: Id, id: Id) -> Result<Option<Vec<String>>> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
         let exists = sqlx::query("SELECT 1 FROM bundles WHERE id = ? AND owner_id = ?")
             .bind(id)
             .bind(owner)
@@ -292,14 +368,28 @@ impl Store for SqliteStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(db_err)?;
-        sqlx::query("DELETE FROM bundles WHERE id = ?").bind(id).execute(&mut *tx).await.map_err(db_err)?;
+        sqlx::query("DELETE FROM bundles WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
         Ok(Some(keys))
     }
 
-    async fn create_artifact(&self, bundle: Id, parent: Option<Id>, name: &str, input: &ArtifactInput) -> Result<Artifact> {
+    async fn create_artifact(
+        &self,
+        bundle: Id,
+        parent: Option<Id>,
+        name: &str,
+        input: &ArtifactInput,
+    ) -> Result<Artifact> {
         let now = now_millis();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
         let row = sqlx::query(
             "INSERT INTO artifacts (bundle_id, parent_id, name, kind, tag, install_location, created, modified)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
@@ -331,12 +421,25 @@ impl Store for SqliteStore {
     }
 
     async fn list_artifacts(&self, bundle: Id) -> Result<Vec<Artifact>> {
-        let rows = sqlx::query("SELECT * FROM artifacts WHERE bundle_id = ? ORDER BY id").bind(bundle).fetch_all(&self.pool).await.map_err(db_err)?;
+        let rows = sqlx::query("SELECT * FROM artifacts WHERE bundle_id = ? ORDER BY id")
+            .bind(bundle)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
         rows.iter().map(artifact_from).collect()
     }
 
-    async fn update_artifact(&self, bundle: Id, id: Id, input: &ArtifactInput) -> Result<Option<Artifact>> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+    async fn update_artifact(
+        &self,
+        bundle: Id,
+        id: Id,
+        input: &ArtifactInput,
+    ) -> Result<Option<Artifact>> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
         let row = sqlx::query(
             "UPDATE artifacts SET name = COALESCE(?, name), tag = COALESCE(?, tag),
                 install_location = COALESCE(?, install_location), modified = ?
@@ -359,7 +462,11 @@ impl Store for SqliteStore {
     }
 
     async fn delete_artifact(&self, bundle: Id, id: Id) -> Result<Option<Vec<String>>> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
         let exists = sqlx::query("SELECT 1 FROM artifacts WHERE id = ? AND bundle_id = ?")
             .bind(id)
             .bind(bundle)
@@ -377,20 +484,34 @@ impl Store for SqliteStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(db_err)?;
-        sqlx::query("DELETE FROM artifacts WHERE id = ?").bind(id).execute(&mut *tx).await.map_err(db_err)?;
+        sqlx::query("DELETE FROM artifacts WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
         touch_bundle(&mut tx, bundle).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(Some(keys))
     }
 
-    async fn set_artifact_blob(&self, bundle: Id, id: Id, blob: &BlobRef) -> Result<Option<String>> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
-        let old: Option<Option<String>> = sqlx::query_scalar("SELECT blob_key FROM artifacts WHERE id = ? AND bundle_id = ?")
-            .bind(id)
-            .bind(bundle)
-            .fetch_optional(&mut *tx)
+    async fn set_artifact_blob(
+        &self,
+        bundle: Id,
+        id: Id,
+        blob: &BlobRef,
+    ) -> Result<Option<String>> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db_err)?;
+        let old: Option<Option<String>> =
+            sqlx::query_scalar("SELECT blob_key FROM artifacts WHERE id = ? AND bundle_id = ?")
+                .bind(id)
+                .bind(bundle)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
         let Some(old) = old else {
             return Err(DomainError::not_found(format!("softwareArtifact {id}")));
         };
@@ -413,14 +534,25 @@ impl Store for SqliteStore {
         Ok(old)
     }
 
-    async fn put_attachment(&self, bundle: Id, kind: AttachmentKind, name: &str, blob: &BlobRef) -> Result<(Attachment, Option<String>)> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
-        let old: Option<String> = sqlx::query_scalar("SELECT blob_key FROM attachments WHERE bundle_id = ? AND kind = ?")
-            .bind(bundle)
-            .bind(kind.as_str())
-            .fetch_optional(&mut *tx)
+    async fn put_attachment(
+        &self,
+        bundle: Id,
+        kind: AttachmentKind,
+        name: &str,
+        blob: &BlobRef,
+    ) -> Result<(Attachment, Option<String>)> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db_err)?;
+        let old: Option<String> =
+            sqlx::query_scalar("SELECT blob_key FROM attachments WHERE bundle_id = ? AND kind = ?")
+                .bind(bundle)
+                .bind(kind.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
         let row = sqlx::query(
             "INSERT INTO attachments (bundle_id, kind, name, blob_key, blob_size, blob_sha256, blob_md5, blob_uploaded)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -456,18 +588,24 @@ impl Store for SqliteStore {
     }
 
     async fn delete_attachment(&self, bundle: Id, kind: AttachmentKind) -> Result<Option<String>> {
-        let key: Option<String> = sqlx::query_scalar("DELETE FROM attachments WHERE bundle_id = ? AND kind = ? RETURNING blob_key")
-            .bind(bundle)
-            .bind(kind.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?;
+        let key: Option<String> = sqlx::query_scalar(
+            "DELETE FROM attachments WHERE bundle_id = ? AND kind = ? RETURNING blob_key",
+        )
+        .bind(bundle)
+        .bind(kind.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
         Ok(key)
     }
 
     async fn create_ticket(&self, new: &NewTicket) -> Result<Ticket> {
         let now = now_millis();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
         let row = sqlx::query(
             "INSERT INTO tickets (owner_id, bundle_id, bundle_name, bundle_version, format, state, message, created, modified)
              VALUES (?, ?, ?, ?, ?, 'queued', 'export queued', ?, ?) RETURNING *",
@@ -507,12 +645,20 @@ impl Store for SqliteStore {
     }
 
     async fn get_ticket_any(&self, id: Id) -> Result<Option<Ticket>> {
-        let row = sqlx::query("SELECT * FROM tickets WHERE id = ?").bind(id).fetch_optional(&self.pool).await.map_err(db_err)?;
+        let row = sqlx::query("SELECT * FROM tickets WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
         row.as_ref().map(ticket_from).transpose()
     }
 
     async fn list_tickets(&self, owner: Id) -> Result<Vec<Ticket>> {
-        let rows = sqlx::query("SELECT * FROM tickets WHERE owner_id = ? ORDER BY id").bind(owner).fetch_all(&self.pool).await.map_err(db_err)?;
+        let rows = sqlx::query("SELECT * FROM tickets WHERE owner_id = ? ORDER BY id")
+            .bind(owner)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
         rows.iter().map(ticket_from).collect()
     }
 
@@ -640,7 +786,12 @@ impl Store for SqliteStore {
     }
 
     async fn finish_job(&self, job: Id, owner: &str) -> Result<()> {
-        sqlx::query("DELETE FROM jobs WHERE id = ? AND lease_owner = ?").bind(job).bind(owner).execute(&self.pool).await.map_err(db_err)?;
+        sqlx::query("DELETE FROM jobs WHERE id = ? AND lease_owner = ?")
+            .bind(job)
+            .bind(owner)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
         Ok(())
     }
 

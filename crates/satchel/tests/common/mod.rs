@@ -20,7 +20,11 @@ pub fn bin() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn admin(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
@@ -51,17 +55,34 @@ impl Server {
                 args.extend(["--entitlement", "software_upload"]);
             }
             let out = admin(dir.path(), &args, Some(&format!("{login}-pw\n")));
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
-        let out = admin(dir.path(), &["user", "add", "root", "--password-stdin", "--admin"], Some("root-pw\n"));
+        let out = admin(
+            dir.path(),
+            &["user", "add", "root", "--password-stdin", "--admin"],
+            Some("root-pw\n"),
+        );
         assert!(out.status.success());
-        let mut s = Server { child: None, dir, port: free_port(), extra: extra.iter().map(|s| s.to_string()).collect() };
+        let mut s = Server {
+            child: None,
+            dir,
+            port: free_port(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
         s.spawn().await;
         s
     }
 
     pub async fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .unwrap();
         let child = Command::new(bin())
             .arg("serve")
             .arg("--listen")
@@ -82,7 +103,11 @@ impl Server {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "server did not start: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "server did not start: {}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -93,7 +118,11 @@ impl Server {
 
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap();
             let _ = c.wait();
         }
     }
@@ -103,7 +132,12 @@ impl Server {
     }
 
     pub fn client(&self, login: &str) -> Client {
-        Client { http: reqwest::Client::new(), base: self.base(), login: login.into(), password: format!("{login}-pw") }
+        Client {
+            http: reqwest::Client::new(),
+            base: self.base(),
+            login: login.into(),
+            password: format!("{login}-pw"),
+        }
     }
 }
 
@@ -143,21 +177,37 @@ impl Resp {
         Some(t[start..end].to_string())
     }
     pub fn id(&self) -> i64 {
-        self.field("dbId").unwrap_or_else(|| panic!("no dbId in {}", self.text())).parse().unwrap()
+        self.field("dbId")
+            .unwrap_or_else(|| panic!("no dbId in {}", self.text()))
+            .parse()
+            .unwrap()
     }
     pub fn error_message(&self) -> String {
         self.field("message").unwrap_or_default()
     }
     pub fn header(&self, h: &str) -> Option<String> {
-        self.headers.get(h).and_then(|v| v.to_str().ok()).map(String::from)
+        self.headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
     }
     /// Every non-2xx answer must be a namespaced uforgeError carrying the status.
     pub fn assert_uforge_error(&self, status: u16) {
         assert_eq!(self.status, status, "{}", self.text());
         let t = self.text();
-        assert!(t.contains("<ns0:uforgeError xmlns:ns0=\"http://www.usharesoft.com/uforge\">"), "{t}");
-        assert_eq!(self.field("statusCode").as_deref(), Some(status.to_string().as_str()), "{t}");
-        assert_eq!(self.header("content-type").as_deref(), Some("application/xml"));
+        assert!(
+            t.contains("<ns0:uforgeError xmlns:ns0=\"http://www.usharesoft.com/uforge\">"),
+            "{t}"
+        );
+        assert_eq!(
+            self.field("statusCode").as_deref(),
+            Some(status.to_string().as_str()),
+            "{t}"
+        );
+        assert_eq!(
+            self.header("content-type").as_deref(),
+            Some("application/xml")
+        );
     }
 }
 
@@ -166,13 +216,28 @@ impl Client {
         format!("{}{}", self.base, path)
     }
 
-    pub async fn req(&self, method: &str, path: &str, body: Option<Vec<u8>>, headers: &[(&str, &str)]) -> Resp {
+    pub async fn req(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut rb = self.http.request(m, self.url(path)).basic_auth(&self.login, Some(&self.password));
-        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+        let mut rb = self
+            .http
+            .request(m, self.url(path))
+            .basic_auth(&self.login, Some(&self.password));
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
             rb = rb.header("Content-Type", "application/xml");
         }
-        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("accept")) {
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("accept"))
+        {
             rb = rb.header("Accept", "application/xml");
         }
         for (k, v) in headers {
@@ -185,18 +250,33 @@ impl Client {
         let status = r.status().as_u16();
         let headers = r.headers().clone();
         let body = r.bytes().await.unwrap().to_vec();
-        Resp { status, headers, body }
+        Resp {
+            status,
+            headers,
+            body,
+        }
     }
 
     /// Like `req`, but a connection reset (the server refusing an oversized body mid-upload) is
     /// reported as `None` instead of a panic.
     pub async fn try_req(&self, method: &str, path: &str, body: Vec<u8>) -> Option<Resp> {
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let r = self.http.request(m, self.url(path)).basic_auth(&self.login, Some(&self.password)).body(body).send().await.ok()?;
+        let r = self
+            .http
+            .request(m, self.url(path))
+            .basic_auth(&self.login, Some(&self.password))
+            .body(body)
+            .send()
+            .await
+            .ok()?;
         let status = r.status().as_u16();
         let headers = r.headers().clone();
         let body = r.bytes().await.ok()?.to_vec();
-        Some(Resp { status, headers, body })
+        Some(Resp {
+            status,
+            headers,
+            body,
+        })
     }
 
     pub async fn get(&self, path: &str) -> Resp {
@@ -205,16 +285,32 @@ impl Client {
 
     pub async fn create_bundle(&self, name: &str, version: &str) -> i64 {
         let doc = format!("<ns1:mySoftware xmlns:ns1=\"{NS}\"><name>{name}</name><version>{version}</version><description>test bundle</description></ns1:mySoftware>");
-        let r = self.req("POST", &format!("/users/{}/mysoftware", self.login), Some(doc.into_bytes()), &[]).await;
+        let r = self
+            .req(
+                "POST",
+                &format!("/users/{}/mysoftware", self.login),
+                Some(doc.into_bytes()),
+                &[],
+            )
+            .await;
         assert_eq!(r.status, 201, "{}", r.text());
         r.id()
     }
 
-    pub async fn create_artifact(&self, msid: i64, parent: Option<i64>, name: &str, kind: &str) -> i64 {
+    pub async fn create_artifact(
+        &self,
+        msid: i64,
+        parent: Option<i64>,
+        name: &str,
+        kind: &str,
+    ) -> i64 {
         let doc = format!("<ns1:softwareArtifact xmlns:ns1=\"{NS}\"><name>{name}</name><type>{kind}</type></ns1:softwareArtifact>");
         let path = match parent {
             None => format!("/users/{}/mysoftware/{msid}/artifacts", self.login),
-            Some(p) => format!("/users/{}/mysoftware/{msid}/artifacts/{p}/subsoftwareartifacts", self.login),
+            Some(p) => format!(
+                "/users/{}/mysoftware/{msid}/artifacts/{p}/subsoftwareartifacts",
+                self.login
+            ),
         };
         let r = self.req("POST", &path, Some(doc.into_bytes()), &[]).await;
         assert_eq!(r.status, 201, "{}", r.text());
@@ -223,7 +319,15 @@ impl Client {
 
     pub async fn upload(&self, msid: i64, said: i64, name: &str, data: &[u8]) {
         let r = self
-            .req("POST", &format!("/users/{}/mysoftware/{msid}/artifacts/{said}/bin/{name}", self.login), Some(data.to_vec()), &[])
+            .req(
+                "POST",
+                &format!(
+                    "/users/{}/mysoftware/{msid}/artifacts/{said}/bin/{name}",
+                    self.login
+                ),
+                Some(data.to_vec()),
+                &[],
+            )
             .await;
         assert_eq!(r.status, 200, "{}", r.text());
     }
@@ -235,7 +339,17 @@ impl Client {
     }
 
     pub async fn export(&self, msid: i64, format: &str) -> i64 {
-        let r = self.req("POST", &format!("/users/{}/mysoftware/{msid}/exports?outputFormat={format}", self.login), None, &[]).await;
+        let r = self
+            .req(
+                "POST",
+                &format!(
+                    "/users/{}/mysoftware/{msid}/exports?outputFormat={format}",
+                    self.login
+                ),
+                None,
+                &[],
+            )
+            .await;
         assert_eq!(r.status, 201, "{}", r.text());
         r.id()
     }
@@ -243,14 +357,25 @@ impl Client {
     pub async fn wait_export(&self, msid: i64, eid: i64, timeout: Duration) -> Resp {
         let deadline = Instant::now() + timeout;
         loop {
-            let r = self.get(&format!("/users/{}/mysoftware/{msid}/exports/{eid}/status", self.login)).await;
+            let r = self
+                .get(&format!(
+                    "/users/{}/mysoftware/{msid}/exports/{eid}/status",
+                    self.login
+                ))
+                .await;
             assert_eq!(r.status, 200, "{}", r.text());
             let pct: i64 = r.field("percentage").unwrap().parse().unwrap();
             assert!((0..=100).contains(&pct));
-            if r.field("complete").as_deref() == Some("true") || r.field("error").as_deref() == Some("true") {
+            if r.field("complete").as_deref() == Some("true")
+                || r.field("error").as_deref() == Some("true")
+            {
                 return r;
             }
-            assert!(Instant::now() < deadline, "export {eid} did not finish: {}", r.text());
+            assert!(
+                Instant::now() < deadline,
+                "export {eid} did not finish: {}",
+                r.text()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
