@@ -234,3 +234,58 @@ pub fn parse_id(what: &str, s: &str) -> Result<i64, ApiError> {
         ))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::docs::{MySoftwareIn, OpStatus};
+    use proptest::prelude::*;
+
+    #[test]
+    fn xml_root_is_prefixed_and_children_unqualified() {
+        let (b, ct) = render_doc(
+            Format::Xml,
+            "status",
+            &OpStatus {
+                percentage: 5,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let s = String::from_utf8(b).unwrap();
+        assert_eq!(ct, "application/xml");
+        assert!(s.contains("<ns0:status xmlns:ns0=\"http://www.usharesoft.com/uforge\"><bytesLoaded>0</bytesLoaded>"), "{s}");
+        assert!(s.ends_with("</ns0:status>"));
+    }
+
+    #[test]
+    fn sdk_style_documents_parse() {
+        let h = HeaderMap::new();
+        let doc = r#"<?xml version="1.0" encoding="utf-8"?><ns1:mySoftware xmlns:ns1="http://www.usharesoft.com/uforge" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="ns1:MySoftware"><name>n &amp; m</name><version>1</version><unknown><x/></unknown></ns1:mySoftware>"#;
+        let m: MySoftwareIn = parse_body(&h, doc.as_bytes(), "mySoftware").unwrap();
+        assert_eq!(m.name.as_deref(), Some("n & m"));
+        assert_eq!(m.version.as_deref(), Some("1"));
+        let e = parse_body::<MySoftwareIn>(
+            &h,
+            b"<!DOCTYPE x [<!ENTITY a 'b'>]><m><name>&a;</name></m>",
+            "m",
+        );
+        assert!(e.is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_never_panics(body in proptest::collection::vec(any::<u8>(), 0..512), json in any::<bool>()) {
+            let mut h = HeaderMap::new();
+            if json {
+                h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            }
+            let _ = parse_body::<MySoftwareIn>(&h, &body, "mySoftware");
+        }
+
+        #[test]
+        fn xmlish_parsing_never_panics(s in "<[a-z:]{1,6}( [a-z:]{1,5}=\"[^\"]{0,5}\")?>(<[a-zA-Z]{1,8}>[^<]{0,10}</[a-zA-Z]{1,8}>){0,4}(</[a-z:]{1,6}>)?") {
+            let _ = parse_body::<MySoftwareIn>(&HeaderMap::new(), s.as_bytes(), "mySoftware");
+        }
+    }
+}

@@ -240,11 +240,25 @@ impl<S: Sink> TarGzWriter<S> {
 
     /// Starts a regular-file member of `size` bytes at `path` (relative, `/`-separated).
     pub async fn begin_file(&mut self, path: &str, size: u64, mtime: u64, mode: u32) -> Result<()> {
+        self.write_header(path, tar::EntryType::Regular, size, mtime, mode)
+            .await?;
+        self.open_member = Some((size, 0));
+        Ok(())
+    }
+
+    async fn write_header(
+        &mut self,
+        path: &str,
+        kind: tar::EntryType,
+        size: u64,
+        mtime: u64,
+        mode: u32,
+    ) -> Result<()> {
         if self.open_member.is_some() {
             return Err(ArchiveError::Tar("previous member not finished".into()));
         }
         let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Regular);
+        header.set_entry_type(kind);
         header.set_size(size);
         header.set_mtime(mtime);
         header.set_mode(mode);
@@ -279,9 +293,7 @@ impl<S: Sink> TarGzWriter<S> {
             gnu.name[..name.len()].copy_from_slice(name);
         }
         header.set_cksum();
-        self.gz.write(header.as_bytes(), Mode::Deflate).await?;
-        self.open_member = Some((size, 0));
-        Ok(())
+        self.gz.write(header.as_bytes(), Mode::Deflate).await
     }
 
     /// Appends content of the open member.
@@ -326,20 +338,8 @@ impl<S: Sink> TarGzWriter<S> {
 
     /// Adds a directory member (`path` ends with `/`).
     pub async fn add_dir(&mut self, path: &str, mtime: u64) -> Result<()> {
-        if self.open_member.is_some() || path.len() > 100 {
-            return Err(ArchiveError::Tar(format!("cannot add directory {path}")));
-        }
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Directory);
-        header.set_size(0);
-        header.set_mtime(mtime);
-        header.set_mode(0o755);
-        let gnu = header
-            .as_gnu_mut()
-            .ok_or_else(|| ArchiveError::Tar("gnu header".into()))?;
-        gnu.name[..path.len()].copy_from_slice(path.as_bytes());
-        header.set_cksum();
-        self.gz.write(header.as_bytes(), Mode::Deflate).await
+        self.write_header(path, tar::EntryType::Directory, 0, mtime, 0o755)
+            .await
     }
 
     pub fn uncompressed_len(&self) -> u64 {
@@ -437,6 +437,8 @@ mod tests {
         }
         w.end_file().await.unwrap();
         w.add_bytes("empty", b"", 3).await.unwrap();
+        let long_dir = format!("{}/", "e".repeat(120));
+        w.add_dir(&long_dir, 4).await.unwrap();
         let fin = w.finish().await.unwrap();
         assert_eq!(fin.size as usize, fin.sink.len());
         assert_eq!(fin.sha256, hex::encode(Sha256::digest(&fin.sink)));
@@ -450,7 +452,8 @@ mod tests {
             e.read_to_end(&mut body).unwrap();
             seen.push((p, body));
         }
-        assert_eq!(seen.len(), 3);
+        assert_eq!(seen.len(), 4);
+        assert_eq!(seen[3].0, long_dir);
         assert_eq!(seen[0], ("a.txt".to_string(), b"hello".to_vec()));
         assert_eq!(seen[1].0, long);
         assert_eq!(seen[1].1, noise);
@@ -470,8 +473,14 @@ mod tests {
     fn incompressible_detection() {
         let text = b"the quick brown fox jumps over the lazy dog\n".repeat(2000);
         assert!(!looks_incompressible(&text));
-        let noise: Vec<u8> = (0..65536u32)
-            .map(|i| (i.wrapping_mul(2654435761).rotate_left(7) >> 11) as u8)
+        let mut x: u64 = 0x9E3779B97F4A7C15;
+        let noise: Vec<u8> = (0..65536)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
             .collect();
         assert!(looks_incompressible(&noise));
         assert!(looks_incompressible(&[0x1f, 0x8b, 8, 0]));
