@@ -40,7 +40,7 @@ impl From<object_store::Error> for BlobError {
 pub type Result<T, E = BlobError> = std::result::Result<T, E>;
 
 /// Size of each multipart part; bounds the memory one upload holds (parts × concurrency).
-const PART_SIZE: usize = 8 * 1024 * 1024;
+const PART_SIZE: usize = 5 * 1024 * 1024;
 const PART_CONCURRENCY: usize = 2;
 
 /// What a finished upload wrote.
@@ -140,13 +140,23 @@ impl Blobs {
         Ok(written)
     }
 
-    /// A streaming writer for `key`; see [`BlobWriter`].
+    /// A streaming writer for `key` that hashes what it writes; see [`BlobWriter`].
     pub async fn writer(&self, key: &str) -> Result<BlobWriter> {
+        self.writer_opts(key, true).await
+    }
+
+    /// A streaming writer that does not hash (the caller hashes already, e.g. the archive encoder).
+    pub async fn writer_unhashed(&self, key: &str) -> Result<BlobWriter> {
+        self.writer_opts(key, false).await
+    }
+
+    async fn writer_opts(&self, key: &str, hash: bool) -> Result<BlobWriter> {
         let upload = self.store.put_multipart(&path(key)?).await?;
         Ok(BlobWriter {
             inner: Some(WriteMultipart::new_with_chunk_size(upload, PART_SIZE)),
             sha256: Sha256::new(),
             md5: Md5::new(),
+            hash,
             size: 0,
         })
     }
@@ -247,6 +257,7 @@ pub struct BlobWriter {
     inner: Option<WriteMultipart>,
     sha256: Sha256,
     md5: Md5,
+    hash: bool,
     size: u64,
 }
 
@@ -258,8 +269,10 @@ impl BlobWriter {
             .ok_or_else(|| BlobError::Store("writer already closed".into()))?;
         // Back-pressure: never hold more than PART_CONCURRENCY parts in flight.
         w.wait_for_capacity(PART_CONCURRENCY).await?;
-        self.sha256.update(&data);
-        self.md5.update(&data);
+        if self.hash {
+            self.sha256.update(&data);
+            self.md5.update(&data);
+        }
         self.size += data.len() as u64;
         w.put(data);
         Ok(())
