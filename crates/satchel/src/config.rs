@@ -37,6 +37,9 @@ pub struct ServeArgs {
     /// Job lease; a job whose worker stops heart-beating is taken over after this [default: 30s].
     #[arg(long, env = "SATCHEL_JOB_LEASE")]
     pub job_lease: Option<String>,
+    /// Deflate level of export archives, 1-12 (libdeflate) [default: 6].
+    #[arg(long, env = "SATCHEL_GZIP_LEVEL")]
+    pub gzip_level: Option<i32>,
     /// Testing aid: pause after each archive chunk (slows exports down deterministically).
     #[arg(long, env = "SATCHEL_EXPORT_THROTTLE", hide = true)]
     pub export_throttle: Option<String>,
@@ -53,6 +56,7 @@ struct FileConfig {
     max_attempts: Option<i32>,
     max_upload: Option<u64>,
     job_lease: Option<String>,
+    gzip_level: Option<i32>,
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +70,7 @@ pub struct Settings {
     pub max_upload: u64,
     pub job_lease: Duration,
     pub export_throttle: Option<Duration>,
+    pub gzip_level: i32,
 }
 
 fn dur(what: &str, s: &str) -> anyhow::Result<Duration> {
@@ -112,6 +117,10 @@ impl ServeArgs {
                     .as_deref()
                     .unwrap_or("30s"),
             )?,
+            gzip_level: match self.gzip_level.or(file.gzip_level).unwrap_or(6) {
+                l @ 1..=12 => l,
+                l => anyhow::bail!("gzip level must be 1-12, not {l}"),
+            },
             export_throttle: self
                 .export_throttle
                 .as_deref()

@@ -69,7 +69,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         store: store.clone(),
         blobs: blobs.clone(),
         retention: s.retention,
-        gz: satchel_archive::GzOptions::default(),
+        gz: satchel_archive::GzOptions {
+            level: s.gzip_level,
+            ..Default::default()
+        },
         progress_every: Duration::from_millis(250),
         throttle: s.export_throttle,
     });
