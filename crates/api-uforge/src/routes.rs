@@ -124,6 +124,17 @@ impl<S: Send + Sync> FromRequestParts<S> for Fmt {
     }
 }
 
+/// A request document that must be present (PUT): an empty body is refused rather than ignored.
+async fn read_required_doc(body: Body, what: &str) -> Result<bytes::Bytes, ApiError> {
+    let b = read_doc(body).await?;
+    if b.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(format!(
+            "a {what} document is required in the request body"
+        )));
+    }
+    Ok(b)
+}
+
 async fn read_doc(body: Body) -> Result<bytes::Bytes, ApiError> {
     axum::body::to_bytes(body, MAX_DOC).await.map_err(|_| {
         ApiError::new(
@@ -406,7 +417,11 @@ async fn update_bundle(
 ) -> R {
     let msid = parse_id("mySoftware id", &msid)?;
     st.satchel.bundle(&who, &uid, msid).await?;
-    let input: docs::MySoftwareIn = parse_body(&headers, &read_doc(body).await?, "mySoftware")?;
+    let input: docs::MySoftwareIn = parse_body(
+        &headers,
+        &read_required_doc(body, "mySoftware").await?,
+        "mySoftware",
+    )?;
     let b = st
         .satchel
         .update_bundle(&who, &uid, msid, bundle_input(input))
@@ -528,8 +543,11 @@ async fn update_artifact(
     let msid = parse_id("mySoftware id", &msid)?;
     let said = parse_id("softwareArtifact id", &said)?;
     st.satchel.artifact(&who, &uid, msid, said).await?;
-    let input: docs::SoftwareArtifactIn =
-        parse_body(&headers, &read_doc(body).await?, "softwareArtifact")?;
+    let input: docs::SoftwareArtifactIn = parse_body(
+        &headers,
+        &read_required_doc(body, "softwareArtifact").await?,
+        "softwareArtifact",
+    )?;
     let a = st
         .satchel
         .update_artifact(&who, &uid, msid, said, artifact_input(input))

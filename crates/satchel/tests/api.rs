@@ -592,6 +592,13 @@ async fn bad_input_is_refused_cleanly() {
             .body,
         b"data"
     );
+    // An update without a document is refused, not silently ignored.
+    a.req("PUT", &format!("{ms}/{msid}"), Some(Vec::new()), &[])
+        .await
+        .assert_uforge_error(400);
+    a.req("PUT", &format!("{ms}/{msid}/artifacts/{said}"), None, &[])
+        .await
+        .assert_uforge_error(400);
     // Ids.
     a.get(&format!("{ms}/abc")).await.assert_uforge_error(400);
     a.get(&format!("{ms}/-1")).await.assert_uforge_error(400);
