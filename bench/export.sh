@@ -1,21 +1,99 @@
 #!/usr/bin/env bash
-# Export benchmark: a 512 MiB mixed corpus as one bundle, exported by Satchel vs `tar | pigz -6 -p 2`
-# on the same files in the same run. Prints the ratio and the server's peak RSS during export+download.
+# Export benchmark: a 512 MiB mixed corpus uploaded as one bundle's artifacts, exported by Satchel, against
+# `tar -cf - DIR | pigz -6 -p 2` on the same files in the same run. See bench/README.md.
+#
+#   bash bench/export.sh
+#
+# Knobs (environment): SIZE_MIB=512  RUNS=1 (median of N rounds)  GZIP_REF=1 (also time tar | gzip -6)
+#                      VERIFY=full|quick  SKIP_BUILD=0  KEEP_DATA=0 (keep bench/out/data afterwards)
+#                      STRICT=0 (1: exit 2 when a goal is missed)  SATCHEL_WORKERS/SATCHEL_GZIP_LEVEL pass through
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
 SIZE_MIB=${SIZE_MIB:-512}
+RUNS=${RUNS:-1}
+GZIP_REF=${GZIP_REF:-1}
+VERIFY=${VERIFY:-full}
+SKIP_BUILD=${SKIP_BUILD:-0}
+KEEP_DATA=${KEEP_DATA:-0}
+STRICT=${STRICT:-0}
 OUT=bench/out
-mkdir -p "$OUT"
-command -v pigz >/dev/null || { apt-get update -qq && apt-get install -y -qq pigz; }
-python3 -c 'import requests' 2>/dev/null || pip install -q requests
-cargo build --release -q -p satchel
-BIN=target/release/satchel
 CORPUS=$OUT/corpus
+[ "$SIZE_MIB" = 512 ] || CORPUS=$OUT/corpus-$SIZE_MIB  # other sizes don't evict the 512 MiB corpus
+DATA=$OUT/data
+BIN=target/release/satchel
+USER_NAME=bench
+PASSWORD=bench-pw
+
+log() { printf '==> %s\n' "$*"; }
+mkdir -p "$OUT"
+
+# --- tools ------------------------------------------------------------------------------------------------
+if ! command -v pigz >/dev/null 2>&1; then
+    log "installing pigz"
+    SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq pigz >/dev/null
+fi
+if ! python3 -c 'import requests' >/dev/null 2>&1; then
+    log "installing python requests"
+    python3 -m pip install -q requests || python3 -m pip install -q --user requests
+fi
+for t in tar gzip curl cargo; do command -v $t >/dev/null || { echo "missing tool: $t" >&2; exit 1; }; done
+
+# --- build ------------------------------------------------------------------------------------------------
+if [ "$SKIP_BUILD" != 1 ]; then
+    log "cargo build --release -p satchel"
+    cargo build --release -q -p satchel
+fi
+[ -x "$BIN" ] || { echo "no $BIN (build failed?)" >&2; exit 1; }
+
+# --- corpus (skipped when its stamp matches) -------------------------------------------------------------
+log "corpus: $CORPUS (${SIZE_MIB} MiB)"
 python3 bench/make_corpus.py "$CORPUS" --size-mib "$SIZE_MIB"
-DATA=$(mktemp -d)
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-echo bench-pw | $BIN admin --data-dir "$DATA" user add bench --password-stdin --entitlement software_upload >/dev/null
-$BIN serve --listen 127.0.0.1:$PORT --data-dir "$DATA" >"$OUT/server.log" 2>&1 &
+
+# --- server -----------------------------------------------------------------------------------------------
+rm -rf "$DATA"
+mkdir -p "$DATA"
+PID=
+cleanup() {
+    local rc=$?
+    if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
+        kill -TERM "$PID" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$PID" 2>/dev/null || true
+        wait "$PID" 2>/dev/null || true
+    fi
+    [ "$KEEP_DATA" = 1 ] || rm -rf "$DATA"
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log "satchel admin: user $USER_NAME"
+printf '%s\n' "$PASSWORD" | "$BIN" admin --data-dir "$DATA" user add "$USER_NAME" --password-stdin --entitlement software_upload
+
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+log "satchel serve on 127.0.0.1:$PORT (log: $OUT/server.log)"
+"$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" >"$OUT/server.log" 2>&1 &
 PID=$!
-trap 'kill $PID 2>/dev/null; rm -rf "$DATA"' EXIT
-python3 bench/export_client.py --port "$PORT" --pid "$PID" --corpus "$CORPUS" --out "$OUT"
+
+up=0
+for _ in $(seq 300); do  # up to 30 s
+    if ! kill -0 "$PID" 2>/dev/null; then
+        echo "server exited during startup:" >&2; tail -20 "$OUT/server.log" >&2; exit 1
+    fi
+    if curl -fsS -o /dev/null "http://127.0.0.1:$PORT/api/status"; then up=1; break; fi
+    sleep 0.1
+done
+[ "$up" = 1 ] || { echo "server did not answer GET /api/status within 30 s" >&2; tail -20 "$OUT/server.log" >&2; exit 1; }
+
+# --- measure ----------------------------------------------------------------------------------------------
+args=(--port "$PORT" --pid "$PID" --corpus "$CORPUS" --out "$OUT" --user "$USER_NAME" --password "$PASSWORD" --runs "$RUNS")
+[ "$GZIP_REF" = 1 ] || args+=(--no-gzip)
+[ "$VERIFY" = full ] || args+=(--quick-verify)
+python3 bench/export_client.py "${args[@]}"
+
+if [ "$STRICT" = 1 ]; then
+    python3 -c 'import json,sys; sys.exit(0 if json.load(open(sys.argv[1]))["goals"]["all"] else 2)' "$OUT/export-results.json"
+fi
