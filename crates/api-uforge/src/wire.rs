@@ -146,7 +146,7 @@ impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
         let status = match &e {
             DomainError::NotFound(_) => StatusCode::NOT_FOUND,
-            DomainError::Invalid(_) => StatusCode::BAD_REQUEST,
+            DomainError::Invalid(_) | DomainError::Rule { .. } => StatusCode::BAD_REQUEST,
             DomainError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             DomainError::Forbidden(_) => StatusCode::FORBIDDEN,
             DomainError::Conflict(_) => StatusCode::CONFLICT,

@@ -10,6 +10,7 @@ use md5::Md5;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore, PutPayload, WriteMultipart};
+use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use std::ops::Range;
 use std::sync::Arc;
@@ -43,12 +44,41 @@ pub type Result<T, E = BlobError> = std::result::Result<T, E>;
 const PART_SIZE: usize = 5 * 1024 * 1024;
 const PART_CONCURRENCY: usize = 2;
 
-/// What a finished upload wrote.
+/// What a finished upload wrote. Digests that were not asked for are empty / `None`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
     pub size: u64,
     pub sha256: String,
     pub md5: String,
+    pub sha1: Option<String>,
+}
+
+/// Which digests a writer computes while it streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hashes {
+    pub sha256: bool,
+    pub md5: bool,
+    pub sha1: bool,
+}
+
+impl Hashes {
+    /// sha256 + md5: what bundle files and archives record.
+    pub const DEFAULT: Hashes = Hashes {
+        sha256: true,
+        md5: true,
+        sha1: false,
+    };
+    pub const NONE: Hashes = Hashes {
+        sha256: false,
+        md5: false,
+        sha1: false,
+    };
+    /// sha1 + md5: image files (IMGAPI records sha1; Manta serves Content-MD5).
+    pub const IMAGE: Hashes = Hashes {
+        sha256: false,
+        md5: true,
+        sha1: true,
+    };
 }
 
 #[derive(Debug, Clone)]
@@ -108,7 +138,23 @@ impl Blobs {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send,
         E: std::fmt::Display,
     {
-        let mut w = self.writer(key).await?;
+        self.put_stream_with(key, body, limit, Hashes::DEFAULT)
+            .await
+    }
+
+    /// [`Blobs::put_stream`] computing the chosen digests.
+    pub async fn put_stream_with<S, E>(
+        &self,
+        key: &str,
+        body: S,
+        limit: Option<u64>,
+        hashes: Hashes,
+    ) -> Result<Written>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        let mut w = self.writer_opts(key, hashes).await?;
         futures::pin_mut!(body);
         while let Some(chunk) = body.next().await {
             let chunk = match chunk {
@@ -142,21 +188,22 @@ impl Blobs {
 
     /// A streaming writer for `key` that hashes what it writes; see [`BlobWriter`].
     pub async fn writer(&self, key: &str) -> Result<BlobWriter> {
-        self.writer_opts(key, true).await
+        self.writer_opts(key, Hashes::DEFAULT).await
     }
 
     /// A streaming writer that does not hash (the caller hashes already, e.g. the archive encoder).
     pub async fn writer_unhashed(&self, key: &str) -> Result<BlobWriter> {
-        self.writer_opts(key, false).await
+        self.writer_opts(key, Hashes::NONE).await
     }
 
-    async fn writer_opts(&self, key: &str, hash: bool) -> Result<BlobWriter> {
+    pub async fn writer_opts(&self, key: &str, hashes: Hashes) -> Result<BlobWriter> {
         let upload = self.store.put_multipart(&path(key)?).await?;
         Ok(BlobWriter {
             inner: Some(WriteMultipart::new_with_chunk_size(upload, PART_SIZE)),
             sha256: Sha256::new(),
             md5: Md5::new(),
-            hash,
+            sha1: Sha1::new(),
+            hashes,
             size: 0,
         })
     }
@@ -248,6 +295,7 @@ pub fn digest_of(data: &[u8]) -> Written {
         size: data.len() as u64,
         sha256: hex::encode(Sha256::digest(data)),
         md5: hex::encode(Md5::digest(data)),
+        sha1: Some(hex::encode(Sha1::digest(data))),
     }
 }
 
@@ -257,7 +305,8 @@ pub struct BlobWriter {
     inner: Option<WriteMultipart>,
     sha256: Sha256,
     md5: Md5,
-    hash: bool,
+    sha1: Sha1,
+    hashes: Hashes,
     size: u64,
 }
 
@@ -269,9 +318,14 @@ impl BlobWriter {
             .ok_or_else(|| BlobError::Store("writer already closed".into()))?;
         // Back-pressure: never hold more than PART_CONCURRENCY parts in flight.
         w.wait_for_capacity(PART_CONCURRENCY).await?;
-        if self.hash {
+        if self.hashes.sha256 {
             self.sha256.update(&data);
+        }
+        if self.hashes.md5 {
             self.md5.update(&data);
+        }
+        if self.hashes.sha1 {
+            self.sha1.update(&data);
         }
         self.size += data.len() as u64;
         w.put(data);
@@ -288,10 +342,20 @@ impl BlobWriter {
             .take()
             .ok_or_else(|| BlobError::Store("writer already closed".into()))?;
         w.finish().await?;
+        let h = self.hashes;
         Ok(Written {
             size: self.size,
-            sha256: hex::encode(self.sha256.clone().finalize()),
-            md5: hex::encode(self.md5.clone().finalize()),
+            sha256: if h.sha256 {
+                hex::encode(self.sha256.clone().finalize())
+            } else {
+                String::new()
+            },
+            md5: if h.md5 {
+                hex::encode(self.md5.clone().finalize())
+            } else {
+                String::new()
+            },
+            sha1: h.sha1.then(|| hex::encode(self.sha1.clone().finalize())),
         })
     }
 
@@ -321,7 +385,28 @@ mod tests {
             .put_stream("a/b", futures::stream::iter(chunks), None)
             .await
             .unwrap();
-        assert_eq!(w, digest_of(&data));
+        assert_eq!(
+            w,
+            Written {
+                sha1: None,
+                ..digest_of(&data)
+            }
+        );
+        let w = blobs
+            .put_stream_with(
+                "a/e",
+                futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(b"abc"))]),
+                None,
+                Hashes::IMAGE,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            w.sha1.as_deref(),
+            Some("a9993e364706816aba3e25717850c26c9cd0d89d")
+        );
+        assert_eq!(w.md5, "900150983cd24fb0d6963f7d28e17f72");
+        assert_eq!(w.sha256, "");
         let got: Vec<Bytes> = blobs
             .get("a/b", Some(10..20))
             .await

@@ -23,6 +23,9 @@ pub enum DomainError {
     Gone(String),
     #[error("{0}")]
     TooLarge(String),
+    /// A named domain rule refused the request (e.g. `NotMantaPathOwner`); faces map the code.
+    #[error("{message}")]
+    Rule { code: &'static str, message: String },
     #[error("storage error: {0}")]
     Storage(String),
     #[error("blob error: {0}")]
@@ -32,6 +35,12 @@ pub enum DomainError {
 }
 
 impl DomainError {
+    pub fn rule(code: &'static str, message: impl Into<String>) -> Self {
+        DomainError::Rule {
+            code,
+            message: message.into(),
+        }
+    }
     pub fn not_found(what: impl std::fmt::Display) -> Self {
         DomainError::NotFound(format!("{what} not found"))
     }

@@ -28,6 +28,8 @@ pub fn validate_file_name(name: &str) -> Result<&str> {
 }
 
 /// A login: what `satchel admin user add` accepts.
+pub const RESERVED_LOGINS: &[&str] = &["api", "my"];
+
 pub fn validate_login(login: &str) -> Result<&str> {
     let ok = !login.is_empty()
         && login.len() <= 64
@@ -35,6 +37,12 @@ pub fn validate_login(login: &str) -> Result<&str> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
         && !login.starts_with('.');
+    // `api` is the UForge face's root and `my` CloudAPI's alias for the caller: neither can be a login.
+    if RESERVED_LOGINS.contains(&login) {
+        return Err(DomainError::Invalid(format!(
+            "{login:?} is reserved and cannot be a login"
+        )));
+    }
     if ok {
         Ok(login)
     } else {

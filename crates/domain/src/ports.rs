@@ -1,6 +1,7 @@
 //! The narrow traits the outer layers implement: metadata + job queue in one database (`Store`), and
 //! the handler the job runtime calls (`JobHandler`). SQLite and PostgreSQL implement `Store` alike.
 
+use crate::cloud::model::*;
 use crate::model::*;
 use crate::Result;
 use async_trait::async_trait;
@@ -104,4 +105,65 @@ pub trait JobHandler: Send + Sync + 'static {
     async fn run(&self, job: &Job, cancel: CancellationToken) -> Result<()>;
     /// Called when a job has used all its attempts, so its ticket can end in `error`.
     async fn give_up(&self, job: &Job, error: &str) -> Result<()>;
+}
+
+/// Keys, images, the object namespace and async image exports (the CloudAPI side). A separate, narrow
+/// trait so the UForge side does not depend on it; both engines implement both traits.
+#[async_trait]
+pub trait CloudStore: Send + Sync + 'static {
+    // ---- SSH keys, scoped by owner. Names and fingerprints are unique per owner (Conflict otherwise).
+    async fn add_key(&self, owner: Id, name: &str, fingerprint: &str, key: &str) -> Result<SshKey>;
+    async fn list_keys(&self, owner: Id) -> Result<Vec<SshKey>>;
+    /// By name or by MD5 fingerprint.
+    async fn get_key(&self, owner: Id, name_or_fp: &str) -> Result<Option<SshKey>>;
+    async fn delete_key(&self, owner: Id, name_or_fp: &str) -> Result<bool>;
+
+    // ---- images. `get_image` is unscoped: the domain decides who may see it (owner, or public).
+    async fn create_image(&self, image: &Image) -> Result<()>;
+    async fn get_image(&self, id: &str) -> Result<Option<Image>>;
+    /// The owner's images and every public one.
+    async fn list_images(&self, owner: Id) -> Result<Vec<Image>>;
+    /// Only while unactivated. Ok(None): no such image of this owner, or not unactivated;
+    /// Ok(Some(old)): done, `old` is the replaced file's blob key.
+    async fn set_image_file(
+        &self,
+        owner: Id,
+        id: &str,
+        file: &ImageFile,
+    ) -> Result<Option<Option<String>>>;
+    /// unactivated (with a file) -> active, conditionally.
+    async fn activate_image(&self, owner: Id, id: &str, now: Millis) -> Result<bool>;
+    /// Ok(Some(blob)) when deleted, with the file's blob key to delete (None when an exported
+    /// object still shares it).
+    async fn delete_image(&self, owner: Id, id: &str) -> Result<Option<Option<String>>>;
+
+    // ---- the object namespace. Parent checks happen in the same transaction as the write.
+    async fn stor_get(&self, owner: Id, path: &str) -> Result<Option<StorEntry>>;
+    /// Children of `dir`, by name, after `marker`, at most `limit`.
+    async fn stor_list(
+        &self,
+        owner: Id,
+        dir: &str,
+        marker: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<StorEntry>>;
+    /// Creates or replaces an object. `parent_is_root` skips the parent check (area roots always exist).
+    /// With `link_from_image`, the entry shares that image's file blob and is only written if the
+    /// image still holds `entry.blob_key` (else `SourceGone`). A replaced blob is returned for
+    /// deletion only when nothing else references it.
+    async fn stor_put(
+        &self,
+        entry: &StorEntry,
+        parent_is_root: bool,
+        link_from_image: Option<&str>,
+    ) -> Result<StorPut>;
+    async fn stor_mkdir(&self, entry: &StorEntry, parent_is_root: bool) -> Result<StorMkdir>;
+    async fn stor_delete(&self, owner: Id, path: &str) -> Result<StorDelete>;
+
+    // ---- async image exports
+    async fn create_image_export(&self, e: &ImageExport) -> Result<()>;
+    async fn get_image_export(&self, owner: Id, id: &str) -> Result<Option<ImageExport>>;
+    async fn update_image_export(&self, e: &ImageExport) -> Result<()>;
+    /// Exports left queued or running (a restart resumes them).
+    async fn unfinished_image_exports(&self) -> Result<Vec<ImageExport>>;
 }

@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// Deflate level of export archives, 1-12 (libdeflate) [default: 6].
     #[arg(long, env = "SATCHEL_GZIP_LEVEL")]
     pub gzip_level: Option<i32>,
+    /// This server's base URL as clients reach it (CloudAPI's `manta_url`), e.g. https://satchel.example.com
+    /// [default: http:// + the request's Host].
+    #[arg(long, env = "SATCHEL_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Testing aid: pause after each archive chunk (slows exports down deterministically).
     #[arg(long, env = "SATCHEL_EXPORT_THROTTLE", hide = true)]
     pub export_throttle: Option<String>,
@@ -57,6 +61,7 @@ struct FileConfig {
     max_upload: Option<u64>,
     job_lease: Option<String>,
     gzip_level: Option<i32>,
+    public_url: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -71,6 +76,7 @@ pub struct Settings {
     pub job_lease: Duration,
     pub export_throttle: Option<Duration>,
     pub gzip_level: i32,
+    pub public_url: Option<String>,
 }
 
 fn dur(what: &str, s: &str) -> anyhow::Result<Duration> {
@@ -120,6 +126,12 @@ impl ServeArgs {
             gzip_level: match self.gzip_level.or(file.gzip_level).unwrap_or(6) {
                 l @ 1..=12 => l,
                 l => anyhow::bail!("gzip level must be 1-12, not {l}"),
+            },
+            public_url: match self.public_url.or(file.public_url) {
+                Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
+                    anyhow::bail!("public URL must start with http:// or https://, not {u:?}")
+                }
+                other => other,
             },
             export_throttle: self
                 .export_throttle

@@ -38,6 +38,27 @@ enum Cmd {
 enum AdminCmd {
     #[command(subcommand)]
     User(UserCmd),
+    /// SSH public keys that sign CloudAPI requests.
+    #[command(subcommand)]
+    Key(KeyCmd),
+}
+
+#[derive(Subcommand)]
+enum KeyCmd {
+    /// Register an OpenSSH public key (a `.pub` file) for a user.
+    Add {
+        login: String,
+        /// Key name (defaults to its MD5 fingerprint, as CloudAPI does).
+        #[arg(long)]
+        name: Option<String>,
+        /// The public key file.
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// List a user's keys.
+    List { login: String },
+    /// Remove a key by name or fingerprint.
+    Remove { login: String, key: String },
 }
 
 #[derive(Subcommand)]
@@ -75,8 +96,12 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn admin(data_dir: PathBuf, cmd: AdminCmd) -> anyhow::Result<()> {
-    let (store, blobs) = serve::open_embedded(&data_dir).await?;
-    let AdminCmd::User(cmd) = cmd;
+    let opened = serve::open_embedded(&data_dir).await?;
+    let (store, blobs) = (opened.store.clone(), opened.blobs.clone());
+    let cmd = match cmd {
+        AdminCmd::User(c) => c,
+        AdminCmd::Key(k) => return admin_key(opened, k).await,
+    };
     match cmd {
         UserCmd::Add {
             login,
@@ -128,6 +153,40 @@ async fn admin(data_dir: PathBuf, cmd: AdminCmd) -> anyhow::Result<()> {
                 println!("removed user {login}");
             }
         },
+    }
+    Ok(())
+}
+
+async fn admin_key(opened: serve::Opened, cmd: KeyCmd) -> anyhow::Result<()> {
+    let cloud = opened.cloud();
+    let user = |login: String| {
+        let cloud = &cloud;
+        async move {
+            cloud
+                .account(&login)
+                .await?
+                .with_context(|| format!("no such user: {login}"))
+        }
+    };
+    match cmd {
+        KeyCmd::Add { login, name, file } => {
+            let u = user(login).await?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let k = cloud.add_key(&u, name.as_deref(), &text).await?;
+            println!("added key {} ({}) for {}", k.name, k.fingerprint, u.login);
+        }
+        KeyCmd::List { login } => {
+            let u = user(login).await?;
+            for k in cloud.list_keys(&u).await? {
+                println!("{}\t{}", k.name, k.fingerprint);
+            }
+        }
+        KeyCmd::Remove { login, key } => {
+            let u = user(login).await?;
+            cloud.delete_key(&u, &key).await?;
+            println!("removed key {key} of {}", u.login);
+        }
     }
     Ok(())
 }

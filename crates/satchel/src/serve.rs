@@ -2,11 +2,13 @@
 
 use crate::config::{ServeArgs, Settings};
 use anyhow::Context;
+use satchel_api_cloudapi::CloudState;
 use satchel_api_uforge::AppState;
 use satchel_blob::Blobs;
+use satchel_domain::cloud::Cloud;
 use satchel_domain::export::ExportRunner;
 use satchel_domain::model::NewUser;
-use satchel_domain::ports::Store;
+use satchel_domain::ports::{CloudStore, Store};
 use satchel_domain::service::{Config, Satchel};
 use satchel_jobs::{PoolConfig, WorkerPool};
 use std::path::Path;
@@ -14,12 +16,36 @@ use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
 
+/// The stores a server or an admin command works on.
+pub struct Opened {
+    pub store: Arc<dyn Store>,
+    pub cloud_store: Arc<dyn CloudStore>,
+    pub blobs: Blobs,
+    pub max_upload: u64,
+}
+
+impl Opened {
+    pub fn cloud(&self) -> Cloud {
+        Cloud {
+            users: self.store.clone(),
+            store: self.cloud_store.clone(),
+            blobs: self.blobs.clone(),
+            max_upload: self.max_upload,
+        }
+    }
+}
+
 /// The embedded default: `DIR/satchel.db` (SQLite) and `DIR/blobs/`.
-pub async fn open_embedded(dir: &Path) -> anyhow::Result<(Arc<dyn Store>, Blobs)> {
+pub async fn open_embedded(dir: &Path) -> anyhow::Result<Opened> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let store = satchel_store::sqlite::SqliteStore::open(&dir.join("satchel.db")).await?;
     let blobs = Blobs::local(&dir.join("blobs"))?;
-    Ok((Arc::new(store), blobs))
+    Ok(Opened {
+        store: Arc::new(store.clone()),
+        cloud_store: Arc::new(store),
+        blobs,
+        max_upload: satchel_domain::service::Config::default().max_upload,
+    })
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -39,7 +65,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     fs2::FileExt::try_lock_exclusive(&lock)
         .with_context(|| format!("another satchel server is using {}", s.data_dir.display()))?;
 
-    let (store, blobs) = open_embedded(&s.data_dir).await?;
+    let mut opened = open_embedded(&s.data_dir).await?;
+    opened.max_upload = s.max_upload;
+    let (store, blobs) = (opened.store.clone(), opened.blobs.clone());
     let released = store.release_all_leases().await?;
     if released > 0 {
         tracing::warn!(released, "resuming jobs left running by a previous server");
@@ -102,11 +130,41 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         })
     };
 
+    let cloud = Arc::new(opened.cloud());
+    match cloud.resume_exports().await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            resumed = n,
+            "resuming image exports left by a previous server"
+        ),
+        Err(e) => tracing::warn!(error = %e, "resuming image exports failed"),
+    }
     let state = AppState {
         satchel: satchel.clone(),
         wake: pool.waker(),
     };
-    let app = satchel_api_uforge::router(state)
+    let uforge = satchel_api_uforge::router(state);
+    let cloudapi = satchel_api_cloudapi::router(CloudState {
+        cloud,
+        public_url: s.public_url.clone(),
+        max_clock_skew: Duration::from_secs(300),
+    });
+    // Two faces on one port: `/api/...` is UForge's, everything else CloudAPI's (`/{login}/...`).
+    // Each face keeps its own fallback, so an unknown path answers in the right error format.
+    let app = axum::Router::new()
+        .fallback(move |req: axum::extract::Request| {
+            let face = if req.uri().path() == "/api" || req.uri().path().starts_with("/api/") {
+                uforge.clone()
+            } else {
+                cloudapi.clone()
+            };
+            async move {
+                match face.oneshot(req).await {
+                    Ok(r) => r,
+                    Err(never) => match never {},
+                }
+            }
+        })
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
         .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(

@@ -3,6 +3,7 @@
 //! the same `satchel_domain::ports::Store` trait is the scale-out path.
 
 pub mod sqlite;
+mod sqlite_cloud;
 
 use satchel_domain::DomainError;
 

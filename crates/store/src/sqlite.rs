@@ -249,7 +249,9 @@ impl Store for SqliteStore {
         let keys: Vec<String> = sqlx::query_scalar(
             "SELECT a.blob_key FROM artifacts a JOIN bundles b ON a.bundle_id = b.id WHERE b.owner_id = ?1 AND a.blob_key IS NOT NULL
              UNION ALL SELECT t.blob_key FROM attachments t JOIN bundles b ON t.bundle_id = b.id WHERE b.owner_id = ?1
-             UNION ALL SELECT archive_key FROM tickets WHERE owner_id = ?1 AND archive_key IS NOT NULL",
+             UNION ALL SELECT archive_key FROM tickets WHERE owner_id = ?1 AND archive_key IS NOT NULL
+             UNION SELECT file_blob FROM images WHERE owner_id = ?1 AND file_blob IS NOT NULL
+             UNION SELECT blob_key FROM stor_entries WHERE owner_id = ?1 AND blob_key IS NOT NULL",
         )
         .bind(id)
         .fetch_all(&mut *tx)

@@ -1,6 +1,8 @@
 //! Test harness: starts the real `satchel` binary on a free loopback port with a temp data dir.
 #![allow(dead_code)]
 
+pub mod cloud;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,170 @@
+//! The CloudAPI face (`/{login}/...`): wire-compatible with Joyent Triton CloudAPI as `smartdc`
+//! 9.0.1 (`sdc-exportimage` and friends) speaks it, plus the Manta-style object paths the exports
+//! land in. It only translates: authenticate (HTTP Signature), parse, call `satchel_domain::cloud`,
+//! render JSON and `{code, message}` errors.
+
+mod auth;
+mod error;
+mod images;
+mod stor;
+
+pub use error::CloudError;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use base64::Engine;
+use md5::{Digest, Md5};
+use satchel_domain::cloud::Cloud;
+use satchel_domain::model::User;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The version answered in `Api-Version` (smartdc asks for `~7.2`).
+pub const API_VERSION: &str = "7.2.0";
+
+#[derive(Clone)]
+pub struct CloudState {
+    pub cloud: Arc<Cloud>,
+    /// This server's base URL as clients reach it (`manta_url`); derived from `Host` when unset.
+    pub public_url: Option<String>,
+    /// How far a request's `Date` may be from the server's clock.
+    pub max_clock_skew: Duration,
+}
+
+/// The authenticated account, put in request extensions by the signature check.
+#[derive(Clone, Debug)]
+pub struct Caller(pub User);
+
+pub fn router(state: CloudState) -> Router {
+    let authed = Router::new()
+        .route("/{login}", get(images::get_account))
+        .route(
+            "/{login}/keys",
+            get(images::list_keys).post(images::create_key),
+        )
+        .route(
+            "/{login}/keys/{key}",
+            get(images::get_key).delete(images::delete_key),
+        )
+        .route(
+            "/{login}/images",
+            get(images::list_images).post(images::create_image),
+        )
+        .route(
+            "/{login}/images/{id}",
+            get(images::get_image)
+                .post(images::image_action)
+                .delete(images::delete_image),
+        )
+        .route(
+            "/{login}/images/{id}/file",
+            axum::routing::put(images::put_image_file),
+        )
+        .route(
+            "/{login}/images/{id}/exports/{eid}",
+            get(images::get_export),
+        )
+        .route(
+            "/{login}/{area}",
+            get(stor::get_entry)
+                .put(stor::put_entry)
+                .delete(stor::delete_entry),
+        )
+        .route(
+            "/{login}/{area}/{*rest}",
+            get(stor::get_entry)
+                .put(stor::put_entry)
+                .delete(stor::delete_entry),
+        )
+        .fallback(|| async { CloudError::not_found("no such resource") })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
+    authed
+        .with_state(state)
+        .layer(axum::middleware::from_fn(cloud_errors))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            CloudError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                "internal error",
+            )
+            .into_response()
+        }))
+}
+
+/// A JSON reply with a correct `Content-MD5` (restify clients check it when present).
+pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(&bytes));
+    let mut r = Response::new(Body::from(bytes));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&md5) {
+        h.insert("content-md5", v);
+    }
+    r
+}
+
+/// Framework rejections (unknown method, bad path, body limits) become `{code, message}` too, and
+/// every answer carries `Api-Version`.
+async fn cloud_errors(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let mut resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !status.is_success()
+        && !status.is_redirection()
+        && status != StatusCode::NOT_MODIFIED
+        && !is_json
+    {
+        let (code, message) = match status {
+            StatusCode::NOT_FOUND => ("ResourceNotFound", format!("{path} does not exist")),
+            StatusCode::METHOD_NOT_ALLOWED => {
+                ("BadMethod", format!("{method} is not allowed on {path}"))
+            }
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                ("RequestEntityTooLarge", "request body too large".into())
+            }
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                ("UnsupportedMediaType", "unsupported content type".into())
+            }
+            StatusCode::RANGE_NOT_SATISFIABLE => (
+                "RequestedRangeNotSatisfiable",
+                "range not satisfiable".into(),
+            ),
+            s if s.is_client_error() => (
+                "BadRequest",
+                s.canonical_reason().unwrap_or("bad request").into(),
+            ),
+            _ => ("InternalError", "internal error".into()),
+        };
+        let keep: Vec<_> = [header::CONTENT_RANGE, header::ALLOW]
+            .into_iter()
+            .filter_map(|h| resp.headers().get(&h).map(|v| (h, v.clone())))
+            .collect();
+        resp = CloudError::new(status, code, message).into_response();
+        for (h, v) in keep {
+            resp.headers_mut().insert(h, v);
+        }
+    }
+    let h = resp.headers_mut();
+    h.insert("api-version", HeaderValue::from_static(API_VERSION));
+    h.insert(header::SERVER, HeaderValue::from_static("Satchel"));
+    resp
+}

@@ -1,0 +1,279 @@
+//! Manta-style object paths under `/{login}/stor` and `/{login}/public`: PUT objects and directories,
+//! GET/HEAD objects (with `Range`) and directory listings (newline-delimited JSON), DELETE.
+
+use crate::images::account;
+use crate::{Caller, CloudError, CloudState};
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use base64::Engine;
+use futures::TryStreamExt;
+use satchel_domain::cloud::service::rfc3339;
+use satchel_domain::cloud::{EntryKind, StorEntry};
+use satchel_domain::model::User;
+use serde_json::json;
+use std::collections::HashMap;
+
+type Reply = Result<Response, CloudError>;
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// The caller and the path the URL names, as `/<login>/<area>/<rest>`.
+fn target(caller: &Caller, p: &HashMap<String, String>) -> Result<(User, String), CloudError> {
+    let login = p.get("login").map(String::as_str).unwrap_or_default();
+    let user = account(caller, login)?.clone();
+    let area = p.get("area").map(String::as_str).unwrap_or_default();
+    if area != "stor" && area != "public" {
+        return Err(CloudError::not_found(format!(
+            "/{login}/{area} does not exist"
+        )));
+    }
+    let raw = match p.get("rest").filter(|r| !r.is_empty()) {
+        Some(rest) => format!("/{}/{area}/{rest}", user.login),
+        None => format!("/{}/{area}", user.login),
+    };
+    Ok((user, raw))
+}
+
+fn hv(s: &str) -> Result<HeaderValue, CloudError> {
+    HeaderValue::from_str(s).map_err(|_| {
+        CloudError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            "bad header value",
+        )
+    })
+}
+
+fn http_date(ms: i64) -> String {
+    httpdate::fmt_http_date(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64),
+    )
+}
+
+fn md5_b64(hex_md5: &str) -> Option<String> {
+    hex::decode(hex_md5).ok().map(|raw| B64.encode(raw))
+}
+
+pub async fn get_entry(
+    State(st): State<CloudState>,
+    Extension(caller): Extension<Caller>,
+    Path(p): Path<HashMap<String, String>>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Reply {
+    let (user, raw) = target(&caller, &p)?;
+    let (path, entry) = st.cloud.stor_entry(&user, &raw).await?;
+    if entry.kind == EntryKind::Directory {
+        let limit = match q.get("limit") {
+            None => 256,
+            Some(l) => l
+                .parse::<i64>()
+                .ok()
+                .filter(|n| (1..=1024).contains(n))
+                .ok_or_else(|| CloudError::invalid_argument("limit must be 1 to 1024"))?,
+        };
+        let items = st
+            .cloud
+            .stor_list(&user, &path, q.get("marker").map(String::as_str), limit)
+            .await?;
+        let mut body = String::new();
+        for e in &items {
+            body.push_str(&listing_line(e).to_string());
+            body.push('\n');
+        }
+        let mut r = Response::new(Body::from(body));
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-json-stream; type=directory"),
+        );
+        h.insert("result-set-size", HeaderValue::from(items.len()));
+        h.insert(header::LAST_MODIFIED, hv(&http_date(entry.mtime))?);
+        return Ok(r);
+    }
+    serve_object(&st, &headers, &entry).await
+}
+
+fn listing_line(e: &StorEntry) -> serde_json::Value {
+    let mtime = rfc3339(e.mtime);
+    match e.kind {
+        EntryKind::Directory => json!({"name": e.name, "type": "directory", "mtime": mtime}),
+        EntryKind::Object => {
+            let mut v = json!({
+                "name": e.name,
+                "type": "object",
+                "etag": e.etag,
+                "size": e.size,
+                "mtime": mtime,
+                "contentType": e.content_type.as_deref().unwrap_or("application/octet-stream"),
+            });
+            if let (Some(o), Some(m)) = (v.as_object_mut(), e.md5.as_deref().and_then(md5_b64)) {
+                o.insert("contentMD5".into(), m.into());
+            }
+            v
+        }
+    }
+}
+
+async fn serve_object(st: &CloudState, req: &HeaderMap, e: &StorEntry) -> Reply {
+    let key = e
+        .blob_key
+        .as_deref()
+        .ok_or_else(|| CloudError::not_found(format!("{} has no data", e.path)))?;
+    let size = e.size.max(0) as u64;
+    let etag = format!("\"{}\"", e.etag);
+    if let Some(inm) = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+        if inm.split(',').any(|t| t.trim() == etag || t.trim() == "*") {
+            let mut r = Response::new(Body::empty());
+            *r.status_mut() = StatusCode::NOT_MODIFIED;
+            r.headers_mut().insert(header::ETAG, hv(&etag)?);
+            return Ok(r);
+        }
+    }
+    let mut range = None;
+    if let Some(spec) = req.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        let current = req
+            .get(header::IF_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|v| v.trim() == etag);
+        if current {
+            match http_range_header::parse_range_header(spec).and_then(|r| r.validate(size)) {
+                // One range is served as 206; several are answered with the whole object (RFC 9110 allows it).
+                Ok(v) if v.len() == 1 => range = v.into_iter().next(),
+                Ok(_) => {}
+                Err(_) => {
+                    let mut r = CloudError::new(
+                        StatusCode::RANGE_NOT_SATISFIABLE,
+                        "RequestedRangeNotSatisfiable",
+                        format!("{spec:?} is not satisfiable: {} is {size} bytes", e.path),
+                    )
+                    .into_response();
+                    r.headers_mut()
+                        .insert(header::CONTENT_RANGE, hv(&format!("bytes */{size}"))?);
+                    return Ok(r);
+                }
+            }
+        }
+    }
+    let stream = st
+        .cloud
+        .blobs
+        .get(key, range.as_ref().map(|r| *r.start()..r.end() + 1))
+        .await
+        .map_err(|e| CloudError::from(satchel_domain::DomainError::from(e)))?;
+    let mut r = Response::new(Body::from_stream(stream));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        hv(e.content_type
+            .as_deref()
+            .unwrap_or("application/octet-stream"))?,
+    );
+    h.insert(header::ETAG, hv(&etag)?);
+    h.insert(header::LAST_MODIFIED, hv(&http_date(e.mtime))?);
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    match range {
+        Some(rg) => {
+            *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_LENGTH,
+                HeaderValue::from(rg.end() - rg.start() + 1),
+            );
+            h.insert(
+                header::CONTENT_RANGE,
+                hv(&format!("bytes {}-{}/{size}", rg.start(), rg.end()))?,
+            );
+        }
+        None => {
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+            // Only on whole bodies: a Content-MD5 must describe the bytes sent.
+            if let Some(m) = e.md5.as_deref().and_then(md5_b64) {
+                h.insert("content-md5", hv(&m)?);
+            }
+        }
+    }
+    Ok(r)
+}
+
+fn is_directory_type(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            let mut parts = ct.split(';').map(str::trim);
+            parts.next() == Some("application/json")
+                && parts.any(|p| p.replace(' ', "") == "type=directory")
+        })
+}
+
+pub async fn put_entry(
+    State(st): State<CloudState>,
+    Extension(caller): Extension<Caller>,
+    Path(p): Path<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Reply {
+    let (user, raw) = target(&caller, &p)?;
+    if is_directory_type(&headers) {
+        st.cloud.stor_mkdir(&user, &raw).await?;
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        return Ok(r);
+    }
+    let expect_md5 = match headers.get("content-md5").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(v)) => Some(hex::encode(B64.decode(v.trim()).map_err(|_| {
+            CloudError::new(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "Content-MD5 is not base64",
+            )
+        })?)),
+        Some(Err(_)) => {
+            return Err(CloudError::new(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "Content-MD5 is not text",
+            ))
+        }
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let stream = body.into_data_stream().map_err(|e| e.to_string());
+    let e = st
+        .cloud
+        .stor_put_object(
+            &user,
+            &raw,
+            content_type.as_deref(),
+            expect_md5.as_deref(),
+            stream,
+        )
+        .await?;
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    let h = r.headers_mut();
+    h.insert(header::ETAG, hv(&format!("\"{}\"", e.etag))?);
+    h.insert(header::LAST_MODIFIED, hv(&http_date(e.mtime))?);
+    if let Some(m) = e.md5.as_deref().and_then(md5_b64) {
+        h.insert("computed-md5", hv(&m)?);
+    }
+    Ok(r)
+}
+
+pub async fn delete_entry(
+    State(st): State<CloudState>,
+    Extension(caller): Extension<Caller>,
+    Path(p): Path<HashMap<String, String>>,
+) -> Reply {
+    let (user, raw) = target(&caller, &p)?;
+    st.cloud.stor_delete(&user, &raw).await?;
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    Ok(r)
+}

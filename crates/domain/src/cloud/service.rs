@@ -1,0 +1,756 @@
+//! The CloudAPI operations. Every call takes the authenticated account; another account's keys, images
+//! and objects answer exactly like missing ones (public images excepted: visible, but not exportable).
+//!
+//! ExportImage does what Manta's snaplinks do: the exported `.zfs` object shares the image file's
+//! immutable blob instead of copying its bytes, so exporting costs the same for 1 KiB or 100 GiB and
+//! needs no extra space. Blobs are never written in place (every upload gets a fresh key), and a
+//! blob is deleted only when its last reference (image or object) goes, decided inside the store's
+//! transaction.
+
+use super::manta::{export_targets, MantaPath};
+use super::model::*;
+use crate::model::{now_millis, Id, Millis, User};
+use crate::ports::{CloudStore, Store};
+use crate::{DomainError, Result};
+use bytes::Bytes;
+use futures::Stream;
+use satchel_blob::{Blobs, Hashes};
+use std::sync::Arc;
+
+/// The deterministic UUID CloudAPI shows as an account's id (`owner` of images).
+pub fn account_uuid(id: Id) -> String {
+    uuid::Uuid::from_u128(0x5a7c_4e10_0000_4000_8000_0000_0000_0000u128 | (id as u64 as u128))
+        .hyphenated()
+        .to_string()
+}
+
+const OS: &[&str] = &["smartos", "linux", "windows", "bsd", "illumos", "other"];
+const TYPES: &[&str] = &["zone-dataset", "lx-dataset", "zvol", "docker", "other"];
+
+pub struct Cloud {
+    pub users: Arc<dyn Store>,
+    pub store: Arc<dyn CloudStore>,
+    pub blobs: Blobs,
+    pub max_upload: u64,
+}
+
+fn invalid(msg: impl Into<String>) -> DomainError {
+    DomainError::rule("InvalidArgument", msg)
+}
+
+fn image_not_found(id: &str) -> DomainError {
+    DomainError::rule("ResourceNotFound", format!("image {id} not found"))
+}
+
+fn object_not_found(path: &str) -> DomainError {
+    DomainError::rule("ResourceNotFound", format!("{path} was not found"))
+}
+
+fn validate_label(field: &str, v: &str, max: usize) -> Result<()> {
+    if v.is_empty() || v.len() > max {
+        return Err(invalid(format!("{field} must be 1 to {max} characters")));
+    }
+    if !v
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+' | '~'))
+        || v.starts_with('.')
+    {
+        return Err(invalid(format!(
+            "{field} {v:?} may only hold letters, digits and . _ - + ~ (and may not start with a dot)"
+        )));
+    }
+    Ok(())
+}
+
+impl Cloud {
+    // ---------------------------------------------------------------- accounts and keys
+
+    pub async fn account(&self, login: &str) -> Result<Option<User>> {
+        Ok(self.users.user_by_login(login).await?.map(|r| r.user))
+    }
+
+    /// The account and key a signed request names (`/<login>/keys/<fp or name>`).
+    pub async fn signing_key(&self, login: &str, key: &str) -> Result<(User, SshKey)> {
+        let unknown = || DomainError::Unauthenticated(format!("key {key} of {login} is not known"));
+        let user = self.account(login).await?.ok_or_else(unknown)?;
+        let k = self
+            .store
+            .get_key(user.id, key)
+            .await?
+            .ok_or_else(unknown)?;
+        Ok((user, k))
+    }
+
+    pub async fn list_keys(&self, who: &User) -> Result<Vec<SshKey>> {
+        self.store.list_keys(who.id).await
+    }
+
+    pub async fn get_key(&self, who: &User, name_or_fp: &str) -> Result<SshKey> {
+        self.store
+            .get_key(who.id, name_or_fp)
+            .await?
+            .ok_or_else(|| {
+                DomainError::rule("ResourceNotFound", format!("key {name_or_fp} not found"))
+            })
+    }
+
+    /// Registers an OpenSSH public key; `name` defaults to its fingerprint, as CloudAPI does.
+    pub async fn add_key(&self, who: &User, name: Option<&str>, text: &str) -> Result<SshKey> {
+        let key = satchel_httpsig::PublicKey::parse_openssh(text)
+            .map_err(|e| invalid(format!("key is not a valid OpenSSH public key: {e}")))?;
+        let fp = key.md5_fingerprint();
+        let name = match name.map(str::trim) {
+            Some("") | None => fp.clone(),
+            Some(n) => {
+                if n.len() > 128 || n.chars().any(|c| c.is_control() || c == '/') {
+                    return Err(invalid(
+                        "key name must be 1 to 128 characters, without / or control characters",
+                    ));
+                }
+                n.to_string()
+            }
+        };
+        self.store
+            .add_key(who.id, &name, &fp, &key.to_openssh())
+            .await
+            .map_err(|e| match e {
+                DomainError::Conflict(_) => DomainError::rule(
+                    "InvalidArgument",
+                    format!("a key named {name:?} or with fingerprint {fp} already exists"),
+                ),
+                other => other,
+            })
+    }
+
+    pub async fn delete_key(&self, who: &User, name_or_fp: &str) -> Result<()> {
+        if self.store.delete_key(who.id, name_or_fp).await? {
+            Ok(())
+        } else {
+            Err(DomainError::rule(
+                "ResourceNotFound",
+                format!("key {name_or_fp} not found"),
+            ))
+        }
+    }
+
+    // ---------------------------------------------------------------- images
+
+    pub async fn create_image(&self, who: &User, input: ImageInput) -> Result<Image> {
+        let need = |v: Option<String>, f: &str| {
+            v.ok_or_else(|| DomainError::rule("MissingParameter", format!("{f} is required")))
+        };
+        let name = need(input.name, "name")?;
+        let version = need(input.version, "version")?;
+        let os = need(input.os, "os")?;
+        let kind = need(input.kind, "type")?;
+        validate_label("name", &name, 512)?;
+        validate_label("version", &version, 128)?;
+        if !OS.contains(&os.as_str()) {
+            return Err(invalid(format!("os must be one of {}", OS.join(", "))));
+        }
+        if !TYPES.contains(&kind.as_str()) {
+            return Err(invalid(format!("type must be one of {}", TYPES.join(", "))));
+        }
+        if let Some(d) = &input.description {
+            if d.len() > 512 {
+                return Err(invalid("description must be at most 512 characters"));
+            }
+        }
+        if input.public == Some(true) && !who.admin {
+            return Err(DomainError::rule(
+                "NotAuthorized",
+                "only operators may create public images",
+            ));
+        }
+        let image = Image {
+            id: uuid::Uuid::new_v4().hyphenated().to_string(),
+            owner_id: who.id,
+            name,
+            version,
+            os,
+            kind,
+            description: input.description,
+            state: ImageState::Unactivated,
+            public: input.public.unwrap_or(false),
+            published_at: None,
+            created: now_millis(),
+            file: None,
+        };
+        self.store.create_image(&image).await?;
+        Ok(image)
+    }
+
+    pub async fn list_images(&self, who: &User) -> Result<Vec<Image>> {
+        self.store.list_images(who.id).await
+    }
+
+    /// An image the caller may see: theirs, or a public one.
+    pub async fn image(&self, who: &User, id: &str) -> Result<Image> {
+        match self.store.get_image(id).await? {
+            Some(i) if i.owner_id == who.id || i.public => Ok(i),
+            _ => Err(image_not_found(id)),
+        }
+    }
+
+    async fn own_image(&self, who: &User, id: &str) -> Result<Image> {
+        let i = self.image(who, id).await?;
+        if i.owner_id != who.id {
+            return Err(DomainError::rule(
+                "NotImageOwner",
+                format!("account {} is not the owner of image {id}", who.login),
+            ));
+        }
+        Ok(i)
+    }
+
+    /// Streams the image file in, recording its sha1 and size. Only before activation.
+    pub async fn upload_image_file<S, E>(
+        &self,
+        who: &User,
+        id: &str,
+        compression: &str,
+        expect_sha1: Option<&str>,
+        body: S,
+    ) -> Result<Image>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        let compression = Compression::parse(compression)
+            .ok_or_else(|| invalid("compression must be one of gzip, bzip2, xz, none"))?;
+        let image = self.own_image(who, id).await?;
+        if image.state != ImageState::Unactivated {
+            return Err(DomainError::rule(
+                "ImageFilesImmutable",
+                format!(
+                    "image {id} is {}; its file cannot change",
+                    image.state.as_str()
+                ),
+            ));
+        }
+        let key = Blobs::new_key(&format!("u/{}/images/{id}", who.id));
+        let written = self
+            .blobs
+            .put_stream_with(&key, body, Some(self.max_upload), Hashes::IMAGE)
+            .await
+            .map_err(|e| match e {
+                satchel_blob::BlobError::TooLarge(n) => {
+                    DomainError::TooLarge(format!("image file larger than {n} bytes"))
+                }
+                other => other.into(),
+            })?;
+        let sha1 = written.sha1.clone().unwrap_or_default();
+        if let Some(want) = expect_sha1 {
+            if !want.eq_ignore_ascii_case(&sha1) {
+                self.delete_blob(&key).await;
+                return Err(DomainError::rule(
+                    "Upload",
+                    format!("the uploaded file's sha1 is {sha1}, not {want}"),
+                ));
+            }
+        }
+        let file = ImageFile {
+            blob_key: key.clone(),
+            size: written.size as i64,
+            sha1,
+            md5: written.md5,
+            compression,
+        };
+        match self.store.set_image_file(who.id, id, &file).await? {
+            Some(old) => {
+                if let Some(old) = old {
+                    self.delete_blob(&old).await;
+                }
+                self.image(who, id).await
+            }
+            None => {
+                self.delete_blob(&key).await;
+                Err(DomainError::rule(
+                    "ImageFilesImmutable",
+                    format!("image {id} changed while its file was uploading"),
+                ))
+            }
+        }
+    }
+
+    pub async fn activate_image(&self, who: &User, id: &str) -> Result<Image> {
+        let image = self.own_image(who, id).await?;
+        match image.state {
+            ImageState::Active => Err(DomainError::rule(
+                "ImageAlreadyActivated",
+                format!("image {id} is already active"),
+            )),
+            ImageState::Unactivated if image.file.is_none() => Err(DomainError::rule(
+                "NoActivationNoFile",
+                format!("image {id} cannot be activated: it has no file"),
+            )),
+            ImageState::Unactivated => {
+                if !self.store.activate_image(who.id, id, now_millis()).await? {
+                    return Err(DomainError::Conflict(format!(
+                        "image {id} changed while activating"
+                    )));
+                }
+                self.image(who, id).await
+            }
+        }
+    }
+
+    pub async fn delete_image(&self, who: &User, id: &str) -> Result<()> {
+        self.own_image(who, id).await?;
+        match self.store.delete_image(who.id, id).await? {
+            Some(blob) => {
+                if let Some(b) = blob {
+                    self.delete_blob(&b).await;
+                }
+                Ok(())
+            }
+            None => Err(image_not_found(id)),
+        }
+    }
+
+    /// The image manifest as IMGAPI serialises it (what `.imgmanifest` holds).
+    pub fn manifest(&self, image: &Image) -> serde_json::Value {
+        let mut m = serde_json::json!({
+            "v": 2,
+            "uuid": image.id,
+            "owner": account_uuid(image.owner_id),
+            "name": image.name,
+            "version": image.version,
+            "state": image.state.as_str(),
+            "disabled": false,
+            "public": image.public,
+            "type": image.kind,
+            "os": image.os,
+            "files": image.file.iter().map(|f| serde_json::json!({
+                "sha1": f.sha1,
+                "size": f.size,
+                "compression": f.compression.as_str(),
+            })).collect::<Vec<_>>(),
+            "requirements": {},
+        });
+        if let Some(obj) = m.as_object_mut() {
+            if let Some(d) = &image.description {
+                obj.insert("description".into(), d.clone().into());
+            }
+            if let Some(p) = image.published_at {
+                obj.insert("published_at".into(), rfc3339(p).into());
+            }
+        }
+        m
+    }
+
+    // ---------------------------------------------------------------- ExportImage
+
+    /// Exports the image's manifest and file under `manta_path` (see the module doc for how the file
+    /// is shared, not copied). The file object is written first, so a manifest is only ever visible
+    /// next to its file.
+    pub async fn export_image(
+        &self,
+        who: &User,
+        id: &str,
+        manta_path: &str,
+    ) -> Result<ExportTargets> {
+        let image = self.own_image(who, id).await?;
+        let dest = MantaPath::parse(manta_path, &who.login)?;
+        let Some(file) = image.file.clone() else {
+            return Err(invalid(format!("image {id} has no file to export")));
+        };
+        let dest_is_dir = dest.is_root()
+            || manta_path.ends_with('/')
+            || matches!(
+                self.store.stor_get(who.id, &dest.full()).await?,
+                Some(StorEntry {
+                    kind: EntryKind::Directory,
+                    ..
+                })
+            );
+        let (manifest_path, file_path) = export_targets(
+            &dest,
+            dest_is_dir,
+            &image.name,
+            &image.version,
+            file.compression,
+        )?;
+        if let Some(parent) = file_path.parent() {
+            self.mkdirs(who, &parent).await?;
+        }
+
+        // The file: a new reference to the image's blob, made only if the image still holds it.
+        let now = now_millis();
+        let entry = self.object_entry(
+            who,
+            &file_path,
+            &file.blob_key,
+            file.size,
+            Some(file.md5.clone()),
+            now,
+            Some("application/octet-stream"),
+        )?;
+        self.put_entry(&entry, &file_path, Some(&image.id)).await?;
+
+        // The manifest: a small object of its own.
+        let body = serde_json::to_vec_pretty(&self.manifest(&image))
+            .map_err(|e| DomainError::Internal(e.to_string()))?;
+        let key = Blobs::new_key(&format!("u/{}/stor", who.id));
+        let written = self.blobs.put_bytes(&key, Bytes::from(body)).await?;
+        let entry = self.object_entry(
+            who,
+            &manifest_path,
+            &key,
+            written.size as i64,
+            Some(written.md5),
+            now,
+            Some("application/json"),
+        )?;
+        if let Err(e) = self.put_entry(&entry, &manifest_path, None).await {
+            self.delete_blob(&key).await;
+            return Err(e);
+        }
+        Ok(ExportTargets {
+            image_path: file_path.full(),
+            manifest_path: manifest_path.full(),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn object_entry(
+        &self,
+        who: &User,
+        path: &MantaPath,
+        blob_key: &str,
+        size: i64,
+        md5: Option<String>,
+        now: Millis,
+        content_type: Option<&str>,
+    ) -> Result<StorEntry> {
+        let parent = path
+            .parent()
+            .ok_or_else(|| invalid("an object cannot be an area root"))?;
+        let name = path.name().unwrap_or_default().to_string();
+        Ok(StorEntry {
+            owner_id: who.id,
+            path: path.full(),
+            parent: parent.full(),
+            name,
+            kind: EntryKind::Object,
+            size,
+            md5,
+            content_type: content_type.map(str::to_string),
+            blob_key: Some(blob_key.to_string()),
+            etag: uuid::Uuid::new_v4().simple().to_string(),
+            mtime: now,
+        })
+    }
+
+    async fn put_entry(
+        &self,
+        entry: &StorEntry,
+        path: &MantaPath,
+        link_from_image: Option<&str>,
+    ) -> Result<()> {
+        let parent_is_root = path.parent().is_some_and(|p| p.is_root());
+        match self
+            .store
+            .stor_put(entry, parent_is_root, link_from_image)
+            .await?
+        {
+            StorPut::Done { replaced_blob } => {
+                if let Some(old) = replaced_blob {
+                    self.delete_blob(&old).await;
+                }
+                Ok(())
+            }
+            StorPut::NoParent => Err(DomainError::rule(
+                "DirectoryDoesNotExist",
+                format!("{} does not exist", entry.parent),
+            )),
+            StorPut::IsDirectory => Err(DomainError::rule(
+                "InvalidArgument",
+                format!("{} is a directory", entry.path),
+            )),
+            StorPut::SourceGone => Err(DomainError::rule(
+                "ResourceNotFound",
+                "the image was deleted or changed during the export",
+            )),
+        }
+    }
+
+    /// `mkdir -p`: every missing directory from the area root down to `dir`.
+    async fn mkdirs(&self, who: &User, dir: &MantaPath) -> Result<()> {
+        let mut chain = Vec::new();
+        let mut cur = Some(dir.clone());
+        while let Some(p) = cur {
+            if p.is_root() {
+                break;
+            }
+            cur = p.parent();
+            chain.push(p);
+        }
+        for p in chain.into_iter().rev() {
+            self.mkdir_path(who, &p).await?;
+        }
+        Ok(())
+    }
+
+    async fn mkdir_path(&self, who: &User, p: &MantaPath) -> Result<bool> {
+        if p.is_root() {
+            return Ok(false);
+        }
+        let parent = p.parent().ok_or_else(|| invalid("no parent"))?;
+        let entry = StorEntry {
+            owner_id: who.id,
+            path: p.full(),
+            parent: parent.full(),
+            name: p.name().unwrap_or_default().to_string(),
+            kind: EntryKind::Directory,
+            size: 0,
+            md5: None,
+            content_type: None,
+            blob_key: None,
+            etag: uuid::Uuid::new_v4().simple().to_string(),
+            mtime: now_millis(),
+        };
+        match self.store.stor_mkdir(&entry, parent.is_root()).await? {
+            StorMkdir::Created => Ok(true),
+            StorMkdir::Existed => Ok(false),
+            StorMkdir::NoParent => Err(DomainError::rule(
+                "DirectoryDoesNotExist",
+                format!("{} does not exist", parent.full()),
+            )),
+            StorMkdir::IsObject => Err(DomainError::rule(
+                "InvalidArgument",
+                format!("{} is an object, not a directory", p.full()),
+            )),
+        }
+    }
+
+    // ---------------------------------------------------------------- async exports
+
+    /// Queues an export and runs it in the background; poll it with [`Cloud::get_export`].
+    pub async fn start_export(
+        self: &Arc<Self>,
+        who: &User,
+        id: &str,
+        manta_path: &str,
+    ) -> Result<ImageExport> {
+        // Refuse what the synchronous call would refuse before queueing anything.
+        let image = self.own_image(who, id).await?;
+        MantaPath::parse(manta_path, &who.login)?;
+        let size = image.file.as_ref().map(|f| f.size).unwrap_or(0);
+        let now = now_millis();
+        let e = ImageExport {
+            id: uuid::Uuid::new_v4().hyphenated().to_string(),
+            owner_id: who.id,
+            image_id: id.to_string(),
+            manta_path: manta_path.to_string(),
+            state: ExportState::Queued,
+            bytes_copied: 0,
+            bytes_total: size,
+            image_path: None,
+            manifest_path: None,
+            error: None,
+            created: now,
+            modified: now,
+        };
+        self.store.create_image_export(&e).await?;
+        self.spawn_export(who.clone(), e.clone());
+        Ok(e)
+    }
+
+    fn spawn_export(self: &Arc<Self>, user: User, e: ImageExport) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let id = e.id.clone();
+            if let Err(err) = me.run_export(&user, e).await {
+                tracing::warn!(export = %id, error = %err, "recording an image export failed");
+            }
+        });
+    }
+
+    /// Restarts the exports a previous server left queued or running (they are idempotent: the
+    /// targets are simply written again).
+    pub async fn resume_exports(self: &Arc<Self>) -> Result<usize> {
+        let pending = self.store.unfinished_image_exports().await?;
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let users = self.users.list_users().await?;
+        let mut n = 0;
+        for e in pending {
+            if let Some(u) = users.iter().find(|u| u.id == e.owner_id) {
+                self.spawn_export(u.clone(), e);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Runs a queued export to its end and records the outcome.
+    pub async fn run_export(&self, user: &User, mut e: ImageExport) -> Result<ImageExport> {
+        e.state = ExportState::Running;
+        e.modified = now_millis();
+        self.store.update_image_export(&e).await?;
+        match self.export_image(user, &e.image_id, &e.manta_path).await {
+            Ok(t) => {
+                e.state = ExportState::Complete;
+                e.bytes_copied = e.bytes_total;
+                e.image_path = Some(t.image_path);
+                e.manifest_path = Some(t.manifest_path);
+            }
+            Err(err) => {
+                e.state = ExportState::Error;
+                e.error = Some(err.to_string());
+            }
+        }
+        e.modified = now_millis();
+        self.store.update_image_export(&e).await?;
+        Ok(e)
+    }
+
+    pub async fn get_export(&self, who: &User, id: &str) -> Result<ImageExport> {
+        self.store
+            .get_image_export(who.id, id)
+            .await?
+            .ok_or_else(|| DomainError::rule("ResourceNotFound", format!("export {id} not found")))
+    }
+
+    // ---------------------------------------------------------------- the object namespace
+
+    /// The entry at `raw`, synthesising the area roots (which always exist).
+    pub async fn stor_entry(&self, who: &User, raw: &str) -> Result<(MantaPath, StorEntry)> {
+        let p = MantaPath::parse(raw, &who.login)?;
+        if p.is_root() {
+            let full = p.full();
+            let root = StorEntry {
+                owner_id: who.id,
+                parent: format!("/{}", who.login),
+                name: p.area.as_str().to_string(),
+                path: full,
+                kind: EntryKind::Directory,
+                size: 0,
+                md5: None,
+                content_type: None,
+                blob_key: None,
+                etag: "root".into(),
+                mtime: who.created,
+            };
+            return Ok((p, root));
+        }
+        let e = self
+            .store
+            .stor_get(who.id, &p.full())
+            .await?
+            .ok_or_else(|| object_not_found(raw))?;
+        Ok((p, e))
+    }
+
+    pub async fn stor_list(
+        &self,
+        who: &User,
+        dir: &MantaPath,
+        marker: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<StorEntry>> {
+        self.store
+            .stor_list(who.id, &dir.full(), marker, limit.clamp(1, 1024))
+            .await
+    }
+
+    /// Streams a new object to `raw`; replaces an existing object. With `expect_md5` (hex), a body
+    /// whose md5 differs is refused and nothing changes.
+    pub async fn stor_put_object<S, E>(
+        &self,
+        who: &User,
+        raw: &str,
+        content_type: Option<&str>,
+        expect_md5: Option<&str>,
+        body: S,
+    ) -> Result<StorEntry>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        let p = MantaPath::parse(raw, &who.login)?;
+        if p.is_root() {
+            return Err(invalid(format!("{} is a directory", p.full())));
+        }
+        let key = Blobs::new_key(&format!("u/{}/stor", who.id));
+        let written = self
+            .blobs
+            .put_stream_with(&key, body, Some(self.max_upload), Hashes::IMAGE)
+            .await
+            .map_err(|e| match e {
+                satchel_blob::BlobError::TooLarge(n) => {
+                    DomainError::TooLarge(format!("object larger than {n} bytes"))
+                }
+                other => other.into(),
+            })?;
+        if let Some(want) = expect_md5 {
+            if !want.eq_ignore_ascii_case(&written.md5) {
+                self.delete_blob(&key).await;
+                return Err(DomainError::rule(
+                    "BadRequest",
+                    format!(
+                        "Content-MD5 {want} does not match the body's md5 {}",
+                        written.md5
+                    ),
+                ));
+            }
+        }
+        let entry = self.object_entry(
+            who,
+            &p,
+            &key,
+            written.size as i64,
+            Some(written.md5),
+            now_millis(),
+            content_type,
+        )?;
+        if let Err(e) = self.put_entry(&entry, &p, None).await {
+            self.delete_blob(&key).await;
+            return Err(e);
+        }
+        Ok(entry)
+    }
+
+    /// Creates a directory whose parent exists; an existing directory is fine (Manta answers 204 both ways).
+    pub async fn stor_mkdir(&self, who: &User, raw: &str) -> Result<bool> {
+        let p = MantaPath::parse(raw, &who.login)?;
+        self.mkdir_path(who, &p).await
+    }
+
+    pub async fn stor_delete(&self, who: &User, raw: &str) -> Result<()> {
+        let p = MantaPath::parse(raw, &who.login)?;
+        if p.is_root() {
+            return Err(DomainError::rule(
+                "OperationNotAllowedOnRootDirectory",
+                format!("{} cannot be deleted", p.full()),
+            ));
+        }
+        match self.store.stor_delete(who.id, &p.full()).await? {
+            StorDelete::Deleted { blob } => {
+                if let Some(b) = blob {
+                    self.delete_blob(&b).await;
+                }
+                Ok(())
+            }
+            StorDelete::Missing => Err(object_not_found(raw)),
+            StorDelete::NotEmpty => Err(DomainError::rule(
+                "DirectoryNotEmpty",
+                format!("{} is not empty", p.full()),
+            )),
+        }
+    }
+
+    async fn delete_blob(&self, key: &str) {
+        if let Err(e) = self.blobs.delete(key).await {
+            tracing::warn!(key, error = %e, "deleting a blob failed; it is now orphaned");
+        }
+    }
+}
+
+pub fn rfc3339(ms: Millis) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
