@@ -1,7 +1,6 @@
-//! The crate's single error type. Variants are coarse on purpose: the CloudAPI face maps
-//! them to HTTP errors (`Malformed`/`MissingHeader`/`UnsupportedAlgorithm` → 400-class
-//! `InvalidHeader`/`InvalidCredentials`, `BadSignature`/`AlgorithmMismatch` → 401), and the
-//! messages are safe to show to the client (they never contain key material).
+//! The crate's single error type. Variants are coarse on purpose, one per way a caller reacts
+//! (a CloudAPI face can map each to its HTTP error), and messages are safe to show to the
+//! client: they never contain key material, and echoed input is truncated.
 
 /// Everything that can go wrong parsing, signing or verifying.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]

@@ -1,8 +1,8 @@
 //! SSH keys: parsing (OpenSSH public key lines, unencrypted OpenSSH private key files),
 //! fingerprints, and the signature primitives behind the HTTP-Signature algorithms.
 //!
-//! Parsing is delegated to `ssh-key`; every key is then converted once, at parse time, into the
-//! RustCrypto type that does the math (`rsa`, `p256`/`p384`/`p521`, `ed25519-dalek`), so a key
+//! Public keys are parsed by `ssh-key`, private key files by [`crate::private_file`]; every key
+//! is then converted once, at parse time, into the RustCrypto type that does the math (`rsa`, `p256`/`p384`/`p521`, `ed25519-dalek`), so a key
 //! that cannot be used (point not on the curve, absurd RSA modulus) is rejected up front rather
 //! than on the first request.
 //!
@@ -458,9 +458,10 @@ impl PrivateKey {
                 }
             }
             SecretFields::Ed25519 { seed } => {
-                let seed: [u8; 32] = seed
-                    .try_into()
-                    .map_err(|_| Error::BadKey("Ed25519 seed is not 32 bytes".into()))?;
+                let seed: zeroize::Zeroizing<[u8; 32]> = zeroize::Zeroizing::new(
+                    seed.try_into()
+                        .map_err(|_| Error::BadKey("Ed25519 seed is not 32 bytes".into()))?,
+                );
                 Signing::Ed25519(ed25519_dalek::SigningKey::from_bytes(&seed))
             }
         };

@@ -13,6 +13,11 @@
 //!   the string the client signed.
 //! * **Client-side signing** ([`sign_request`]) for Satchel's own tests and CLI.
 //!
+//! Quirks of the real client (smartdc@9.0.1, pinned by `tests/interop_node.rs`): P-384 keys only
+//! work with a forced `ecdsa-sha256`/`ecdsa-sha512` (http-signature 1.4.0 has no sha384); RSA keys
+//! used through ssh-agent sign `rsa-sha1`; and Ed25519 keys whose first public byte is >= 0x80 get
+//! a wrong MD5 in `keyId` from `privateKeySigner` ([`PublicKey::sshpk_legacy_md5_fingerprint`]).
+//!
 //! It does no I/O, keeps no key store and applies no policy (clock skew, which headers must be
 //! signed, key lookup): the CloudAPI face decides those. See [`verify_request`] for the one-call
 //! check once the key has been found.

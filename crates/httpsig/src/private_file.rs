@@ -11,6 +11,7 @@
 use crate::Error;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use zeroize::Zeroizing;
 
 const BEGIN: &str = "-----BEGIN OPENSSH PRIVATE KEY-----";
 const END: &str = "-----END OPENSSH PRIVATE KEY-----";
@@ -35,7 +36,8 @@ pub(crate) enum SecretFields<'a> {
 /// The decoded container: the public key blob and the secret fields.
 pub(crate) struct Decoded {
     pub(crate) public_blob: Vec<u8>,
-    body: Vec<u8>,
+    /// The whole decoded file, secret included; wiped on drop.
+    body: Zeroizing<Vec<u8>>,
     private_start: usize,
     private_end: usize,
 }
@@ -105,10 +107,13 @@ pub(crate) fn decode(pem: &str) -> Result<Decoded, Error> {
                     .into(),
             )
         })?;
-    let b64: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    let body = STANDARD
-        .decode(b64.as_bytes())
-        .map_err(|e| bad(&format!("invalid base64: {e}")))?;
+    let b64: Zeroizing<String> =
+        Zeroizing::new(body.chars().filter(|c| !c.is_ascii_whitespace()).collect());
+    let body = Zeroizing::new(
+        STANDARD
+            .decode(b64.as_bytes())
+            .map_err(|e| bad(&format!("invalid base64: {e}")))?,
+    );
 
     let mut r = Reader { buf: &body };
     if r.take(MAGIC.len())? != MAGIC {
@@ -168,15 +173,15 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// An mpint's magnitude without leading zero bytes, left-padded to exactly `len` bytes;
-/// `None` when it does not fit.
-pub(crate) fn fixed_width(mpint: &[u8], len: usize) -> Option<Vec<u8>> {
+/// An mpint's magnitude without leading zero bytes, left-padded to exactly `len` bytes (wiped on
+/// drop: it is a private scalar); `None` when it does not fit.
+pub(crate) fn fixed_width(mpint: &[u8], len: usize) -> Option<Zeroizing<Vec<u8>>> {
     let first = mpint.iter().position(|&b| b != 0).unwrap_or(mpint.len());
     let magnitude = &mpint[first..];
     if magnitude.len() > len {
         return None;
     }
-    let mut out = vec![0u8; len - magnitude.len()];
+    let mut out = Zeroizing::new(vec![0u8; len - magnitude.len()]);
     out.extend_from_slice(magnitude);
     Some(out)
 }
@@ -187,10 +192,13 @@ mod tests {
 
     #[test]
     fn fixed_width_pads_and_strips() {
-        assert_eq!(fixed_width(&[0, 0x80, 1], 3), Some(vec![0, 0x80, 1]));
-        assert_eq!(fixed_width(&[1], 3), Some(vec![0, 0, 1]));
-        assert_eq!(fixed_width(&[1, 2, 3, 4], 3), None);
-        assert_eq!(fixed_width(&[], 2), Some(vec![0, 0]));
+        assert_eq!(
+            fixed_width(&[0, 0x80, 1], 3).as_deref(),
+            Some(&vec![0, 0x80, 1])
+        );
+        assert_eq!(fixed_width(&[1], 3).as_deref(), Some(&vec![0, 0, 1]));
+        assert!(fixed_width(&[1, 2, 3, 4], 3).is_none());
+        assert_eq!(fixed_width(&[], 2).as_deref(), Some(&vec![0, 0]));
     }
 
     #[test]

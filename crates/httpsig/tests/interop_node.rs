@@ -84,13 +84,27 @@ fn cli(home: &Home, kf: &KeyFile, extra: Value) -> Value {
 fn cli_signer_defaults_verify() {
     let home = Home::new();
     let keys = [
-        (home.keygen("id_rsa", &["-t", "rsa", "-b", "2048"]), "rsa-sha256"),
-        (home.keygen("id_ecdsa256", &["-t", "ecdsa", "-b", "256"]), "ecdsa-sha256"),
-        (home.keygen("id_ecdsa521", &["-t", "ecdsa", "-b", "521"]), "ecdsa-sha512"),
-        (ed25519_with_high_bit(&home.ssh(), "id_ed25519", false), "ed25519-sha512"),
+        (
+            home.keygen("id_rsa", &["-t", "rsa", "-b", "2048"]),
+            "rsa-sha256",
+        ),
+        (
+            home.keygen("id_ecdsa256", &["-t", "ecdsa", "-b", "256"]),
+            "ecdsa-sha256",
+        ),
+        (
+            home.keygen("id_ecdsa521", &["-t", "ecdsa", "-b", "521"]),
+            "ecdsa-sha512",
+        ),
+        (
+            ed25519_with_high_bit(&home.ssh(), "id_ed25519", false),
+            "ed25519-sha512",
+        ),
     ];
     for (kf, alg) in &keys {
-        assert!(kf.private_text().starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
+        assert!(kf
+            .private_text()
+            .starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
         let key = kf.public();
         let (date, auth) = signed(&cli(&home, kf, json!({})));
         assert!(date.ends_with(" GMT"), "{date}");
@@ -104,12 +118,22 @@ fn cli_signer_defaults_verify() {
             }
         );
         verify_date_signed(&key, &date, &auth);
-        // The other keys in the same ~/.ssh do not verify it.
+        // The other keys in the same ~/.ssh do not verify it: another ECDSA curve fails the
+        // math, another key type is refused up front.
         for (other, _) in &keys {
-            if other.label != kf.label && other.public().key_type() == key.key_type() {
+            if other.label != kf.label {
+                let other = other.public();
+                let expected = if other.key_type() == key.key_type() {
+                    Error::BadSignature
+                } else {
+                    Error::AlgorithmMismatch {
+                        algorithm: alg.to_string(),
+                        key_type: other.key_type(),
+                    }
+                };
                 assert_eq!(
-                    verify_request(&auth, &other.public(), "GET", "/", |_| Some(date.clone())),
-                    Err(Error::BadSignature)
+                    verify_request(&auth, &other, "GET", "/", |_| Some(date.clone())),
+                    Err(expected)
                 );
             }
         }
@@ -147,7 +171,8 @@ fn cli_signer_forced_algorithms_verify() {
         );
         let data = format!("date: {date}");
         assert_eq!(
-            kf.public().verify(&claimed, data.as_bytes(), &auth.signature),
+            kf.public()
+                .verify(&claimed, data.as_bytes(), &auth.signature),
             Err(Error::BadSignature),
             "{alg} signature checked as {claimed}"
         );
@@ -160,7 +185,10 @@ fn p384_default_algorithm_is_refused_by_the_client() {
     let p384 = home.keygen("id_p384", &["-t", "ecdsa", "-b", "384"]);
     assert_eq!(p384.private().default_algorithm(), "ecdsa-sha384");
     let out = cli(&home, &p384, json!({}));
-    assert_eq!(out["error"], "SHA384 is not a supported hash algorithm", "{out}");
+    assert_eq!(
+        out["error"], "SHA384 is not a supported hash algorithm",
+        "{out}"
+    );
 }
 
 #[test]
@@ -252,7 +280,11 @@ impl Agent {
             .env("SSH_AUTH_SOCK", &self.sock)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -347,10 +379,26 @@ fn node_verifies_our_signatures() {
     };
     let mut checked = 0;
     for (label, args, algs) in [
-        ("rsa", &["-t", "rsa", "-b", "2048"][..], &["rsa-sha1", "rsa-sha256", "rsa-sha512"][..]),
-        ("p256", &["-t", "ecdsa", "-b", "256"][..], &["ecdsa-sha256", "ecdsa-sha512"][..]),
-        ("p384", &["-t", "ecdsa", "-b", "384"][..], &["ecdsa-sha256", "ecdsa-sha512"][..]),
-        ("p521", &["-t", "ecdsa", "-b", "521"][..], &["ecdsa-sha256", "ecdsa-sha512"][..]),
+        (
+            "rsa",
+            &["-t", "rsa", "-b", "2048"][..],
+            &["rsa-sha1", "rsa-sha256", "rsa-sha512"][..],
+        ),
+        (
+            "p256",
+            &["-t", "ecdsa", "-b", "256"][..],
+            &["ecdsa-sha256", "ecdsa-sha512"][..],
+        ),
+        (
+            "p384",
+            &["-t", "ecdsa", "-b", "384"][..],
+            &["ecdsa-sha256", "ecdsa-sha512"][..],
+        ),
+        (
+            "p521",
+            &["-t", "ecdsa", "-b", "521"][..],
+            &["ecdsa-sha256", "ecdsa-sha512"][..],
+        ),
         ("ed", &["-t", "ed25519"][..], &["ed25519-sha512"][..]),
     ] {
         let kf = ssh_keygen(dir.path(), label, args);

@@ -152,7 +152,7 @@ fn der_to_fixed(der: &[u8], field: usize) -> Vec<u8> {
         let len = der[i + 1] as usize;
         let int = &der[i + 2..i + 2 + len];
         let int = if int[0] == 0 { &int[1..] } else { int };
-        out.extend(std::iter::repeat(0u8).take(field - int.len()));
+        out.extend(std::iter::repeat_n(0u8, field - int.len()));
         out.extend_from_slice(int);
         i += 2 + len;
     }
