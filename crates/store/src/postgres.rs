@@ -99,9 +99,7 @@ impl PostgresStore {
         self.signal
             .task
             .get_or_try_init(|| async {
-                let mut listener = PgListener::connect_with(&self.pool)
-                    .await
-                    .map_err(db_err)?;
+                let mut listener = PgListener::connect_with(&self.pool).await.map_err(db_err)?;
                 listener.listen(JOBS_CHANNEL).await.map_err(db_err)?;
                 Ok::<_, DomainError>(tokio::spawn(forward_notifications(
                     listener,
@@ -324,11 +322,12 @@ impl Store for PostgresStore {
         // Locking the user blocks new bundles and tickets (their foreign-key checks share-lock it);
         // locking the bundles blocks new artifacts/attachments and waits out writers in flight, so
         // the keys read below are all the blobs the cascade will orphan.
-        let Some(id) = sqlx::query_scalar::<_, i64>("SELECT id FROM users WHERE login = $1 FOR UPDATE")
-            .bind(login)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?
+        let Some(id) =
+            sqlx::query_scalar::<_, i64>("SELECT id FROM users WHERE login = $1 FOR UPDATE")
+                .bind(login)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?
         else {
             return Ok(None);
         };
@@ -448,12 +447,13 @@ impl Store for PostgresStore {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         // The row lock waits out artifact/attachment writers (they lock the bundle first) and
         // blocks new ones, so the keys read next are exactly what the cascade removes.
-        let exists = sqlx::query("SELECT 1 FROM bundles WHERE id = $1 AND owner_id = $2 FOR UPDATE")
-            .bind(id)
-            .bind(owner)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        let exists =
+            sqlx::query("SELECT 1 FROM bundles WHERE id = $1 AND owner_id = $2 FOR UPDATE")
+                .bind(id)
+                .bind(owner)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
         if exists.is_none() {
             return Ok(None);
         }

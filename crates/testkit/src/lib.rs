@@ -26,7 +26,8 @@ pub const DATABASE_URL_ENV: &str = "SATCHEL_TEST_DATABASE_URL";
 /// Where the server binaries live when they are not in `/usr/lib/postgresql/*/bin`.
 pub const BIN_DIR_ENV: &str = "SATCHEL_PG_BIN";
 
-const INSTALL_HINT: &str = "the PostgreSQL store tests need a real PostgreSQL server: run `.ci/run` \
+const INSTALL_HINT: &str =
+    "the PostgreSQL store tests need a real PostgreSQL server: run `.ci/run` \
      (installs it), or `apt-get install postgresql`, or set SATCHEL_TEST_DATABASE_URL to a server \
      to use, or SATCHEL_PG_BIN to the directory holding initdb and pg_ctl";
 
@@ -294,7 +295,10 @@ fn find_bin_dir() -> anyhow::Result<PathBuf> {
         if dir.join("initdb").is_file() && dir.join("pg_ctl").is_file() {
             return Ok(dir);
         }
-        bail!("{BIN_DIR_ENV}={} has no initdb/pg_ctl; {INSTALL_HINT}", dir.display());
+        bail!(
+            "{BIN_DIR_ENV}={} has no initdb/pg_ctl; {INSTALL_HINT}",
+            dir.display()
+        );
     }
     // Debian's layout: /usr/lib/postgresql/<major>/bin. Take the newest major.
     let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
