@@ -96,6 +96,15 @@ pub trait Store: Send + Sync + 'static {
     async fn retry_job(&self, job: Id, owner: &str, error: &str, delay: Duration) -> Result<()>;
     /// Drops every lease at once (embedded mode at start: the single instance that held them is dead).
     async fn release_all_leases(&self) -> Result<u64>;
+    /// Waits until a job may have become runnable (a ticket was created or a job given back, possibly
+    /// by another instance), or `timeout` passes. True if woken by such a signal. Wake-ups can be
+    /// spurious, so callers still just try `claim_job`. The default has no signal and sleeps the whole
+    /// `timeout`, which is polling (right for the embedded store, whose only writer wakes its own
+    /// workers directly); PostgreSQL overrides it with LISTEN/NOTIFY.
+    async fn wait_for_jobs(&self, timeout: Duration) -> bool {
+        tokio::time::sleep(timeout).await;
+        false
+    }
 }
 
 /// What the job runtime calls for each claimed job. `cancel` fires when the lease is lost or the

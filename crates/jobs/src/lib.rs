@@ -98,9 +98,12 @@ impl Worker {
             match self.store.claim_job(&self.owner, self.cfg.lease).await {
                 Ok(Some(job)) => self.process(job).await,
                 Ok(None) => {
+                    // `wake` covers jobs enqueued by this process; the store's wait covers other
+                    // instances sharing the queue (PostgreSQL NOTIFY) and otherwise just sleeps
+                    // `idle_poll`, which is the polling fallback either way.
                     tokio::select! {
                         _ = self.wake.notified() => {}
-                        _ = tokio::time::sleep(self.cfg.idle_poll) => {}
+                        _ = self.store.wait_for_jobs(self.cfg.idle_poll) => {}
                         _ = self.stop.cancelled() => {}
                     }
                 }

@@ -1,7 +1,9 @@
 //! Satchel's metadata store and job queue. [`sqlite::SqliteStore`] is the embedded default (one file,
-//! WAL mode, safe to share with `satchel admin` while the server runs). A PostgreSQL implementation of
-//! the same `satchel_domain::ports::Store` trait is the scale-out path.
+//! WAL mode, safe to share with `satchel admin` while the server runs). [`postgres::PostgresStore`]
+//! implements the same `satchel_domain::ports::Store` trait for scale-out (several instances, one
+//! database and queue).
 
+pub mod postgres;
 pub mod sqlite;
 mod sqlite_cloud;
 
@@ -14,4 +16,9 @@ pub(crate) fn db_err(e: sqlx::Error) -> DomainError {
         }
     }
     DomainError::Storage(e.to_string())
+}
+
+/// A duration as whole milliseconds, saturating (the schema's time unit).
+pub(crate) fn ms(d: std::time::Duration) -> i64 {
+    d.as_millis().min(i64::MAX as u128) as i64
 }

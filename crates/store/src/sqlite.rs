@@ -1,6 +1,6 @@
 //! SQLite implementation of the store and queue.
 
-use crate::db_err;
+use crate::{db_err, ms};
 use async_trait::async_trait;
 use satchel_domain::model::*;
 use satchel_domain::ports::Store;
@@ -180,10 +180,6 @@ fn job_from(r: &SqliteRow) -> Result<Job> {
         max_attempts: r.try_get::<i64, _>("max_attempts").map_err(db_err)? as i32,
         last_error: r.try_get("last_error").map_err(db_err)?,
     })
-}
-
-fn ms(d: Duration) -> i64 {
-    d.as_millis().min(i64::MAX as u128) as i64
 }
 
 #[async_trait]
