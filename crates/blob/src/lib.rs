@@ -44,6 +44,20 @@ pub type Result<T, E = BlobError> = std::result::Result<T, E>;
 const PART_SIZE: usize = 5 * 1024 * 1024;
 const PART_CONCURRENCY: usize = 2;
 
+/// Where an S3-compatible bucket is and how to reach it.
+#[derive(Debug, Clone, Default)]
+pub struct S3Config {
+    /// `s3://BUCKET[/PREFIX]`
+    pub url: String,
+    /// e.g. `http://127.0.0.1:3900` for Garage; AWS when unset.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// `BUCKET.host` instead of `host/BUCKET` (AWS style); path style is the default with an endpoint.
+    pub virtual_hosted: bool,
+}
+
 /// What a finished upload wrote. Digests that were not asked for are empty / `None`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
@@ -120,6 +134,45 @@ impl Blobs {
         Ok(Blobs {
             store: Arc::new(fs),
         })
+    }
+
+    /// An S3-compatible bucket (AWS S3, Garage, MinIO): `url` is `s3://BUCKET[/PREFIX]`. Settings not
+    /// given fall back to the standard `AWS_*` environment variables, as `object_store` reads them.
+    pub fn s3(cfg: &S3Config) -> Result<Self> {
+        let rest = cfg.url.strip_prefix("s3://").ok_or_else(|| {
+            BlobError::InvalidKey(format!("{}: expected s3://BUCKET[/PREFIX]", cfg.url))
+        })?;
+        let (bucket, prefix) = match rest.split_once('/') {
+            Some((b, p)) => (b, p.trim_matches('/')),
+            None => (rest, ""),
+        };
+        if bucket.is_empty() {
+            return Err(BlobError::InvalidKey(format!("{}: no bucket", cfg.url)));
+        }
+        let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if let Some(e) = &cfg.endpoint {
+            // Garage and MinIO are usually reached by path (http://host:3900/BUCKET/key).
+            b = b
+                .with_endpoint(e)
+                .with_allow_http(e.starts_with("http://"))
+                .with_virtual_hosted_style_request(cfg.virtual_hosted);
+        }
+        if let Some(r) = &cfg.region {
+            b = b.with_region(r);
+        }
+        if let Some(k) = &cfg.access_key_id {
+            b = b.with_access_key_id(k);
+        }
+        if let Some(k) = &cfg.secret_access_key {
+            b = b.with_secret_access_key(k);
+        }
+        let s3 = b.build()?;
+        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+            Arc::new(s3)
+        } else {
+            Arc::new(object_store::prefix::PrefixStore::new(s3, prefix))
+        };
+        Ok(Blobs { store })
     }
 
     pub fn from_store(store: Arc<dyn ObjectStore>) -> Self {

@@ -10,6 +10,8 @@
 //! Missing binaries are an error that says how to install them, never a silent skip: a green run must
 //! mean the PostgreSQL tests ran.
 
+pub mod garage;
+
 use anyhow::{anyhow, bail, Context};
 use sqlx::{Connection, Executor, PgConnection};
 use std::net::TcpListener;
