@@ -744,3 +744,30 @@ async fn objects_directories_and_async_export() {
     assert_eq!(r.status, 405);
     assert_eq!(r.code(), "BadMethod");
 }
+
+/// smartdc's sshpk misreads ed25519 private keys whose public key starts with a byte >= 0x80 and then
+/// names them by another MD5 in `keyId`; such a keyId still finds the right key, and nothing else.
+#[tokio::test]
+async fn sshpk_legacy_ed25519_key_ids_are_accepted() {
+    let s = Server::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (kp, legacy) = (0..64)
+        .find_map(|i| {
+            let kp = keygen(dir.path(), &format!("ed{i}"), "ed25519", None, false);
+            let legacy = kp.key.public().sshpk_legacy_md5_fingerprint()?;
+            Some((kp, legacy))
+        })
+        .expect("half of all ed25519 keys have the high bit set");
+    assert_ne!(legacy, kp.md5);
+    register(&s, "alice", "ed", &kp);
+    let mut c = Signed::new(&s, "alice", &kp);
+    c.key_id = format!("/alice/keys/{legacy}");
+    let r = c.get("/my/keys").await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()[0]["fingerprint"], kp.md5);
+    // Bob's key under its legacy name still only opens bob's account.
+    c.key_id = format!("/bob/keys/{legacy}");
+    c.get("/my/keys")
+        .await
+        .assert_error(401, "InvalidCredentials");
+}

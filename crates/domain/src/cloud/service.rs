@@ -73,11 +73,18 @@ impl Cloud {
     pub async fn signing_key(&self, login: &str, key: &str) -> Result<(User, SshKey)> {
         let unknown = || DomainError::Unauthenticated(format!("key {key} of {login} is not known"));
         let user = self.account(login).await?.ok_or_else(unknown)?;
-        let k = self
-            .store
-            .get_key(user.id, key)
-            .await?
-            .ok_or_else(unknown)?;
+        if let Some(k) = self.store.get_key(user.id, key).await? {
+            return Ok((user, k));
+        }
+        // sshpk 1.7.1 (smartdc's) misreads half of all ed25519 private key files and then names the
+        // key by a different MD5; accept that name for the key it really is.
+        let legacy = self.store.list_keys(user.id).await?.into_iter().find(|k| {
+            satchel_httpsig::PublicKey::parse_openssh(&k.key)
+                .ok()
+                .and_then(|p| p.sshpk_legacy_md5_fingerprint())
+                .is_some_and(|fp| fp == key)
+        });
+        let k = legacy.ok_or_else(unknown)?;
         Ok((user, k))
     }
 
