@@ -250,7 +250,8 @@ impl Blobs {
     }
 
     pub async fn writer_opts(&self, key: &str, hashes: Hashes) -> Result<BlobWriter> {
-        let upload = self.store.put_multipart(&path(key)?).await?;
+        let p = path(key)?;
+        let upload = self.store.put_multipart(&p).await?;
         let mut digests = Vec::new();
         if hashes.sha256 {
             digests.push(Digester::spawn(DigestKind::Sha256));
@@ -265,6 +266,8 @@ impl Blobs {
             inner: Some(WriteMultipart::new_with_chunk_size(upload, PART_SIZE)),
             digests,
             size: 0,
+            store: self.store.clone(),
+            path: p,
         })
     }
 
@@ -406,6 +409,9 @@ pub struct BlobWriter {
     inner: Option<WriteMultipart>,
     digests: Vec<Digester>,
     size: u64,
+    /// For the empty object: S3 refuses to complete a multipart upload without parts.
+    store: Arc<dyn ObjectStore>,
+    path: Path,
 }
 
 impl BlobWriter {
@@ -462,7 +468,15 @@ impl BlobWriter {
                 DigestKind::Sha1 => written.sha1 = Some(hex),
             }
         }
-        w.finish().await?;
+        if self.size == 0 {
+            // No part was written: drop the multipart upload and store the empty object plainly.
+            let _ = w.abort().await;
+            self.store
+                .put(&self.path, PutPayload::from_static(b""))
+                .await?;
+        } else {
+            w.finish().await?;
+        }
         Ok(written)
     }
 
@@ -539,5 +553,70 @@ mod tests {
         ));
         assert!(!blobs.exists("a/d").await.unwrap());
         assert!(blobs.get("../x", None).await.is_err());
+    }
+}
+
+/// The same contract on a real S3-compatible store (Garage, started by satchel-testkit).
+#[cfg(test)]
+mod s3_tests {
+    use super::*;
+
+    fn garage() -> Blobs {
+        let (url, t) = satchel_testkit::garage::test_bucket_url().expect("Garage");
+        Blobs::s3(&S3Config {
+            url,
+            endpoint: Some(t.endpoint.clone()),
+            region: Some(t.region.clone()),
+            access_key_id: Some(t.access_key_id.clone()),
+            secret_access_key: Some(t.secret_access_key.clone()),
+            virtual_hosted: false,
+        })
+        .expect("s3 blobs")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn multipart_empty_ranges_and_aborts_on_garage() {
+        let blobs = tokio::task::spawn_blocking(garage).await.unwrap();
+        // Three parts: 12 MiB in 100 KB chunks.
+        let data: Vec<u8> = (0..12 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+        let chunks: Vec<std::result::Result<Bytes, std::io::Error>> = data
+            .chunks(100_000)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let w = blobs
+            .put_stream("x/big", futures::stream::iter(chunks), None)
+            .await
+            .unwrap();
+        assert_eq!(w.sha256, digest_of(&data).sha256);
+        assert_eq!(blobs.head("x/big").await.unwrap().size, data.len() as u64);
+        let got: Vec<Bytes> = blobs
+            .get("x/big", Some(5_000_000..5_000_100))
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(got.concat(), &data[5_000_000..5_000_100]);
+        // The empty object (S3 refuses a multipart upload without parts).
+        let w = blobs
+            .put_stream(
+                "x/empty",
+                futures::stream::empty::<std::result::Result<Bytes, std::io::Error>>(),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(w.size, 0);
+        assert!(blobs.exists("x/empty").await.unwrap());
+        // A failed upload publishes nothing.
+        let bad = futures::stream::iter(vec![
+            Ok(Bytes::from(vec![1u8; 6 * 1024 * 1024])),
+            Err(std::io::Error::other("client went away")),
+        ]);
+        assert!(blobs.put_stream("x/bad", bad, None).await.is_err());
+        assert!(!blobs.exists("x/bad").await.unwrap());
+        blobs.delete("x/big").await.unwrap();
+        assert!(!blobs.exists("x/big").await.unwrap());
+        blobs.delete("x/missing").await.unwrap();
     }
 }

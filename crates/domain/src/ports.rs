@@ -94,6 +94,11 @@ pub trait Store: Send + Sync + 'static {
     async fn finish_job(&self, job: Id, owner: &str) -> Result<()>;
     /// Gives the job back for a later retry.
     async fn retry_job(&self, job: Id, owner: &str, error: &str, delay: Duration) -> Result<()>;
+    /// Whether this instance should run the periodic task `name` now: across all instances sharing
+    /// the store, at most one claim succeeds per `period`. A single-instance engine always says yes.
+    async fn claim_periodic(&self, _name: &str, _owner: &str, _period: Duration) -> Result<bool> {
+        Ok(true)
+    }
     /// Drops every lease at once (embedded mode at start: the single instance that held them is dead).
     async fn release_all_leases(&self) -> Result<u64>;
     /// Waits until a job may have become runnable (a ticket was created or a job given back, possibly

@@ -8,8 +8,63 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Where metadata and blobs live: the embedded default (`--data-dir`), or the scale-out engines
+/// (`--database-url postgres://...`, `--blob-url s3://...`). Shared by `serve`, `migrate` and `admin`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct StorageArgs {
+    /// PostgreSQL for metadata and the job queue (scale-out), e.g. postgres://satchel@db/satchel
+    /// [default: SQLite in the data directory].
+    #[arg(long, env = "SATCHEL_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// S3-compatible bucket for blobs, s3://BUCKET[/PREFIX] [default: DATA_DIR/blobs].
+    #[arg(long, env = "SATCHEL_BLOB_URL")]
+    pub blob_url: Option<String>,
+    /// S3 endpoint, e.g. http://127.0.0.1:3900 for Garage (AWS when unset; AWS_ENDPOINT also works).
+    #[arg(long, env = "SATCHEL_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region (AWS_REGION also works) [Garage: garage].
+    #[arg(long, env = "SATCHEL_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// S3 access key id (AWS_ACCESS_KEY_ID also works).
+    #[arg(long, env = "SATCHEL_S3_ACCESS_KEY_ID")]
+    pub s3_access_key_id: Option<String>,
+    /// S3 secret key (AWS_SECRET_ACCESS_KEY also works). Prefer the environment to a flag.
+    #[arg(long, env = "SATCHEL_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+    /// Address buckets as BUCKET.host (AWS style) instead of host/BUCKET (Garage, MinIO).
+    #[arg(long, env = "SATCHEL_S3_VIRTUAL_HOSTED")]
+    pub s3_virtual_hosted: bool,
+}
+
+impl StorageArgs {
+    pub fn s3(&self) -> Option<satchel_blob::S3Config> {
+        self.blob_url.as_ref().map(|url| satchel_blob::S3Config {
+            url: url.clone(),
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            access_key_id: self.s3_access_key_id.clone(),
+            secret_access_key: self.s3_secret_access_key.clone(),
+            virtual_hosted: self.s3_virtual_hosted,
+        })
+    }
+
+    /// Fills what flags and environment left unset from the TOML file.
+    fn or_file(mut self, f: &FileConfig) -> Self {
+        self.database_url = self.database_url.or(f.database_url.clone());
+        self.blob_url = self.blob_url.or(f.blob_url.clone());
+        self.s3_endpoint = self.s3_endpoint.or(f.s3_endpoint.clone());
+        self.s3_region = self.s3_region.or(f.s3_region.clone());
+        self.s3_access_key_id = self.s3_access_key_id.or(f.s3_access_key_id.clone());
+        self.s3_secret_access_key = self.s3_secret_access_key.or(f.s3_secret_access_key.clone());
+        self.s3_virtual_hosted |= f.s3_virtual_hosted.unwrap_or(false);
+        self
+    }
+}
+
 #[derive(Args, Debug, Clone, Default)]
 pub struct ServeArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "SATCHEL_LISTEN")]
     pub listen: Option<SocketAddr>,
@@ -62,10 +117,18 @@ struct FileConfig {
     job_lease: Option<String>,
     gzip_level: Option<i32>,
     public_url: Option<String>,
+    database_url: Option<String>,
+    blob_url: Option<String>,
+    s3_endpoint: Option<String>,
+    s3_region: Option<String>,
+    s3_access_key_id: Option<String>,
+    s3_secret_access_key: Option<String>,
+    s3_virtual_hosted: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Settings {
+    pub storage: StorageArgs,
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub retention: Duration,
@@ -94,6 +157,7 @@ impl ServeArgs {
             None => FileConfig::default(),
         };
         Ok(Settings {
+            storage: self.storage.clone().or_file(&file),
             listen: self
                 .listen
                 .or(file.listen)

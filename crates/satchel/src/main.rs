@@ -29,8 +29,17 @@ enum Cmd {
         /// Data directory of the embedded store.
         #[arg(long, env = "SATCHEL_DATA_DIR", default_value = "./satchel-data")]
         data_dir: PathBuf,
+        #[command(flatten)]
+        storage: config::StorageArgs,
         #[command(subcommand)]
         cmd: AdminCmd,
+    },
+    /// Apply the schema migrations of the configured store and exit (`serve` also applies them).
+    Migrate {
+        #[arg(long, env = "SATCHEL_DATA_DIR", default_value = "./satchel-data")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        storage: config::StorageArgs,
     },
 }
 
@@ -90,13 +99,29 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         match cli.cmd {
             Cmd::Serve(args) => serve::run(args).await,
-            Cmd::Admin { data_dir, cmd } => admin(data_dir, cmd).await,
+            Cmd::Admin {
+                data_dir,
+                storage,
+                cmd,
+            } => admin(data_dir, storage, cmd).await,
+            Cmd::Migrate { data_dir, storage } => {
+                let o = serve::open(&storage, &data_dir).await?;
+                println!(
+                    "migrations applied ({})",
+                    if o.shared { "PostgreSQL" } else { "SQLite" }
+                );
+                Ok(())
+            }
         }
     })
 }
 
-async fn admin(data_dir: PathBuf, cmd: AdminCmd) -> anyhow::Result<()> {
-    let opened = serve::open_embedded(&data_dir).await?;
+async fn admin(
+    data_dir: PathBuf,
+    storage: config::StorageArgs,
+    cmd: AdminCmd,
+) -> anyhow::Result<()> {
+    let opened = serve::open(&storage, &data_dir).await?;
     let (store, blobs) = (opened.store.clone(), opened.blobs.clone());
     let cmd = match cmd {
         AdminCmd::User(c) => c,

@@ -1,6 +1,6 @@
 //! `satchel serve`: wires store, blobs, domain, job workers, the sweeper and the HTTP faces.
 
-use crate::config::{ServeArgs, Settings};
+use crate::config::{ServeArgs, Settings, StorageArgs};
 use anyhow::Context;
 use satchel_api_cloudapi::CloudState;
 use satchel_api_uforge::AppState;
@@ -22,6 +22,8 @@ pub struct Opened {
     pub cloud_store: Arc<dyn CloudStore>,
     pub blobs: Blobs,
     pub max_upload: u64,
+    /// The metadata store is shared with other instances (PostgreSQL).
+    pub shared: bool,
 }
 
 impl Opened {
@@ -35,16 +37,34 @@ impl Opened {
     }
 }
 
-/// The embedded default: `DIR/satchel.db` (SQLite) and `DIR/blobs/`.
-pub async fn open_embedded(dir: &Path) -> anyhow::Result<Opened> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let store = satchel_store::sqlite::SqliteStore::open(&dir.join("satchel.db")).await?;
-    let blobs = Blobs::local(&dir.join("blobs"))?;
+/// Opens the metadata store and blob store `storage` names: PostgreSQL and/or S3 for scale-out, else
+/// the embedded default `DIR/satchel.db` (SQLite) and `DIR/blobs/`. Migrations run on open.
+pub async fn open(storage: &StorageArgs, dir: &Path) -> anyhow::Result<Opened> {
+    let (store, cloud_store, shared): (Arc<dyn Store>, Arc<dyn CloudStore>, bool) = match &storage
+        .database_url
+    {
+        Some(url) => {
+            let pg = satchel_store::postgres::PostgresStore::connect(url)
+                .await
+                .context("connecting to PostgreSQL")?;
+            (Arc::new(pg.clone()), Arc::new(pg), true)
+        }
+        None => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            let s = satchel_store::sqlite::SqliteStore::open(&dir.join("satchel.db")).await?;
+            (Arc::new(s.clone()), Arc::new(s), false)
+        }
+    };
+    let blobs = match storage.s3() {
+        Some(cfg) => Blobs::s3(&cfg).context("configuring the S3 blob store")?,
+        None => Blobs::local(&dir.join("blobs"))?,
+    };
     Ok(Opened {
-        store: Arc::new(store.clone()),
-        cloud_store: Arc::new(store),
+        store,
+        cloud_store,
         blobs,
         max_upload: satchel_domain::service::Config::default().max_upload,
+        shared,
     })
 }
 
@@ -57,33 +77,43 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             }),
         )
         .init();
-    std::fs::create_dir_all(&s.data_dir)
-        .with_context(|| format!("creating {}", s.data_dir.display()))?;
-    // One server per data directory: the job leases of a dead server are released at start, which
-    // is only safe if no other server is using them.
-    let lock = std::fs::File::create(s.data_dir.join("serve.lock"))?;
-    fs2::FileExt::try_lock_exclusive(&lock)
-        .with_context(|| format!("another satchel server is using {}", s.data_dir.display()))?;
-
-    let mut opened = open_embedded(&s.data_dir).await?;
+    let mut opened = open(&s.storage, &s.data_dir).await?;
     opened.max_upload = s.max_upload;
     let (store, blobs) = (opened.store.clone(), opened.blobs.clone());
-    let released = store.release_all_leases().await?;
-    if released > 0 {
-        tracing::warn!(released, "resuming jobs left running by a previous server");
+    // Kept alive for the server's lifetime.
+    let mut _lock = None;
+    if opened.shared {
+        // Instances share the queue: a dead instance's jobs are taken over when their leases expire.
+        tracing::info!("scale-out mode: PostgreSQL queue shared with other instances");
+    } else {
+        // One server per data directory: the job leases of a dead server are released at start,
+        // which is only safe if no other server is using them.
+        let lock = std::fs::File::create(s.data_dir.join("serve.lock"))?;
+        fs2::FileExt::try_lock_exclusive(&lock)
+            .with_context(|| format!("another satchel server is using {}", s.data_dir.display()))?;
+        _lock = Some(lock);
+        let released = store.release_all_leases().await?;
+        if released > 0 {
+            tracing::warn!(released, "resuming jobs left running by a previous server");
+        }
     }
     if let Ok(pw) = std::env::var("SATCHEL_ADMIN_PASSWORD") {
         if !pw.is_empty() && store.user_by_login("root").await?.is_none() {
             let hash = satchel_domain::auth::hash_password(&pw)?;
-            store
+            let created = store
                 .create_user(NewUser {
                     login: "root".into(),
                     password_hash: hash,
                     admin: true,
                     entitlements: vec![],
                 })
-                .await?;
-            tracing::info!("created admin user root");
+                .await;
+            match created {
+                Ok(_) => tracing::info!("created admin user root"),
+                // Another instance starting at the same moment created it first.
+                Err(satchel_domain::DomainError::Conflict(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
     }
 
@@ -118,8 +148,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let sweeper = {
         let satchel = satchel.clone();
         let every = s.sweep_interval;
+        let owner = pool.owner.clone();
         tokio::spawn(async move {
             loop {
+                // Once per period across the cluster; a claim lapses a little before the next tick
+                // so timer drift never skips a period.
+                let lease = every.mul_f64(0.9);
+                match satchel
+                    .store
+                    .claim_periodic("sweep-expired", &owner, lease)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tokio::time::sleep(every).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "claiming the expiry sweep failed; sweeping anyway")
+                    }
+                }
                 match satchel.sweep_expired().await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(expired = n, "expired archives deleted"),

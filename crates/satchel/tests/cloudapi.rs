@@ -498,17 +498,14 @@ async fn export_image_naming_objects_and_errors() {
     let again = alice.get("/alice/stor/images/foo-1.0.0.zfs.gz").await;
     assert_eq!(sha1_hex(&again.body), sha1_hex(&data));
     // ... and its bytes go when the last reference goes.
-    let blob_files = || {
-        walk(&s.dir.path().join("blobs"))
+    let blob_files = || async {
+        s.blobs()
+            .await
             .into_iter()
-            .filter(|p| {
-                std::fs::metadata(p)
-                    .map(|m| m.len() == data.len() as u64)
-                    .unwrap_or(false)
-            })
+            .filter(|(_, size)| *size == data.len() as u64)
             .count()
     };
-    assert_eq!(blob_files(), 1);
+    assert_eq!(blob_files().await, 1);
     assert_eq!(
         alice
             .call("DELETE", "/alice/stor/images/foo-1.0.0.zfs.gz", None, &[])
@@ -516,7 +513,11 @@ async fn export_image_naming_objects_and_errors() {
             .status,
         204
     );
-    assert_eq!(blob_files(), 1, "still exported under /alice/public/a/b");
+    assert_eq!(
+        blob_files().await,
+        1,
+        "still exported under /alice/public/a/b"
+    );
     assert_eq!(
         alice
             .call("DELETE", "/alice/public/a/b/foo-1.0.0.zfs.gz", None, &[])
@@ -524,22 +525,7 @@ async fn export_image_naming_objects_and_errors() {
             .status,
         204
     );
-    assert_eq!(blob_files(), 0);
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
+    assert_eq!(blob_files().await, 0);
 }
 
 #[tokio::test]

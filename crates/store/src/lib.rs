@@ -4,6 +4,7 @@
 //! database and queue).
 
 pub mod postgres;
+mod postgres_cloud;
 pub mod sqlite;
 mod sqlite_cloud;
 

@@ -322,15 +322,31 @@ impl Store for PostgresStore {
         // Locking the user blocks new bundles and tickets (their foreign-key checks share-lock it);
         // locking the bundles blocks new artifacts/attachments and waits out writers in flight, so
         // the keys read below are all the blobs the cascade will orphan.
-        let Some(id) =
-            sqlx::query_scalar::<_, i64>("SELECT id FROM users WHERE login = $1 FOR UPDATE")
-                .bind(login)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err)?
+        let Some(id) = sqlx::query_scalar::<_, i64>("SELECT id FROM users WHERE login = $1")
+            .bind(login)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?
         else {
             return Ok(None);
         };
+        // The owner's cloud lock first, in the same order as image/object writes take it (they
+        // then key-share-lock the user row), so the two never deadlock; from here on no image or
+        // object write of this owner can slip in (see postgres_cloud.rs).
+        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+            .bind(0x5a7c_i32)
+            .bind(id as i32)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let locked = sqlx::query_scalar::<_, i64>("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if locked.is_none() {
+            return Ok(None);
+        }
         sqlx::query("SELECT 1 FROM bundles WHERE owner_id = $1 ORDER BY id FOR UPDATE")
             .bind(id)
             .execute(&mut *tx)
@@ -338,7 +354,9 @@ impl Store for PostgresStore {
             .map_err(db_err)?;
         let mut keys: Vec<String> = sqlx::query_scalar(
             "SELECT a.blob_key FROM artifacts a JOIN bundles b ON a.bundle_id = b.id WHERE b.owner_id = $1 AND a.blob_key IS NOT NULL
-             UNION ALL SELECT t.blob_key FROM attachments t JOIN bundles b ON t.bundle_id = b.id WHERE b.owner_id = $1",
+             UNION ALL SELECT t.blob_key FROM attachments t JOIN bundles b ON t.bundle_id = b.id WHERE b.owner_id = $1
+             UNION SELECT file_blob FROM images WHERE owner_id = $1 AND file_blob IS NOT NULL
+             UNION SELECT blob_key FROM stor_entries WHERE owner_id = $1 AND blob_key IS NOT NULL",
         )
         .bind(id)
         .fetch_all(&mut *tx)
@@ -921,6 +939,24 @@ impl Store for PostgresStore {
         }
         tx.commit().await.map_err(db_err)?;
         Ok(r.rows_affected())
+    }
+
+    /// One conditional upsert: the claim is taken only if nobody holds it or the holder's time is up,
+    /// judged by the database's clock so instances with skewed clocks agree.
+    async fn claim_periodic(&self, name: &str, owner: &str, period: Duration) -> Result<bool> {
+        let won: Option<String> = sqlx::query_scalar(
+            "INSERT INTO periodic_claims (name, owner, until_ms) VALUES ($1, $2, satchel_now_ms() + $3)
+             ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, until_ms = excluded.until_ms
+             WHERE periodic_claims.until_ms <= satchel_now_ms()
+             RETURNING owner",
+        )
+        .bind(name)
+        .bind(owner)
+        .bind(period.as_millis().min(i64::MAX as u128) as i64)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(won.is_some())
     }
 
     /// Waits on the store's LISTEN connection; falls back to sleeping `timeout` if it cannot listen.

@@ -993,3 +993,49 @@ async fn postgres_idle_worker_on_another_instance_starts_promptly() -> Result<()
     pool.shutdown().await;
     Ok(())
 }
+
+/// The expiry sweep runs on one instance per period: claims by two instances on one database, one
+/// winner until the period is over, then the next claim wins again.
+#[tokio::test]
+async fn postgres_periodic_claims_have_one_holder_per_period() -> Result<()> {
+    let db = satchel_testkit::test_database()
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let (a, b): (Arc<dyn Store>, Arc<dyn Store>) = (
+        Arc::new(PostgresStore::connect(&db.url).await?),
+        Arc::new(PostgresStore::connect(&db.url).await?),
+    );
+    let period = Duration::from_millis(400);
+    assert!(a.claim_periodic("sweep", "a", period).await?);
+    assert!(!b.claim_periodic("sweep", "b", period).await?);
+    assert!(
+        !a.claim_periodic("sweep", "a", period).await?,
+        "not twice in one period"
+    );
+    // Another task name is independent.
+    assert!(b.claim_periodic("other", "b", period).await?);
+    tokio::time::sleep(period + Duration::from_millis(100)).await;
+    // Racing claims after expiry: exactly one wins.
+    let (x, y) = tokio::join!(
+        a.claim_periodic("sweep", "a", period),
+        b.claim_periodic("sweep", "b", period)
+    );
+    assert!(x? ^ y?, "exactly one instance wins a period");
+    Ok(())
+}
+
+#[tokio::test]
+async fn sqlite_periodic_claims_always_succeed() -> Result<()> {
+    let e = sqlite().await;
+    assert!(
+        e.store
+            .claim_periodic("sweep", "a", Duration::from_secs(60))
+            .await?
+    );
+    assert!(
+        e.store
+            .claim_periodic("sweep", "a", Duration::from_secs(60))
+            .await?
+    );
+    Ok(())
+}

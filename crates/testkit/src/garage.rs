@@ -187,9 +187,15 @@ impl Drop for TempGarage {
 /// The Garage the tests of this process share (started on first use).
 pub fn shared_garage() -> anyhow::Result<&'static TempGarage> {
     static G: OnceLock<Result<TempGarage, String>> = OnceLock::new();
-    G.get_or_init(|| TempGarage::start().map_err(|e| format!("{e:#}")))
-        .as_ref()
-        .map_err(|e| anyhow::anyhow!("{e}"))
+    // Started on a thread of its own: the readiness probe runs a small runtime, which cannot nest
+    // inside the async test that asked first.
+    G.get_or_init(|| {
+        std::thread::spawn(|| TempGarage::start().map_err(|e| format!("{e:#}")))
+            .join()
+            .unwrap_or_else(|_| Err("starting Garage panicked".into()))
+    })
+    .as_ref()
+    .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// A fresh `s3://bucket/test-<uuid>` location on the shared Garage.

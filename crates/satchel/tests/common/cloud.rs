@@ -2,7 +2,7 @@
 //! `satchel admin key add`, and a reqwest client that signs every request (HTTP Signature).
 #![allow(dead_code)]
 
-use super::{admin, Server};
+use super::Server;
 use satchel_httpsig::PrivateKey;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -65,8 +65,7 @@ pub fn keygen(dir: &Path, name: &str, kind: &str, bits: Option<u32>, pem: bool) 
 
 /// Registers `kp` for `login` with the admin command, as an operator would.
 pub fn register(server: &Server, login: &str, name: &str, kp: &KeyPair) {
-    let out = admin(
-        server.dir.path(),
+    let out = server.admin(
         &[
             "key",
             "add",

@@ -15,6 +15,11 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     pub port: u16,
     pub extra: Vec<String>,
+    /// `--database-url ... --blob-url ...` in scale-out runs.
+    pub storage: Vec<String>,
+    pub _db: Option<satchel_testkit::TestDatabase>,
+    /// The Garage key prefix of this server's blobs (scale-out runs).
+    pub blob_prefix: Option<String>,
 }
 
 pub fn bin() -> PathBuf {
@@ -30,10 +35,21 @@ fn free_port() -> u16 {
 }
 
 pub fn admin(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    admin_with(dir, &[], args, stdin)
+}
+
+/// `satchel admin` with storage flags (`--database-url ...` in scale-out runs) before the subcommand.
+pub fn admin_with(
+    dir: &std::path::Path,
+    storage: &[String],
+    args: &[&str],
+    stdin: Option<&str>,
+) -> std::process::Output {
     let mut c = Command::new(bin())
         .arg("admin")
         .arg("--data-dir")
         .arg(dir)
+        .args(storage)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -47,33 +63,90 @@ pub fn admin(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> std::
     c.wait_with_output().unwrap()
 }
 
+const fn starts_with(s: &str, prefix: &str) -> bool {
+    let (s, p) = (s.as_bytes(), prefix.as_bytes());
+    if s.len() < p.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < p.len() {
+        if s[i] != p[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Test binaries named `scaleout*` run the same tests on PostgreSQL + Garage (S3) instead of the
+/// embedded default: tests/scaleout.rs includes the other test files as modules.
+pub const SCALEOUT: bool = starts_with(env!("CARGO_CRATE_NAME"), "scaleout");
+
+/// The storage flags of one test server: a fresh PostgreSQL database and a fresh Garage prefix in
+/// scale-out runs (the database handle keeps it alive), nothing for the embedded default.
+async fn storage_flags() -> (
+    Vec<String>,
+    Option<satchel_testkit::TestDatabase>,
+    Option<String>,
+) {
+    if !SCALEOUT {
+        return (Vec::new(), None, None);
+    }
+    let db = satchel_testkit::test_database()
+        .await
+        .expect("a test database");
+    let (url, t) = satchel_testkit::garage::test_bucket_url().expect("Garage");
+    let prefix = url.rsplit('/').next().unwrap_or_default().to_string();
+    let flags = vec![
+        "--database-url".into(),
+        db.url.clone(),
+        "--blob-url".into(),
+        url,
+        "--s3-endpoint".into(),
+        t.endpoint.clone(),
+        "--s3-region".into(),
+        t.region.clone(),
+        "--s3-access-key-id".into(),
+        t.access_key_id.clone(),
+        "--s3-secret-access-key".into(),
+        t.secret_access_key.clone(),
+    ];
+    (flags, Some(db), Some(prefix))
+}
+
 impl Server {
     /// A server with users alice and bob (software_upload), carol (no entitlement) and root (admin).
     pub async fn start(extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
+        let (storage, db, blob_prefix) = storage_flags().await;
         for (login, ents) in [("alice", true), ("bob", true), ("carol", false)] {
             let mut args = vec!["user", "add", login, "--password-stdin"];
             if ents {
                 args.extend(["--entitlement", "software_upload"]);
             }
-            let out = admin(dir.path(), &args, Some(&format!("{login}-pw\n")));
+            let out = admin_with(dir.path(), &storage, &args, Some(&format!("{login}-pw\n")));
             assert!(
                 out.status.success(),
                 "{}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let out = admin(
+        let out = admin_with(
             dir.path(),
+            &storage,
             &["user", "add", "root", "--password-stdin", "--admin"],
             Some("root-pw\n"),
         );
         assert!(out.status.success());
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let mut s = Server {
             child: None,
             dir,
             port: free_port(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra,
+            storage,
+            _db: db,
+            blob_prefix,
         };
         s.spawn().await;
         s
@@ -91,7 +164,17 @@ impl Server {
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--data-dir")
             .arg(self.dir.path())
+            .args(&self.storage)
             .args(&self.extra)
+            // Instances share the queue, so a restarted one does not release leases at start: a
+            // dead worker's jobs are taken over when the lease runs out. Keep that short in tests.
+            .args(
+                if SCALEOUT && !self.extra.iter().any(|a| a == "--job-lease") {
+                    &["--job-lease", "3s"][..]
+                } else {
+                    &[][..]
+                },
+            )
             .env("RUST_LOG", "info")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -111,6 +194,60 @@ impl Server {
                 self.log()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Another instance on the same PostgreSQL database and Garage prefix (scale-out runs only), with
+    /// its own port and scratch directory.
+    pub async fn second(&self, extra: &[&str]) -> Server {
+        if !SCALEOUT {
+            panic!("a second instance needs the shared scale-out engines");
+        }
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut s = Server {
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            port: free_port(),
+            extra,
+            storage: self.storage.clone(),
+            _db: None,
+            blob_prefix: self.blob_prefix.clone(),
+        };
+        s.spawn().await;
+        s
+    }
+
+    /// The PostgreSQL database of this server (scale-out runs).
+    pub fn database_url(&self) -> Option<String> {
+        self.storage
+            .iter()
+            .position(|a| a == "--database-url")
+            .and_then(|i| self.storage.get(i + 1).cloned())
+    }
+
+    pub fn admin(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+        admin_with(self.dir.path(), &self.storage, args, stdin)
+    }
+
+    /// Every stored blob as (key, size): the data dir's files, or the Garage prefix's objects.
+    pub async fn blobs(&self) -> Vec<(String, u64)> {
+        use futures::TryStreamExt;
+        match &self.blob_prefix {
+            None => walk_files(&self.dir.path().join("blobs"))
+                .into_iter()
+                .map(|p| {
+                    let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+                    (p.to_string_lossy().to_string(), size)
+                })
+                .collect(),
+            Some(prefix) => {
+                let g = satchel_testkit::garage::shared_garage().unwrap();
+                let store = g.store(prefix).unwrap();
+                let list: Vec<_> = store.list(None).try_collect().await.unwrap();
+                list.into_iter()
+                    .map(|m| (m.location.to_string(), m.size))
+                    .collect()
+            }
         }
     }
 
@@ -411,6 +548,21 @@ pub fn untar(data: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
         let mut body = Vec::new();
         e.read_to_end(&mut body).unwrap();
         out.insert(p, body);
+    }
+    out
+}
+
+fn walk_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk_files(&p));
+            } else {
+                out.push(p);
+            }
+        }
     }
     out
 }

@@ -1,0 +1,18 @@
+//! The integration suite again, on the scale-out engines: every server these tests start uses a
+//! fresh PostgreSQL database (metadata and job queue) and a fresh prefix in a real Garage bucket
+//! (S3) instead of the embedded default. `common::SCALEOUT` is true in this binary (by its name),
+//! so `Server::start` does the rest; the test bodies are the same files, unchanged.
+//! (The Python SDK suite manages its own servers and runs on the embedded default only.)
+
+// Each included file brings its own `mod common;`: the harness is compiled once per file, on purpose,
+// so the files stay unchanged and runnable on their own.
+#![allow(clippy::duplicate_mod)]
+
+#[path = "api.rs"]
+mod api;
+#[path = "cloudapi.rs"]
+mod cloudapi;
+#[path = "durability.rs"]
+mod durability;
+#[path = "sdc.rs"]
+mod sdc;
