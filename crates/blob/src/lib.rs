@@ -251,7 +251,6 @@ impl Blobs {
 
     pub async fn writer_opts(&self, key: &str, hashes: Hashes) -> Result<BlobWriter> {
         let p = path(key)?;
-        let upload = self.store.put_multipart(&p).await?;
         let mut digests = Vec::new();
         if hashes.sha256 {
             digests.push(Digester::spawn(DigestKind::Sha256));
@@ -263,7 +262,10 @@ impl Blobs {
             digests.push(Digester::spawn(DigestKind::Sha1));
         }
         Ok(BlobWriter {
-            inner: Some(WriteMultipart::new_with_chunk_size(upload, PART_SIZE)),
+            inner: None,
+            pending: Vec::new(),
+            pending_len: 0,
+            closed: false,
             digests,
             size: 0,
             store: self.store.clone(),
@@ -406,22 +408,24 @@ impl Digester {
 /// A multipart upload in progress. Call [`BlobWriter::finish`] to publish or [`BlobWriter::abort`] to
 /// drop it; dropping without either leaves only an unreferenced partial upload, never a visible object.
 pub struct BlobWriter {
+    /// The multipart upload, started only once more than one part's worth has arrived: a small
+    /// object is one plain PUT (three fewer round trips to S3, and S3 refuses multipart uploads
+    /// without parts, i.e. empty objects).
     inner: Option<WriteMultipart>,
+    pending: Vec<Bytes>,
+    pending_len: usize,
+    closed: bool,
     digests: Vec<Digester>,
     size: u64,
-    /// For the empty object: S3 refuses to complete a multipart upload without parts.
     store: Arc<dyn ObjectStore>,
     path: Path,
 }
 
 impl BlobWriter {
     pub async fn write(&mut self, data: Bytes) -> Result<()> {
-        let w = self
-            .inner
-            .as_mut()
-            .ok_or_else(|| BlobError::Store("writer already closed".into()))?;
-        // Back-pressure: never hold more than PART_CONCURRENCY parts in flight.
-        w.wait_for_capacity(PART_CONCURRENCY).await?;
+        if self.closed {
+            return Err(BlobError::Store("writer already closed".into()));
+        }
         for d in &self.digests {
             if let Some(tx) = &d.tx {
                 tx.send(data.clone())
@@ -430,7 +434,26 @@ impl BlobWriter {
             }
         }
         self.size += data.len() as u64;
-        w.put(data);
+        if self.inner.is_none() {
+            self.pending_len += data.len();
+            self.pending.push(data);
+            if self.pending_len <= PART_SIZE {
+                return Ok(());
+            }
+            let upload = self.store.put_multipart(&self.path).await?;
+            let mut w = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+            for b in self.pending.drain(..) {
+                w.put(b);
+            }
+            self.pending_len = 0;
+            self.inner = Some(w);
+            return Ok(());
+        }
+        if let Some(w) = self.inner.as_mut() {
+            // Back-pressure: never hold more than PART_CONCURRENCY parts in flight.
+            w.wait_for_capacity(PART_CONCURRENCY).await?;
+            w.put(data);
+        }
         Ok(())
     }
 
@@ -439,10 +462,10 @@ impl BlobWriter {
     }
 
     pub async fn finish(mut self) -> Result<Written> {
-        let w = self
-            .inner
-            .take()
-            .ok_or_else(|| BlobError::Store("writer already closed".into()))?;
+        if self.closed {
+            return Err(BlobError::Store("writer already closed".into()));
+        }
+        self.closed = true;
         let mut written = Written {
             size: self.size,
             sha256: String::new(),
@@ -452,14 +475,11 @@ impl BlobWriter {
         // Digests first: a failed digest must not leave a published object behind.
         for mut d in std::mem::take(&mut self.digests) {
             drop(d.tx.take());
-            let hex = (&mut d.done)
-                .await
-                .map_err(|e| BlobError::Store(format!("digest thread failed: {e}")));
-            let hex = match hex {
+            let hex = match (&mut d.done).await {
                 Ok(h) => h,
                 Err(e) => {
-                    let _ = w.abort().await;
-                    return Err(e);
+                    self.abort_inner().await;
+                    return Err(BlobError::Store(format!("digest thread failed: {e}")));
                 }
             };
             match d.kind {
@@ -468,24 +488,30 @@ impl BlobWriter {
                 DigestKind::Sha1 => written.sha1 = Some(hex),
             }
         }
-        if self.size == 0 {
-            // No part was written: drop the multipart upload and store the empty object plainly.
-            let _ = w.abort().await;
-            self.store
-                .put(&self.path, PutPayload::from_static(b""))
-                .await?;
-        } else {
-            w.finish().await?;
+        match self.inner.take() {
+            Some(w) => {
+                w.finish().await?;
+            }
+            None => {
+                let payload: PutPayload = std::mem::take(&mut self.pending).into_iter().collect();
+                self.store.put(&self.path, payload).await?;
+            }
         }
         Ok(written)
     }
 
-    pub async fn abort(mut self) {
+    async fn abort_inner(&mut self) {
+        self.pending.clear();
         if let Some(w) = self.inner.take() {
             if let Err(e) = w.abort().await {
                 tracing::warn!(error = %e, "aborting a multipart upload");
             }
         }
+    }
+
+    pub async fn abort(mut self) {
+        self.closed = true;
+        self.abort_inner().await;
     }
 }
 
