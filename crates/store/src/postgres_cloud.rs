@@ -1,0 +1,593 @@
+//! PostgreSQL implementation of `CloudStore`: SSH keys, images, the object namespace (`stor_entries`)
+//! and async image exports. It mirrors [`crate::sqlite_cloud`] method by method: same conditions, same
+//! return values, same blob keys handed back for deletion.
+//!
+//! What differs is how the check-then-write methods are made atomic. SQLite runs them in a
+//! `BEGIN IMMEDIATE` transaction and its single writer does the rest; PostgreSQL runs writers
+//! concurrently, so `stor_put`, `stor_mkdir`, `stor_delete`, `set_image_file`, `delete_image` (and
+//! `Store::delete_user`, which collects the owner's blob keys) first take a transaction-scoped
+//! advisory lock keyed by the owner ([`lock_owner`]) and thereby run one at a time per owner.
+//!
+//! Why an owner-wide lock rather than row locks on the image or the parent directory: a blob's
+//! references are rows with nothing in common to lock. Two transactions each removing one of the last
+//! two references (two objects exported from a deleted image) would each still see the other's
+//! reference and neither would hand the blob back, so it would leak; a `stor_put(link_from_image)`
+//! could likewise add a reference while `delete_image` concludes the blob is unreferenced. Every
+//! reference to a blob belongs to one owner (links are only made from the writer's own images, every
+//! other blob is a fresh upload under a unique key), so serialising each owner's writers covers all
+//! reference counts, and also the parent/child checks and two writers racing for one path (which
+//! would otherwise surface as a unique violation instead of `Existed`/`IsDirectory`). Different owners
+//! never wait for each other; reads and the single-statement writes take no lock. Advisory rather than
+//! a lock on the `users` row: it writes no tuple and does not block that row's other updaters.
+
+use crate::db_err;
+use crate::postgres::PostgresStore;
+use async_trait::async_trait;
+use satchel_domain::cloud::model::*;
+use satchel_domain::model::{now_millis, Id, Millis};
+use satchel_domain::ports::CloudStore;
+use satchel_domain::{DomainError, Result};
+use sqlx::postgres::PgRow;
+use sqlx::{Postgres, Row, Transaction};
+
+/// First key of the owner locks (the two-key advisory lock space, which sqlx's migration lock, a
+/// single bigint key, does not share). The ASCII of "StOw" (store owner).
+const OWNER_LOCK_CLASS: i32 = 0x5374_4f77;
+
+/// The second key: the owner id folded into 32 bits. Two owners that fold alike only wait for each
+/// other; correctness needs just that one owner always maps to the same key.
+fn owner_lock_key(owner: Id) -> i32 {
+    (owner ^ (owner >> 32)) as i32
+}
+
+/// Begins a transaction that holds `owner`'s lock (see the module doc) until it ends.
+///
+/// READ COMMITTED explicitly, whatever the server default: every statement after the lock then takes
+/// a fresh snapshot that includes what the previous holder committed. Under REPEATABLE READ the
+/// snapshot would date from the lock call itself, before the wait, and the checks would read stale
+/// rows.
+async fn begin_locked(store: &PostgresStore, owner: Id) -> Result<Transaction<'static, Postgres>> {
+    let mut tx = store
+        .pool()
+        .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+        .await
+        .map_err(db_err)?;
+    lock_owner(&mut tx, owner).await?;
+    Ok(tx)
+}
+
+/// Takes `owner`'s cloud write lock for the rest of the transaction. `Store::delete_user` takes it
+/// too, before it locks the user row: cloud writers hold this lock while their inserts' foreign-key
+/// checks share-lock the user row, so the opposite order could deadlock.
+pub(crate) async fn lock_owner(tx: &mut Transaction<'_, Postgres>, owner: Id) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        .bind(OWNER_LOCK_CLASS)
+        .bind(owner_lock_key(owner))
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
+fn bad(what: &str, v: &str) -> DomainError {
+    DomainError::Storage(format!("unexpected {what} {v:?} in the database"))
+}
+
+fn key_from(r: &PgRow) -> Result<SshKey> {
+    Ok(SshKey {
+        id: r.try_get("id").map_err(db_err)?,
+        owner_id: r.try_get("owner_id").map_err(db_err)?,
+        name: r.try_get("name").map_err(db_err)?,
+        fingerprint: r.try_get("fingerprint").map_err(db_err)?,
+        key: r.try_get("key").map_err(db_err)?,
+        created: r.try_get("created").map_err(db_err)?,
+    })
+}
+
+fn image_from(r: &PgRow) -> Result<Image> {
+    let state: String = r.try_get("state").map_err(db_err)?;
+    let blob: Option<String> = r.try_get("file_blob").map_err(db_err)?;
+    let file = match blob {
+        None => None,
+        Some(blob_key) => {
+            let c: String = r.try_get("file_compression").map_err(db_err)?;
+            Some(ImageFile {
+                blob_key,
+                size: r.try_get("file_size").map_err(db_err)?,
+                sha1: r.try_get("file_sha1").map_err(db_err)?,
+                md5: r.try_get("file_md5").map_err(db_err)?,
+                compression: Compression::parse(&c).ok_or_else(|| bad("compression", &c))?,
+            })
+        }
+    };
+    Ok(Image {
+        id: r.try_get("id").map_err(db_err)?,
+        owner_id: r.try_get("owner_id").map_err(db_err)?,
+        name: r.try_get("name").map_err(db_err)?,
+        version: r.try_get("version").map_err(db_err)?,
+        os: r.try_get("os").map_err(db_err)?,
+        kind: r.try_get("type").map_err(db_err)?,
+        description: r.try_get("description").map_err(db_err)?,
+        state: ImageState::parse(&state).ok_or_else(|| bad("image state", &state))?,
+        public: r.try_get("public").map_err(db_err)?,
+        published_at: r.try_get("published_at").map_err(db_err)?,
+        created: r.try_get("created").map_err(db_err)?,
+        file,
+    })
+}
+
+fn entry_from(r: &PgRow) -> Result<StorEntry> {
+    let kind: String = r.try_get("kind").map_err(db_err)?;
+    Ok(StorEntry {
+        owner_id: r.try_get("owner_id").map_err(db_err)?,
+        path: r.try_get("path").map_err(db_err)?,
+        parent: r.try_get("parent").map_err(db_err)?,
+        name: r.try_get("name").map_err(db_err)?,
+        kind: EntryKind::parse(&kind).ok_or_else(|| bad("entry kind", &kind))?,
+        size: r.try_get("size").map_err(db_err)?,
+        md5: r.try_get("md5").map_err(db_err)?,
+        content_type: r.try_get("content_type").map_err(db_err)?,
+        blob_key: r.try_get("blob_key").map_err(db_err)?,
+        etag: r.try_get("etag").map_err(db_err)?,
+        mtime: r.try_get("mtime").map_err(db_err)?,
+    })
+}
+
+fn export_from(r: &PgRow) -> Result<ImageExport> {
+    let state: String = r.try_get("state").map_err(db_err)?;
+    Ok(ImageExport {
+        id: r.try_get("id").map_err(db_err)?,
+        owner_id: r.try_get("owner_id").map_err(db_err)?,
+        image_id: r.try_get("image_id").map_err(db_err)?,
+        manta_path: r.try_get("manta_path").map_err(db_err)?,
+        state: ExportState::parse(&state).ok_or_else(|| bad("export state", &state))?,
+        bytes_copied: r.try_get("bytes_copied").map_err(db_err)?,
+        bytes_total: r.try_get("bytes_total").map_err(db_err)?,
+        image_path: r.try_get("image_path").map_err(db_err)?,
+        manifest_path: r.try_get("manifest_path").map_err(db_err)?,
+        error: r.try_get("error").map_err(db_err)?,
+        created: r.try_get("created").map_err(db_err)?,
+        modified: r.try_get("modified").map_err(db_err)?,
+    })
+}
+
+/// `key` if no image or object references it any more (call after removing one reference, under the
+/// owner lock, which keeps every other reference to it from changing meanwhile).
+async fn if_unreferenced(
+    tx: &mut Transaction<'_, Postgres>,
+    key: Option<String>,
+) -> Result<Option<String>> {
+    let Some(key) = key else { return Ok(None) };
+    let unreferenced: bool = sqlx::query_scalar(
+        "SELECT NOT EXISTS (SELECT 1 FROM images WHERE file_blob = $1)
+            AND NOT EXISTS (SELECT 1 FROM stor_entries WHERE blob_key = $1)",
+    )
+    .bind(&key)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(db_err)?;
+    Ok(unreferenced.then_some(key))
+}
+
+async fn parent_is_dir(
+    tx: &mut Transaction<'_, Postgres>,
+    owner: Id,
+    parent: &str,
+) -> Result<bool> {
+    let kind: Option<String> =
+        sqlx::query_scalar("SELECT kind FROM stor_entries WHERE owner_id = $1 AND path = $2")
+            .bind(owner)
+            .bind(parent)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db_err)?;
+    Ok(kind.as_deref() == Some("directory"))
+}
+
+#[async_trait]
+impl CloudStore for PostgresStore {
+    async fn add_key(&self, owner: Id, name: &str, fingerprint: &str, key: &str) -> Result<SshKey> {
+        let row = sqlx::query(
+            "INSERT INTO ssh_keys (owner_id, name, fingerprint, key, created) VALUES ($1, $2, $3, $4, $5) RETURNING *",
+        )
+        .bind(owner)
+        .bind(name)
+        .bind(fingerprint)
+        .bind(key)
+        .bind(now_millis())
+        .fetch_one(self.pool())
+        .await
+        .map_err(db_err)?;
+        key_from(&row)
+    }
+
+    async fn list_keys(&self, owner: Id) -> Result<Vec<SshKey>> {
+        let rows = sqlx::query("SELECT * FROM ssh_keys WHERE owner_id = $1 ORDER BY name")
+            .bind(owner)
+            .fetch_all(self.pool())
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(key_from).collect()
+    }
+
+    async fn get_key(&self, owner: Id, name_or_fp: &str) -> Result<Option<SshKey>> {
+        // One key's name may be another's fingerprint: the fingerprint match wins.
+        let row = sqlx::query(
+            "SELECT * FROM ssh_keys WHERE owner_id = $1 AND (fingerprint = $2 OR name = $2)
+             ORDER BY (fingerprint = $2) DESC LIMIT 1",
+        )
+        .bind(owner)
+        .bind(name_or_fp)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(db_err)?;
+        row.as_ref().map(key_from).transpose()
+    }
+
+    async fn delete_key(&self, owner: Id, name_or_fp: &str) -> Result<bool> {
+        let r = sqlx::query(
+            "DELETE FROM ssh_keys WHERE id = (SELECT id FROM ssh_keys WHERE owner_id = $1 AND (fingerprint = $2 OR name = $2)
+                                             ORDER BY (fingerprint = $2) DESC LIMIT 1)",
+        )
+        .bind(owner)
+        .bind(name_or_fp)
+        .execute(self.pool())
+        .await
+        .map_err(db_err)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn create_image(&self, i: &Image) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO images (id, owner_id, name, version, os, type, description, state, public, published_at, created)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&i.id)
+        .bind(i.owner_id)
+        .bind(&i.name)
+        .bind(&i.version)
+        .bind(&i.os)
+        .bind(&i.kind)
+        .bind(&i.description)
+        .bind(i.state.as_str())
+        .bind(i.public)
+        .bind(i.published_at)
+        .bind(i.created)
+        .execute(self.pool())
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn get_image(&self, id: &str) -> Result<Option<Image>> {
+        let row = sqlx::query("SELECT * FROM images WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(image_from).transpose()
+    }
+
+    async fn list_images(&self, owner: Id) -> Result<Vec<Image>> {
+        let rows = sqlx::query(
+            "SELECT * FROM images WHERE owner_id = $1 OR public ORDER BY name, version, created",
+        )
+        .bind(owner)
+        .fetch_all(self.pool())
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(image_from).collect()
+    }
+
+    async fn set_image_file(
+        &self,
+        owner: Id,
+        id: &str,
+        f: &ImageFile,
+    ) -> Result<Option<Option<String>>> {
+        let mut tx = begin_locked(self, owner).await?;
+        // `activate_image` is one conditional UPDATE that takes no owner lock: the row lock waits out
+        // an activation in flight and re-checks the state afterwards, so a file is never swapped
+        // under an image that has just become active.
+        let old: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT file_blob FROM images WHERE id = $1 AND owner_id = $2 AND state = 'unactivated' FOR UPDATE",
+        )
+        .bind(id)
+        .bind(owner)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let Some(old) = old else { return Ok(None) };
+        sqlx::query(
+            "UPDATE images SET file_blob = $1, file_size = $2, file_sha1 = $3, file_md5 = $4, file_compression = $5 WHERE id = $6",
+        )
+        .bind(&f.blob_key)
+        .bind(f.size)
+        .bind(&f.sha1)
+        .bind(&f.md5)
+        .bind(f.compression.as_str())
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let old = if_unreferenced(&mut tx, old).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(Some(old))
+    }
+
+    async fn activate_image(&self, owner: Id, id: &str, now: Millis) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE images SET state = 'active', published_at = $1
+             WHERE id = $2 AND owner_id = $3 AND state = 'unactivated' AND file_blob IS NOT NULL",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(owner)
+        .execute(self.pool())
+        .await
+        .map_err(db_err)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn delete_image(&self, owner: Id, id: &str) -> Result<Option<Option<String>>> {
+        let mut tx = begin_locked(self, owner).await?;
+        let blob: Option<Option<String>> = sqlx::query_scalar(
+            "DELETE FROM images WHERE id = $1 AND owner_id = $2 RETURNING file_blob",
+        )
+        .bind(id)
+        .bind(owner)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let Some(blob) = blob else { return Ok(None) };
+        let blob = if_unreferenced(&mut tx, blob).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(Some(blob))
+    }
+
+    async fn stor_get(&self, owner: Id, path: &str) -> Result<Option<StorEntry>> {
+        let row = sqlx::query("SELECT * FROM stor_entries WHERE owner_id = $1 AND path = $2")
+            .bind(owner)
+            .bind(path)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(entry_from).transpose()
+    }
+
+    async fn stor_list(
+        &self,
+        owner: Id,
+        dir: &str,
+        marker: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<StorEntry>> {
+        // SQLite reads a negative LIMIT as "no limit"; PostgreSQL rejects it, but LIMIT NULL means
+        // the same.
+        let rows = sqlx::query(
+            "SELECT * FROM stor_entries WHERE owner_id = $1 AND parent = $2 AND name > $3
+             ORDER BY name LIMIT CASE WHEN $4 < 0 THEN NULL ELSE $4 END",
+        )
+        .bind(owner)
+        .bind(dir)
+        .bind(marker.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(entry_from).collect()
+    }
+
+    async fn stor_put(
+        &self,
+        e: &StorEntry,
+        parent_is_root: bool,
+        link_from_image: Option<&str>,
+    ) -> Result<StorPut> {
+        let mut tx = begin_locked(self, e.owner_id).await?;
+        if !parent_is_root && !parent_is_dir(&mut tx, e.owner_id, &e.parent).await? {
+            return Ok(StorPut::NoParent);
+        }
+        if let Some(image) = link_from_image {
+            // Under the owner lock the image can neither be deleted nor get a new file before this
+            // transaction commits the new reference.
+            let holds: Option<i32> = sqlx::query_scalar(
+                "SELECT 1 FROM images WHERE id = $1 AND owner_id = $2 AND file_blob = $3",
+            )
+            .bind(image)
+            .bind(e.owner_id)
+            .bind(&e.blob_key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            if holds.is_none() {
+                return Ok(StorPut::SourceGone);
+            }
+        }
+        let existing = sqlx::query(
+            "SELECT kind, blob_key FROM stor_entries WHERE owner_id = $1 AND path = $2",
+        )
+        .bind(e.owner_id)
+        .bind(&e.path)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let mut replaced = None;
+        if let Some(row) = existing {
+            let kind: String = row.try_get("kind").map_err(db_err)?;
+            if kind == "directory" {
+                return Ok(StorPut::IsDirectory);
+            }
+            replaced = row
+                .try_get::<Option<String>, _>("blob_key")
+                .map_err(db_err)?;
+        }
+        sqlx::query(
+            "INSERT INTO stor_entries (owner_id, path, parent, name, kind, size, md5, content_type, blob_key, etag, mtime)
+             VALUES ($1, $2, $3, $4, 'object', $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (owner_id, path) DO UPDATE SET size = EXCLUDED.size, md5 = EXCLUDED.md5,
+               content_type = EXCLUDED.content_type, blob_key = EXCLUDED.blob_key, etag = EXCLUDED.etag, mtime = EXCLUDED.mtime",
+        )
+        .bind(e.owner_id)
+        .bind(&e.path)
+        .bind(&e.parent)
+        .bind(&e.name)
+        .bind(e.size)
+        .bind(&e.md5)
+        .bind(&e.content_type)
+        .bind(&e.blob_key)
+        .bind(&e.etag)
+        .bind(e.mtime)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        // Replacing an object with a link to the same blob must not delete it.
+        let replaced = if replaced == e.blob_key {
+            None
+        } else {
+            replaced
+        };
+        let replaced = if_unreferenced(&mut tx, replaced).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(StorPut::Done {
+            replaced_blob: replaced,
+        })
+    }
+
+    async fn stor_mkdir(&self, e: &StorEntry, parent_is_root: bool) -> Result<StorMkdir> {
+        let mut tx = begin_locked(self, e.owner_id).await?;
+        if !parent_is_root && !parent_is_dir(&mut tx, e.owner_id, &e.parent).await? {
+            return Ok(StorMkdir::NoParent);
+        }
+        let kind: Option<String> =
+            sqlx::query_scalar("SELECT kind FROM stor_entries WHERE owner_id = $1 AND path = $2")
+                .bind(e.owner_id)
+                .bind(&e.path)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        match kind.as_deref() {
+            Some("directory") => return Ok(StorMkdir::Existed),
+            Some(_) => return Ok(StorMkdir::IsObject),
+            None => {}
+        }
+        sqlx::query(
+            "INSERT INTO stor_entries (owner_id, path, parent, name, kind, size, etag, mtime)
+             VALUES ($1, $2, $3, $4, 'directory', 0, $5, $6)",
+        )
+        .bind(e.owner_id)
+        .bind(&e.path)
+        .bind(&e.parent)
+        .bind(&e.name)
+        .bind(&e.etag)
+        .bind(e.mtime)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(StorMkdir::Created)
+    }
+
+    async fn stor_delete(&self, owner: Id, path: &str) -> Result<StorDelete> {
+        // Under the owner lock no child can be added between the emptiness check and the delete.
+        let mut tx = begin_locked(self, owner).await?;
+        let row = sqlx::query(
+            "SELECT kind, blob_key FROM stor_entries WHERE owner_id = $1 AND path = $2",
+        )
+        .bind(owner)
+        .bind(path)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let Some(row) = row else {
+            return Ok(StorDelete::Missing);
+        };
+        let kind: String = row.try_get("kind").map_err(db_err)?;
+        if kind == "directory" {
+            let child: Option<i32> = sqlx::query_scalar(
+                "SELECT 1 FROM stor_entries WHERE owner_id = $1 AND parent = $2 LIMIT 1",
+            )
+            .bind(owner)
+            .bind(path)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            if child.is_some() {
+                return Ok(StorDelete::NotEmpty);
+            }
+        }
+        let blob: Option<String> = row.try_get("blob_key").map_err(db_err)?;
+        sqlx::query("DELETE FROM stor_entries WHERE owner_id = $1 AND path = $2")
+            .bind(owner)
+            .bind(path)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let blob = if_unreferenced(&mut tx, blob).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(StorDelete::Deleted { blob })
+    }
+
+    async fn create_image_export(&self, e: &ImageExport) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO image_exports (id, owner_id, image_id, manta_path, state, bytes_copied, bytes_total, image_path, manifest_path, error, created, modified)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(&e.id)
+        .bind(e.owner_id)
+        .bind(&e.image_id)
+        .bind(&e.manta_path)
+        .bind(e.state.as_str())
+        .bind(e.bytes_copied)
+        .bind(e.bytes_total)
+        .bind(&e.image_path)
+        .bind(&e.manifest_path)
+        .bind(&e.error)
+        .bind(e.created)
+        .bind(e.modified)
+        .execute(self.pool())
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn get_image_export(&self, owner: Id, id: &str) -> Result<Option<ImageExport>> {
+        let row = sqlx::query("SELECT * FROM image_exports WHERE id = $1 AND owner_id = $2")
+            .bind(id)
+            .bind(owner)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(export_from).transpose()
+    }
+
+    async fn update_image_export(&self, e: &ImageExport) -> Result<()> {
+        sqlx::query(
+            "UPDATE image_exports SET state = $1, bytes_copied = $2, bytes_total = $3, image_path = $4,
+                manifest_path = $5, error = $6, modified = $7
+             WHERE id = $8",
+        )
+        .bind(e.state.as_str())
+        .bind(e.bytes_copied)
+        .bind(e.bytes_total)
+        .bind(&e.image_path)
+        .bind(&e.manifest_path)
+        .bind(&e.error)
+        .bind(e.modified)
+        .bind(&e.id)
+        .execute(self.pool())
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn unfinished_image_exports(&self) -> Result<Vec<ImageExport>> {
+        let rows = sqlx::query(
+            "SELECT * FROM image_exports WHERE state IN ('queued', 'running') ORDER BY created",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(export_from).collect()
+    }
+}
