@@ -1,7 +1,8 @@
 //! Satchel's metadata store and job queue. [`sqlite::SqliteStore`] is the embedded default (one file,
 //! WAL mode, safe to share with `satchel admin` while the server runs). [`postgres::PostgresStore`]
 //! implements the same `satchel_domain::ports::Store` trait for scale-out (several instances, one
-//! database and queue).
+//! database and queue). Both also implement `satchel_domain::ports::CloudStore` (keys, images, the
+//! object namespace, image exports), in `sqlite_cloud` and `postgres_cloud`.
 
 pub mod postgres;
 mod postgres_cloud;

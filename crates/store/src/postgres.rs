@@ -9,10 +9,12 @@
 //!   instances with skewed clocks agree on when a lease has expired.
 //! - SQLite serialises every write transaction (`BEGIN IMMEDIATE`); PostgreSQL does not, so the
 //!   multi-statement writes take row locks in one order (user, then bundle, then its artifacts or
-//!   attachments) before reading what they are about to change.
+//!   attachments) before reading what they are about to change. `delete_user` first takes the owner's
+//!   cloud write lock, which the `CloudStore` side (`postgres_cloud.rs`) serialises on.
 //! - Enqueuing sends `NOTIFY satchel_jobs` inside the transaction, and [`Store::wait_for_jobs`] waits
 //!   on a `LISTEN` connection, so idle workers on every instance wake when a job arrives.
 
+use crate::postgres_cloud::lock_owner;
 use crate::{db_err, ms};
 use async_trait::async_trait;
 use satchel_domain::model::*;
@@ -318,10 +320,13 @@ impl Store for PostgresStore {
     }
 
     async fn delete_user(&self, login: &str) -> Result<Option<Vec<String>>> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
-        // Locking the user blocks new bundles and tickets (their foreign-key checks share-lock it);
-        // locking the bundles blocks new artifacts/attachments and waits out writers in flight, so
-        // the keys read below are all the blobs the cascade will orphan.
+        // READ COMMITTED whatever the server default: each read after a lock wait below must see
+        // what the lock's previous holder committed.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+            .await
+            .map_err(db_err)?;
         let Some(id) = sqlx::query_scalar::<_, i64>("SELECT id FROM users WHERE login = $1")
             .bind(login)
             .fetch_optional(&mut *tx)
@@ -330,21 +335,20 @@ impl Store for PostgresStore {
         else {
             return Ok(None);
         };
-        // The owner's cloud lock first, in the same order as image/object writes take it (they
-        // then key-share-lock the user row), so the two never deadlock; from here on no image or
-        // object write of this owner can slip in (see postgres_cloud.rs).
-        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
-            .bind(0x5a7c_i32)
-            .bind(id as i32)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        let locked = sqlx::query_scalar::<_, i64>("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+        // The cloud write lock first, the user row second (the order the cloud writers take them
+        // in, see `postgres_cloud::lock_owner`): with it held no image file change or object write
+        // of this user is in flight, so the image and object blob keys read below are all there are.
+        lock_owner(&mut tx, id).await?;
+        // Locking the user blocks new bundles and tickets (their foreign-key checks share-lock it);
+        // locking the bundles blocks new artifacts/attachments and waits out writers in flight, so
+        // the keys read below are all the blobs the cascade will orphan.
+        let locked = sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
             .bind(id)
             .fetch_optional(&mut *tx)
             .await
             .map_err(db_err)?;
         if locked.is_none() {
+            // Deleted by someone else while this waited for the lock.
             return Ok(None);
         }
         sqlx::query("SELECT 1 FROM bundles WHERE owner_id = $1 ORDER BY id FOR UPDATE")
@@ -352,6 +356,8 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
+        // UNION, not UNION ALL, as on SQLite: an image's file shared with the objects exported from
+        // it is one blob, listed once.
         let mut keys: Vec<String> = sqlx::query_scalar(
             "SELECT a.blob_key FROM artifacts a JOIN bundles b ON a.bundle_id = b.id WHERE b.owner_id = $1 AND a.blob_key IS NOT NULL
              UNION ALL SELECT t.blob_key FROM attachments t JOIN bundles b ON t.bundle_id = b.id WHERE b.owner_id = $1

@@ -1,20 +1,77 @@
-//! PostgreSQL implementation of `CloudStore`: keys, images, the object namespace, async image exports.
-//! Writes that check something first (parent exists, image still holds a blob, blob unreferenced)
-//! run in one transaction that first takes a transaction-scoped advisory lock on the owner. Every
-//! image and object that can share a blob belongs to one owner (links are only made within an
-//! account), so serialising one owner's namespace writes makes those checks exact under concurrency,
-//! as SQLite's single writer does, while different owners proceed in parallel. Names sort with
-//! `COLLATE "C"` (byte order), as SQLite sorts them.
+//! PostgreSQL implementation of `CloudStore`: SSH keys, images, the object namespace (`stor_entries`)
+//! and async image exports. It mirrors [`crate::sqlite_cloud`] method by method: same conditions, same
+//! return values, same blob keys handed back for deletion.
+//!
+//! What differs is how the check-then-write methods are made atomic. SQLite runs them in a
+//! `BEGIN IMMEDIATE` transaction and its single writer does the rest; PostgreSQL runs writers
+//! concurrently, so `stor_put`, `stor_mkdir`, `stor_delete`, `set_image_file`, `delete_image` (and
+//! `Store::delete_user`, which collects the owner's blob keys) first take a transaction-scoped
+//! advisory lock keyed by the owner ([`lock_owner`]) and thereby run one at a time per owner.
+//!
+//! Why an owner-wide lock rather than row locks on the image or the parent directory: a blob's
+//! references are rows with nothing in common to lock. Two transactions each removing one of the last
+//! two references (two objects exported from a deleted image) would each still see the other's
+//! reference and neither would hand the blob back, so it would leak; a `stor_put(link_from_image)`
+//! could likewise add a reference while `delete_image` concludes the blob is unreferenced. Every
+//! reference to a blob belongs to one owner (links are only made from the writer's own images, every
+//! other blob is a fresh upload under a unique key), so serialising each owner's writers covers all
+//! reference counts, and also the parent/child checks and two writers racing for one path (which
+//! would otherwise surface as a unique violation instead of `Existed`/`IsDirectory`). Different owners
+//! never wait for each other; reads and the single-statement writes take no lock. Advisory rather than
+//! a lock on the `users` row: it writes no tuple and does not block that row's other updaters.
 
 use crate::db_err;
 use crate::postgres::PostgresStore;
 use async_trait::async_trait;
 use satchel_domain::cloud::model::*;
-use satchel_domain::model::{Id, Millis};
+use satchel_domain::model::{now_millis, Id, Millis};
 use satchel_domain::ports::CloudStore;
 use satchel_domain::{DomainError, Result};
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, Row, Transaction};
+
+/// First key of the owner locks (the two-key advisory lock space, which sqlx's migration lock, a
+/// single bigint key, does not share). The ASCII of "StOw" (store owner).
+const OWNER_LOCK_CLASS: i32 = 0x5374_4f77;
+
+/// The second key: the owner id folded into 32 bits. Two owners that fold alike only wait for each
+/// other; correctness needs just that one owner always maps to the same key.
+fn owner_lock_key(owner: Id) -> i32 {
+    (owner ^ (owner >> 32)) as i32
+}
+
+/// Begins a transaction that holds `owner`'s lock (see the module doc) until it ends.
+///
+/// READ COMMITTED explicitly, whatever the server default: every statement after the lock then takes
+/// a fresh snapshot that includes what the previous holder committed. Under REPEATABLE READ the
+/// snapshot would date from the lock call itself, before the wait, and the checks would read stale
+/// rows.
+async fn begin_locked(store: &PostgresStore, owner: Id) -> Result<Transaction<'static, Postgres>> {
+    let mut tx = store
+        .pool()
+        .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+        .await
+        .map_err(db_err)?;
+    lock_owner(&mut tx, owner).await?;
+    Ok(tx)
+}
+
+/// Takes `owner`'s cloud write lock for the rest of the transaction. `Store::delete_user` takes it
+/// too, before it locks the user row: cloud writers hold this lock while their inserts' foreign-key
+/// checks share-lock the user row, so the opposite order could deadlock.
+pub(crate) async fn lock_owner(tx: &mut Transaction<'_, Postgres>, owner: Id) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        .bind(OWNER_LOCK_CLASS)
+        .bind(owner_lock_key(owner))
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
+fn bad(what: &str, v: &str) -> DomainError {
+    DomainError::Storage(format!("unexpected {what} {v:?} in the database"))
+}
 
 fn key_from(r: &PgRow) -> Result<SshKey> {
     Ok(SshKey {
@@ -25,10 +82,6 @@ fn key_from(r: &PgRow) -> Result<SshKey> {
         key: r.try_get("key").map_err(db_err)?,
         created: r.try_get("created").map_err(db_err)?,
     })
-}
-
-fn bad(what: &str, v: &str) -> DomainError {
-    DomainError::Storage(format!("unexpected {what} {v:?} in the database"))
 }
 
 fn image_from(r: &PgRow) -> Result<Image> {
@@ -56,7 +109,7 @@ fn image_from(r: &PgRow) -> Result<Image> {
         kind: r.try_get("type").map_err(db_err)?,
         description: r.try_get("description").map_err(db_err)?,
         state: ImageState::parse(&state).ok_or_else(|| bad("image state", &state))?,
-        public: r.try_get::<bool, _>("public").map_err(db_err)?,
+        public: r.try_get("public").map_err(db_err)?,
         published_at: r.try_get("published_at").map_err(db_err)?,
         created: r.try_get("created").map_err(db_err)?,
         file,
@@ -98,32 +151,22 @@ fn export_from(r: &PgRow) -> Result<ImageExport> {
     })
 }
 
-/// Serialises one owner's namespace writes until the transaction ends (see the module doc). The
-/// two-key form keeps Satchel's locks apart from other users of advisory locks (e.g. sqlx's migrator).
-async fn lock_owner(tx: &mut Transaction<'_, Postgres>, owner: Id) -> Result<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
-        .bind(0x5a7c_i32)
-        .bind(owner as i32)
-        .execute(&mut **tx)
-        .await
-        .map_err(db_err)?;
-    Ok(())
-}
-
-/// `key` if no image or object references it any more (call after removing one reference).
+/// `key` if no image or object references it any more (call after removing one reference, under the
+/// owner lock, which keeps every other reference to it from changing meanwhile).
 async fn if_unreferenced(
     tx: &mut Transaction<'_, Postgres>,
     key: Option<String>,
 ) -> Result<Option<String>> {
     let Some(key) = key else { return Ok(None) };
-    let refs: i64 = sqlx::query_scalar(
-        "SELECT (SELECT COUNT(*) FROM images WHERE file_blob = $1) + (SELECT COUNT(*) FROM stor_entries WHERE blob_key = $1)",
+    let unreferenced: bool = sqlx::query_scalar(
+        "SELECT NOT EXISTS (SELECT 1 FROM images WHERE file_blob = $1)
+            AND NOT EXISTS (SELECT 1 FROM stor_entries WHERE blob_key = $1)",
     )
     .bind(&key)
     .fetch_one(&mut **tx)
     .await
     .map_err(db_err)?;
-    Ok((refs == 0).then_some(key))
+    Ok(unreferenced.then_some(key))
 }
 
 async fn parent_is_dir(
@@ -151,7 +194,7 @@ impl CloudStore for PostgresStore {
         .bind(name)
         .bind(fingerprint)
         .bind(key)
-        .bind(satchel_domain::model::now_millis())
+        .bind(now_millis())
         .fetch_one(self.pool())
         .await
         .map_err(db_err)?;
@@ -159,18 +202,19 @@ impl CloudStore for PostgresStore {
     }
 
     async fn list_keys(&self, owner: Id) -> Result<Vec<SshKey>> {
-        let rows =
-            sqlx::query("SELECT * FROM ssh_keys WHERE owner_id = $1 ORDER BY name COLLATE \"C\"")
-                .bind(owner)
-                .fetch_all(self.pool())
-                .await
-                .map_err(db_err)?;
+        let rows = sqlx::query("SELECT * FROM ssh_keys WHERE owner_id = $1 ORDER BY name")
+            .bind(owner)
+            .fetch_all(self.pool())
+            .await
+            .map_err(db_err)?;
         rows.iter().map(key_from).collect()
     }
 
     async fn get_key(&self, owner: Id, name_or_fp: &str) -> Result<Option<SshKey>> {
+        // One key's name may be another's fingerprint: the fingerprint match wins.
         let row = sqlx::query(
-            "SELECT * FROM ssh_keys WHERE owner_id = $1 AND (fingerprint = $2 OR name = $2) ORDER BY fingerprint = $2 DESC LIMIT 1",
+            "SELECT * FROM ssh_keys WHERE owner_id = $1 AND (fingerprint = $2 OR name = $2)
+             ORDER BY (fingerprint = $2) DESC LIMIT 1",
         )
         .bind(owner)
         .bind(name_or_fp)
@@ -182,7 +226,8 @@ impl CloudStore for PostgresStore {
 
     async fn delete_key(&self, owner: Id, name_or_fp: &str) -> Result<bool> {
         let r = sqlx::query(
-            "DELETE FROM ssh_keys WHERE id = (SELECT id FROM ssh_keys WHERE owner_id = $1 AND (fingerprint = $2 OR name = $2) ORDER BY fingerprint = $2 DESC LIMIT 1)",
+            "DELETE FROM ssh_keys WHERE id = (SELECT id FROM ssh_keys WHERE owner_id = $1 AND (fingerprint = $2 OR name = $2)
+                                             ORDER BY (fingerprint = $2) DESC LIMIT 1)",
         )
         .bind(owner)
         .bind(name_or_fp)
@@ -225,7 +270,7 @@ impl CloudStore for PostgresStore {
 
     async fn list_images(&self, owner: Id) -> Result<Vec<Image>> {
         let rows = sqlx::query(
-            "SELECT * FROM images WHERE owner_id = $1 OR public ORDER BY name COLLATE \"C\", version COLLATE \"C\", created",
+            "SELECT * FROM images WHERE owner_id = $1 OR public ORDER BY name, version, created",
         )
         .bind(owner)
         .fetch_all(self.pool())
@@ -240,10 +285,12 @@ impl CloudStore for PostgresStore {
         id: &str,
         f: &ImageFile,
     ) -> Result<Option<Option<String>>> {
-        let mut tx = self.pool().begin().await.map_err(db_err)?;
-        lock_owner(&mut tx, owner).await?;
+        let mut tx = begin_locked(self, owner).await?;
+        // `activate_image` is one conditional UPDATE that takes no owner lock: the row lock waits out
+        // an activation in flight and re-checks the state afterwards, so a file is never swapped
+        // under an image that has just become active.
         let old: Option<Option<String>> = sqlx::query_scalar(
-            "SELECT file_blob FROM images WHERE id = $1 AND owner_id = $2 AND state = 'unactivated'",
+            "SELECT file_blob FROM images WHERE id = $1 AND owner_id = $2 AND state = 'unactivated' FOR UPDATE",
         )
         .bind(id)
         .bind(owner)
@@ -270,7 +317,8 @@ impl CloudStore for PostgresStore {
 
     async fn activate_image(&self, owner: Id, id: &str, now: Millis) -> Result<bool> {
         let r = sqlx::query(
-            "UPDATE images SET state = 'active', published_at = $1 WHERE id = $2 AND owner_id = $3 AND state = 'unactivated' AND file_blob IS NOT NULL",
+            "UPDATE images SET state = 'active', published_at = $1
+             WHERE id = $2 AND owner_id = $3 AND state = 'unactivated' AND file_blob IS NOT NULL",
         )
         .bind(now)
         .bind(id)
@@ -282,8 +330,7 @@ impl CloudStore for PostgresStore {
     }
 
     async fn delete_image(&self, owner: Id, id: &str) -> Result<Option<Option<String>>> {
-        let mut tx = self.pool().begin().await.map_err(db_err)?;
-        lock_owner(&mut tx, owner).await?;
+        let mut tx = begin_locked(self, owner).await?;
         let blob: Option<Option<String>> = sqlx::query_scalar(
             "DELETE FROM images WHERE id = $1 AND owner_id = $2 RETURNING file_blob",
         )
@@ -315,8 +362,11 @@ impl CloudStore for PostgresStore {
         marker: Option<&str>,
         limit: i64,
     ) -> Result<Vec<StorEntry>> {
+        // SQLite reads a negative LIMIT as "no limit"; PostgreSQL rejects it, but LIMIT NULL means
+        // the same.
         let rows = sqlx::query(
-            "SELECT * FROM stor_entries WHERE owner_id = $1 AND parent = $2 AND name COLLATE \"C\" > $3 ORDER BY name COLLATE \"C\" LIMIT $4",
+            "SELECT * FROM stor_entries WHERE owner_id = $1 AND parent = $2 AND name > $3
+             ORDER BY name LIMIT CASE WHEN $4 < 0 THEN NULL ELSE $4 END",
         )
         .bind(owner)
         .bind(dir)
@@ -334,14 +384,15 @@ impl CloudStore for PostgresStore {
         parent_is_root: bool,
         link_from_image: Option<&str>,
     ) -> Result<StorPut> {
-        let mut tx = self.pool().begin().await.map_err(db_err)?;
-        lock_owner(&mut tx, e.owner_id).await?;
+        let mut tx = begin_locked(self, e.owner_id).await?;
         if !parent_is_root && !parent_is_dir(&mut tx, e.owner_id, &e.parent).await? {
             return Ok(StorPut::NoParent);
         }
         if let Some(image) = link_from_image {
-            let holds: Option<i64> = sqlx::query_scalar(
-                "SELECT 1::BIGINT FROM images WHERE id = $1 AND owner_id = $2 AND file_blob = $3",
+            // Under the owner lock the image can neither be deleted nor get a new file before this
+            // transaction commits the new reference.
+            let holds: Option<i32> = sqlx::query_scalar(
+                "SELECT 1 FROM images WHERE id = $1 AND owner_id = $2 AND file_blob = $3",
             )
             .bind(image)
             .bind(e.owner_id)
@@ -374,8 +425,8 @@ impl CloudStore for PostgresStore {
         sqlx::query(
             "INSERT INTO stor_entries (owner_id, path, parent, name, kind, size, md5, content_type, blob_key, etag, mtime)
              VALUES ($1, $2, $3, $4, 'object', $5, $6, $7, $8, $9, $10)
-             ON CONFLICT (owner_id, path) DO UPDATE SET size = excluded.size, md5 = excluded.md5,
-               content_type = excluded.content_type, blob_key = excluded.blob_key, etag = excluded.etag, mtime = excluded.mtime",
+             ON CONFLICT (owner_id, path) DO UPDATE SET size = EXCLUDED.size, md5 = EXCLUDED.md5,
+               content_type = EXCLUDED.content_type, blob_key = EXCLUDED.blob_key, etag = EXCLUDED.etag, mtime = EXCLUDED.mtime",
         )
         .bind(e.owner_id)
         .bind(&e.path)
@@ -404,8 +455,7 @@ impl CloudStore for PostgresStore {
     }
 
     async fn stor_mkdir(&self, e: &StorEntry, parent_is_root: bool) -> Result<StorMkdir> {
-        let mut tx = self.pool().begin().await.map_err(db_err)?;
-        lock_owner(&mut tx, e.owner_id).await?;
+        let mut tx = begin_locked(self, e.owner_id).await?;
         if !parent_is_root && !parent_is_dir(&mut tx, e.owner_id, &e.parent).await? {
             return Ok(StorMkdir::NoParent);
         }
@@ -422,7 +472,8 @@ impl CloudStore for PostgresStore {
             None => {}
         }
         sqlx::query(
-            "INSERT INTO stor_entries (owner_id, path, parent, name, kind, size, etag, mtime) VALUES ($1, $2, $3, $4, 'directory', 0, $5, $6)",
+            "INSERT INTO stor_entries (owner_id, path, parent, name, kind, size, etag, mtime)
+             VALUES ($1, $2, $3, $4, 'directory', 0, $5, $6)",
         )
         .bind(e.owner_id)
         .bind(&e.path)
@@ -438,8 +489,8 @@ impl CloudStore for PostgresStore {
     }
 
     async fn stor_delete(&self, owner: Id, path: &str) -> Result<StorDelete> {
-        let mut tx = self.pool().begin().await.map_err(db_err)?;
-        lock_owner(&mut tx, owner).await?;
+        // Under the owner lock no child can be added between the emptiness check and the delete.
+        let mut tx = begin_locked(self, owner).await?;
         let row = sqlx::query(
             "SELECT kind, blob_key FROM stor_entries WHERE owner_id = $1 AND path = $2",
         )
@@ -453,8 +504,8 @@ impl CloudStore for PostgresStore {
         };
         let kind: String = row.try_get("kind").map_err(db_err)?;
         if kind == "directory" {
-            let child: Option<i64> = sqlx::query_scalar(
-                "SELECT 1::BIGINT FROM stor_entries WHERE owner_id = $1 AND parent = $2 LIMIT 1",
+            let child: Option<i32> = sqlx::query_scalar(
+                "SELECT 1 FROM stor_entries WHERE owner_id = $1 AND parent = $2 LIMIT 1",
             )
             .bind(owner)
             .bind(path)
@@ -512,7 +563,9 @@ impl CloudStore for PostgresStore {
 
     async fn update_image_export(&self, e: &ImageExport) -> Result<()> {
         sqlx::query(
-            "UPDATE image_exports SET state = $1, bytes_copied = $2, bytes_total = $3, image_path = $4, manifest_path = $5, error = $6, modified = $7 WHERE id = $8",
+            "UPDATE image_exports SET state = $1, bytes_copied = $2, bytes_total = $3, image_path = $4,
+                manifest_path = $5, error = $6, modified = $7
+             WHERE id = $8",
         )
         .bind(e.state.as_str())
         .bind(e.bytes_copied)

@@ -1,11 +1,14 @@
 //! One behavioural suite for every `Store` implementation. Each `async fn` below takes an
 //! `Arc<dyn Store>` and is instantiated by `suite!` twice: `sqlite::<name>` (a temp file) and
 //! `postgres::<name>` (a fresh database on a real throwaway server, see `satchel-testkit`), so the
-//! engines are held to the same semantics by the same code. Engine-specific behaviour (LISTEN/NOTIFY
-//! wake-ups, SQLite's polling default) is tested at the end.
+//! engines are held to the same semantics by the same code. The `CloudStore` tests (keys, images, the
+//! object namespace and its blob reference counts, image exports) take the same engine as both
+//! traits. Engine-specific behaviour (LISTEN/NOTIFY wake-ups, SQLite's polling default) is tested at
+//! the end.
 
+use satchel_domain::cloud::model::*;
 use satchel_domain::model::*;
-use satchel_domain::ports::{JobHandler, Store};
+use satchel_domain::ports::{CloudStore, JobHandler, Store};
 use satchel_domain::{DomainError, Result};
 use satchel_store::postgres::PostgresStore;
 use satchel_store::sqlite::SqliteStore;
@@ -17,9 +20,10 @@ use tokio::sync::Barrier;
 
 const LONG: Duration = Duration::from_secs(60);
 
-/// A store plus whatever must outlive it (temp dir, test database).
+/// A store (as both traits) plus whatever must outlive it (temp dir, test database).
 struct Engine {
     store: Arc<dyn Store>,
+    cloud: Arc<dyn CloudStore>,
     _keep: Box<dyn Any + Send>,
 }
 
@@ -28,8 +32,10 @@ async fn sqlite() -> Engine {
     let store = SqliteStore::open(&dir.path().join("satchel.db"))
         .await
         .expect("open sqlite");
+    let store = Arc::new(store);
     Engine {
-        store: Arc::new(store),
+        store: store.clone(),
+        cloud: store,
         _keep: Box::new(dir),
     }
 }
@@ -41,20 +47,30 @@ async fn postgres() -> Engine {
     let store = PostgresStore::connect(&db.url)
         .await
         .expect("connect postgres");
+    let store = Arc::new(store);
     Engine {
-        store: Arc::new(store),
+        store: store.clone(),
+        cloud: store,
         _keep: Box::new(db),
     }
 }
 
+/// `store:` tests take the `Store`; `cloud:` tests take it as both `Store` and `CloudStore`.
 macro_rules! suite {
-    ($($name:ident),+ $(,)?) => {
+    (store: [$($name:ident),+ $(,)?], cloud: [$($cname:ident),+ $(,)?] $(,)?) => {
         mod sqlite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() -> satchel_domain::Result<()> {
                     let e = super::sqlite().await;
                     super::$name(e.store.clone()).await
+                }
+            )+
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $cname() -> satchel_domain::Result<()> {
+                    let e = super::sqlite().await;
+                    super::$cname(e.store.clone(), e.cloud.clone()).await
                 }
             )+
         }
@@ -66,11 +82,19 @@ macro_rules! suite {
                     super::$name(e.store.clone()).await
                 }
             )+
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $cname() -> satchel_domain::Result<()> {
+                    let e = super::postgres().await;
+                    super::$cname(e.store.clone(), e.cloud.clone()).await
+                }
+            )+
         }
     };
 }
 
 suite!(
+    store: [
     users_roundtrip,
     delete_user_returns_every_blob_key,
     bundles_are_scoped_by_owner,
@@ -85,6 +109,21 @@ suite!(
     release_all_leases_frees_every_job,
     concurrent_claims_take_each_job_once,
     racing_finish_ticket_has_one_winner,
+    ],
+    cloud: [
+    keys_are_scoped_by_owner,
+    images_lifecycle,
+    stor_namespace,
+    stor_list_pages_by_name,
+    shared_blob_is_returned_by_the_last_reference,
+    link_from_image_needs_the_image_to_hold_the_blob,
+    delete_user_returns_image_and_object_blobs,
+    image_exports,
+    concurrent_delete_image_and_links_never_orphan_a_link,
+    concurrent_object_deletes_return_the_shared_blob_once,
+    concurrent_mkdir_put_and_delete_keep_the_tree,
+    delete_user_racing_object_writes_accounts_for_every_blob,
+    ],
 );
 
 // ---- helpers
@@ -867,6 +906,1026 @@ async fn racing_finish_ticket_has_one_winner(s: Arc<dyn Store>) -> Result<()> {
         assert_eq!(got.archive.is_some(), done);
         assert_eq!(got.error_message.is_some(), fail);
     }
+    Ok(())
+}
+
+// ---- cloud helpers
+
+const T0: Millis = 1_700_000_000_000;
+
+fn image(id: &str, owner: Id, name: &str, version: &str, public: bool) -> Image {
+    Image {
+        id: id.into(),
+        owner_id: owner,
+        name: name.into(),
+        version: version.into(),
+        os: "smartos".into(),
+        kind: "zone-dataset".into(),
+        description: None,
+        state: ImageState::Unactivated,
+        public,
+        published_at: None,
+        created: T0,
+        file: None,
+    }
+}
+
+fn image_file(key: &str) -> ImageFile {
+    ImageFile {
+        blob_key: key.into(),
+        size: 1000 + key.len() as i64,
+        sha1: format!("sha1-{key}"),
+        md5: format!("md5-{key}"),
+        compression: Compression::Gzip,
+    }
+}
+
+/// A private, unactivated image of `owner` (named like its id) whose file is the blob `key`.
+async fn image_with_file(c: &Arc<dyn CloudStore>, owner: Id, id: &str, key: &str) -> Result<()> {
+    c.create_image(&image(id, owner, id, "1.0", false)).await?;
+    assert_eq!(
+        c.set_image_file(owner, id, &image_file(key)).await?,
+        Some(None)
+    );
+    Ok(())
+}
+
+fn split(path: &str) -> (String, String) {
+    let (parent, name) = path.rsplit_once('/').expect("a path below a parent");
+    (parent.into(), name.into())
+}
+
+/// A directory entry exactly as `stor_mkdir` stores it.
+fn dir(owner: Id, path: &str) -> StorEntry {
+    let (parent, name) = split(path);
+    StorEntry {
+        owner_id: owner,
+        path: path.into(),
+        parent,
+        name,
+        kind: EntryKind::Directory,
+        size: 0,
+        md5: None,
+        content_type: None,
+        blob_key: None,
+        etag: format!("etag-{path}"),
+        mtime: T0,
+    }
+}
+
+fn object(owner: Id, path: &str, key: &str) -> StorEntry {
+    let (parent, name) = split(path);
+    StorEntry {
+        owner_id: owner,
+        path: path.into(),
+        parent,
+        name,
+        kind: EntryKind::Object,
+        size: 10 * key.len() as i64,
+        md5: Some(format!("md5-{key}")),
+        content_type: Some("application/octet-stream".into()),
+        blob_key: Some(key.into()),
+        etag: format!("etag-{key}"),
+        mtime: T0 + 1,
+    }
+}
+
+fn done(replaced: Option<&str>) -> StorPut {
+    StorPut::Done {
+        replaced_blob: replaced.map(str::to_string),
+    }
+}
+
+fn deleted(blob: Option<&str>) -> StorDelete {
+    StorDelete::Deleted {
+        blob: blob.map(str::to_string),
+    }
+}
+
+fn names(entries: &[StorEntry]) -> Vec<&str> {
+    entries.iter().map(|e| e.name.as_str()).collect()
+}
+
+fn export(id: &str, owner: Id, state: ExportState, created: Millis) -> ImageExport {
+    ImageExport {
+        id: id.into(),
+        owner_id: owner,
+        image_id: format!("img-{id}"),
+        manta_path: format!("/someone/stor/{id}"),
+        state,
+        bytes_copied: 0,
+        bytes_total: 0,
+        image_path: None,
+        manifest_path: None,
+        error: None,
+        created,
+        modified: created,
+    }
+}
+
+// ---- cloud: keys and images
+
+async fn keys_are_scoped_by_owner(s: Arc<dyn Store>, c: Arc<dyn CloudStore>) -> Result<()> {
+    let a = user(&s, "alice").await?;
+    let b = user(&s, "bob").await?;
+    let before = now_millis();
+    let laptop = c
+        .add_key(a.id, "laptop", "aa:01", "ssh-ed25519 AAAA1 laptop")
+        .await?;
+    assert!(laptop.id > 0);
+    assert_eq!(
+        (
+            laptop.owner_id,
+            laptop.name.as_str(),
+            laptop.fingerprint.as_str(),
+            laptop.key.as_str()
+        ),
+        (a.id, "laptop", "aa:01", "ssh-ed25519 AAAA1 laptop")
+    );
+    assert!(laptop.created >= before && laptop.created <= now_millis());
+    let desk = c
+        .add_key(a.id, "desk", "aa:02", "ssh-ed25519 AAAA2 desk")
+        .await?;
+    match c.add_key(a.id, "laptop", "aa:03", "ssh-ed25519 X").await {
+        Err(DomainError::Conflict(_)) => {}
+        r => panic!("a duplicate key name gave {r:?}"),
+    }
+    match c.add_key(a.id, "other", "aa:01", "ssh-ed25519 X").await {
+        Err(DomainError::Conflict(_)) => {}
+        r => panic!("a duplicate fingerprint gave {r:?}"),
+    }
+    // Unique per owner only.
+    let bobs = c
+        .add_key(b.id, "laptop", "aa:01", "ssh-ed25519 BBBB bob")
+        .await?;
+    assert_eq!(bobs.owner_id, b.id);
+    // By name in byte order, as SQLite sorts: upper case first.
+    let zed = c
+        .add_key(a.id, "Zed", "aa:04", "ssh-ed25519 AAAA4 Zed")
+        .await?;
+    assert_eq!(
+        c.list_keys(a.id).await?,
+        [zed.clone(), desk.clone(), laptop.clone()]
+    );
+    assert_eq!(c.list_keys(b.id).await?, std::slice::from_ref(&bobs));
+
+    assert_eq!(c.get_key(a.id, "laptop").await?, Some(laptop.clone()));
+    assert_eq!(c.get_key(a.id, "aa:02").await?, Some(desk.clone()));
+    assert_eq!(c.get_key(b.id, "laptop").await?, Some(bobs.clone()));
+    assert_eq!(c.get_key(b.id, "aa:01").await?, Some(bobs.clone()));
+    assert_eq!(c.get_key(b.id, "desk").await?, None);
+    assert_eq!(c.get_key(b.id, "aa:02").await?, None);
+    assert_eq!(c.get_key(a.id, "nope").await?, None);
+
+    // A name that is another key's fingerprint: the fingerprint match wins, for get and delete.
+    let odd = c
+        .add_key(a.id, "aa:02", "aa:05", "ssh-ed25519 AAAA5 odd")
+        .await?;
+    assert_eq!(c.get_key(a.id, "aa:02").await?, Some(desk.clone()));
+    assert!(!c.delete_key(b.id, "desk").await?);
+    assert!(c.delete_key(a.id, "aa:02").await?);
+    assert_eq!(c.get_key(a.id, "aa:02").await?, Some(odd.clone()));
+    assert_eq!(c.get_key(a.id, "desk").await?, None);
+    assert!(c.delete_key(a.id, "laptop").await?);
+    assert!(!c.delete_key(a.id, "laptop").await?);
+    assert_eq!(c.list_keys(a.id).await?, [zed, odd]);
+    assert_eq!(c.list_keys(b.id).await?, [bobs]);
+    Ok(())
+}
+
+async fn images_lifecycle(s: Arc<dyn Store>, c: Arc<dyn CloudStore>) -> Result<()> {
+    let a = user(&s, "alice").await?;
+    let b = user(&s, "bob").await?;
+    let base2 = Image {
+        description: Some("the base".into()),
+        ..image("img-a1", a.id, "base", "2.0", false)
+    };
+    let base10 = image("img-a2", a.id, "base", "10.0", false);
+    let public = Image {
+        state: ImageState::Active,
+        published_at: Some(T0 + 500),
+        ..image("img-b1", b.id, "Pub", "1.0", true)
+    };
+    let private = image("img-b2", b.id, "zzz", "1.0", false);
+    for i in [&base2, &base10, &public, &private] {
+        c.create_image(i).await?;
+    }
+    match c
+        .create_image(&image("img-a1", b.id, "dup", "1", false))
+        .await
+    {
+        Err(DomainError::Conflict(_)) => {}
+        r => panic!("a duplicate image id gave {r:?}"),
+    }
+    assert_eq!(c.get_image("img-a1").await?, Some(base2.clone()));
+    assert_eq!(c.get_image("img-b1").await?, Some(public.clone()));
+    assert_eq!(c.get_image("img-b2").await?, Some(private.clone()));
+    assert_eq!(c.get_image("nope").await?, None);
+    // Own images and everyone's public ones, by name then version, in byte order.
+    assert_eq!(
+        c.list_images(a.id).await?,
+        [public.clone(), base10.clone(), base2.clone()]
+    );
+    assert_eq!(
+        c.list_images(b.id).await?,
+        [public.clone(), private.clone()]
+    );
+
+    // The file: only the owner's, only while unactivated; each replacement returns the old key.
+    assert!(!c.activate_image(a.id, "img-a1", T0).await?, "no file yet");
+    assert_eq!(
+        c.set_image_file(b.id, "img-a1", &image_file("f1")).await?,
+        None
+    );
+    assert_eq!(
+        c.set_image_file(a.id, "nope", &image_file("f1")).await?,
+        None
+    );
+    assert_eq!(
+        c.set_image_file(a.id, "img-a1", &image_file("f1")).await?,
+        Some(None)
+    );
+    assert_eq!(
+        c.get_image("img-a1").await?.and_then(|i| i.file),
+        Some(image_file("f1"))
+    );
+    assert_eq!(
+        c.set_image_file(a.id, "img-a1", &image_file("f2")).await?,
+        Some(Some("f1".into()))
+    );
+    let xz = ImageFile {
+        compression: Compression::Xz,
+        ..image_file("f10")
+    };
+    assert_eq!(c.set_image_file(a.id, "img-a2", &xz).await?, Some(None));
+    assert_eq!(c.get_image("img-a2").await?.and_then(|i| i.file), Some(xz));
+
+    assert!(!c.activate_image(b.id, "img-a1", T0 + 1000).await?);
+    assert!(c.activate_image(a.id, "img-a1", T0 + 1000).await?);
+    assert!(!c.activate_image(a.id, "img-a1", T0 + 2000).await?);
+    let active = Image {
+        state: ImageState::Active,
+        published_at: Some(T0 + 1000),
+        file: Some(image_file("f2")),
+        ..base2.clone()
+    };
+    assert_eq!(c.get_image("img-a1").await?, Some(active.clone()));
+    assert_eq!(
+        c.set_image_file(a.id, "img-a1", &image_file("f3")).await?,
+        None,
+        "an active image's file is immutable"
+    );
+    assert_eq!(c.get_image("img-a1").await?, Some(active));
+
+    // Deleting returns the file's key; another owner's image does not exist.
+    assert_eq!(c.delete_image(b.id, "img-a1").await?, None);
+    assert_eq!(
+        c.delete_image(a.id, "img-a1").await?,
+        Some(Some("f2".into()))
+    );
+    assert_eq!(c.get_image("img-a1").await?, None);
+    assert_eq!(c.delete_image(a.id, "img-a1").await?, None);
+    assert_eq!(c.delete_image(b.id, "img-b2").await?, Some(None), "no file");
+    let left: Vec<String> = c
+        .list_images(a.id)
+        .await?
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(left, ["img-b1", "img-a2"]);
+    Ok(())
+}
+
+// ---- cloud: the object namespace
+
+async fn stor_namespace(s: Arc<dyn Store>, c: Arc<dyn CloudStore>) -> Result<()> {
+    let a = user(&s, "alice").await?;
+    let b = user(&s, "bob").await?;
+    let (d, sub, f) = ("/alice/stor/a", "/alice/stor/a/b", "/alice/stor/a/f");
+
+    assert_eq!(
+        c.stor_mkdir(&dir(a.id, sub), false).await?,
+        StorMkdir::NoParent
+    );
+    assert_eq!(c.stor_get(a.id, sub).await?, None);
+    assert_eq!(c.stor_mkdir(&dir(a.id, d), true).await?, StorMkdir::Created);
+    assert_eq!(c.stor_mkdir(&dir(a.id, d), true).await?, StorMkdir::Existed);
+    assert_eq!(c.stor_get(a.id, d).await?, Some(dir(a.id, d)));
+    // Another owner's directory is nobody's parent but its owner's.
+    assert_eq!(c.stor_get(b.id, d).await?, None);
+    assert_eq!(
+        c.stor_mkdir(&dir(b.id, "/alice/stor/a/x"), false).await?,
+        StorMkdir::NoParent
+    );
+    assert_eq!(
+        c.stor_put(&object(b.id, "/alice/stor/a/x", "bk"), false, None)
+            .await?,
+        StorPut::NoParent
+    );
+
+    assert_eq!(
+        c.stor_mkdir(&dir(a.id, sub), false).await?,
+        StorMkdir::Created
+    );
+    let f1 = object(a.id, f, "k1");
+    assert_eq!(c.stor_put(&f1, false, None).await?, done(None));
+    assert_eq!(c.stor_get(a.id, f).await?, Some(f1.clone()));
+    assert_eq!(
+        c.stor_mkdir(&dir(a.id, f), false).await?,
+        StorMkdir::IsObject
+    );
+    assert_eq!(c.stor_get(a.id, f).await?, Some(f1.clone()));
+
+    // The parent must exist, as a directory.
+    assert_eq!(
+        c.stor_put(&object(a.id, "/alice/stor/x/y", "k9"), false, None)
+            .await?,
+        StorPut::NoParent
+    );
+    assert_eq!(
+        c.stor_put(&object(a.id, "/alice/stor/a/f/y", "k9"), false, None)
+            .await?,
+        StorPut::NoParent
+    );
+    assert_eq!(
+        c.stor_mkdir(&dir(a.id, "/alice/stor/a/f/y"), false).await?,
+        StorMkdir::NoParent
+    );
+    assert_eq!(c.stor_get(a.id, "/alice/stor/x/y").await?, None);
+    assert_eq!(c.stor_get(a.id, "/alice/stor/a/f/y").await?, None);
+
+    // A directory in the way stays.
+    assert_eq!(
+        c.stor_put(&object(a.id, d, "k9"), true, None).await?,
+        StorPut::IsDirectory
+    );
+    assert_eq!(c.stor_get(a.id, d).await?, Some(dir(a.id, d)));
+
+    // Replacing returns the old blob and stores the new entry whole.
+    let f2 = StorEntry {
+        content_type: Some("text/plain".into()),
+        md5: None,
+        ..object(a.id, f, "k2")
+    };
+    assert_eq!(c.stor_put(&f2, false, None).await?, done(Some("k1")));
+    assert_eq!(c.stor_get(a.id, f).await?, Some(f2.clone()));
+    // The same blob again: nothing to delete.
+    let f2b = StorEntry {
+        etag: "etag-again".into(),
+        mtime: f2.mtime + 1,
+        ..f2.clone()
+    };
+    assert_eq!(c.stor_put(&f2b, false, None).await?, done(None));
+    assert_eq!(c.stor_get(a.id, f).await?, Some(f2b));
+
+    let bobs = object(b.id, "/bob/stor/f", "bk");
+    assert_eq!(c.stor_put(&bobs, true, None).await?, done(None));
+
+    assert_eq!(c.stor_delete(a.id, d).await?, StorDelete::NotEmpty);
+    assert_eq!(
+        c.stor_delete(a.id, "/alice/stor/nope").await?,
+        StorDelete::Missing
+    );
+    assert_eq!(c.stor_delete(b.id, f).await?, StorDelete::Missing);
+    assert_eq!(c.stor_delete(a.id, sub).await?, deleted(None));
+    assert_eq!(
+        c.stor_delete(a.id, d).await?,
+        StorDelete::NotEmpty,
+        "f is left"
+    );
+    assert_eq!(c.stor_delete(a.id, f).await?, deleted(Some("k2")));
+    assert_eq!(c.stor_delete(a.id, f).await?, StorDelete::Missing);
+    assert_eq!(c.stor_delete(a.id, d).await?, deleted(None));
+    assert_eq!(c.stor_get(a.id, d).await?, None);
+    assert_eq!(
+        c.stor_put(&object(a.id, "/alice/stor/a/g", "k3"), false, None)
+            .await?,
+        StorPut::NoParent
+    );
+    assert_eq!(c.stor_get(b.id, "/bob/stor/f").await?, Some(bobs));
+    Ok(())
+}
+
+async fn stor_list_pages_by_name(s: Arc<dyn Store>, c: Arc<dyn CloudStore>) -> Result<()> {
+    let a = user(&s, "alice").await?;
+    let b = user(&s, "bob").await?;
+    let d = "/alice/stor/d";
+    assert_eq!(c.stor_mkdir(&dir(a.id, d), true).await?, StorMkdir::Created);
+    assert_eq!(
+        c.stor_mkdir(&dir(a.id, "/alice/stor/e"), true).await?,
+        StorMkdir::Created
+    );
+    assert_eq!(
+        c.stor_put(&object(a.id, "/alice/stor/e/z", "kz"), false, None)
+            .await?,
+        done(None)
+    );
+    for name in ["f", "C", "a2", "a10"] {
+        let o = object(a.id, &format!("{d}/{name}"), &format!("k{name}"));
+        assert_eq!(c.stor_put(&o, false, None).await?, done(None));
+    }
+    assert_eq!(
+        c.stor_mkdir(&dir(a.id, "/alice/stor/d/b"), false).await?,
+        StorMkdir::Created
+    );
+
+    // Byte order (upper case first, "a10" before "a2"), as SQLite compares.
+    let all = c.stor_list(a.id, d, None, 100).await?;
+    assert_eq!(names(&all), ["C", "a10", "a2", "b", "f"]);
+    assert_eq!(all[3], dir(a.id, "/alice/stor/d/b"));
+    assert_eq!(all[4], object(a.id, "/alice/stor/d/f", "kf"));
+    assert_eq!(names(&c.stor_list(a.id, d, None, 2).await?), ["C", "a10"]);
+    assert_eq!(
+        names(&c.stor_list(a.id, d, Some("a10"), 2).await?),
+        ["a2", "b"]
+    );
+    assert_eq!(names(&c.stor_list(a.id, d, Some("b"), 2).await?), ["f"]);
+    assert!(c.stor_list(a.id, d, Some("f"), 2).await?.is_empty());
+    // The marker need not be an entry.
+    assert_eq!(
+        names(&c.stor_list(a.id, d, Some("a"), 100).await?),
+        ["a10", "a2", "b", "f"]
+    );
+    // A negative limit is no limit on both engines (SQLite's LIMIT semantics).
+    assert_eq!(c.stor_list(a.id, d, None, -1).await?, all);
+    assert_eq!(
+        names(&c.stor_list(a.id, "/alice/stor", None, 100).await?),
+        ["d", "e"]
+    );
+    assert!(c
+        .stor_list(a.id, "/alice/stor/d/b", None, 100)
+        .await?
+        .is_empty());
+    assert!(c.stor_list(b.id, d, None, 100).await?.is_empty());
+    Ok(())
+}
+
+// ---- cloud: blob reference counts
+
+async fn shared_blob_is_returned_by_the_last_reference(
+    s: Arc<dyn Store>,
+    c: Arc<dyn CloudStore>,
+) -> Result<()> {
+    let a = user(&s, "alice").await?;
+    assert_eq!(
+        c.stor_mkdir(&dir(a.id, "/alice/stor/e"), true).await?,
+        StorMkdir::Created
+    );
+
+    // One image file linked into two objects: the image and the first object release nothing,
+    // the last reference returns the blob.
+    image_with_file(&c, a.id, "img-1", "shared").await?;
+    let one = object(a.id, "/alice/stor/e/one", "shared");
+    let two = object(a.id, "/alice/stor/e/two", "shared");
+    assert_eq!(c.stor_put(&one, false, Some("img-1")).await?, done(None));
+    assert_eq!(c.stor_put(&two, false, Some("img-1")).await?, done(None));
+    assert_eq!(c.stor_get(a.id, &one.path).await?, Some(one.clone()));
+    assert_eq!(c.delete_image(a.id, "img-1").await?, Some(None));
+    assert_eq!(c.stor_delete(a.id, &one.path).await?, deleted(None));
+    assert_eq!(
+        c.stor_delete(a.id, &two.path).await?,
+        deleted(Some("shared"))
+    );
+
+    // Overwriting a linked object: its old blob is still the image's file.
+    image_with_file(&c, a.id, "img-2", "f2").await?;
+    let three = "/alice/stor/e/three";
+    assert_eq!(
+        c.stor_put(&object(a.id, three, "f2"), false, Some("img-2"))
+            .await?,
+        done(None)
+    );
+    assert_eq!(
+        c.stor_put(&object(a.id, three, "fresh"), false, None)
+            .await?,
+        done(None)
+    );
+    // Linking over an unshared blob returns that blob.
+    assert_eq!(
+        c.stor_put(&object(a.id, three, "f2"), false, Some("img-2"))
+            .await?,
+        done(Some("fresh"))
+    );
+    // Replacing the image's file while an object links it: nothing to delete yet...
+    assert_eq!(
+        c.set_image_file(a.id, "img-2", &image_file("f2b")).await?,
+        Some(None)
+    );
+    // ...until the object goes.
+    assert_eq!(c.stor_delete(a.id, three).await?, deleted(Some("f2")));
+    // An unlinked file replaced is returned by set_image_file itself.
+    assert_eq!(
+        c.set_image_file(a.id, "img-2", &image_file("f2c")).await?,
+        Some(Some("f2b".into()))
+    );
+    // Re-linking an object to the blob it already has deletes nothing.
+    let four = object(a.id, "/alice/stor/e/four", "f2c");
+    assert_eq!(c.stor_put(&four, false, Some("img-2")).await?, done(None));
+    assert_eq!(c.stor_put(&four, false, Some("img-2")).await?, done(None));
+    assert_eq!(c.delete_image(a.id, "img-2").await?, Some(None));
+    assert_eq!(c.stor_delete(a.id, &four.path).await?, deleted(Some("f2c")));
+    assert!(c
+        .stor_list(a.id, "/alice/stor/e", None, 100)
+        .await?
+        .is_empty());
+    Ok(())
+}
+
+async fn link_from_image_needs_the_image_to_hold_the_blob(
+    s: Arc<dyn Store>,
+    c: Arc<dyn CloudStore>,
+) -> Result<()> {
+    let a = user(&s, "alice").await?;
+    let b = user(&s, "bob").await?;
+    assert_eq!(
+        c.stor_mkdir(&dir(a.id, "/alice/stor/e"), true).await?,
+        StorMkdir::Created
+    );
+    let keep = object(a.id, "/alice/stor/e/keep", "kept");
+    assert_eq!(c.stor_put(&keep, false, None).await?, done(None));
+
+    // The image's file changed since the caller read it.
+    image_with_file(&c, a.id, "img-1", "old").await?;
+    assert_eq!(
+        c.set_image_file(a.id, "img-1", &image_file("new")).await?,
+        Some(Some("old".into()))
+    );
+    let stale = object(a.id, "/alice/stor/e/x", "old");
+    assert_eq!(
+        c.stor_put(&stale, false, Some("img-1")).await?,
+        StorPut::SourceGone
+    );
+    assert_eq!(c.stor_get(a.id, &stale.path).await?, None);
+    // Refused over an existing object, which stays as it was.
+    assert_eq!(
+        c.stor_put(&object(a.id, &keep.path, "old"), false, Some("img-1"))
+            .await?,
+        StorPut::SourceGone
+    );
+    assert_eq!(c.stor_get(a.id, &keep.path).await?, Some(keep.clone()));
+    // The parent is checked first.
+    assert_eq!(
+        c.stor_put(
+            &object(a.id, "/alice/stor/no/x", "old"),
+            false,
+            Some("img-1")
+        )
+        .await?,
+        StorPut::NoParent
+    );
+    let fresh = object(a.id, "/alice/stor/e/x", "new");
+    assert_eq!(c.stor_put(&fresh, false, Some("img-1")).await?, done(None));
+
+    // The image is gone.
+    assert_eq!(c.delete_image(a.id, "img-1").await?, Some(None));
+    assert_eq!(
+        c.stor_put(
+            &object(a.id, "/alice/stor/e/y", "new"),
+            false,
+            Some("img-1")
+        )
+        .await?,
+        StorPut::SourceGone
+    );
+    assert_eq!(c.stor_get(a.id, "/alice/stor/e/y").await?, None);
+
+    // An image without a file, and another owner's image (even a public one), are no source.
+    c.create_image(&image("img-empty", a.id, "empty", "1", false))
+        .await?;
+    assert_eq!(
+        c.stor_put(
+            &object(a.id, "/alice/stor/e/z", "none"),
+            false,
+            Some("img-empty")
+        )
+        .await?,
+        StorPut::SourceGone
+    );
+    c.create_image(&image("img-b", b.id, "bobs", "1", true))
+        .await?;
+    assert_eq!(
+        c.set_image_file(b.id, "img-b", &image_file("bob-blob"))
+            .await?,
+        Some(None)
+    );
+    assert_eq!(
+        c.stor_put(
+            &object(a.id, "/alice/stor/e/z", "bob-blob"),
+            false,
+            Some("img-b")
+        )
+        .await?,
+        StorPut::SourceGone
+    );
+    assert_eq!(c.stor_get(a.id, "/alice/stor/e/z").await?, None);
+    assert_eq!(
+        c.stor_put(&object(a.id, "/alice/stor/e/z", "x"), false, Some("nope"))
+            .await?,
+        StorPut::SourceGone
+    );
+    assert_eq!(
+        c.stor_delete(a.id, &fresh.path).await?,
+        deleted(Some("new"))
+    );
+    Ok(())
+}
+
+async fn delete_user_returns_image_and_object_blobs(
+    s: Arc<dyn Store>,
+    c: Arc<dyn CloudStore>,
+) -> Result<()> {
+    let a = user(&s, "alice").await?;
+    let b = user(&s, "bob").await?;
+    let bun = bundle(&s, a.id, "app").await?;
+    let art = s
+        .create_artifact(bun.id, None, "f", &Default::default())
+        .await?;
+    s.set_artifact_blob(bun.id, art.id, &blob("art")).await?;
+    image_with_file(&c, a.id, "img-a", "img-file").await?;
+    image_with_file(&c, a.id, "img-a2", "img-file2").await?;
+    c.create_image(&image("img-nofile", a.id, "n", "1", false))
+        .await?;
+    assert_eq!(
+        c.stor_mkdir(&dir(a.id, "/alice/stor/e"), true).await?,
+        StorMkdir::Created
+    );
+    for name in ["linked", "linked2"] {
+        let o = object(a.id, &format!("/alice/stor/e/{name}"), "img-file");
+        assert_eq!(c.stor_put(&o, false, Some("img-a")).await?, done(None));
+    }
+    assert_eq!(
+        c.stor_put(&object(a.id, "/alice/stor/e/own", "obj"), false, None)
+            .await?,
+        done(None)
+    );
+    c.add_key(a.id, "k", "aa:01", "ssh-ed25519 A").await?;
+    c.create_image_export(&export("exp-a", a.id, ExportState::Queued, T0))
+        .await?;
+    image_with_file(&c, b.id, "img-b", "bob-file").await?;
+    assert_eq!(
+        c.stor_put(&object(b.id, "/bob/stor/o", "bob-obj"), true, None)
+            .await?,
+        done(None)
+    );
+
+    // Every blob once, though the image file is referenced three times.
+    let keys = s.delete_user("alice").await?.expect("alice existed");
+    assert_eq!(sorted(keys), ["art", "img-file", "img-file2", "obj"]);
+    assert_eq!(c.get_image("img-a").await?, None);
+    assert_eq!(c.get_image("img-nofile").await?, None);
+    assert_eq!(c.stor_get(a.id, "/alice/stor/e").await?, None);
+    assert_eq!(c.stor_get(a.id, "/alice/stor/e/own").await?, None);
+    assert!(c.list_keys(a.id).await?.is_empty());
+    assert_eq!(c.get_image_export(a.id, "exp-a").await?, None);
+    assert!(c.unfinished_image_exports().await?.is_empty());
+
+    assert_eq!(
+        c.list_images(b.id)
+            .await?
+            .into_iter()
+            .map(|i| i.id)
+            .collect::<Vec<_>>(),
+        ["img-b"]
+    );
+    let keys = s.delete_user("bob").await?.expect("bob existed");
+    assert_eq!(sorted(keys), ["bob-file", "bob-obj"]);
+    Ok(())
+}
+
+// ---- cloud: image exports
+
+async fn image_exports(s: Arc<dyn Store>, c: Arc<dyn CloudStore>) -> Result<()> {
+    let a = user(&s, "alice").await?;
+    let b = user(&s, "bob").await?;
+    let e1 = export("e1", a.id, ExportState::Queued, T0 + 20);
+    let e2 = export("e2", a.id, ExportState::Running, T0 + 30);
+    let e3 = export("e3", b.id, ExportState::Complete, T0 + 10);
+    let e4 = export("e4", b.id, ExportState::Queued, T0 + 5);
+    for e in [&e1, &e2, &e3, &e4] {
+        c.create_image_export(e).await?;
+    }
+    match c.create_image_export(&e1).await {
+        Err(DomainError::Conflict(_)) => {}
+        r => panic!("a duplicate export id gave {r:?}"),
+    }
+    assert_eq!(c.get_image_export(a.id, "e1").await?, Some(e1.clone()));
+    assert_eq!(c.get_image_export(b.id, "e1").await?, None);
+    assert_eq!(c.get_image_export(b.id, "e3").await?, Some(e3.clone()));
+    assert_eq!(c.get_image_export(a.id, "nope").await?, None);
+    // Oldest first, whoever owns them; complete ones are done.
+    assert_eq!(
+        c.unfinished_image_exports().await?,
+        [e4.clone(), e1.clone(), e2.clone()]
+    );
+
+    let e1r = ImageExport {
+        state: ExportState::Running,
+        bytes_copied: 512,
+        bytes_total: 4096,
+        modified: T0 + 25,
+        ..e1.clone()
+    };
+    c.update_image_export(&e1r).await?;
+    assert_eq!(c.get_image_export(a.id, "e1").await?, Some(e1r.clone()));
+    let e2c = ImageExport {
+        state: ExportState::Complete,
+        bytes_copied: 4096,
+        bytes_total: 4096,
+        image_path: Some("/alice/stor/img.zfs.gz".into()),
+        manifest_path: Some("/alice/stor/img.imgmanifest".into()),
+        modified: T0 + 40,
+        ..e2.clone()
+    };
+    c.update_image_export(&e2c).await?;
+    assert_eq!(c.get_image_export(a.id, "e2").await?, Some(e2c));
+    let e4x = ImageExport {
+        state: ExportState::Error,
+        error: Some("image deleted".into()),
+        modified: T0 + 50,
+        ..e4.clone()
+    };
+    c.update_image_export(&e4x).await?;
+    assert_eq!(c.get_image_export(b.id, "e4").await?, Some(e4x));
+    assert_eq!(c.unfinished_image_exports().await?, [e1r]);
+    Ok(())
+}
+
+// ---- cloud: concurrency
+
+/// Each image is deleted while two objects link its file. Whatever the interleaving, a blob handed
+/// back for deletion is referenced by no object afterwards, and a blob not handed back is still
+/// referenced (else it would leak): exactly when no link got in.
+async fn concurrent_delete_image_and_links_never_orphan_a_link(
+    s: Arc<dyn Store>,
+    c: Arc<dyn CloudStore>,
+) -> Result<()> {
+    const IMAGES: usize = 24;
+    enum Op {
+        Delete(usize, Option<Option<String>>),
+        Link(usize, String, StorPut),
+    }
+    let a = user(&s, "alice").await?;
+    assert_eq!(
+        c.stor_mkdir(&dir(a.id, "/alice/stor/race"), true).await?,
+        StorMkdir::Created
+    );
+    for i in 0..IMAGES {
+        image_with_file(&c, a.id, &format!("img-{i}"), &format!("blob-{i}")).await?;
+    }
+    let start = Arc::new(Barrier::new(IMAGES * 3));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..IMAGES {
+        let (c2, start2) = (c.clone(), start.clone());
+        tasks.spawn(async move {
+            start2.wait().await;
+            Ok::<_, DomainError>(Op::Delete(
+                i,
+                c2.delete_image(a.id, &format!("img-{i}")).await?,
+            ))
+        });
+        for link in ["x", "y"] {
+            let (c2, start2) = (c.clone(), start.clone());
+            tasks.spawn(async move {
+                start2.wait().await;
+                let e = object(
+                    a.id,
+                    &format!("/alice/stor/race/{i}-{link}"),
+                    &format!("blob-{i}"),
+                );
+                let put = c2.stor_put(&e, false, Some(&format!("img-{i}"))).await?;
+                Ok(Op::Link(i, e.path, put))
+            });
+        }
+    }
+    let mut returned: Vec<Option<Option<String>>> = vec![None; IMAGES];
+    let mut linked: Vec<Vec<String>> = vec![Vec::new(); IMAGES];
+    while let Some(r) = tasks.join_next().await {
+        match r.expect("task")? {
+            Op::Delete(i, got) => returned[i] = Some(got.expect("the image existed")),
+            Op::Link(i, path, put) => match put {
+                StorPut::Done {
+                    replaced_blob: None,
+                } => linked[i].push(path),
+                StorPut::SourceGone => {
+                    assert_eq!(c.stor_get(a.id, &path).await?, None, "{path}")
+                }
+                other => panic!("{path}: {other:?}"),
+            },
+        }
+    }
+    let mut lost_the_race = 0;
+    for i in 0..IMAGES {
+        let key = format!("blob-{i}");
+        let returned = returned[i].clone().expect("delete ran");
+        if returned.is_some() {
+            lost_the_race += 1;
+        }
+        assert_eq!(
+            returned,
+            linked[i].is_empty().then(|| key.clone()),
+            "image {i}: links {:?}",
+            linked[i]
+        );
+        for path in &linked[i] {
+            let got = c.stor_get(a.id, path).await?.expect("linked object");
+            assert_eq!(got.blob_key.as_deref(), Some(key.as_str()));
+        }
+        // The links release the blob exactly once, with the last of them.
+        let n = linked[i].len();
+        for (k, path) in linked[i].iter().enumerate() {
+            let want = (k + 1 == n).then_some(key.as_str());
+            assert_eq!(c.stor_delete(a.id, path).await?, deleted(want));
+        }
+    }
+    eprintln!("{lost_the_race} of {IMAGES} images were deleted before any link");
+    assert!(c
+        .stor_list(a.id, "/alice/stor/race", None, 1000)
+        .await?
+        .is_empty());
+    Ok(())
+}
+
+/// The last two references to a blob removed at once: exactly one of the deletes returns it. Rounds
+/// run one after another, each pair released together, so the two deletes overlap as much as
+/// possible.
+async fn concurrent_object_deletes_return_the_shared_blob_once(
+    s: Arc<dyn Store>,
+    c: Arc<dyn CloudStore>,
+) -> Result<()> {
+    const ROUNDS: usize = 40;
+    let a = user(&s, "alice").await?;
+    assert_eq!(
+        c.stor_mkdir(&dir(a.id, "/alice/stor/race"), true).await?,
+        StorMkdir::Created
+    );
+    for r in 0..ROUNDS {
+        let (img, key) = (format!("img-{r}"), format!("blob-{r}"));
+        image_with_file(&c, a.id, &img, &key).await?;
+        for link in ["x", "y"] {
+            let o = object(a.id, &format!("/alice/stor/race/{r}-{link}"), &key);
+            assert_eq!(c.stor_put(&o, false, Some(&img)).await?, done(None));
+        }
+        assert_eq!(c.delete_image(a.id, &img).await?, Some(None));
+
+        let start = Arc::new(Barrier::new(2));
+        let racer = |link: &str| {
+            let (c, start, path) = (
+                c.clone(),
+                start.clone(),
+                format!("/alice/stor/race/{r}-{link}"),
+            );
+            tokio::spawn(async move {
+                start.wait().await;
+                c.stor_delete(a.id, &path).await
+            })
+        };
+        let (x, y) = (racer("x"), racer("y"));
+        let mut released = Vec::new();
+        for got in [x.await.expect("task")?, y.await.expect("task")?] {
+            match got {
+                StorDelete::Deleted { blob } => released.extend(blob),
+                other => panic!("round {r}: {other:?}"),
+            }
+        }
+        assert_eq!(released, [key], "round {r}");
+    }
+    Ok(())
+}
+
+/// mkdir twice, write a child and delete the directory, all at once: either the delete came first
+/// (everything else finds no parent) or it found the directory not empty, and the racing mkdirs
+/// report Created and Existed, never a unique violation.
+async fn concurrent_mkdir_put_and_delete_keep_the_tree(
+    s: Arc<dyn Store>,
+    c: Arc<dyn CloudStore>,
+) -> Result<()> {
+    const ROUNDS: usize = 16;
+    enum Op {
+        Mkdir(usize, StorMkdir),
+        Put(usize, StorPut),
+        Delete(usize, StorDelete),
+    }
+    let a = user(&s, "alice").await?;
+    for r in 0..ROUNDS {
+        assert_eq!(
+            c.stor_mkdir(&dir(a.id, &format!("/alice/stor/t{r}")), true)
+                .await?,
+            StorMkdir::Created
+        );
+    }
+    let start = Arc::new(Barrier::new(ROUNDS * 4));
+    let mut tasks = tokio::task::JoinSet::new();
+    for r in 0..ROUNDS {
+        let top = format!("/alice/stor/t{r}");
+        for _ in 0..2 {
+            let (c2, start2, sub) = (c.clone(), start.clone(), format!("{top}/sub"));
+            tasks.spawn(async move {
+                start2.wait().await;
+                Ok::<_, DomainError>(Op::Mkdir(r, c2.stor_mkdir(&dir(a.id, &sub), false).await?))
+            });
+        }
+        let (c2, start2, obj) = (c.clone(), start.clone(), format!("{top}/obj"));
+        tasks.spawn(async move {
+            start2.wait().await;
+            let e = object(a.id, &obj, &format!("k{r}"));
+            Ok(Op::Put(r, c2.stor_put(&e, false, None).await?))
+        });
+        let (c2, start2, top) = (c.clone(), start.clone(), top.clone());
+        tasks.spawn(async move {
+            start2.wait().await;
+            Ok(Op::Delete(r, c2.stor_delete(a.id, &top).await?))
+        });
+    }
+    let mut mkdirs: Vec<Vec<StorMkdir>> = vec![Vec::new(); ROUNDS];
+    let mut puts: Vec<Option<StorPut>> = vec![None; ROUNDS];
+    let mut deletes: Vec<Option<StorDelete>> = vec![None; ROUNDS];
+    while let Some(res) = tasks.join_next().await {
+        match res.expect("task")? {
+            Op::Mkdir(r, m) => mkdirs[r].push(m),
+            Op::Put(r, p) => puts[r] = Some(p),
+            Op::Delete(r, d) => deletes[r] = Some(d),
+        }
+    }
+    for r in 0..ROUNDS {
+        let top = format!("/alice/stor/t{r}");
+        let children = names(&c.stor_list(a.id, &top, None, 100).await?)
+            .into_iter()
+            .map(str::to_string)
+            .collect::<Vec<_>>();
+        match deletes[r].clone().expect("delete ran") {
+            StorDelete::Deleted { blob: None } => {
+                assert_eq!(mkdirs[r], [StorMkdir::NoParent, StorMkdir::NoParent]);
+                assert_eq!(puts[r], Some(StorPut::NoParent));
+                assert_eq!(c.stor_get(a.id, &top).await?, None);
+                assert!(children.is_empty(), "round {r}: orphans {children:?}");
+            }
+            StorDelete::NotEmpty => {
+                let mut m = mkdirs[r].clone();
+                m.sort_by_key(|m| matches!(m, StorMkdir::Existed));
+                assert_eq!(m, [StorMkdir::Created, StorMkdir::Existed], "round {r}");
+                assert_eq!(puts[r], Some(done(None)), "round {r}");
+                assert_eq!(children, ["obj", "sub"], "round {r}");
+            }
+            other => panic!("round {r}: {other:?}"),
+        }
+    }
+    Ok(())
+}
+
+/// delete_user while the user's objects are being overwritten: every blob a write stored is handed
+/// back exactly once, either by the write that replaced it or by delete_user; writes after the
+/// delete fail; and nothing deadlocks (delete_user takes the cloud writers' lock before the user row).
+async fn delete_user_racing_object_writes_accounts_for_every_blob(
+    s: Arc<dyn Store>,
+    c: Arc<dyn CloudStore>,
+) -> Result<()> {
+    const WRITERS: usize = 8;
+    const VERSIONS: usize = 30;
+    let a = user(&s, "alice").await?;
+    let start = Arc::new(Barrier::new(WRITERS + 1));
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..WRITERS {
+        let (c, start) = (c.clone(), start.clone());
+        writers.spawn(async move {
+            start.wait().await;
+            let (mut stored, mut released) = (Vec::new(), Vec::new());
+            for v in 0..VERSIONS {
+                let key = format!("k{w}-{v}");
+                match c
+                    .stor_put(
+                        &object(a.id, &format!("/alice/stor/o{w}"), &key),
+                        true,
+                        None,
+                    )
+                    .await
+                {
+                    Ok(StorPut::Done { replaced_blob }) => {
+                        stored.push(key);
+                        released.extend(replaced_blob);
+                    }
+                    // The owner is gone: the insert fails its foreign key.
+                    Err(DomainError::Storage(_)) => break,
+                    other => panic!("writer {w}: {other:?}"),
+                }
+            }
+            (stored, released)
+        });
+    }
+    start.wait().await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut returned = s.delete_user("alice").await?.expect("alice existed");
+    let (mut stored, mut released) = (Vec::new(), Vec::new());
+    while let Some(r) = writers.join_next().await {
+        let (st, rel) = r.expect("writer");
+        stored.extend(st);
+        released.extend(rel);
+    }
+    returned.extend(released);
+    assert_eq!(sorted(returned), sorted(stored));
+    assert!(c
+        .stor_list(a.id, "/alice/stor", None, 100)
+        .await?
+        .is_empty());
     Ok(())
 }
 
