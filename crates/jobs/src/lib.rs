@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
@@ -116,8 +117,13 @@ impl Worker {
     }
 
     async fn process(&self, job: Job) {
+        // `instrument`, not `span.enter()`: an entered span held across `.await` migrates between
+        // runtime threads and corrupts the subscriber's span stack (it panicked in a busy test).
         let span = tracing::info_span!("job", id = job.id, kind = %job.kind, ticket = job.ticket_id, attempt = job.attempts);
-        let _g = span.enter();
+        self.process_in_span(job).instrument(span).await
+    }
+
+    async fn process_in_span(&self, job: Job) {
         if job.attempts > job.max_attempts {
             let why = job
                 .last_error
@@ -132,6 +138,9 @@ impl Worker {
             return;
         }
         let cancel = self.stop.child_token();
+        // Whatever happens below (even a panic unwinding this task), the heartbeat stops, so the
+        // lease lapses and another worker can take the job over.
+        let _stop_heartbeat = cancel.clone().drop_guard();
         let hb = {
             let (store, owner, cfg, cancel) = (
                 self.store.clone(),
@@ -158,7 +167,17 @@ impl Worker {
                 }
             })
         };
-        let res = self.handler.run(&job, cancel.clone()).await;
+        // The handler runs in a task of its own so that a panic in it is one failed attempt
+        // (retried, then given up) instead of a dead worker holding a lease forever.
+        let res = {
+            let (handler, j, c) = (self.handler.clone(), job.clone(), cancel.clone());
+            match tokio::spawn(async move { handler.run(&j, c).await }.in_current_span()).await {
+                Ok(r) => r,
+                Err(e) => Err(satchel_domain::DomainError::Internal(format!(
+                    "the job handler panicked: {e}"
+                ))),
+            }
+        };
         let lost = cancel.is_cancelled();
         cancel.cancel();
         let _ = hb.await;

@@ -2098,3 +2098,59 @@ async fn sqlite_periodic_claims_always_succeed() -> Result<()> {
     );
     Ok(())
 }
+
+/// A handler that panics costs an attempt, not a worker: the job is retried, then given up, and no
+/// lease is left renewed by an orphaned heartbeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_is_retried_then_given_up() -> Result<()> {
+    struct Panics(
+        tokio::sync::mpsc::UnboundedSender<(Id, String)>,
+        std::sync::atomic::AtomicUsize,
+    );
+    #[async_trait::async_trait]
+    impl JobHandler for Panics {
+        async fn run(&self, _: &Job, _: tokio_util::sync::CancellationToken) -> Result<()> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            panic!("handler bug");
+        }
+        async fn give_up(&self, job: &Job, why: &str) -> Result<()> {
+            let _ = self.0.send((job.ticket_id, why.to_string()));
+            Ok(())
+        }
+    }
+    let e = sqlite().await;
+    let s = e.store.clone();
+    let u = user(&s, "a").await?;
+    let b = bundle(&s, u.id, "app").await?;
+    let t = ticket(&s, u.id, &b).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let handler = Arc::new(Panics(tx, std::sync::atomic::AtomicUsize::new(0)));
+    let pool = satchel_jobs::WorkerPool::start(
+        s.clone(),
+        handler.clone(),
+        satchel_jobs::PoolConfig {
+            workers: 1,
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_millis(50),
+            idle_poll: Duration::from_millis(20),
+            retry_backoff: Duration::from_millis(10),
+        },
+    );
+    let (ticket_id, why) = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("the job was never given up (a dead worker or a stuck lease)")
+        .expect("channel");
+    assert_eq!(ticket_id, t.id);
+    assert!(why.contains("panicked"), "{why}");
+    let runs = handler.1.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(runs, 3, "max_attempts runs, each one counted");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        s.claim_job("other", Duration::from_secs(1))
+            .await?
+            .is_none(),
+        "job removed"
+    );
+    pool.shutdown().await;
+    Ok(())
+}
