@@ -68,6 +68,31 @@ pub async fn open(storage: &StorageArgs, dir: &Path) -> anyhow::Result<Opened> {
     })
 }
 
+/// glibc's malloc keeps what exports freed (1 MiB chunks, from many runtime threads) in per-thread
+/// arenas, so a long-running server's RSS climbed export after export (25 -> 79 -> 106 -> 120 MiB
+/// measured; mimalloc was worse, 300 MiB). Fewer arenas and a periodic trim give it back.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_allocator() {
+    // SAFETY: mallopt only changes allocator parameters; called once before the runtime is busy.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+    std::thread::Builder::new()
+        .name("malloc-trim".into())
+        .spawn(|| loop {
+            std::thread::sleep(Duration::from_secs(2));
+            // SAFETY: malloc_trim is thread-safe and only returns free memory to the kernel.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        })
+        .map(|_| ())
+        .unwrap_or_else(|e| tracing::warn!(error = %e, "no malloc-trim thread"));
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let s: Settings = args.resolve()?;
     tracing_subscriber::fmt()
@@ -77,6 +102,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             }),
         )
         .init();
+    tune_allocator();
     let mut opened = open(&s.storage, &s.data_dir).await?;
     opened.max_upload = s.max_upload;
     let (store, blobs) = (opened.store.clone(), opened.blobs.clone());
