@@ -181,3 +181,33 @@ pub trait CloudStore: Send + Sync + 'static {
     /// Exports left queued or running (a restart resumes them).
     async fn unfinished_image_exports(&self) -> Result<Vec<ImageExport>>;
 }
+
+/// What consuming a one-time download key found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyUse {
+    /// This call consumed it (exactly one call ever sees this per key).
+    Consumed {
+        owner_id: Id,
+    },
+    AlreadyUsed,
+    Expired,
+    /// No such key, or a key for another resource (the two are indistinguishable on purpose).
+    Unknown,
+}
+
+/// One-time download keys: stored only as a hash, bound to one resource, expiring, and consumed by
+/// one conditional UPDATE so that any number of racing requests, on any number of instances, give
+/// exactly one `Consumed`.
+#[async_trait]
+pub trait OneTimeKeys: Send + Sync + 'static {
+    async fn issue_key(
+        &self,
+        key_hash: &str,
+        owner: Id,
+        resource: &str,
+        expires_at: Millis,
+    ) -> Result<()>;
+    async fn consume_key(&self, key_hash: &str, resource: &str, now: Millis) -> Result<KeyUse>;
+    /// Drops keys that expired before `before` (housekeeping); returns how many.
+    async fn purge_keys(&self, before: Millis) -> Result<u64>;
+}

@@ -8,7 +8,7 @@
 
 use satchel_domain::cloud::model::*;
 use satchel_domain::model::*;
-use satchel_domain::ports::{CloudStore, JobHandler, Store};
+use satchel_domain::ports::{CloudStore, JobHandler, KeyUse, OneTimeKeys, Store};
 use satchel_domain::{DomainError, Result};
 use satchel_store::postgres::PostgresStore;
 use satchel_store::sqlite::SqliteStore;
@@ -24,6 +24,9 @@ const LONG: Duration = Duration::from_secs(60);
 struct Engine {
     store: Arc<dyn Store>,
     cloud: Arc<dyn CloudStore>,
+    keys: Arc<dyn OneTimeKeys>,
+    /// The PostgreSQL database's URL (to open a second "instance" on it).
+    url: Option<String>,
     _keep: Box<dyn Any + Send>,
 }
 
@@ -35,7 +38,9 @@ async fn sqlite() -> Engine {
     let store = Arc::new(store);
     Engine {
         store: store.clone(),
+        keys: store.clone(),
         cloud: store,
+        url: None,
         _keep: Box::new(dir),
     }
 }
@@ -50,7 +55,9 @@ async fn postgres() -> Engine {
     let store = Arc::new(store);
     Engine {
         store: store.clone(),
+        keys: store.clone(),
         cloud: store,
+        url: Some(db.url.clone()),
         _keep: Box::new(db),
     }
 }
@@ -2152,5 +2159,119 @@ async fn a_panicking_handler_is_retried_then_given_up() -> Result<()> {
         "job removed"
     );
     pool.shutdown().await;
+    Ok(())
+}
+
+// ---- one-time download keys, on both engines
+
+macro_rules! keys_suite {
+    ($($name:ident),+ $(,)?) => {
+        mod keys_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() -> satchel_domain::Result<()> {
+                    let e = super::sqlite().await;
+                    let k = e.keys.clone();
+                    super::$name(e.store.clone(), vec![k]).await
+                }
+            )+
+        }
+        mod keys_postgres {
+            $(
+                /// Two store instances on one database stand for two Satchel instances.
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() -> satchel_domain::Result<()> {
+                    let e = super::postgres().await;
+                    let url = e.url.clone().expect("postgres url");
+                    let other: std::sync::Arc<dyn satchel_domain::ports::OneTimeKeys> = std::sync::Arc::new(
+                        satchel_store::postgres::PostgresStore::connect(&url).await?,
+                    );
+                    super::$name(e.store.clone(), vec![e.keys.clone(), other]).await
+                }
+            )+
+        }
+    };
+}
+
+keys_suite!(one_time_keys_lifecycle, one_time_key_race_has_one_winner);
+
+async fn one_time_keys_lifecycle(s: Arc<dyn Store>, k: Vec<Arc<dyn OneTimeKeys>>) -> Result<()> {
+    let u = user(&s, "alice").await?;
+    let now = now_millis();
+    let (a, b) = (&k[0], k.last().unwrap_or(&k[0]));
+    a.issue_key("h1", u.id, "image:1", now + 60_000).await?;
+    // The wrong resource neither consumes it nor reveals it exists.
+    assert_eq!(b.consume_key("h1", "image:2", now).await?, KeyUse::Unknown);
+    assert_eq!(
+        b.consume_key("h1", "image:1", now).await?,
+        KeyUse::Consumed { owner_id: u.id }
+    );
+    assert_eq!(
+        a.consume_key("h1", "image:1", now).await?,
+        KeyUse::AlreadyUsed
+    );
+    assert_eq!(
+        a.consume_key("nope", "image:1", now).await?,
+        KeyUse::Unknown
+    );
+    // Expiry is judged at the consuming request's time.
+    a.issue_key("h2", u.id, "image:1", now + 1_000).await?;
+    assert_eq!(
+        b.consume_key("h2", "image:1", now + 1_000).await?,
+        KeyUse::Expired
+    );
+    assert_eq!(
+        b.consume_key("h2", "image:1", now + 999).await?,
+        KeyUse::Consumed { owner_id: u.id }
+    );
+    // Hashes are unique.
+    assert!(matches!(
+        a.issue_key("h1", u.id, "image:9", now + 60_000).await,
+        Err(DomainError::Conflict(_))
+    ));
+    // Housekeeping drops expired keys only.
+    a.issue_key("h3", u.id, "image:1", now + 500).await?;
+    a.issue_key("h4", u.id, "image:1", now + 90_000).await?;
+    assert_eq!(a.purge_keys(now + 60_001).await?, 3);
+    assert_eq!(b.consume_key("h3", "image:1", now).await?, KeyUse::Unknown);
+    assert_eq!(
+        b.consume_key("h4", "image:1", now).await?,
+        KeyUse::Consumed { owner_id: u.id }
+    );
+    Ok(())
+}
+
+/// 100 parallel consumers of one key (spread over every instance given): exactly one wins.
+async fn one_time_key_race_has_one_winner(
+    s: Arc<dyn Store>,
+    k: Vec<Arc<dyn OneTimeKeys>>,
+) -> Result<()> {
+    let u = user(&s, "alice").await?;
+    for round in 0..3 {
+        let hash = format!("race-{round}");
+        k[0].issue_key(&hash, u.id, "image:7", now_millis() + 60_000)
+            .await?;
+        let barrier = Arc::new(Barrier::new(100));
+        let mut tasks = Vec::new();
+        for i in 0..100 {
+            let (keys, barrier, hash) = (k[i % k.len()].clone(), barrier.clone(), hash.clone());
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                keys.consume_key(&hash, "image:7", now_millis()).await
+            }));
+        }
+        let mut won = 0;
+        for t in tasks {
+            match t.await.expect("task")? {
+                KeyUse::Consumed { owner_id } => {
+                    assert_eq!(owner_id, u.id);
+                    won += 1;
+                }
+                KeyUse::AlreadyUsed => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(won, 1, "round {round}: exactly one of 100 consumers wins");
+    }
     Ok(())
 }

@@ -1,0 +1,99 @@
+//! One-time download keys for both engines. The SQL is the same on SQLite and PostgreSQL apart from
+//! placeholders, so one generic implementation serves both: `consume_key` is a single conditional
+//! UPDATE (`used_at IS NULL AND expires_at > now`), which both engines apply atomically per row, so
+//! racing consumers, in one process or across instances, see exactly one success.
+
+use crate::db_err;
+use crate::postgres::PostgresStore;
+use crate::sqlite::SqliteStore;
+use async_trait::async_trait;
+use satchel_domain::model::{now_millis, Id, Millis};
+use satchel_domain::ports::{KeyUse, OneTimeKeys};
+use satchel_domain::Result;
+
+fn classify(row: Option<(Option<Millis>, Millis, String)>, resource: &str, now: Millis) -> KeyUse {
+    match row {
+        Some((_, _, r)) if r != resource => KeyUse::Unknown,
+        Some((Some(_), _, _)) => KeyUse::AlreadyUsed,
+        Some((None, exp, _)) if exp <= now => KeyUse::Expired,
+        // Not used, not expired, yet the UPDATE did not take it: only possible if it was used
+        // between the two statements, which is a use all the same.
+        Some((None, _, _)) => KeyUse::AlreadyUsed,
+        None => KeyUse::Unknown,
+    }
+}
+
+macro_rules! impl_keys {
+    ($store:ty, $insert:literal, $consume:literal, $look:literal, $purge:literal) => {
+        #[async_trait]
+        impl OneTimeKeys for $store {
+            async fn issue_key(
+                &self,
+                key_hash: &str,
+                owner: Id,
+                resource: &str,
+                expires_at: Millis,
+            ) -> Result<()> {
+                sqlx::query($insert)
+                    .bind(key_hash)
+                    .bind(owner)
+                    .bind(resource)
+                    .bind(expires_at)
+                    .bind(now_millis())
+                    .execute(self.pool())
+                    .await
+                    .map_err(db_err)?;
+                Ok(())
+            }
+
+            async fn consume_key(
+                &self,
+                key_hash: &str,
+                resource: &str,
+                now: Millis,
+            ) -> Result<KeyUse> {
+                let owner: Option<Id> = sqlx::query_scalar($consume)
+                    .bind(now)
+                    .bind(key_hash)
+                    .bind(resource)
+                    .fetch_optional(self.pool())
+                    .await
+                    .map_err(db_err)?;
+                if let Some(owner_id) = owner {
+                    return Ok(KeyUse::Consumed { owner_id });
+                }
+                let row: Option<(Option<Millis>, Millis, String)> = sqlx::query_as($look)
+                    .bind(key_hash)
+                    .fetch_optional(self.pool())
+                    .await
+                    .map_err(db_err)?;
+                Ok(classify(row, resource, now))
+            }
+
+            async fn purge_keys(&self, before: Millis) -> Result<u64> {
+                let r = sqlx::query($purge)
+                    .bind(before)
+                    .execute(self.pool())
+                    .await
+                    .map_err(db_err)?;
+                Ok(r.rows_affected())
+            }
+        }
+    };
+}
+
+impl_keys!(
+    SqliteStore,
+    "INSERT INTO download_keys (key_hash, owner_id, resource, expires_at, created) VALUES (?, ?, ?, ?, ?)",
+    "UPDATE download_keys SET used_at = ?1 WHERE key_hash = ?2 AND resource = ?3 AND used_at IS NULL AND expires_at > ?1 RETURNING owner_id",
+    "SELECT used_at, expires_at, resource FROM download_keys WHERE key_hash = ?",
+    "DELETE FROM download_keys WHERE expires_at < ?"
+);
+
+impl_keys!(
+    PostgresStore,
+    "INSERT INTO download_keys (key_hash, owner_id, resource, expires_at, created) VALUES ($1, $2, $3, $4, $5)",
+    "UPDATE download_keys SET used_at = $1 WHERE key_hash = $2 AND resource = $3 AND used_at IS NULL AND expires_at > $1 RETURNING owner_id",
+    "SELECT used_at, expires_at, resource FROM download_keys WHERE key_hash = $1",
+    "DELETE FROM download_keys WHERE expires_at < $1"
+);
