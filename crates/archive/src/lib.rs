@@ -6,6 +6,8 @@
 //! memory stays flat whatever the archive size. Data the caller marks incompressible goes into
 //! *stored* deflate blocks: no CPU is spent trying to shrink what will not shrink.
 
+pub mod oci;
+
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
@@ -50,6 +52,9 @@ pub struct GzOptions {
     pub level: i32,
     pub chunk_size: usize,
     pub max_inflight: usize,
+    /// Also hash the uncompressed input (an OCI layer's `diff_id`); off for exports, where it would
+    /// only cost time.
+    pub hash_input: bool,
 }
 
 impl Default for GzOptions {
@@ -61,6 +66,7 @@ impl Default for GzOptions {
             level: 6,
             chunk_size: 1 << 20,
             max_inflight: cores + 1,
+            hash_input: false,
         }
     }
 }
@@ -125,6 +131,7 @@ pub struct ParallelGz<S: Sink> {
     mode: Mode,
     inflight: VecDeque<JoinHandle<Result<Vec<u8>>>>,
     sha256: Sha256,
+    in_sha256: Option<Sha256>,
     out_len: u64,
     in_len: u64,
 }
@@ -136,6 +143,8 @@ pub struct Finished<S> {
     pub size: u64,
     pub sha256: String,
     pub uncompressed: u64,
+    /// sha256 of the uncompressed input, with [`GzOptions::hash_input`].
+    pub uncompressed_sha256: Option<String>,
 }
 
 impl<S: Sink> ParallelGz<S> {
@@ -147,6 +156,7 @@ impl<S: Sink> ParallelGz<S> {
             mode: Mode::Deflate,
             inflight: VecDeque::new(),
             sha256: Sha256::new(),
+            in_sha256: opts.hash_input.then(Sha256::new),
             out_len: 0,
             in_len: 0,
         }
@@ -158,6 +168,9 @@ impl<S: Sink> ParallelGz<S> {
         }
         self.mode = mode;
         self.in_len += data.len() as u64;
+        if let Some(h) = self.in_sha256.as_mut() {
+            h.update(data);
+        }
         while !data.is_empty() {
             let room = self.opts.chunk_size - self.buf.len();
             let n = room.min(data.len());
@@ -220,6 +233,7 @@ impl<S: Sink> ParallelGz<S> {
             size: self.out_len,
             sha256: hex::encode(self.sha256.finalize()),
             uncompressed: self.in_len,
+            uncompressed_sha256: self.in_sha256.map(|h| hex::encode(h.finalize())),
         })
     }
 }
@@ -422,6 +436,7 @@ mod tests {
             level: 6,
             chunk_size: 4096,
             max_inflight: 3,
+            hash_input: false,
         };
         let mut w = TarGzWriter::new(Vec::new(), opts);
         let long = format!("bundles/{}/file.txt", "d".repeat(150));
@@ -492,7 +507,7 @@ mod tests {
                                    chunk in 1usize..5000, store in proptest::bool::ANY) {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             let out = rt.block_on(async {
-                let mut gz = ParallelGz::new(Vec::new(), GzOptions { level: 1, chunk_size: chunk, max_inflight: 2 });
+                let mut gz = ParallelGz::new(Vec::new(), GzOptions { level: 1, chunk_size: chunk, max_inflight: 2, hash_input: false });
                 for (i, c) in data.chunks(777).enumerate() {
                     let mode = if store && i % 2 == 0 { Mode::Store } else { Mode::Deflate };
                     gz.write(c, mode).await.unwrap();
