@@ -7,6 +7,7 @@
 mod keys;
 pub mod postgres;
 mod postgres_cloud;
+mod rows;
 pub mod sqlite;
 mod sqlite_cloud;
 

@@ -1,0 +1,234 @@
+//! Row -> domain mapping, written once for both engines. The schemas agree on column names and on
+//! the Rust types read (SQLite's INTEGER decodes as i32 and bool as PostgreSQL's INT4 and BOOLEAN
+//! do), so only the row type differs: each engine's module instantiates these with its own.
+
+/// `user_from`, `bundle_from`, `blob_from`, `artifact_from`, `attachment_from`, `ticket_from`,
+/// `job_from` for one row type.
+macro_rules! store_rows {
+    ($row:ty) => {
+        fn user_from(r: &$row) -> Result<User> {
+            let ents: String = r.try_get("entitlements").map_err(db_err)?;
+            Ok(User {
+                id: r.try_get("id").map_err(db_err)?,
+                login: r.try_get("login").map_err(db_err)?,
+                admin: r.try_get("admin").map_err(db_err)?,
+                entitlements: serde_json::from_str(&ents).unwrap_or_default(),
+                created: r.try_get("created").map_err(db_err)?,
+            })
+        }
+
+        fn bundle_from(r: &$row) -> Result<Bundle> {
+            Ok(Bundle {
+                id: r.try_get("id").map_err(db_err)?,
+                owner_id: r.try_get("owner_id").map_err(db_err)?,
+                name: r.try_get("name").map_err(db_err)?,
+                version: r.try_get("version").map_err(db_err)?,
+                description: r.try_get("description").map_err(db_err)?,
+                release: r.try_get("release").map_err(db_err)?,
+                install_location: r.try_get("install_location").map_err(db_err)?,
+                revision: r.try_get("revision").map_err(db_err)?,
+                created: r.try_get("created").map_err(db_err)?,
+                modified: r.try_get("modified").map_err(db_err)?,
+            })
+        }
+
+        fn blob_from(r: &$row) -> Result<Option<BlobRef>> {
+            let key: Option<String> = r.try_get("blob_key").map_err(db_err)?;
+            Ok(match key {
+                None => None,
+                Some(key) => Some(BlobRef {
+                    key,
+                    size: r
+                        .try_get::<Option<i64>, _>("blob_size")
+                        .map_err(db_err)?
+                        .unwrap_or(0),
+                    sha256: r
+                        .try_get::<Option<String>, _>("blob_sha256")
+                        .map_err(db_err)?
+                        .unwrap_or_default(),
+                    md5: r
+                        .try_get::<Option<String>, _>("blob_md5")
+                        .map_err(db_err)?
+                        .unwrap_or_default(),
+                    uploaded: r
+                        .try_get::<Option<i64>, _>("blob_uploaded")
+                        .map_err(db_err)?
+                        .unwrap_or(0),
+                }),
+            })
+        }
+
+        fn artifact_from(r: &$row) -> Result<Artifact> {
+            Ok(Artifact {
+                id: r.try_get("id").map_err(db_err)?,
+                bundle_id: r.try_get("bundle_id").map_err(db_err)?,
+                parent_id: r.try_get("parent_id").map_err(db_err)?,
+                name: r.try_get("name").map_err(db_err)?,
+                kind: r.try_get("kind").map_err(db_err)?,
+                tag: r.try_get("tag").map_err(db_err)?,
+                install_location: r.try_get("install_location").map_err(db_err)?,
+                blob: blob_from(r)?,
+                created: r.try_get("created").map_err(db_err)?,
+                modified: r.try_get("modified").map_err(db_err)?,
+            })
+        }
+
+        fn attachment_from(r: &$row) -> Result<Attachment> {
+            let kind: String = r.try_get("kind").map_err(db_err)?;
+            Ok(Attachment {
+                id: r.try_get("id").map_err(db_err)?,
+                bundle_id: r.try_get("bundle_id").map_err(db_err)?,
+                kind: AttachmentKind::parse(&kind)
+                    .ok_or_else(|| DomainError::Storage(format!("bad attachment kind {kind}")))?,
+                name: r.try_get("name").map_err(db_err)?,
+                blob: blob_from(r)?
+                    .ok_or_else(|| DomainError::Storage("attachment without blob".into()))?,
+            })
+        }
+
+        fn ticket_from(r: &$row) -> Result<Ticket> {
+            let state: String = r.try_get("state").map_err(db_err)?;
+            let format: String = r.try_get("format").map_err(db_err)?;
+            let key: Option<String> = r.try_get("archive_key").map_err(db_err)?;
+            let archive = match key {
+                Some(key) => Some(ArchiveRef {
+                    key,
+                    file_name: r
+                        .try_get::<Option<String>, _>("archive_name")
+                        .map_err(db_err)?
+                        .unwrap_or_default(),
+                    size: r
+                        .try_get::<Option<i64>, _>("archive_size")
+                        .map_err(db_err)?
+                        .unwrap_or(0),
+                    sha256: r
+                        .try_get::<Option<String>, _>("archive_sha256")
+                        .map_err(db_err)?
+                        .unwrap_or_default(),
+                }),
+                None => None,
+            };
+            Ok(Ticket {
+                id: r.try_get("id").map_err(db_err)?,
+                owner_id: r.try_get("owner_id").map_err(db_err)?,
+                bundle_id: r.try_get("bundle_id").map_err(db_err)?,
+                bundle_name: r.try_get("bundle_name").map_err(db_err)?,
+                bundle_version: r.try_get("bundle_version").map_err(db_err)?,
+                format: OutputFormat::parse(Some(&format)).unwrap_or(OutputFormat::Yaml),
+                state: TicketState::parse(&state)
+                    .ok_or_else(|| DomainError::Storage(format!("bad ticket state {state}")))?,
+                percentage: r.try_get("percentage").map_err(db_err)?,
+                bytes_loaded: r.try_get("bytes_loaded").map_err(db_err)?,
+                bytes_total: r.try_get("bytes_total").map_err(db_err)?,
+                eta: r.try_get("eta").map_err(db_err)?,
+                message: r.try_get("message").map_err(db_err)?,
+                error_message: r.try_get("error_message").map_err(db_err)?,
+                archive,
+                created: r.try_get("created").map_err(db_err)?,
+                modified: r.try_get("modified").map_err(db_err)?,
+                expires_at: r.try_get("expires_at").map_err(db_err)?,
+            })
+        }
+
+        fn job_from(r: &$row) -> Result<Job> {
+            Ok(Job {
+                id: r.try_get("id").map_err(db_err)?,
+                kind: r.try_get("kind").map_err(db_err)?,
+                ticket_id: r.try_get("ticket_id").map_err(db_err)?,
+                attempts: r.try_get("attempts").map_err(db_err)?,
+                max_attempts: r.try_get("max_attempts").map_err(db_err)?,
+                last_error: r.try_get("last_error").map_err(db_err)?,
+            })
+        }
+    };
+}
+pub(crate) use store_rows;
+
+/// `bad`, `key_from`, `image_from`, `entry_from`, `export_from` for one row type.
+macro_rules! cloud_rows {
+    ($row:ty) => {
+        fn bad(what: &str, v: &str) -> DomainError {
+            DomainError::Storage(format!("unexpected {what} {v:?} in the database"))
+        }
+
+        fn key_from(r: &$row) -> Result<SshKey> {
+            Ok(SshKey {
+                id: r.try_get("id").map_err(db_err)?,
+                owner_id: r.try_get("owner_id").map_err(db_err)?,
+                name: r.try_get("name").map_err(db_err)?,
+                fingerprint: r.try_get("fingerprint").map_err(db_err)?,
+                key: r.try_get("key").map_err(db_err)?,
+                created: r.try_get("created").map_err(db_err)?,
+            })
+        }
+
+        fn image_from(r: &$row) -> Result<Image> {
+            let state: String = r.try_get("state").map_err(db_err)?;
+            let blob: Option<String> = r.try_get("file_blob").map_err(db_err)?;
+            let file = match blob {
+                None => None,
+                Some(blob_key) => {
+                    let c: String = r.try_get("file_compression").map_err(db_err)?;
+                    Some(ImageFile {
+                        blob_key,
+                        size: r.try_get("file_size").map_err(db_err)?,
+                        sha1: r.try_get("file_sha1").map_err(db_err)?,
+                        md5: r.try_get("file_md5").map_err(db_err)?,
+                        compression: Compression::parse(&c)
+                            .ok_or_else(|| bad("compression", &c))?,
+                    })
+                }
+            };
+            Ok(Image {
+                id: r.try_get("id").map_err(db_err)?,
+                owner_id: r.try_get("owner_id").map_err(db_err)?,
+                name: r.try_get("name").map_err(db_err)?,
+                version: r.try_get("version").map_err(db_err)?,
+                os: r.try_get("os").map_err(db_err)?,
+                kind: r.try_get("type").map_err(db_err)?,
+                description: r.try_get("description").map_err(db_err)?,
+                state: ImageState::parse(&state).ok_or_else(|| bad("image state", &state))?,
+                public: r.try_get("public").map_err(db_err)?,
+                published_at: r.try_get("published_at").map_err(db_err)?,
+                created: r.try_get("created").map_err(db_err)?,
+                file,
+            })
+        }
+
+        fn entry_from(r: &$row) -> Result<StorEntry> {
+            let kind: String = r.try_get("kind").map_err(db_err)?;
+            Ok(StorEntry {
+                owner_id: r.try_get("owner_id").map_err(db_err)?,
+                path: r.try_get("path").map_err(db_err)?,
+                parent: r.try_get("parent").map_err(db_err)?,
+                name: r.try_get("name").map_err(db_err)?,
+                kind: EntryKind::parse(&kind).ok_or_else(|| bad("entry kind", &kind))?,
+                size: r.try_get("size").map_err(db_err)?,
+                md5: r.try_get("md5").map_err(db_err)?,
+                content_type: r.try_get("content_type").map_err(db_err)?,
+                blob_key: r.try_get("blob_key").map_err(db_err)?,
+                etag: r.try_get("etag").map_err(db_err)?,
+                mtime: r.try_get("mtime").map_err(db_err)?,
+            })
+        }
+
+        fn export_from(r: &$row) -> Result<ImageExport> {
+            let state: String = r.try_get("state").map_err(db_err)?;
+            Ok(ImageExport {
+                id: r.try_get("id").map_err(db_err)?,
+                owner_id: r.try_get("owner_id").map_err(db_err)?,
+                image_id: r.try_get("image_id").map_err(db_err)?,
+                manta_path: r.try_get("manta_path").map_err(db_err)?,
+                state: ExportState::parse(&state).ok_or_else(|| bad("export state", &state))?,
+                bytes_copied: r.try_get("bytes_copied").map_err(db_err)?,
+                bytes_total: r.try_get("bytes_total").map_err(db_err)?,
+                image_path: r.try_get("image_path").map_err(db_err)?,
+                manifest_path: r.try_get("manifest_path").map_err(db_err)?,
+                error: r.try_get("error").map_err(db_err)?,
+                created: r.try_get("created").map_err(db_err)?,
+                modified: r.try_get("modified").map_err(db_err)?,
+            })
+        }
+    };
+}
+pub(crate) use cloud_rows;
