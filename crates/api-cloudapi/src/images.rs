@@ -1,6 +1,6 @@
 //! Account, keys, images and ExportImage routes.
 
-use crate::{json_response, Caller, CloudError, CloudState};
+use crate::{json_response, no_content, Caller, CloudError, CloudState};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -116,12 +116,6 @@ pub async fn delete_key(
     let u = account(&caller, &login)?;
     st.cloud.delete_key(u, &key).await?;
     Ok(no_content())
-}
-
-fn no_content() -> Response {
-    let mut r = Response::new(Body::empty());
-    *r.status_mut() = StatusCode::NO_CONTENT;
-    r
 }
 
 /// An image as CloudAPI shows it.

@@ -99,6 +99,13 @@ pub fn router(state: CloudState) -> Router {
         }))
 }
 
+/// `204 No Content`.
+pub(crate) fn no_content() -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    r
+}
+
 /// A JSON reply with a correct `Content-MD5` (restify clients check it when present).
 pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();

@@ -2,7 +2,7 @@
 //! GET/HEAD objects (with `Range`) and directory listings (newline-delimited JSON), DELETE.
 
 use crate::images::account;
-use crate::{Caller, CloudError, CloudState};
+use crate::{no_content, Caller, CloudError, CloudState};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -219,9 +219,7 @@ pub async fn put_entry(
     let (user, raw) = target(&caller, &p)?;
     if is_directory_type(&headers) {
         st.cloud.stor_mkdir(&user, &raw).await?;
-        let mut r = Response::new(Body::empty());
-        *r.status_mut() = StatusCode::NO_CONTENT;
-        return Ok(r);
+        return Ok(no_content());
     }
     let expect_md5 = match headers.get("content-md5").map(|v| v.to_str()) {
         None => None,
@@ -255,8 +253,7 @@ pub async fn put_entry(
             stream,
         )
         .await?;
-    let mut r = Response::new(Body::empty());
-    *r.status_mut() = StatusCode::NO_CONTENT;
+    let mut r = no_content();
     let h = r.headers_mut();
     h.insert(header::ETAG, hv(&format!("\"{}\"", e.etag))?);
     h.insert(header::LAST_MODIFIED, hv(&http_date(e.mtime))?);
@@ -273,7 +270,5 @@ pub async fn delete_entry(
 ) -> Reply {
     let (user, raw) = target(&caller, &p)?;
     st.cloud.stor_delete(&user, &raw).await?;
-    let mut r = Response::new(Body::empty());
-    *r.status_mut() = StatusCode::NO_CONTENT;
-    Ok(r)
+    Ok(no_content())
 }

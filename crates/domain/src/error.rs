@@ -52,6 +52,13 @@ impl From<satchel_blob::BlobError> for DomainError {
             satchel_blob::BlobError::NotFound(k) => {
                 DomainError::Blob(format!("stored object missing: {k}"))
             }
+            // What went wrong with a client's upload is the client's to hear, on every face.
+            satchel_blob::BlobError::TooLarge(n) => {
+                DomainError::TooLarge(format!("uploads are limited to {n} bytes"))
+            }
+            satchel_blob::BlobError::Source(s) => {
+                DomainError::Invalid(format!("upload interrupted: {s}"))
+            }
             other => DomainError::Blob(other.to_string()),
         }
     }

@@ -394,16 +394,7 @@ impl Satchel {
         let w = self
             .blobs
             .put_stream(&key, body, Some(self.config.max_upload))
-            .await
-            .map_err(|e| match e {
-                satchel_blob::BlobError::TooLarge(n) => {
-                    DomainError::TooLarge(format!("uploads are limited to {n} bytes"))
-                }
-                satchel_blob::BlobError::Source(s) => {
-                    DomainError::Invalid(format!("upload interrupted: {s}"))
-                }
-                other => other.into(),
-            })?;
+            .await?;
         Ok(BlobRef {
             key,
             size: w.size as i64,

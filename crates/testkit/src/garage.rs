@@ -51,12 +51,14 @@ fn garage_bin() -> anyhow::Result<PathBuf> {
         .with_context(|| HINT.to_string())
 }
 
+/// `n` random hex digits: the first 12 of a v4 UUID are random (the version nibble comes after).
 fn hex(n: usize) -> String {
-    (0..n).map(|_| format!("{:x}", rand_nibble())).collect()
-}
-
-fn rand_nibble() -> u8 {
-    (uuid::Uuid::new_v4().as_bytes()[0]) & 0x0f
+    let mut out = String::with_capacity(n + 12);
+    while out.len() < n {
+        out.push_str(&uuid::Uuid::new_v4().simple().to_string()[..12]);
+    }
+    out.truncate(n);
+    out
 }
 
 impl TempGarage {

@@ -239,13 +239,7 @@ impl Cloud {
         let written = self
             .blobs
             .put_stream_with(&key, body, Some(self.max_upload), Hashes::IMAGE)
-            .await
-            .map_err(|e| match e {
-                satchel_blob::BlobError::TooLarge(n) => {
-                    DomainError::TooLarge(format!("image file larger than {n} bytes"))
-                }
-                other => other.into(),
-            })?;
+            .await?;
         let sha1 = written.sha1.clone().unwrap_or_default();
         if let Some(want) = expect_sha1 {
             if !want.eq_ignore_ascii_case(&sha1) {
@@ -685,13 +679,7 @@ impl Cloud {
         let written = self
             .blobs
             .put_stream_with(&key, body, Some(self.max_upload), Hashes::IMAGE)
-            .await
-            .map_err(|e| match e {
-                satchel_blob::BlobError::TooLarge(n) => {
-                    DomainError::TooLarge(format!("object larger than {n} bytes"))
-                }
-                other => other.into(),
-            })?;
+            .await?;
         if let Some(want) = expect_md5 {
             if !want.eq_ignore_ascii_case(&written.md5) {
                 self.delete_blob(&key).await;
