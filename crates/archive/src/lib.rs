@@ -55,6 +55,8 @@ pub struct GzOptions {
     /// Also hash the uncompressed input (an OCI layer's `diff_id`); off for exports, where it would
     /// only cost time.
     pub hash_input: bool,
+    /// No gzip framing at all: a plain stream (an uncompressed tar), still hashed and counted.
+    pub raw: bool,
 }
 
 impl Default for GzOptions {
@@ -67,6 +69,7 @@ impl Default for GzOptions {
             chunk_size: 1 << 20,
             max_inflight: cores + 1,
             hash_input: false,
+            raw: false,
         }
     }
 }
@@ -189,10 +192,14 @@ impl<S: Sink> ParallelGz<S> {
         }
         let chunk = std::mem::replace(&mut self.buf, BytesMut::with_capacity(self.opts.chunk_size))
             .freeze();
-        let (mode, level) = (self.mode, self.opts.level);
+        let (mode, level, raw) = (self.mode, self.opts.level, self.opts.raw);
         self.inflight
             .push_back(tokio::task::spawn_blocking(move || {
-                gzip_member(&chunk, mode, level)
+                if raw {
+                    Ok(chunk.to_vec())
+                } else {
+                    gzip_member(&chunk, mode, level)
+                }
             }));
         while self.inflight.len() >= self.opts.max_inflight.max(1) {
             self.emit_one().await?;
@@ -221,7 +228,7 @@ impl<S: Sink> ParallelGz<S> {
         while !self.inflight.is_empty() {
             self.emit_one().await?;
         }
-        if self.out_len == 0 {
+        if self.out_len == 0 && !self.opts.raw {
             // An empty input is still a valid (empty) gzip file.
             let out = gzip_member(&[], Mode::Store, self.opts.level)?;
             self.sha256.update(&out);

@@ -83,12 +83,31 @@ impl<S: Sink> LayerWriter<S> {
         self.tar.begin_file(&path, size, EPOCH, mode).await
     }
 
+    /// Adds a directory (and its parents) once; for folders that hold no file.
+    pub async fn add_dir(&mut self, path: &str) -> Result<()> {
+        let path = clean(path.trim_end_matches('/'))?;
+        let mut prefix = String::new();
+        for p in path.split('/') {
+            prefix.push_str(p);
+            prefix.push('/');
+            if self.dirs.insert(prefix.clone()) {
+                self.tar.add_dir(&prefix, EPOCH).await?;
+            }
+        }
+        Ok(())
+    }
+
     pub async fn write_data(&mut self, data: &[u8]) -> Result<()> {
         self.tar.write_data(data, Mode::Deflate).await
     }
 
     pub async fn end_file(&mut self) -> Result<()> {
         self.tar.end_file().await
+    }
+
+    /// Gives the sink back without finishing (to abort it).
+    pub fn into_sink(self) -> S {
+        self.tar.into_sink()
     }
 
     pub async fn finish(self) -> Result<(Finished<S>, Layer)> {

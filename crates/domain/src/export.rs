@@ -217,7 +217,7 @@ pub fn plan(
     })
 }
 
-struct BlobSink(BlobWriter);
+pub(crate) struct BlobSink(pub(crate) BlobWriter);
 
 #[async_trait]
 impl Sink for BlobSink {
@@ -230,7 +230,7 @@ impl Sink for BlobSink {
 }
 
 /// Why an attempt stopped: permanent failures end the ticket at once, transient ones are retried.
-enum Failure {
+pub(crate) enum Failure {
     Permanent(String),
     Transient(DomainError),
     Cancelled,
@@ -268,7 +268,7 @@ pub struct ExportRunner {
 }
 
 impl ExportRunner {
-    async fn build(
+    async fn build_export(
         &self,
         t: &Ticket,
         cancel: &CancellationToken,
@@ -439,7 +439,7 @@ impl ExportRunner {
         })
     }
 
-    async fn report(
+    pub(crate) async fn report(
         &self,
         id: Id,
         loaded: i64,
@@ -476,6 +476,15 @@ impl ExportRunner {
     }
 }
 
+fn failed_message(kind: TicketKind) -> &'static str {
+    match kind {
+        TicketKind::BundleExport => "export failed",
+        TicketKind::ContainerImage => "image generation failed",
+    }
+}
+
+/// Runs both kinds of ticket: bundle exports and container images share the lifecycle (claim,
+/// running, progress, publish-or-discard, retry); only what is built differs.
 #[async_trait]
 impl JobHandler for ExportRunner {
     async fn run(&self, job: &Job, cancel: CancellationToken) -> Result<()> {
@@ -488,9 +497,18 @@ impl JobHandler for ExportRunner {
         if !self.store.mark_running(t.id).await? {
             return Ok(());
         }
-        match self.build(&t, &cancel).await {
+        let built = match t.kind {
+            TicketKind::BundleExport => self.build_export(&t, &cancel).await,
+            TicketKind::ContainerImage => self.build_image(&t, &cancel).await,
+        };
+        match built {
             Ok(archive) => {
-                let expires_at = now_millis() + self.retention.as_millis() as i64;
+                let expires_at = match t.kind {
+                    TicketKind::BundleExport => {
+                        Some(now_millis() + self.retention.as_millis() as i64)
+                    }
+                    TicketKind::ContainerImage => None,
+                };
                 if !self
                     .store
                     .finish_ticket(
@@ -513,7 +531,7 @@ impl JobHandler for ExportRunner {
                     .finish_ticket(
                         t.id,
                         &Outcome::Error {
-                            message: "export failed".into(),
+                            message: failed_message(t.kind).into(),
                             error_message: msg,
                         },
                     )
@@ -525,11 +543,12 @@ impl JobHandler for ExportRunner {
     }
 
     async fn give_up(&self, job: &Job, error: &str) -> Result<()> {
+        let kind = TicketKind::parse(&job.kind).unwrap_or(TicketKind::BundleExport);
         self.store
             .finish_ticket(
                 job.ticket_id,
                 &Outcome::Error {
-                    message: "export failed".into(),
+                    message: failed_message(kind).into(),
                     error_message: format!("gave up after {} attempts: {error}", job.attempts),
                 },
             )

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod cloud;
+pub mod container;
 pub mod error;
 pub mod export;
 pub mod model;

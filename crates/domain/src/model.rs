@@ -203,11 +203,69 @@ pub struct ArchiveRef {
     pub sha256: String,
 }
 
+/// What a ticket builds. Both kinds share the ticket lifecycle, the job queue and downloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TicketKind {
+    /// A software bundle's `.tar.gz` export (kept for the retention period).
+    BundleExport,
+    /// A container image generated from a template (kept until deleted).
+    ContainerImage,
+}
+
+impl TicketKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TicketKind::BundleExport => JOB_BUNDLE_EXPORT,
+            TicketKind::ContainerImage => JOB_CONTAINER_IMAGE,
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            JOB_BUNDLE_EXPORT => Some(TicketKind::BundleExport),
+            JOB_CONTAINER_IMAGE => Some(TicketKind::ContainerImage),
+            _ => None,
+        }
+    }
+}
+
+/// What a container-image ticket generates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSpec {
+    pub template_id: Id,
+    /// The image's name (the OCI reference name); the bundle's name when the request had none.
+    pub name: String,
+    /// Image format; only `docker` (an OCI image layout) is generated.
+    pub format: String,
+    /// Generated as a `.tar.gz`; an uncompressed image is kept but not downloadable.
+    pub compress: bool,
+}
+
+/// A container template: a bundle packaged as a container image, on an optional base distribution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerTemplate {
+    pub id: Id,
+    pub owner_id: Id,
+    pub bundle_id: Id,
+    pub distribution: Option<DistributionRef>,
+    pub created: Millis,
+    pub modified: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DistributionRef {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+}
+
 /// An export ticket: the user-visible handle on an asynchronous archive build.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ticket {
     pub id: Id,
     pub owner_id: Id,
+    pub kind: TicketKind,
+    /// Set for container images.
+    pub image: Option<ImageSpec>,
     pub bundle_id: Id,
     pub bundle_name: String,
     pub bundle_version: String,
@@ -228,6 +286,8 @@ pub struct Ticket {
 #[derive(Debug, Clone)]
 pub struct NewTicket {
     pub owner_id: Id,
+    pub kind: TicketKind,
+    pub image: Option<ImageSpec>,
     pub bundle_id: Id,
     pub bundle_name: String,
     pub bundle_version: String,
@@ -248,7 +308,8 @@ pub struct Progress {
 pub enum Outcome {
     Complete {
         archive: ArchiveRef,
-        expires_at: Millis,
+        /// None: kept until deleted.
+        expires_at: Option<Millis>,
     },
     Error {
         message: String,
@@ -256,7 +317,7 @@ pub enum Outcome {
     },
 }
 
-/// A durable unit of work. Today every job builds one ticket's archive.
+/// A durable unit of work: builds one ticket's archive; `kind` is the ticket's.
 #[derive(Debug, Clone)]
 pub struct Job {
     pub id: Id,
@@ -268,3 +329,4 @@ pub struct Job {
 }
 
 pub const JOB_BUNDLE_EXPORT: &str = "bundle_export";
+pub const JOB_CONTAINER_IMAGE: &str = "container_image";

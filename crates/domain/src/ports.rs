@@ -85,6 +85,28 @@ pub trait Store: Send + Sync + 'static {
     /// complete -> expired, conditionally.
     async fn mark_expired(&self, id: Id) -> Result<bool>;
 
+    /// queued|running -> cancelled, conditionally; the ticket as it is afterwards (None: not found).
+    async fn cancel_ticket(&self, owner: Id, id: Id) -> Result<Option<Ticket>>;
+
+    // ---- container templates, scoped by owner and bundle; their images are tickets of kind
+    // `ContainerImage` (created with `create_ticket`, read with `get_ticket`)
+    async fn create_template(
+        &self,
+        owner: Id,
+        bundle: Id,
+        distribution: Option<&DistributionRef>,
+    ) -> Result<ContainerTemplate>;
+    async fn get_template(
+        &self,
+        owner: Id,
+        bundle: Id,
+        id: Id,
+    ) -> Result<Option<ContainerTemplate>>;
+    async fn list_templates(&self, owner: Id, bundle: Id) -> Result<Vec<ContainerTemplate>>;
+    /// Deletes the template with its images (tickets and jobs); returns the images deleted.
+    async fn delete_template(&self, owner: Id, bundle: Id, id: Id) -> Result<Option<Vec<Ticket>>>;
+    async fn list_template_images(&self, owner: Id, template: Id) -> Result<Vec<Ticket>>;
+
     // ---- job queue
     /// Claims the oldest runnable job for `owner` with a lease, counting the attempt.
     async fn claim_job(&self, owner: &str, lease: Duration) -> Result<Option<Job>>;

@@ -4,7 +4,7 @@
 use crate::auth::Authenticator;
 use crate::model::*;
 use crate::names;
-use crate::ports::Store;
+use crate::ports::{OneTimeKeys, Store};
 use crate::{DomainError, Result};
 use bytes::Bytes;
 use futures::Stream;
@@ -20,6 +20,8 @@ pub struct Config {
     pub max_attempts: i32,
     /// Largest accepted file upload.
     pub max_upload: u64,
+    /// How long a one-time download id stays valid.
+    pub download_key_ttl: Duration,
 }
 
 impl Default for Config {
@@ -28,12 +30,14 @@ impl Default for Config {
             retention: Duration::from_secs(7 * 24 * 3600),
             max_attempts: 3,
             max_upload: 64 << 30,
+            download_key_ttl: Duration::from_secs(3600),
         }
     }
 }
 
 pub struct Satchel {
     pub store: Arc<dyn Store>,
+    pub keys: Arc<dyn OneTimeKeys>,
     pub blobs: Blobs,
     pub auth: Authenticator,
     pub config: Config,
@@ -48,10 +52,16 @@ pub fn archive_key(owner: Id, ticket: Id) -> String {
 }
 
 impl Satchel {
-    pub fn new(store: Arc<dyn Store>, blobs: Blobs, config: Config) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        keys: Arc<dyn OneTimeKeys>,
+        blobs: Blobs,
+        config: Config,
+    ) -> Self {
         let auth = Authenticator::new(store.clone(), Duration::from_secs(30));
         Satchel {
             store,
+            keys,
             blobs,
             auth,
             config,
@@ -71,7 +81,7 @@ impl Satchel {
         Err(DomainError::not_found(format!("user {uid}")))
     }
 
-    fn require(&self, who: &Principal, ent: &str) -> Result<()> {
+    pub(crate) fn require(&self, who: &Principal, ent: &str) -> Result<()> {
         if who.has(ent) {
             Ok(())
         } else {
@@ -227,7 +237,7 @@ impl Satchel {
         })
     }
 
-    async fn delete_blobs(&self, keys: Vec<String>) {
+    pub(crate) async fn delete_blobs(&self, keys: Vec<String>) {
         for k in keys {
             if let Err(e) = self.blobs.delete(&k).await {
                 tracing::warn!(key = %k, error = %e, "could not delete a blob; it is now unreferenced");
@@ -512,6 +522,8 @@ impl Satchel {
         self.store
             .create_ticket(&NewTicket {
                 owner_id: owner.id,
+                kind: TicketKind::BundleExport,
+                image: None,
                 bundle_id: b.id,
                 bundle_name: b.name.clone(),
                 bundle_version: b.version.clone(),
@@ -525,7 +537,7 @@ impl Satchel {
     pub async fn export(&self, who: &Principal, uid: &str, msid: Id, eid: Id) -> Result<Ticket> {
         let owner = self.target(who, uid).await?;
         match self.store.get_ticket(owner.id, eid).await? {
-            Some(t) if t.bundle_id == msid => Ok(t),
+            Some(t) if t.bundle_id == msid && t.kind == TicketKind::BundleExport => Ok(t),
             _ => Err(DomainError::not_found(format!(
                 "export {eid} of mySoftware {msid}"
             ))),
@@ -534,7 +546,9 @@ impl Satchel {
 
     pub async fn list_exports(&self, who: &Principal, uid: &str) -> Result<Vec<Ticket>> {
         let owner = self.target(who, uid).await?;
-        self.store.list_tickets(owner.id).await
+        let mut ts = self.store.list_tickets(owner.id).await?;
+        ts.retain(|t| t.kind == TicketKind::BundleExport);
+        Ok(ts)
     }
 
     /// The archive to stream, or why there is none yet.

@@ -18,6 +18,10 @@ pub(crate) fn db_err(e: sqlx::Error) -> DomainError {
         if d.is_unique_violation() {
             return DomainError::Conflict("already exists".into());
         }
+        if d.is_foreign_key_violation() {
+            // What it referred to was deleted meanwhile (a template under a new image, ...).
+            return DomainError::NotFound("it refers to something that was just deleted".into());
+        }
     }
     DomainError::Storage(e.to_string())
 }

@@ -348,7 +348,7 @@ impl Store for PostgresStore {
         if exists.is_none() {
             return Ok(None);
         }
-        let keys: Vec<String> = sqlx::query_scalar(
+        let mut keys: Vec<String> = sqlx::query_scalar(
             "SELECT blob_key FROM artifacts WHERE bundle_id = $1 AND blob_key IS NOT NULL
              UNION ALL SELECT blob_key FROM attachments WHERE bundle_id = $1",
         )
@@ -356,6 +356,17 @@ impl Store for PostgresStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(db_err)?;
+        // Locked, so an image finishing now either published before (its key is read here) or
+        // finds its ticket gone and removes its own archive.
+        let archives: Vec<Option<String>> = sqlx::query_scalar(
+            "SELECT archive_key FROM tickets
+             WHERE template_id IN (SELECT id FROM container_templates WHERE bundle_id = $1) FOR UPDATE",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        keys.extend(archives.into_iter().flatten());
         sqlx::query("DELETE FROM bundles WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -579,16 +590,26 @@ impl Store for PostgresStore {
         let now = now_millis();
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         let row = sqlx::query(
-            "INSERT INTO tickets (owner_id, bundle_id, bundle_name, bundle_version, format, state, message, created, modified)
-             VALUES ($1, $2, $3, $4, $5, 'queued', 'export queued', $6, $7) RETURNING *",
+            "INSERT INTO tickets (owner_id, bundle_id, bundle_name, bundle_version, format, state, message, created, modified,
+                                  kind, template_id, image_name, image_format, compress)
+             VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $10, $11, $12, $13) RETURNING *",
         )
         .bind(new.owner_id)
         .bind(new.bundle_id)
         .bind(&new.bundle_name)
         .bind(&new.bundle_version)
         .bind(new.format.as_str())
+        .bind(match new.kind {
+            TicketKind::BundleExport => "export queued",
+            TicketKind::ContainerImage => "generation queued",
+        })
         .bind(now)
         .bind(now)
+        .bind(new.kind.as_str())
+        .bind(new.image.as_ref().map(|i| i.template_id))
+        .bind(new.image.as_ref().map(|i| i.name.clone()))
+        .bind(new.image.as_ref().map(|i| i.format.clone()))
+        .bind(new.image.as_ref().map(|i| i.compress))
         .fetch_one(&mut *tx)
         .await
         .map_err(db_err)?;
@@ -596,7 +617,7 @@ impl Store for PostgresStore {
         sqlx::query(
             "INSERT INTO jobs (kind, ticket_id, max_attempts, run_after, created) VALUES ($1, $2, $3, satchel_now_ms(), $4)",
         )
-        .bind(JOB_BUNDLE_EXPORT)
+        .bind(new.kind.as_str())
         .bind(ticket.id)
         .bind(new.max_attempts)
         .bind(now)
@@ -649,7 +670,7 @@ impl Store for PostgresStore {
 
     async fn mark_running(&self, id: Id) -> Result<bool> {
         let r = sqlx::query(
-            "UPDATE tickets SET state = 'running', message = 'export in progress', percentage = 0, bytes_loaded = 0, modified = $1
+            "UPDATE tickets SET state = 'running', message = CASE kind WHEN 'container_image' THEN 'generation in progress' ELSE 'export in progress' END, percentage = 0, bytes_loaded = 0, modified = $1
              WHERE id = $2 AND state IN ('queued', 'running')",
         )
         .bind(now_millis())
@@ -684,7 +705,7 @@ impl Store for PostgresStore {
         let r = match outcome {
             Outcome::Complete { archive, expires_at } => sqlx::query(
                 "UPDATE tickets SET state = 'complete', percentage = 100, bytes_loaded = bytes_total, eta = NULL,
-                    message = 'export complete', error_message = NULL, archive_key = $1, archive_name = $2,
+                    message = CASE kind WHEN 'container_image' THEN 'image generated' ELSE 'export complete' END, error_message = NULL, archive_key = $1, archive_name = $2,
                     archive_size = $3, archive_sha256 = $4, expires_at = $5, modified = $6
                  WHERE id = $7 AND state IN ('queued', 'running')",
             )
@@ -733,6 +754,123 @@ impl Store for PostgresStore {
         .await
         .map_err(db_err)?;
         Ok(r.rows_affected() > 0)
+    }
+
+    async fn cancel_ticket(&self, owner: Id, id: Id) -> Result<Option<Ticket>> {
+        sqlx::query(
+            "UPDATE tickets SET state = 'cancelled', eta = NULL, message = 'cancelled', modified = $1
+             WHERE id = $2 AND owner_id = $3 AND state IN ('queued', 'running')",
+        )
+        .bind(now_millis())
+        .bind(id)
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        self.get_ticket(owner, id).await
+    }
+
+    async fn create_template(
+        &self,
+        owner: Id,
+        bundle: Id,
+        distribution: Option<&DistributionRef>,
+    ) -> Result<ContainerTemplate> {
+        let now = now_millis();
+        let row = sqlx::query(
+            "INSERT INTO container_templates (owner_id, bundle_id, distro_name, distro_version, distro_arch, created, modified)
+             SELECT $1, $2, $3, $4, $5, $6, $6 WHERE EXISTS (SELECT 1 FROM bundles WHERE id = $2 AND owner_id = $1)
+             RETURNING *",
+        )
+        .bind(owner)
+        .bind(bundle)
+        .bind(distribution.map(|d| d.name.clone()))
+        .bind(distribution.map(|d| d.version.clone()))
+        .bind(distribution.map(|d| d.arch.clone()))
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        match row {
+            Some(r) => template_from(&r),
+            None => Err(DomainError::not_found(format!("mySoftware {bundle}"))),
+        }
+    }
+
+    async fn get_template(
+        &self,
+        owner: Id,
+        bundle: Id,
+        id: Id,
+    ) -> Result<Option<ContainerTemplate>> {
+        let row = sqlx::query(
+            "SELECT * FROM container_templates WHERE id = $1 AND owner_id = $2 AND bundle_id = $3",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(bundle)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        row.as_ref().map(template_from).transpose()
+    }
+
+    async fn list_templates(&self, owner: Id, bundle: Id) -> Result<Vec<ContainerTemplate>> {
+        let rows = sqlx::query(
+            "SELECT * FROM container_templates WHERE owner_id = $1 AND bundle_id = $2 ORDER BY id",
+        )
+        .bind(owner)
+        .bind(bundle)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(template_from).collect()
+    }
+
+    async fn delete_template(&self, owner: Id, bundle: Id, id: Id) -> Result<Option<Vec<Ticket>>> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let exists = sqlx::query(
+            "SELECT 1 FROM container_templates WHERE id = $1 AND owner_id = $2 AND bundle_id = $3 FOR UPDATE",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(bundle)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        // Locked like in delete_bundle: a finishing image cannot slip its archive past us.
+        let images = sqlx::query(
+            "SELECT * FROM tickets WHERE template_id = $1 AND owner_id = $2 ORDER BY id FOR UPDATE",
+        )
+        .bind(id)
+        .bind(owner)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let images = images.iter().map(ticket_from).collect::<Result<Vec<_>>>()?;
+        // The cascade removes the images' tickets, and their jobs with them.
+        sqlx::query("DELETE FROM container_templates WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(Some(images))
+    }
+
+    async fn list_template_images(&self, owner: Id, template: Id) -> Result<Vec<Ticket>> {
+        let rows = sqlx::query(
+            "SELECT * FROM tickets WHERE template_id = $1 AND owner_id = $2 ORDER BY id",
+        )
+        .bind(template)
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(ticket_from).collect()
     }
 
     async fn claim_job(&self, owner: &str, lease: Duration) -> Result<Option<Job>> {

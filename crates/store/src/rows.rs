@@ -3,7 +3,7 @@
 //! do), so only the row type differs: each engine's module instantiates these with its own.
 
 /// `user_from`, `bundle_from`, `blob_from`, `artifact_from`, `attachment_from`, `ticket_from`,
-/// `job_from` for one row type.
+/// `template_from`, `job_from` for one row type.
 macro_rules! store_rows {
     ($row:ty) => {
         fn user_from(r: &$row) -> Result<User> {
@@ -108,9 +108,33 @@ macro_rules! store_rows {
                 }),
                 None => None,
             };
+            let kind: String = r.try_get("kind").map_err(db_err)?;
+            let kind = TicketKind::parse(&kind)
+                .ok_or_else(|| DomainError::Storage(format!("bad ticket kind {kind}")))?;
+            let template: Option<Id> = r.try_get("template_id").map_err(db_err)?;
+            let image = match template {
+                Some(template_id) => Some(ImageSpec {
+                    template_id,
+                    name: r
+                        .try_get::<Option<String>, _>("image_name")
+                        .map_err(db_err)?
+                        .unwrap_or_default(),
+                    format: r
+                        .try_get::<Option<String>, _>("image_format")
+                        .map_err(db_err)?
+                        .unwrap_or_default(),
+                    compress: r
+                        .try_get::<Option<bool>, _>("compress")
+                        .map_err(db_err)?
+                        .unwrap_or(false),
+                }),
+                None => None,
+            };
             Ok(Ticket {
                 id: r.try_get("id").map_err(db_err)?,
                 owner_id: r.try_get("owner_id").map_err(db_err)?,
+                kind,
+                image,
                 bundle_id: r.try_get("bundle_id").map_err(db_err)?,
                 bundle_name: r.try_get("bundle_name").map_err(db_err)?,
                 bundle_version: r.try_get("bundle_version").map_err(db_err)?,
@@ -127,6 +151,32 @@ macro_rules! store_rows {
                 created: r.try_get("created").map_err(db_err)?,
                 modified: r.try_get("modified").map_err(db_err)?,
                 expires_at: r.try_get("expires_at").map_err(db_err)?,
+            })
+        }
+
+        fn template_from(r: &$row) -> Result<ContainerTemplate> {
+            let name: Option<String> = r.try_get("distro_name").map_err(db_err)?;
+            let distribution = match name {
+                Some(name) => Some(DistributionRef {
+                    name,
+                    version: r
+                        .try_get::<Option<String>, _>("distro_version")
+                        .map_err(db_err)?
+                        .unwrap_or_default(),
+                    arch: r
+                        .try_get::<Option<String>, _>("distro_arch")
+                        .map_err(db_err)?
+                        .unwrap_or_default(),
+                }),
+                None => None,
+            };
+            Ok(ContainerTemplate {
+                id: r.try_get("id").map_err(db_err)?,
+                owner_id: r.try_get("owner_id").map_err(db_err)?,
+                bundle_id: r.try_get("bundle_id").map_err(db_err)?,
+                distribution,
+                created: r.try_get("created").map_err(db_err)?,
+                modified: r.try_get("modified").map_err(db_err)?,
             })
         }
 

@@ -116,6 +116,9 @@ suite!(
     release_all_leases_frees_every_job,
     concurrent_claims_take_each_job_once,
     racing_finish_ticket_has_one_winner,
+    templates_are_scoped_and_own_their_images,
+    deleting_a_bundle_deletes_its_templates_and_images,
+    cancel_is_conditional_and_scoped,
     ],
     cloud: [
     keys_are_scoped_by_owner,
@@ -170,6 +173,8 @@ fn folder() -> ArtifactInput {
 async fn ticket(s: &Arc<dyn Store>, owner: Id, bundle: &Bundle) -> Result<Ticket> {
     s.create_ticket(&NewTicket {
         owner_id: owner,
+        kind: TicketKind::BundleExport,
+        image: None,
         bundle_id: bundle.id,
         bundle_name: bundle.name.clone(),
         bundle_version: bundle.version.clone(),
@@ -191,7 +196,7 @@ fn archive(key: &str) -> ArchiveRef {
 fn complete(key: &str, expires_at: Millis) -> Outcome {
     Outcome::Complete {
         archive: archive(key),
-        expires_at,
+        expires_at: Some(expires_at),
     }
 }
 
@@ -205,6 +210,31 @@ fn failed(why: &str) -> Outcome {
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
+}
+
+async fn image_ticket(
+    s: &Arc<dyn Store>,
+    owner: Id,
+    bundle: &Bundle,
+    template: Id,
+    compress: bool,
+) -> Result<Ticket> {
+    s.create_ticket(&NewTicket {
+        owner_id: owner,
+        kind: TicketKind::ContainerImage,
+        image: Some(ImageSpec {
+            template_id: template,
+            name: "img".into(),
+            format: "docker".into(),
+            compress,
+        }),
+        bundle_id: bundle.id,
+        bundle_name: bundle.name.clone(),
+        bundle_version: bundle.version.clone(),
+        format: OutputFormat::Yaml,
+        max_attempts: 3,
+    })
+    .await
 }
 
 async fn state(s: &Arc<dyn Store>, id: Id) -> Result<Option<TicketState>> {
@@ -583,6 +613,165 @@ async fn tickets_and_jobs_are_created_together(s: Arc<dyn Store>) -> Result<()> 
     let next = s.claim_job("w", LONG).await?.expect("t2's job");
     assert_eq!(next.ticket_id, t2.id);
     assert!(s.claim_job("w", LONG).await?.is_none());
+    Ok(())
+}
+
+async fn templates_are_scoped_and_own_their_images(s: Arc<dyn Store>) -> Result<()> {
+    let a = user(&s, "a").await?;
+    let other = user(&s, "other").await?;
+    let b = bundle(&s, a.id, "app").await?;
+    let b2 = bundle(&s, a.id, "app2").await?;
+    let distro = DistributionRef {
+        name: "Debian".into(),
+        version: "12".into(),
+        arch: "x86_64".into(),
+    };
+    let t1 = s.create_template(a.id, b.id, Some(&distro)).await?;
+    assert_eq!((t1.owner_id, t1.bundle_id), (a.id, b.id));
+    assert_eq!(t1.distribution.as_ref(), Some(&distro));
+    let t2 = s.create_template(a.id, b.id, None).await?;
+    assert_eq!(t2.distribution, None);
+    // Another user's bundle, or a missing one, cannot get a template.
+    assert!(matches!(
+        s.create_template(other.id, b.id, None).await,
+        Err(DomainError::NotFound(_))
+    ));
+    assert_eq!(s.get_template(a.id, b.id, t1.id).await?, Some(t1.clone()));
+    assert!(s.get_template(other.id, b.id, t1.id).await?.is_none());
+    assert!(
+        s.get_template(a.id, b2.id, t1.id).await?.is_none(),
+        "wrong bundle"
+    );
+    assert_eq!(
+        s.list_templates(a.id, b.id).await?,
+        [t1.clone(), t2.clone()]
+    );
+    assert!(s.list_templates(other.id, b.id).await?.is_empty());
+
+    let i1 = image_ticket(&s, a.id, &b, t1.id, true).await?;
+    assert_eq!(i1.kind, TicketKind::ContainerImage);
+    assert_eq!(i1.message.as_deref(), Some("generation queued"));
+    let spec = i1.image.clone().expect("image spec");
+    assert_eq!(
+        (
+            spec.template_id,
+            spec.name.as_str(),
+            spec.format.as_str(),
+            spec.compress
+        ),
+        (t1.id, "img", "docker", true)
+    );
+    let i2 = image_ticket(&s, a.id, &b, t1.id, false).await?;
+    assert!(!i2.image.clone().expect("spec").compress);
+    let i3 = image_ticket(&s, a.id, &b, t2.id, true).await?;
+    let export = ticket(&s, a.id, &b).await?;
+    assert_eq!(export.kind, TicketKind::BundleExport);
+    assert_eq!(export.image, None);
+    assert_eq!(
+        s.list_template_images(a.id, t1.id).await?,
+        [i1.clone(), i2.clone()]
+    );
+    assert!(s.list_template_images(other.id, t1.id).await?.is_empty());
+    let job = s.claim_job("w", LONG).await?.expect("i1's job");
+    assert_eq!(
+        (job.ticket_id, job.kind.as_str()),
+        (i1.id, JOB_CONTAINER_IMAGE)
+    );
+
+    // A completed image is kept until deleted: it never comes up for expiry.
+    assert!(s.mark_running(i1.id).await?);
+    assert!(
+        s.finish_ticket(
+            i1.id,
+            &Outcome::Complete {
+                archive: archive("img1"),
+                expires_at: None
+            }
+        )
+        .await?
+    );
+    assert!(s.tickets_to_expire(i64::MAX, 100).await?.is_empty());
+    assert_eq!(
+        s.get_ticket(a.id, i1.id).await?.and_then(|t| t.message),
+        Some("image generated".into())
+    );
+
+    // Deleting a template deletes its images (and their jobs), nothing else.
+    assert!(s.delete_template(other.id, b.id, t1.id).await?.is_none());
+    let gone = s
+        .delete_template(a.id, b.id, t1.id)
+        .await?
+        .expect("deleted");
+    assert_eq!(
+        gone.iter().map(|t| t.id).collect::<Vec<_>>(),
+        [i1.id, i2.id]
+    );
+    assert_eq!(
+        gone[0].archive.as_ref().map(|a| a.key.as_str()),
+        Some("img1")
+    );
+    assert!(s.get_ticket_any(i1.id).await?.is_none());
+    assert!(s.get_ticket_any(i2.id).await?.is_none());
+    assert!(
+        !s.heartbeat(job.id, "w", LONG).await?,
+        "the job went with its ticket"
+    );
+    assert!(s.get_template(a.id, b.id, t1.id).await?.is_none());
+    assert!(s.get_ticket_any(i3.id).await?.is_some());
+    assert!(s.get_ticket_any(export.id).await?.is_some());
+    // An image for a deleted template is refused by the database, not left dangling.
+    assert!(matches!(
+        image_ticket(&s, a.id, &b, t1.id, true).await,
+        Err(DomainError::NotFound(_))
+    ));
+    Ok(())
+}
+
+async fn deleting_a_bundle_deletes_its_templates_and_images(s: Arc<dyn Store>) -> Result<()> {
+    let a = user(&s, "a").await?;
+    let b = bundle(&s, a.id, "app").await?;
+    let t = s.create_template(a.id, b.id, None).await?;
+    let i = image_ticket(&s, a.id, &b, t.id, true).await?;
+    let pending = image_ticket(&s, a.id, &b, t.id, true).await?;
+    assert!(s.mark_running(i.id).await?);
+    let done = Outcome::Complete {
+        archive: archive("img-archive"),
+        expires_at: None,
+    };
+    assert!(s.finish_ticket(i.id, &done).await?);
+    let export = ticket(&s, a.id, &b).await?;
+    let keys = s.delete_bundle(a.id, b.id).await?.expect("deleted");
+    assert!(keys.contains(&"img-archive".to_string()), "{keys:?}");
+    assert!(s.get_ticket_any(i.id).await?.is_none());
+    assert!(s.get_ticket_any(pending.id).await?.is_none());
+    assert!(s.list_templates(a.id, b.id).await?.is_empty());
+    // Exports outlive their bundle, as before.
+    assert!(s.get_ticket_any(export.id).await?.is_some());
+    Ok(())
+}
+
+async fn cancel_is_conditional_and_scoped(s: Arc<dyn Store>) -> Result<()> {
+    let a = user(&s, "a").await?;
+    let other = user(&s, "other").await?;
+    let b = bundle(&s, a.id, "app").await?;
+    let t = s.create_template(a.id, b.id, None).await?;
+    let i = image_ticket(&s, a.id, &b, t.id, true).await?;
+    assert!(s.cancel_ticket(other.id, i.id).await?.is_none());
+    assert_eq!(state(&s, i.id).await?, Some(TicketState::Queued));
+    let c = s.cancel_ticket(a.id, i.id).await?.expect("found");
+    assert_eq!(c.state, TicketState::Cancelled);
+    assert!(
+        !s.mark_running(i.id).await?,
+        "a cancelled ticket does not start"
+    );
+    let done = s.finish_ticket(i.id, &complete("x", 0)).await?;
+    assert!(!done, "nor complete");
+    // A finished ticket stays as it is.
+    let j = image_ticket(&s, a.id, &b, t.id, true).await?;
+    assert!(s.mark_running(j.id).await?);
+    assert!(s.finish_ticket(j.id, &complete("y", 0)).await?);
+    let after = s.cancel_ticket(a.id, j.id).await?.expect("found");
+    assert_eq!(after.state, TicketState::Complete);
     Ok(())
 }
 

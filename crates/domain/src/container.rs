@@ -1,0 +1,718 @@
+//! Container templates and the images generated from them, with their one-time download ids.
+//!
+//! A template packages one bundle as a container image. Generating one creates a ticket of kind
+//! `ContainerImage`, so images share the export tickets' lifecycle, job queue and downloads. The
+//! image is an OCI image layout archive (see `satchel_archive::oci`): one gzip layer holding the
+//! bundle's files under `opt/<bundle>/` (license under `usr/share/licenses/<bundle>/`), built by
+//! streaming and deterministic for the same bundle content.
+//!
+//! One-time download ids: 256 random bits, shown once (hex), stored only as their sha256, bound
+//! to one image, expiring after `Config::download_key_ttl`, consumed by one conditional UPDATE.
+
+use crate::export::{plan, BlobSink, ExportRunner, Failure};
+use crate::model::*;
+use crate::names::path_segment;
+use crate::ports::KeyUse;
+use crate::service::Satchel;
+use crate::{DomainError, Result};
+use futures::StreamExt;
+use satchel_archive::oci::{documents, write_layout, ImageInfo, LayerWriter};
+use satchel_archive::TarGzWriter;
+use sha2::{Digest, Sha256};
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// The only image format generated: an OCI image layout, which docker, podman and skopeo read.
+pub const FORMAT_DOCKER: &str = "docker";
+
+/// What a client asks to generate.
+#[derive(Debug, Clone, Default)]
+pub struct ImageRequest {
+    pub format: Option<String>,
+    pub name: Option<String>,
+    pub compress: bool,
+}
+
+pub fn image_key(owner: Id, ticket: Id) -> String {
+    format!("u/{owner}/images/{ticket}/image.oci.tar")
+}
+
+fn layer_key(owner: Id, ticket: Id) -> String {
+    format!("u/{owner}/images/{ticket}/layer.tar.gz.partial")
+}
+
+/// Every blob an image may have: the archive (either way it was compressed) and a temporary layer.
+fn image_blobs(t: &Ticket) -> [String; 3] {
+    let k = image_key(t.owner_id, t.id);
+    [format!("{k}.gz"), k, layer_key(t.owner_id, t.id)]
+}
+
+/// The resource a download key is bound to.
+fn key_resource(image: Id) -> String {
+    format!("container-image:{image}")
+}
+
+fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.trim().as_bytes()))
+}
+
+/// OCI reference names are lowercase `[a-z0-9._-]`; anything else becomes `-`.
+fn ref_component(s: &str, fallback: &str) -> String {
+    let out: String = s
+        .trim()
+        .to_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let out = out
+        .trim_matches(|c| matches!(c, '.' | '_' | '-'))
+        .to_string();
+    if out.is_empty() {
+        fallback.to_string()
+    } else {
+        out.chars().take(128).collect()
+    }
+}
+
+/// `<name>-<version>.oci.tar[.gz]`, safe for a URL segment and a Content-Disposition header.
+pub fn image_file_name(name: &str, version: &str, compress: bool) -> String {
+    format!(
+        "{}-{}.oci.tar{}",
+        ref_component(name, "image"),
+        ref_component(version, "latest"),
+        if compress { ".gz" } else { "" }
+    )
+}
+
+/// OCI's architecture names for the usual distribution ones.
+fn oci_arch(arch: &str) -> String {
+    match arch.trim().to_ascii_lowercase().as_str() {
+        "" | "x86_64" | "amd64" | "x64" => "amd64".into(),
+        "aarch64" | "arm64" => "arm64".into(),
+        "i386" | "i686" | "x86" => "386".into(),
+        "ppc64le" => "ppc64le".into(),
+        "s390x" => "s390x".into(),
+        other => ref_component(other, "amd64"),
+    }
+}
+
+impl Satchel {
+    pub async fn template(
+        &self,
+        who: &Principal,
+        uid: &str,
+        msid: Id,
+        tid: Id,
+    ) -> Result<(Bundle, ContainerTemplate)> {
+        let (owner, b) = self.bundle(who, uid, msid).await?;
+        let t = self
+            .store
+            .get_template(owner.id, b.id, tid)
+            .await?
+            .ok_or_else(|| {
+                DomainError::not_found(format!("container template {tid} of mySoftware {msid}"))
+            })?;
+        Ok((b, t))
+    }
+
+    pub async fn list_templates(
+        &self,
+        who: &Principal,
+        uid: &str,
+        msid: Id,
+    ) -> Result<Vec<ContainerTemplate>> {
+        let (owner, b) = self.bundle(who, uid, msid).await?;
+        self.store.list_templates(owner.id, b.id).await
+    }
+
+    pub async fn create_template(
+        &self,
+        who: &Principal,
+        uid: &str,
+        msid: Id,
+        distribution: Option<DistributionRef>,
+    ) -> Result<ContainerTemplate> {
+        let (owner, b) = self.bundle(who, uid, msid).await?;
+        self.require(who, ENT_SOFTWARE_UPLOAD)?;
+        if let Some(d) = &distribution {
+            crate::names::validate_label("distribution name", &d.name)?;
+            crate::names::validate_label("distribution version", &d.version)?;
+            crate::names::validate_label("distribution arch", &d.arch)?;
+        }
+        self.store
+            .create_template(owner.id, b.id, distribution.as_ref())
+            .await
+    }
+
+    /// Deletes the template, its images and their archives (running generations stop).
+    pub async fn delete_template(
+        &self,
+        who: &Principal,
+        uid: &str,
+        msid: Id,
+        tid: Id,
+    ) -> Result<()> {
+        let (b, t) = self.template(who, uid, msid, tid).await?;
+        self.require(who, ENT_SOFTWARE_UPLOAD)?;
+        let images = self
+            .store
+            .delete_template(t.owner_id, b.id, t.id)
+            .await?
+            .ok_or_else(|| DomainError::not_found(format!("container template {tid}")))?;
+        self.delete_blobs(images.iter().flat_map(image_blobs).collect())
+            .await;
+        Ok(())
+    }
+
+    /// Queues the generation of an image; the ticket is returned at once.
+    pub async fn generate_image(
+        &self,
+        who: &Principal,
+        uid: &str,
+        msid: Id,
+        tid: Id,
+        req: ImageRequest,
+    ) -> Result<Ticket> {
+        let (b, t) = self.template(who, uid, msid, tid).await?;
+        self.require(who, ENT_SOFTWARE_UPLOAD)?;
+        let format = req
+            .format
+            .as_deref()
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+            .unwrap_or(FORMAT_DOCKER)
+            .to_ascii_lowercase();
+        if format != FORMAT_DOCKER {
+            return Err(DomainError::Invalid(format!(
+                "image format {format:?} is not supported for container templates; use {FORMAT_DOCKER}"
+            )));
+        }
+        let name = req
+            .name
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| b.name.clone());
+        crate::names::validate_label("image name", &name)?;
+        self.store
+            .create_ticket(&NewTicket {
+                owner_id: t.owner_id,
+                kind: TicketKind::ContainerImage,
+                image: Some(ImageSpec {
+                    template_id: t.id,
+                    name,
+                    format,
+                    compress: req.compress,
+                }),
+                bundle_id: b.id,
+                bundle_name: b.name.clone(),
+                bundle_version: b.version.clone(),
+                format: OutputFormat::Yaml,
+                max_attempts: self.config.max_attempts,
+            })
+            .await
+    }
+
+    /// An image of this template; images of other templates, even the caller's, do not exist here.
+    pub async fn image(
+        &self,
+        who: &Principal,
+        uid: &str,
+        msid: Id,
+        tid: Id,
+        itid: Id,
+    ) -> Result<Ticket> {
+        let (_, t) = self.template(who, uid, msid, tid).await?;
+        match self.store.get_ticket(t.owner_id, itid).await? {
+            Some(i) if i.image.as_ref().map(|s| s.template_id) == Some(t.id) => Ok(i),
+            _ => Err(DomainError::not_found(format!(
+                "image {itid} of container template {tid}"
+            ))),
+        }
+    }
+
+    pub async fn list_images(
+        &self,
+        who: &Principal,
+        uid: &str,
+        msid: Id,
+        tid: Id,
+    ) -> Result<Vec<Ticket>> {
+        let (_, t) = self.template(who, uid, msid, tid).await?;
+        self.store.list_template_images(t.owner_id, t.id).await
+    }
+
+    pub async fn delete_image(
+        &self,
+        who: &Principal,
+        uid: &str,
+        msid: Id,
+        tid: Id,
+        itid: Id,
+    ) -> Result<()> {
+        let i = self.image(who, uid, msid, tid, itid).await?;
+        self.require(who, ENT_SOFTWARE_UPLOAD)?;
+        let gone = self
+            .store
+            .delete_ticket(i.owner_id, i.id)
+            .await?
+            .ok_or_else(|| DomainError::not_found(format!("image {itid}")))?;
+        // Keys are deterministic: delete even if the job published just before the row went.
+        self.delete_blobs(image_blobs(&gone).to_vec()).await;
+        Ok(())
+    }
+
+    /// Cancels a queued or running generation; a finished one is left as it is.
+    pub async fn cancel_image(
+        &self,
+        who: &Principal,
+        uid: &str,
+        msid: Id,
+        tid: Id,
+        itid: Id,
+    ) -> Result<Ticket> {
+        let i = self.image(who, uid, msid, tid, itid).await?;
+        self.require(who, ENT_SOFTWARE_UPLOAD)?;
+        self.store
+            .cancel_ticket(i.owner_id, i.id)
+            .await?
+            .ok_or_else(|| DomainError::not_found(format!("image {itid}")))
+    }
+
+    /// The archive of an image, if it may be downloaded at all.
+    fn downloadable(i: &Ticket) -> Result<ArchiveRef> {
+        let itid = i.id;
+        if !i.image.as_ref().map(|s| s.compress).unwrap_or(false) {
+            return Err(DomainError::Forbidden(format!(
+                "image {itid} was generated without compress and cannot be downloaded; \
+                 generate it again with compress=true"
+            )));
+        }
+        match (i.state, &i.archive) {
+            (TicketState::Complete, Some(a)) => Ok(a.clone()),
+            (TicketState::Error, _) => Err(DomainError::Conflict(format!(
+                "the generation of image {itid} failed: {}",
+                i.error_message.clone().unwrap_or_default()
+            ))),
+            (TicketState::Cancelled, _) => Err(DomainError::Conflict(format!(
+                "the generation of image {itid} was cancelled"
+            ))),
+            _ => Err(DomainError::Conflict(format!(
+                "image {itid} is not generated yet ({}%); poll its status until it is complete",
+                i.percentage
+            ))),
+        }
+    }
+
+    /// The owner's (or an admin's) authenticated download.
+    pub async fn image_archive(
+        &self,
+        who: &Principal,
+        uid: &str,
+        msid: Id,
+        tid: Id,
+        itid: Id,
+    ) -> Result<(Ticket, ArchiveRef)> {
+        let i = self.image(who, uid, msid, tid, itid).await?;
+        let a = Self::downloadable(&i)?;
+        Ok((i, a))
+    }
+
+    /// A fresh one-time download id for a downloadable image (None when it is not downloadable).
+    /// Each call mints a new id: only hashes are stored, so an id can be shown only once.
+    pub async fn new_download_key(&self, i: &Ticket) -> Result<Option<String>> {
+        if Self::downloadable(i).is_err() {
+            return Ok(None);
+        }
+        let key = hex::encode(rand::random::<[u8; 32]>());
+        let ttl = self
+            .config
+            .download_key_ttl
+            .as_millis()
+            .min(i64::MAX as u128) as i64;
+        self.keys
+            .issue_key(
+                &hash_key(&key),
+                i.owner_id,
+                &key_resource(i.id),
+                now_millis().saturating_add(ttl),
+            )
+            .await?;
+        Ok(Some(key))
+    }
+
+    /// The anonymous download: the id is the credential. The path must name the image the id was
+    /// issued for; the id is spent by the first request that gets this far, whoever wins the race.
+    pub async fn image_archive_by_key(
+        &self,
+        uid: &str,
+        msid: Id,
+        tid: Id,
+        itid: Id,
+        key: &str,
+    ) -> Result<(Ticket, ArchiveRef)> {
+        let unknown = || DomainError::Forbidden("unknown downloadId for this image".into());
+        let owner = self
+            .store
+            .user_by_login(uid)
+            .await?
+            .ok_or_else(unknown)?
+            .user;
+        let i = self
+            .store
+            .get_ticket(owner.id, itid)
+            .await?
+            .filter(|i| i.bundle_id == msid && i.image.as_ref().map(|s| s.template_id) == Some(tid))
+            .ok_or_else(unknown)?;
+        // Checked before spending the id: a download that cannot happen must not burn it.
+        let a = Self::downloadable(&i)?;
+        match self
+            .keys
+            .consume_key(&hash_key(key), &key_resource(i.id), now_millis())
+            .await?
+        {
+            KeyUse::Consumed { owner_id } if owner_id == owner.id => Ok((i, a)),
+            KeyUse::Consumed { .. } | KeyUse::Unknown => Err(unknown()),
+            KeyUse::AlreadyUsed => Err(DomainError::Gone(
+                "this downloadId was already used (each id works once); get the image again for a new one"
+                    .into(),
+            )),
+            KeyUse::Expired => Err(DomainError::Gone(
+                "this downloadId has expired; get the image again for a new one".into(),
+            )),
+        }
+    }
+
+    /// Housekeeping: drops download ids expired for a day (kept that long so a late use still
+    /// hears "expired" rather than "unknown").
+    pub async fn purge_download_keys(&self) -> Result<u64> {
+        self.keys
+            .purge_keys(now_millis().saturating_sub(24 * 3600 * 1000))
+            .await
+    }
+}
+
+/// One layer member, planned: where it goes and what it holds (None: a directory).
+struct LayerMember {
+    path: String,
+    blob: Option<BlobRef>,
+}
+
+/// The layer's members in path order (so the digests do not depend on upload order or ids).
+fn layer_members(
+    bundle: &Bundle,
+    artifacts: &[Artifact],
+    license: Option<&Attachment>,
+    logo: Option<&Attachment>,
+) -> Result<Vec<LayerMember>> {
+    let name = path_segment(&bundle.name);
+    let p = plan(bundle, artifacts, license, logo, OutputFormat::Yaml)?;
+    let files_root = format!("bundles/{name}/{}/", path_segment(&bundle.version));
+    let mut out = Vec::new();
+    for m in p.members {
+        let path = if let Some(rest) = m.path.strip_prefix(&files_root) {
+            format!("opt/{name}/{rest}")
+        } else if let Some(file) = m.path.strip_prefix(&format!("bundles/{name}/")) {
+            let is_license = license.map(|l| path_segment(&l.name)) == Some(file.to_string());
+            if is_license {
+                format!("usr/share/licenses/{name}/{file}")
+            } else {
+                format!("usr/share/pixmaps/{name}/{file}")
+            }
+        } else {
+            return Err(DomainError::Internal(format!("unplanned path {}", m.path)));
+        };
+        out.push(LayerMember { path, blob: m.blob });
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+impl ExportRunner {
+    /// Builds the image in two streamed passes: the layer into a temporary blob (its digest is
+    /// only known at the end), then the layout archive, which copies the layer in.
+    pub(crate) async fn build_image(
+        &self,
+        t: &Ticket,
+        cancel: &CancellationToken,
+    ) -> std::result::Result<ArchiveRef, Failure> {
+        let spec = t
+            .image
+            .clone()
+            .ok_or_else(|| Failure::Permanent("the image has no specification".into()))?;
+        let bundle = self
+            .store
+            .get_bundle(t.owner_id, t.bundle_id)
+            .await?
+            .ok_or_else(|| Failure::Permanent(format!("mySoftware {} was deleted", t.bundle_id)))?;
+        let template = self
+            .store
+            .get_template(t.owner_id, bundle.id, spec.template_id)
+            .await?
+            .ok_or_else(|| Failure::Permanent("the container template was deleted".into()))?;
+        let artifacts = self.store.list_artifacts(bundle.id).await?;
+        let license = self
+            .store
+            .get_attachment(bundle.id, AttachmentKind::License)
+            .await?;
+        let logo = self
+            .store
+            .get_attachment(bundle.id, AttachmentKind::Logo)
+            .await?;
+        let members = layer_members(&bundle, &artifacts, license.as_ref(), logo.as_ref())?;
+        let total: i64 = members
+            .iter()
+            .filter_map(|m| m.blob.as_ref())
+            .map(|b| b.size)
+            .sum();
+
+        let lkey = layer_key(t.owner_id, t.id);
+        let result = self
+            .build_layout(t, &spec, &bundle, &template, &members, total, &lkey, cancel)
+            .await;
+        // The temporary layer never outlives the build.
+        let _ = self.blobs.delete(&lkey).await;
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn build_layout(
+        &self,
+        t: &Ticket,
+        spec: &ImageSpec,
+        bundle: &Bundle,
+        template: &ContainerTemplate,
+        members: &[LayerMember],
+        total: i64,
+        lkey: &str,
+        cancel: &CancellationToken,
+    ) -> std::result::Result<ArchiveRef, Failure> {
+        let writer = self
+            .blobs
+            .writer(lkey)
+            .await
+            .map_err(|e| Failure::Transient(e.into()))?;
+        let mut lw = LayerWriter::new(BlobSink(writer), self.gz);
+        let started = Instant::now();
+        let mut last_report = Instant::now();
+        let mut loaded: i64 = 0;
+        let pass: std::result::Result<(), Failure> = async {
+            self.report(t.id, 0, total, started).await?;
+            for m in members {
+                let Some(blob) = &m.blob else {
+                    lw.add_dir(&m.path).await?;
+                    continue;
+                };
+                lw.begin_file(&m.path, blob.size as u64, 0o644).await?;
+                let mut stream = self.blobs.get(&blob.key, None).await.map_err(|e| match e {
+                    satchel_blob::BlobError::NotFound(_) => {
+                        Failure::Permanent(format!("the stored content of {} is missing", m.path))
+                    }
+                    other => Failure::Transient(other.into()),
+                })?;
+                let mut hasher = Sha256::new();
+                let mut read: i64 = 0;
+                while let Some(chunk) = stream.next().await {
+                    if cancel.is_cancelled() {
+                        return Err(Failure::Cancelled);
+                    }
+                    let chunk = chunk.map_err(|e| Failure::Transient(e.into()))?;
+                    hasher.update(&chunk);
+                    read += chunk.len() as i64;
+                    if read > blob.size {
+                        return Err(Failure::Permanent(format!(
+                            "the stored content of {} changed size",
+                            m.path
+                        )));
+                    }
+                    lw.write_data(&chunk).await?;
+                    loaded += chunk.len() as i64;
+                    if let Some(d) = self.throttle {
+                        tokio::time::sleep(d).await;
+                    }
+                    if last_report.elapsed() >= self.progress_every {
+                        last_report = Instant::now();
+                        self.report(t.id, loaded, total, started).await?;
+                    }
+                }
+                if read != blob.size || hex::encode(hasher.finalize()) != blob.sha256 {
+                    return Err(Failure::Permanent(format!(
+                        "the stored content of {} does not match its recorded size and sha256",
+                        m.path
+                    )));
+                }
+                lw.end_file().await?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = pass {
+            lw.into_sink().0.abort().await;
+            return Err(e);
+        }
+        let (fin, layer) = lw.finish().await?;
+        fin.sink
+            .0
+            .finish()
+            .await
+            .map_err(|e| Failure::Transient(e.into()))?;
+        if cancel.is_cancelled() {
+            return Err(Failure::Cancelled);
+        }
+
+        let distro = template.distribution.clone().unwrap_or_default();
+        let mut labels = vec![
+            (
+                "org.opencontainers.image.title".to_string(),
+                spec.name.clone(),
+            ),
+            (
+                "org.opencontainers.image.version".to_string(),
+                bundle.version.clone(),
+            ),
+        ];
+        if let Some(d) = &bundle.description {
+            labels.push(("org.opencontainers.image.description".into(), d.clone()));
+        }
+        if !distro.name.is_empty() {
+            labels.push((
+                "org.opencontainers.image.base.name".into(),
+                format!("{} {}", distro.name, distro.version)
+                    .trim()
+                    .to_string(),
+            ));
+        }
+        let info = ImageInfo {
+            ref_name: format!(
+                "{}:{}",
+                ref_component(&spec.name, "image"),
+                ref_component(&bundle.version, "latest")
+            ),
+            os: "linux".into(),
+            architecture: oci_arch(&distro.arch),
+            labels,
+            // The bundle's last change, not the build time: same content, same digests.
+            created: chrono::DateTime::from_timestamp_millis(bundle.modified)
+                .unwrap_or_default()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        };
+        let docs = documents(&layer, &info)?;
+
+        let key = image_key(t.owner_id, t.id);
+        let key = if spec.compress {
+            format!("{key}.gz")
+        } else {
+            key
+        };
+        let writer = self
+            .blobs
+            .writer(&key)
+            .await
+            .map_err(|e| Failure::Transient(e.into()))?;
+        let mut opts = self.gz;
+        opts.raw = !spec.compress;
+        let mut tar = TarGzWriter::new(BlobSink(writer), opts);
+        let layer_bytes = self
+            .blobs
+            .get(lkey, None)
+            .await
+            .map_err(|e| Failure::Transient(e.into()))?;
+        if let Err(e) = write_layout(&mut tar, &docs, &layer, layer_bytes).await {
+            tar.into_sink().0.abort().await;
+            return Err(e.into());
+        }
+        let fin = tar.finish().await?;
+        fin.sink
+            .0
+            .finish()
+            .await
+            .map_err(|e| Failure::Transient(e.into()))?;
+        Ok(ArchiveRef {
+            key,
+            file_name: image_file_name(&spec.name, &bundle.version, spec.compress),
+            size: fin.size as i64,
+            sha256: fin.sha256,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_names_and_file_names_are_safe() {
+        assert_eq!(ref_component("My App!", "x"), "my-app");
+        assert_eq!(ref_component("..", "x"), "x");
+        assert_eq!(
+            image_file_name("My App", "1.0 beta", true),
+            "my-app-1.0-beta.oci.tar.gz"
+        );
+        assert_eq!(image_file_name("", "", false), "image-latest.oci.tar");
+        assert_eq!(oci_arch("x86_64"), "amd64");
+        assert_eq!(oci_arch("aarch64"), "arm64");
+    }
+
+    #[test]
+    fn layer_members_are_sorted_and_rooted() {
+        let b = Bundle {
+            id: 1,
+            owner_id: 1,
+            name: "demo".into(),
+            version: "1.0".into(),
+            description: None,
+            release: None,
+            install_location: None,
+            revision: 1,
+            created: 0,
+            modified: 0,
+        };
+        let blob = BlobRef {
+            key: "k".into(),
+            size: 1,
+            sha256: "s".into(),
+            md5: "m".into(),
+            uploaded: 0,
+        };
+        let art = |id, parent, name: &str, kind: &str| Artifact {
+            id,
+            bundle_id: 1,
+            parent_id: parent,
+            name: name.into(),
+            kind: kind.into(),
+            tag: None,
+            install_location: None,
+            blob: (kind == "file").then(|| blob.clone()),
+            created: 0,
+            modified: 0,
+        };
+        let arts = vec![
+            art(1, None, "z.sh", "file"),
+            art(2, None, "etc", "folder"),
+            art(3, Some(2), "a.conf", "file"),
+        ];
+        let lic = Attachment {
+            id: 1,
+            bundle_id: 1,
+            kind: AttachmentKind::License,
+            name: "LICENSE".into(),
+            blob: blob.clone(),
+        };
+        let m = layer_members(&b, &arts, Some(&lic), None).unwrap();
+        let paths: Vec<_> = m.iter().map(|m| m.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "opt/demo/etc/",
+                "opt/demo/etc/a.conf",
+                "opt/demo/z.sh",
+                "usr/share/licenses/demo/LICENSE"
+            ]
+        );
+    }
+}
