@@ -277,3 +277,135 @@ pub struct SoftwareArtifactIn {
     pub install: Option<bool>,
     pub size: Option<i64>,
 }
+
+// ------------------------------------------------------------------ container templates and images
+
+/// Distribution: only what a container template records (`arch`, `name`, `version`, in the
+/// schema's order; `name` and `arch` are schema enumerations).
+#[derive(Serialize, Deserialize, Default, Debug, Clone)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Distribution {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerTemplate {
+    pub created: String,
+    pub db_id: i64,
+    pub last_modified: String,
+    pub uri: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distribution: Option<Distribution>,
+    pub images_uri: String,
+    pub formats_uri: String,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerTemplates {
+    pub total: i64,
+    pub container_templates: ContainerTemplateItems,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerTemplateItems {
+    pub container_template: Vec<ContainerTemplate>,
+}
+
+#[derive(Serialize, Default, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageFormat {
+    pub access: bool,
+    pub active: bool,
+    pub name: String,
+    pub preselected: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageFormats {
+    pub total: i64,
+    pub image_formats: ImageFormatItems,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageFormatItems {
+    pub image_format: Vec<ImageFormat>,
+}
+
+/// `image`: UForgeObject, then UForgeUploadObject, then Image's own fields, each in schema order.
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Image {
+    pub created: String,
+    pub db_id: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    pub last_modified: String,
+    pub mime_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256sum: Option<String>,
+    pub size: i64,
+    pub status: OpStatus,
+    pub uploaded: bool,
+    pub parent_uri: String,
+    pub compress: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub download_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub download_uri: Option<String>,
+    pub file_extension: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
+    pub file_size: i64,
+    pub format: ImageFormat,
+    pub image_created: bool,
+    pub name: String,
+    pub status_uri: String,
+    pub uri: String,
+    pub version: String,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Images {
+    pub total: i64,
+    pub images: ImageItems,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageItems {
+    pub image: Vec<Image>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ContainerTemplateIn {
+    pub distribution: Option<Distribution>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ImageFormatIn {
+    pub name: Option<String>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ImageIn {
+    pub name: Option<String>,
+    pub compress: Option<bool>,
+    pub format: Option<ImageFormatIn>,
+    pub target_format: Option<ImageFormatIn>,
+}

@@ -1,6 +1,7 @@
 //! The UForge face (`/api/...`): wire-compatible with uforge-python-sdk 3.8.13 and hammr.
 //! It only translates: authenticate, parse, call `satchel_domain::service::Satchel`, render.
 
+mod containers;
 pub mod docs;
 mod download;
 mod routes;

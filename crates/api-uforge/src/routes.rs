@@ -83,6 +83,7 @@ pub fn routes() -> Router<AppState> {
             "/api/users/{uid}/exports/statuses",
             get(list_export_statuses),
         )
+        .merge(crate::containers::routes(ms))
 }
 
 // ------------------------------------------------------------------ extractors
@@ -93,26 +94,32 @@ pub struct Auth(pub Principal);
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
-        let unauth = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
-        let h = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| unauth("authentication required (HTTP Basic)"))?;
-        let encoded = h
-            .strip_prefix("Basic ")
-            .or_else(|| h.strip_prefix("basic "))
-            .ok_or_else(|| unauth("unsupported authorization scheme; use HTTP Basic"))?;
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .map_err(|_| unauth("malformed Basic credentials"))?;
-        let raw = String::from_utf8(raw).map_err(|_| unauth("malformed Basic credentials"))?;
-        let (login, password) = raw
-            .split_once(':')
-            .ok_or_else(|| unauth("malformed Basic credentials"))?;
-        let p = st.satchel.auth.login(login, password).await?;
-        Ok(Auth(p))
+        Ok(Auth(basic_principal(st, &parts.headers).await?))
     }
+}
+
+/// Authenticates the request's HTTP Basic credentials.
+pub(crate) async fn basic_principal(
+    st: &AppState,
+    headers: &HeaderMap,
+) -> Result<Principal, ApiError> {
+    let unauth = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
+    let h = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| unauth("authentication required (HTTP Basic)"))?;
+    let encoded = h
+        .strip_prefix("Basic ")
+        .or_else(|| h.strip_prefix("basic "))
+        .ok_or_else(|| unauth("unsupported authorization scheme; use HTTP Basic"))?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| unauth("malformed Basic credentials"))?;
+    let raw = String::from_utf8(raw).map_err(|_| unauth("malformed Basic credentials"))?;
+    let (login, password) = raw
+        .split_once(':')
+        .ok_or_else(|| unauth("malformed Basic credentials"))?;
+    Ok(st.satchel.auth.login(login, password).await?)
 }
 
 pub struct Fmt(pub Format);
@@ -135,7 +142,7 @@ async fn read_required_doc(body: Body, what: &str) -> Result<bytes::Bytes, ApiEr
     Ok(b)
 }
 
-async fn read_doc(body: Body) -> Result<bytes::Bytes, ApiError> {
+pub(crate) async fn read_doc(body: Body) -> Result<bytes::Bytes, ApiError> {
     axum::body::to_bytes(body, MAX_DOC).await.map_err(|_| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -152,11 +159,11 @@ fn body_stream(
 
 // ------------------------------------------------------------------ URIs and documents
 
-fn bundle_uri(uid: &str, id: Id) -> String {
+pub(crate) fn bundle_uri(uid: &str, id: Id) -> String {
     format!("users/{uid}/mysoftware/{id}")
 }
 
-fn op_status(t: &Ticket, uri: Option<String>) -> docs::OpStatus {
+pub(crate) fn op_status(t: &Ticket, uri: Option<String>) -> docs::OpStatus {
     let error = t.state == TicketState::Error;
     docs::OpStatus {
         created: None,
@@ -861,7 +868,7 @@ async fn get_export(
 }
 
 /// Strong ETag over every field the status document shows.
-fn status_etag(t: &Ticket, f: Format) -> String {
+pub(crate) fn status_etag(t: &Ticket, f: Format) -> String {
     let mut h = Sha256::new();
     h.update(format!(
         "{}|{}|{}|{}|{}|{:?}|{:?}|{:?}|{}|{:?}|{:?}",
@@ -880,7 +887,7 @@ fn status_etag(t: &Ticket, f: Format) -> String {
     format!("\"{}\"", &hex::encode(h.finalize())[..32])
 }
 
-fn not_modified(headers: &HeaderMap, etag: &str, last_modified_ms: i64) -> bool {
+pub(crate) fn not_modified(headers: &HeaderMap, etag: &str, last_modified_ms: i64) -> bool {
     if let Some(inm) = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())

@@ -354,6 +354,7 @@ impl Satchel {
         msid: Id,
         tid: Id,
         itid: Id,
+        file_name: Option<&str>,
         key: &str,
     ) -> Result<(Ticket, ArchiveRef)> {
         let unknown = || DomainError::Forbidden("unknown downloadId for this image".into());
@@ -371,6 +372,12 @@ impl Satchel {
             .ok_or_else(unknown)?;
         // Checked before spending the id: a download that cannot happen must not burn it.
         let a = Self::downloadable(&i)?;
+        if file_name.is_some_and(|n| n != a.file_name) {
+            return Err(DomainError::not_found(format!(
+                "file {:?} of image {itid}",
+                file_name.unwrap_or_default()
+            )));
+        }
         match self
             .keys
             .consume_key(&hash_key(key), &key_resource(i.id), now_millis())

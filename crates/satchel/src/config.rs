@@ -99,6 +99,9 @@ pub struct ServeArgs {
     /// [default: http:// + the request's Host].
     #[arg(long, env = "SATCHEL_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// How long a one-time image downloadId stays valid, e.g. "1h", "10m" [default: 1h].
+    #[arg(long, env = "SATCHEL_DOWNLOAD_KEY_TTL")]
+    pub download_key_ttl: Option<String>,
     /// Testing aid: pause after each archive chunk (slows exports down deterministically).
     #[arg(long, env = "SATCHEL_EXPORT_THROTTLE", hide = true)]
     pub export_throttle: Option<String>,
@@ -117,6 +120,7 @@ struct FileConfig {
     job_lease: Option<String>,
     gzip_level: Option<i32>,
     public_url: Option<String>,
+    download_key_ttl: Option<String>,
     database_url: Option<String>,
     blob_url: Option<String>,
     s3_endpoint: Option<String>,
@@ -140,6 +144,7 @@ pub struct Settings {
     pub export_throttle: Option<Duration>,
     pub gzip_level: i32,
     pub public_url: Option<String>,
+    pub download_key_ttl: Duration,
 }
 
 fn dur(what: &str, s: &str) -> anyhow::Result<Duration> {
@@ -196,6 +201,16 @@ impl ServeArgs {
                     anyhow::bail!("public URL must start with http:// or https://, not {u:?}")
                 }
                 other => other,
+            },
+            download_key_ttl: match dur(
+                "download-key-ttl",
+                self.download_key_ttl
+                    .or(file.download_key_ttl)
+                    .as_deref()
+                    .unwrap_or("1h"),
+            )? {
+                d if d.is_zero() => anyhow::bail!("download-key-ttl must be more than 0"),
+                d => d,
             },
             export_throttle: self
                 .export_throttle

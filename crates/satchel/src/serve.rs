@@ -8,7 +8,7 @@ use satchel_blob::Blobs;
 use satchel_domain::cloud::Cloud;
 use satchel_domain::export::ExportRunner;
 use satchel_domain::model::NewUser;
-use satchel_domain::ports::{CloudStore, Store};
+use satchel_domain::ports::{CloudStore, OneTimeKeys, Store};
 use satchel_domain::service::{Config, Satchel};
 use satchel_jobs::{PoolConfig, WorkerPool};
 use std::path::Path;
@@ -19,6 +19,7 @@ use tower::ServiceExt;
 /// The stores a server or an admin command works on.
 pub struct Opened {
     pub store: Arc<dyn Store>,
+    pub keys: Arc<dyn OneTimeKeys>,
     pub cloud_store: Arc<dyn CloudStore>,
     pub blobs: Blobs,
     pub max_upload: u64,
@@ -40,19 +41,28 @@ impl Opened {
 /// Opens the metadata store and blob store `storage` names: PostgreSQL and/or S3 for scale-out, else
 /// the embedded default `DIR/satchel.db` (SQLite) and `DIR/blobs/`. Migrations run on open.
 pub async fn open(storage: &StorageArgs, dir: &Path) -> anyhow::Result<Opened> {
-    let (store, cloud_store, shared): (Arc<dyn Store>, Arc<dyn CloudStore>, bool) = match &storage
-        .database_url
-    {
+    #[allow(clippy::type_complexity)]
+    let (store, cloud_store, keys, shared): (
+        Arc<dyn Store>,
+        Arc<dyn CloudStore>,
+        Arc<dyn OneTimeKeys>,
+        bool,
+    ) = match &storage.database_url {
         Some(url) => {
             let pg = satchel_store::postgres::PostgresStore::connect(url)
                 .await
                 .context("connecting to PostgreSQL")?;
-            (Arc::new(pg.clone()), Arc::new(pg), true)
+            (
+                Arc::new(pg.clone()),
+                Arc::new(pg.clone()),
+                Arc::new(pg),
+                true,
+            )
         }
         None => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             let s = satchel_store::sqlite::SqliteStore::open(&dir.join("satchel.db")).await?;
-            (Arc::new(s.clone()), Arc::new(s), false)
+            (Arc::new(s.clone()), Arc::new(s.clone()), Arc::new(s), false)
         }
     };
     let blobs = match storage.s3() {
@@ -61,6 +71,7 @@ pub async fn open(storage: &StorageArgs, dir: &Path) -> anyhow::Result<Opened> {
     };
     Ok(Opened {
         store,
+        keys,
         cloud_store,
         blobs,
         max_upload: satchel_domain::service::Config::default().max_upload,
@@ -147,8 +158,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         retention: s.retention,
         max_attempts: s.max_attempts,
         max_upload: s.max_upload,
+        download_key_ttl: s.download_key_ttl,
     };
-    let satchel = Arc::new(Satchel::new(store.clone(), blobs.clone(), config));
+    let satchel = Arc::new(Satchel::new(
+        store.clone(),
+        opened.keys.clone(),
+        blobs.clone(),
+        config,
+    ));
     let runner = Arc::new(ExportRunner {
         store: store.clone(),
         blobs: blobs.clone(),
@@ -198,6 +215,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(expired = n, "expired archives deleted"),
                     Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
+                }
+                match satchel.purge_download_keys().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(purged = n, "expired download ids dropped"),
+                    Err(e) => tracing::warn!(error = %e, "purging download ids failed"),
                 }
                 tokio::time::sleep(every).await;
             }

@@ -12,6 +12,8 @@
 mod api;
 #[path = "cloudapi.rs"]
 mod cloudapi;
+#[path = "containers.rs"]
+mod containers;
 #[path = "durability.rs"]
 mod durability;
 #[path = "sdc.rs"]
