@@ -438,12 +438,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn raw_mode_writes_a_plain_tar() {
+        let opts = GzOptions {
+            chunk_size: 1000,
+            raw: true,
+            hash_input: true,
+            ..Default::default()
+        };
+        let mut w = TarGzWriter::new(Vec::new(), opts);
+        w.add_bytes("a.txt", b"hello", 0).await.unwrap();
+        w.add_dir("d/", 0).await.unwrap();
+        let f = w.finish().await.unwrap();
+        assert_eq!(f.size as usize, f.sink.len());
+        assert_eq!(f.size, f.uncompressed, "nothing compressed");
+        assert_eq!(f.sink.len() % 512, 0);
+        assert_eq!(
+            f.uncompressed_sha256.as_deref(),
+            Some(f.sha256.as_str()),
+            "output is the input"
+        );
+        let mut ar = tar::Archive::new(&f.sink[..]);
+        let names: Vec<String> = ar
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(names, ["a.txt", "d/"]);
+    }
+
+    #[tokio::test]
     async fn tar_roundtrip_with_long_names_and_mixed_modes() {
         let opts = GzOptions {
             level: 6,
             chunk_size: 4096,
             max_inflight: 3,
             hash_input: false,
+            raw: false,
         };
         let mut w = TarGzWriter::new(Vec::new(), opts);
         let long = format!("bundles/{}/file.txt", "d".repeat(150));
@@ -514,7 +544,7 @@ mod tests {
                                    chunk in 1usize..5000, store in proptest::bool::ANY) {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             let out = rt.block_on(async {
-                let mut gz = ParallelGz::new(Vec::new(), GzOptions { level: 1, chunk_size: chunk, max_inflight: 2, hash_input: false });
+                let mut gz = ParallelGz::new(Vec::new(), GzOptions { level: 1, chunk_size: chunk, max_inflight: 2, hash_input: false, raw: false });
                 for (i, c) in data.chunks(777).enumerate() {
                     let mode = if store && i % 2 == 0 { Mode::Store } else { Mode::Deflate };
                     gz.write(c, mode).await.unwrap();
