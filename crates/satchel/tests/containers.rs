@@ -169,6 +169,68 @@ fn verify_oci(archive: &[u8]) -> BTreeMap<String, Vec<u8>> {
     untar(layer)
 }
 
+/// `podman load`s the archive into a throwaway store and returns the image's files from its mounted
+/// root filesystem (path -> content), plus what podman says the image is.
+fn podman_files(archive: &[u8]) -> (BTreeMap<String, Vec<u8>>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("image.oci.tar.gz");
+    std::fs::write(&file, archive).unwrap();
+    let root = dir.path().join("root");
+    let run = dir.path().join("run");
+    let podman = |args: &[&str]| {
+        let out = std::process::Command::new("podman")
+            .arg("--storage-driver")
+            .arg("vfs")
+            .arg("--root")
+            .arg(&root)
+            .arg("--runroot")
+            .arg(&run)
+            .args(args)
+            .output()
+            .expect("podman is installed by .ci/run");
+        assert!(
+            out.status.success(),
+            "podman {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let loaded = podman(&["load", "-i", &file.to_string_lossy()]);
+    let name = loaded
+        .lines()
+        .find_map(|l| l.strip_prefix("Loaded image: "))
+        .unwrap_or_else(|| panic!("podman load said: {loaded}"))
+        .to_string();
+    let what = podman(&[
+        "image",
+        "inspect",
+        &name,
+        "--format",
+        "{{.Os}}/{{.Architecture}} {{index .Labels \"org.opencontainers.image.title\"}}",
+    ]);
+    let mnt = std::path::PathBuf::from(podman(&["image", "mount", &name]));
+    let mut files = BTreeMap::new();
+    fn walk(base: &std::path::Path, p: &std::path::Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(p).unwrap().flatten() {
+            let path = e.path();
+            let rel = path
+                .strip_prefix(base)
+                .unwrap()
+                .to_string_lossy()
+                .to_string();
+            if path.is_dir() {
+                out.insert(format!("{rel}/"), Vec::new());
+                walk(base, &path, out);
+            } else {
+                out.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    walk(&mnt, &mnt, &mut files);
+    podman(&["image", "unmount", &name]);
+    (files, format!("{name} {what}"))
+}
+
 #[tokio::test]
 async fn templates_images_and_one_time_downloads() {
     let s = Server::start(&[]).await;
@@ -283,6 +345,13 @@ async fn templates_images_and_one_time_downloads() {
     }
     assert!(layer.contains_key("opt/demo/empty/"), "{:?}", layer.keys());
     assert!(layer.contains_key("opt/demo/bin/"));
+    // ...which podman loads: the image's root filesystem holds them too.
+    let (rootfs, what) = podman_files(&owner.body);
+    assert_eq!(what, "localhost/demo:1.0 linux/amd64 demo", "{what}");
+    for (p, v) in &files {
+        assert_eq!(rootfs.get(p), Some(v), "{p} in {:?}", rootfs.keys());
+    }
+    assert!(rootfs.contains_key("opt/demo/empty/"));
 
     // One-time id: anyone may use it once, without credentials.
     let url = format!("{}{}", s.base(), img_path("alice", msid, tid, itid));
