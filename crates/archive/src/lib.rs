@@ -381,6 +381,58 @@ impl<S: Sink> TarGzWriter<S> {
     }
 }
 
+/// Decides once per archive member, on its first 64 KiB, whether deflating it is worth it: feed it
+/// the member's chunks in order; it holds them back while sampling, then says what to write and how.
+#[derive(Debug, Default)]
+pub struct ModeProbe {
+    pending: Vec<u8>,
+    mode: Option<Mode>,
+}
+
+/// What to write after [`ModeProbe::push`].
+pub enum Probed<'a> {
+    /// Still sampling: nothing to write yet.
+    Sampling,
+    /// The sample held back so far (including this chunk), now decided.
+    Decided(Vec<u8>, Mode),
+    /// This chunk, in the mode decided earlier.
+    Chunk(&'a [u8], Mode),
+}
+
+impl ModeProbe {
+    pub const SAMPLE: usize = 64 * 1024;
+
+    /// `last`: no more data follows for this member (decide now whatever the sample size).
+    pub fn push<'a>(&mut self, chunk: &'a [u8], last: bool) -> Probed<'a> {
+        if let Some(md) = self.mode {
+            return Probed::Chunk(chunk, md);
+        }
+        self.pending.extend_from_slice(chunk);
+        if self.pending.len() < Self::SAMPLE && !last {
+            return Probed::Sampling;
+        }
+        let md = if looks_incompressible(&self.pending) {
+            Mode::Store
+        } else {
+            Mode::Deflate
+        };
+        self.mode = Some(md);
+        Probed::Decided(std::mem::take(&mut self.pending), md)
+    }
+
+    /// What is still held back when the member ended before a decision (a short member).
+    pub fn finish(self) -> Option<(Vec<u8>, Mode)> {
+        (!self.pending.is_empty()).then(|| {
+            let md = if looks_incompressible(&self.pending) {
+                Mode::Store
+            } else {
+                Mode::Deflate
+            };
+            (self.pending, md)
+        })
+    }
+}
+
 /// Whether data is not worth deflating: a known compressed format by magic number, or a sample that
 /// a fast deflate cannot shrink by 3%.
 pub fn looks_incompressible(sample: &[u8]) -> bool {
@@ -435,6 +487,35 @@ mod tests {
                 assert_eq!(gunzip_all(&gz), data, "{mode:?} {len}");
             }
         }
+    }
+
+    #[test]
+    fn mode_probe_samples_then_passes_chunks_through() {
+        let mut p = ModeProbe::default();
+        let text = b"hello world, hello world\n".repeat(2000); // 50 KB
+        assert!(matches!(p.push(&text[..30_000], false), Probed::Sampling));
+        match p.push(&text[30_000..], false) {
+            Probed::Sampling => {}
+            _ => panic!("50 KB is below the sample size"),
+        }
+        match p.push(&text, false) {
+            Probed::Decided(v, Mode::Deflate) => assert_eq!(v.len(), 2 * text.len()),
+            _ => panic!("text is deflated"),
+        }
+        assert!(matches!(
+            p.push(b"x", false),
+            Probed::Chunk(b"x", Mode::Deflate)
+        ));
+        assert!(p.finish().is_none());
+        // A short member is decided at its end, or by `finish`.
+        let mut p = ModeProbe::default();
+        assert!(matches!(
+            p.push(&[0x1f, 0x8b, 8, 0], true),
+            Probed::Decided(_, Mode::Store)
+        ));
+        let mut p = ModeProbe::default();
+        assert!(matches!(p.push(b"abc", false), Probed::Sampling));
+        assert_eq!(p.finish(), Some((b"abc".to_vec(), Mode::Deflate)));
     }
 
     #[tokio::test]

@@ -101,6 +101,12 @@ impl<S: Sink> LayerWriter<S> {
         self.tar.write_data(data, Mode::Deflate).await
     }
 
+    /// Like `write_data`, stored instead of deflated with `Mode::Store` (already compressed data).
+    /// Still a valid gzip layer: digests depend only on the data and the modes chosen for it.
+    pub async fn write_data_mode(&mut self, data: &[u8], mode: Mode) -> Result<()> {
+        self.tar.write_data(data, mode).await
+    }
+
     pub async fn end_file(&mut self) -> Result<()> {
         self.tar.end_file().await
     }

@@ -17,7 +17,7 @@ use crate::service::Satchel;
 use crate::{DomainError, Result};
 use futures::StreamExt;
 use satchel_archive::oci::{documents, write_layout, ImageInfo, LayerWriter};
-use satchel_archive::TarGzWriter;
+use satchel_archive::{ModeProbe, Probed, TarGzWriter};
 use sha2::{Digest, Sha256};
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -523,6 +523,8 @@ impl ExportRunner {
                     other => Failure::Transient(other.into()),
                 })?;
                 let mut hasher = Sha256::new();
+                // Already-compressed files are stored, not deflated again (as in exports).
+                let mut probe = ModeProbe::default();
                 let mut read: i64 = 0;
                 while let Some(chunk) = stream.next().await {
                     if cancel.is_cancelled() {
@@ -537,8 +539,12 @@ impl ExportRunner {
                             m.path
                         )));
                     }
-                    lw.write_data(&chunk).await?;
                     loaded += chunk.len() as i64;
+                    match probe.push(&chunk, read == blob.size) {
+                        Probed::Sampling => continue,
+                        Probed::Decided(data, md) => lw.write_data_mode(&data, md).await?,
+                        Probed::Chunk(data, md) => lw.write_data_mode(data, md).await?,
+                    }
                     if let Some(d) = self.throttle {
                         tokio::time::sleep(d).await;
                     }
@@ -546,6 +552,9 @@ impl ExportRunner {
                         last_report = Instant::now();
                         self.report(t.id, loaded, total, started).await?;
                     }
+                }
+                if let Some((data, md)) = probe.finish() {
+                    lw.write_data_mode(&data, md).await?;
                 }
                 if read != blob.size || hex::encode(hasher.finalize()) != blob.sha256 {
                     return Err(Failure::Permanent(format!(

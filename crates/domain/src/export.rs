@@ -19,7 +19,7 @@ use crate::{DomainError, Result};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use satchel_archive::{looks_incompressible, ArchiveError, GzOptions, Mode, Sink, TarGzWriter};
+use satchel_archive::{ArchiveError, GzOptions, ModeProbe, Probed, Sink, TarGzWriter};
 use satchel_blob::{BlobWriter, Blobs};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -353,8 +353,7 @@ impl ExportRunner {
                     other => Failure::Transient(other.into()),
                 })?;
                 let mut hasher = Sha256::new();
-                let mut mode: Option<Mode> = None;
-                let mut pending: Vec<u8> = Vec::new();
+                let mut probe = ModeProbe::default();
                 let mut read: i64 = 0;
                 while let Some(chunk) = stream.next().await {
                     if cancel.is_cancelled() {
@@ -369,28 +368,12 @@ impl ExportRunner {
                             m.path
                         )));
                     }
-                    // Decide once per member, on its first 64 KiB, whether deflating is worth it.
-                    let md = match mode {
-                        Some(md) => md,
-                        None => {
-                            pending.extend_from_slice(&chunk);
-                            if pending.len() < 64 * 1024 && read < blob.size {
-                                continue;
-                            }
-                            let md = if looks_incompressible(&pending) {
-                                Mode::Store
-                            } else {
-                                Mode::Deflate
-                            };
-                            mode = Some(md);
-                            tar.write_data(&pending, md).await?;
-                            pending = Vec::new();
-                            loaded += chunk.len() as i64;
-                            continue;
-                        }
-                    };
-                    tar.write_data(&chunk, md).await?;
                     loaded += chunk.len() as i64;
+                    match probe.push(&chunk, read == blob.size) {
+                        Probed::Sampling => continue,
+                        Probed::Decided(data, md) => tar.write_data(&data, md).await?,
+                        Probed::Chunk(data, md) => tar.write_data(data, md).await?,
+                    }
                     if let Some(d) = self.throttle {
                         tokio::time::sleep(d).await;
                     }
@@ -399,9 +382,8 @@ impl ExportRunner {
                         self.report(t.id, loaded, total, started).await?;
                     }
                 }
-                if !pending.is_empty() {
-                    tar.write_data(&pending, Mode::Deflate).await?;
-                    loaded += pending.len() as i64;
+                if let Some((data, md)) = probe.finish() {
+                    tar.write_data(&data, md).await?;
                 }
                 if read != blob.size || hex::encode(hasher.finalize()) != blob.sha256 {
                     return Err(Failure::Permanent(format!(
