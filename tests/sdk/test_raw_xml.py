@@ -132,6 +132,36 @@ def test_every_route_raw(server, uf):
     raw.xml("GET", u + "/exports", "applianceExports", uf.ApplianceExports)
     raw.xml("GET", u + "/exports/statuses", "statuses", uf.OpStatuses)
 
+    # container templates and images
+    ct = raw.xml("POST", m + "/templates", "containerTemplate", uf.ContainerTemplate,
+                 status=(201,), data="")
+    t = "%s/templates/%s" % (m, ct.dbId)
+    raw.xml("POST", m + "/templates", "containerTemplate", uf.ContainerTemplate, status=(201,),
+            data=('<ns1:containerTemplate xmlns:ns1="%s"><distribution><arch>x86_64</arch>'
+                  '<name>CentOS</name><version>7</version></distribution></ns1:containerTemplate>' % NS))
+    raw.xml("GET", m + "/templates", "containerTemplates", uf.ContainerTemplates)
+    raw.xml("GET", t, "containerTemplate", uf.ContainerTemplate)
+    raw.xml("GET", t + "/formats", "imageFormats", uf.ImageFormats)
+    img = raw.xml("POST", t + "/images", "image", uf.Image, status=(201,),
+                  data=('<ns1:image xmlns:ns1="%s"><compress>true</compress><format><name>docker'
+                        '</name></format><name>raw</name></ns1:image>' % NS))
+    i = "%s/images/%s" % (t, img.dbId)
+    deadline = time.time() + 120
+    while not raw.xml("GET", i + "/status", "status", uf.OpStatus).complete:
+        assert time.time() < deadline
+        time.sleep(0.1)
+    got = raw.xml("GET", i, "image", uf.Image)
+    raw.xml("GET", t + "/images", "images", uf.Images)
+    r = raw.call("GET", i + "/downloads", params={"downloadId": got.downloadKey}, auth=False)
+    assert r.status_code == 200 and r.headers.get("Content-Type") == "application/x-tar"
+    assert "Content-Encoding" not in r.headers and r.content[:2] == b"\x1f\x8b"
+    check_error(raw, raw.call("GET", i + "/downloads", params={"downloadId": got.downloadKey},
+                              auth=False), 410, "a spent downloadId")
+    raw.xml("DELETE", i + "/status", "status", uf.OpStatus)  # cancel after completion: unchanged
+    for path in (i, t):
+        r = raw.call("DELETE", path)
+        assert r.status_code == 204 and r.content == b"", path
+
     # deletions: 204, no body
     for path in (e, "%s/licenses/%s" % (m, lic.dbId), "%s/logo/%s" % (m, logo.dbId), a,
                  "%s/mysoftware/%s" % (u, clone.dbId)):
