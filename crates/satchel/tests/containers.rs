@@ -382,6 +382,23 @@ async fn templates_images_and_one_time_downloads() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.body, owner.body);
+    // Even wrong credentials do not matter next to an id.
+    let key3 = a
+        .get(&img_path("alice", msid, tid, itid))
+        .await
+        .field("downloadKey")
+        .unwrap();
+    let wrong = Client {
+        password: "not-the-password".into(),
+        ..a.clone()
+    };
+    let r = wrong
+        .get(&format!(
+            "{}/downloads?downloadId={key3}",
+            img_path("alice", msid, tid, itid)
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
     // An unknown id, or one for another image, is refused.
     anonymous(
         &format!("{url}/downloads?downloadId={}", "0".repeat(64)),
