@@ -2099,8 +2099,8 @@ async fn delete_user_racing_object_writes_accounts_for_every_blob(
                         stored.push(key);
                         released.extend(replaced_blob);
                     }
-                    // The owner is gone: the insert fails its foreign key.
-                    Err(DomainError::Storage(_)) => break,
+                    // The owner is gone: the insert fails its foreign key (NotFound, not a 500).
+                    Err(DomainError::NotFound(_)) => break,
                     other => panic!("writer {w}: {other:?}"),
                 }
             }
