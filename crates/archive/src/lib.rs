@@ -126,44 +126,6 @@ fn store_blocks(data: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// sha256 of the uncompressed input, on its own thread: hashing is sequential and would otherwise
-/// cost the writer's task as much time as it spends feeding the parallel compressors. Chunks are
-/// shared (`Bytes`), not copied; a few in flight bound the memory.
-struct InputHasher {
-    tx: tokio::sync::mpsc::Sender<Bytes>,
-    thread: std::thread::JoinHandle<String>,
-}
-
-impl InputHasher {
-    fn start() -> Self {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
-        let thread = std::thread::spawn(move || {
-            let mut h = Sha256::new();
-            while let Some(b) = rx.blocking_recv() {
-                h.update(&b);
-            }
-            hex::encode(h.finalize())
-        });
-        InputHasher { tx, thread }
-    }
-
-    async fn feed(&self, chunk: Bytes) -> Result<()> {
-        self.tx
-            .send(chunk)
-            .await
-            .map_err(|_| ArchiveError::Compress("the input hasher stopped".into()))
-    }
-
-    async fn finish(self) -> Result<String> {
-        drop(self.tx);
-        let thread = self.thread;
-        tokio::task::spawn_blocking(move || thread.join())
-            .await
-            .map_err(|e| ArchiveError::Compress(e.to_string()))?
-            .map_err(|_| ArchiveError::Compress("the input hasher panicked".into()))
-    }
-}
-
 /// Parallel, order-preserving gzip over a [`Sink`]. Also hashes and counts what it emits.
 pub struct ParallelGz<S: Sink> {
     sink: S,
@@ -172,7 +134,7 @@ pub struct ParallelGz<S: Sink> {
     mode: Mode,
     inflight: VecDeque<JoinHandle<Result<Vec<u8>>>>,
     sha256: Sha256,
-    in_sha256: Option<InputHasher>,
+    in_sha256: Option<Sha256>,
     out_len: u64,
     in_len: u64,
 }
@@ -197,7 +159,7 @@ impl<S: Sink> ParallelGz<S> {
             mode: Mode::Deflate,
             inflight: VecDeque::new(),
             sha256: Sha256::new(),
-            in_sha256: opts.hash_input.then(InputHasher::start),
+            in_sha256: opts.hash_input.then(Sha256::new),
             out_len: 0,
             in_len: 0,
         }
@@ -209,6 +171,9 @@ impl<S: Sink> ParallelGz<S> {
         }
         self.mode = mode;
         self.in_len += data.len() as u64;
+        if let Some(h) = self.in_sha256.as_mut() {
+            h.update(data);
+        }
         while !data.is_empty() {
             let room = self.opts.chunk_size - self.buf.len();
             let n = room.min(data.len());
@@ -227,9 +192,6 @@ impl<S: Sink> ParallelGz<S> {
         }
         let chunk = std::mem::replace(&mut self.buf, BytesMut::with_capacity(self.opts.chunk_size))
             .freeze();
-        if let Some(h) = &self.in_sha256 {
-            h.feed(chunk.clone()).await?;
-        }
         let (mode, level, raw) = (self.mode, self.opts.level, self.opts.raw);
         self.inflight
             .push_back(tokio::task::spawn_blocking(move || {
@@ -278,10 +240,7 @@ impl<S: Sink> ParallelGz<S> {
             size: self.out_len,
             sha256: hex::encode(self.sha256.finalize()),
             uncompressed: self.in_len,
-            uncompressed_sha256: match self.in_sha256 {
-                Some(h) => Some(h.finish().await?),
-                None => None,
-            },
+            uncompressed_sha256: self.in_sha256.map(|h| hex::encode(h.finalize())),
         })
     }
 }
