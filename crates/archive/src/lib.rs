@@ -381,6 +381,39 @@ impl<S: Sink> TarGzWriter<S> {
     }
 }
 
+/// A tar writer seen as a sequence of file members, whatever its framing (an export archive, an OCI
+/// layer): what the domain's file-streaming loop writes to.
+#[async_trait]
+pub trait MemberWrite: Send {
+    /// Starts a regular file of `size` bytes. `mtime` may be ignored (OCI layers use a fixed one).
+    async fn begin_member(&mut self, path: &str, size: u64, mtime: u64, mode: u32) -> Result<()>;
+    async fn member_data(&mut self, data: &[u8], mode: Mode) -> Result<()>;
+    async fn end_member(&mut self) -> Result<()>;
+}
+
+#[async_trait]
+impl<S: Sink> MemberWrite for TarGzWriter<S> {
+    async fn begin_member(&mut self, path: &str, size: u64, mtime: u64, mode: u32) -> Result<()> {
+        self.begin_file(path, size, mtime, mode).await
+    }
+    async fn member_data(&mut self, data: &[u8], mode: Mode) -> Result<()> {
+        self.write_data(data, mode).await
+    }
+    async fn end_member(&mut self) -> Result<()> {
+        self.end_file().await
+    }
+}
+
+/// Permission bits for a file member from its first bytes: scripts (`#!`) and ELF executables are
+/// executable, everything else is not. Deterministic: the content alone decides.
+pub fn file_mode(head: &[u8]) -> u32 {
+    if head.starts_with(b"#!") || head.starts_with(b"\x7fELF") {
+        0o755
+    } else {
+        0o644
+    }
+}
+
 /// Decides once per archive member, on its first 64 KiB, whether deflating it is worth it: feed it
 /// the member's chunks in order; it holds them back while sampling, then says what to write and how.
 #[derive(Debug, Default)]

@@ -7,7 +7,8 @@
 //! streamed to a sink of the caller's (a blob) with [`LayerWriter`], which yields its digest and
 //! `diff_id`; then [`write_layout`] writes the small documents and streams the stored layer again.
 
-use crate::{ArchiveError, Finished, GzOptions, Mode, Result, Sink, TarGzWriter};
+use crate::{ArchiveError, Finished, GzOptions, MemberWrite, Mode, Result, Sink, TarGzWriter};
+use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use serde_json::json;
@@ -101,12 +102,6 @@ impl<S: Sink> LayerWriter<S> {
         self.tar.write_data(data, Mode::Deflate).await
     }
 
-    /// Like `write_data`, stored instead of deflated with `Mode::Store` (already compressed data).
-    /// Still a valid gzip layer: digests depend only on the data and the modes chosen for it.
-    pub async fn write_data_mode(&mut self, data: &[u8], mode: Mode) -> Result<()> {
-        self.tar.write_data(data, mode).await
-    }
-
     pub async fn end_file(&mut self) -> Result<()> {
         self.tar.end_file().await
     }
@@ -131,6 +126,22 @@ impl<S: Sink> LayerWriter<S> {
             diff_id: format!("sha256:{diff}"),
         };
         Ok((f, layer))
+    }
+}
+
+/// Members get the fixed [`EPOCH`] mtime whatever `mtime` says; data may be stored instead of deflated
+/// (already compressed files): the layer stays valid gzip and its digests depend only on the data and
+/// the modes chosen for it.
+#[async_trait]
+impl<S: Sink> MemberWrite for LayerWriter<S> {
+    async fn begin_member(&mut self, path: &str, size: u64, _mtime: u64, mode: u32) -> Result<()> {
+        self.begin_file(path, size, mode).await
+    }
+    async fn member_data(&mut self, data: &[u8], mode: Mode) -> Result<()> {
+        self.tar.write_data(data, mode).await
+    }
+    async fn end_member(&mut self) -> Result<()> {
+        self.end_file().await
     }
 }
 

@@ -15,11 +15,9 @@ use crate::names::path_segment;
 use crate::ports::KeyUse;
 use crate::service::Satchel;
 use crate::{DomainError, Result};
-use futures::StreamExt;
 use satchel_archive::oci::{documents, write_layout, ImageInfo, LayerWriter};
-use satchel_archive::{ModeProbe, Probed, TarGzWriter};
+use satchel_archive::TarGzWriter;
 use sha2::{Digest, Sha256};
-use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// The only image format generated: an OCI image layout, which docker, podman and skopeo read.
@@ -505,64 +503,16 @@ impl ExportRunner {
             .await
             .map_err(|e| Failure::Transient(e.into()))?;
         let mut lw = LayerWriter::new(BlobSink(writer), self.gz);
-        let started = Instant::now();
-        let mut last_report = Instant::now();
-        let mut loaded: i64 = 0;
         let pass: std::result::Result<(), Failure> = async {
-            self.report(t.id, 0, total, started).await?;
+            let mut meter = self.meter(t.id, total).await?;
             for m in members {
-                let Some(blob) = &m.blob else {
-                    lw.add_dir(&m.path).await?;
-                    continue;
-                };
-                lw.begin_file(&m.path, blob.size as u64, 0o644).await?;
-                let mut stream = self.blobs.get(&blob.key, None).await.map_err(|e| match e {
-                    satchel_blob::BlobError::NotFound(_) => {
-                        Failure::Permanent(format!("the stored content of {} is missing", m.path))
-                    }
-                    other => Failure::Transient(other.into()),
-                })?;
-                let mut hasher = Sha256::new();
-                // Already-compressed files are stored, not deflated again (as in exports).
-                let mut probe = ModeProbe::default();
-                let mut read: i64 = 0;
-                while let Some(chunk) = stream.next().await {
-                    if cancel.is_cancelled() {
-                        return Err(Failure::Cancelled);
-                    }
-                    let chunk = chunk.map_err(|e| Failure::Transient(e.into()))?;
-                    hasher.update(&chunk);
-                    read += chunk.len() as i64;
-                    if read > blob.size {
-                        return Err(Failure::Permanent(format!(
-                            "the stored content of {} changed size",
-                            m.path
-                        )));
-                    }
-                    loaded += chunk.len() as i64;
-                    match probe.push(&chunk, read == blob.size) {
-                        Probed::Sampling => continue,
-                        Probed::Decided(data, md) => lw.write_data_mode(&data, md).await?,
-                        Probed::Chunk(data, md) => lw.write_data_mode(data, md).await?,
-                    }
-                    if let Some(d) = self.throttle {
-                        tokio::time::sleep(d).await;
-                    }
-                    if last_report.elapsed() >= self.progress_every {
-                        last_report = Instant::now();
-                        self.report(t.id, loaded, total, started).await?;
+                match &m.blob {
+                    None => lw.add_dir(&m.path).await?,
+                    Some(blob) => {
+                        self.copy_member(&mut lw, &m.path, blob, 0, &mut meter, cancel)
+                            .await?
                     }
                 }
-                if let Some((data, md)) = probe.finish() {
-                    lw.write_data_mode(&data, md).await?;
-                }
-                if read != blob.size || hex::encode(hasher.finalize()) != blob.sha256 {
-                    return Err(Failure::Permanent(format!(
-                        "the stored content of {} does not match its recorded size and sha256",
-                        m.path
-                    )));
-                }
-                lw.end_file().await?;
             }
             Ok(())
         }

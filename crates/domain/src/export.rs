@@ -19,7 +19,9 @@ use crate::{DomainError, Result};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use satchel_archive::{ArchiveError, GzOptions, ModeProbe, Probed, Sink, TarGzWriter};
+use satchel_archive::{
+    file_mode, ArchiveError, GzOptions, MemberWrite, ModeProbe, Probed, Sink, TarGzWriter,
+};
 use satchel_blob::{BlobWriter, Blobs};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -256,6 +258,15 @@ impl From<ArchiveError> for Failure {
     }
 }
 
+/// How far a build is, for its ticket's progress.
+pub(crate) struct Meter {
+    ticket: Id,
+    loaded: i64,
+    total: i64,
+    started: Instant,
+    last_report: Instant,
+}
+
 pub struct ExportRunner {
     pub store: Arc<dyn Store>,
     pub blobs: Blobs,
@@ -335,63 +346,14 @@ impl ExportRunner {
         let result: std::result::Result<(), Failure> = async {
             tar.add_bytes(plan.doc_name, &plan.doc, mtime).await?;
             tar.add_bytes("manifest.json", &manifest_doc, mtime).await?;
-            let started = Instant::now();
-            let mut last_report = Instant::now();
-            let mut loaded: i64 = 0;
-            self.report(t.id, 0, total, started).await?;
+            let mut meter = self.meter(t.id, total).await?;
             for m in &plan.members {
                 let Some(blob) = &m.blob else {
                     tar.add_dir(&m.path, mtime).await?;
                     continue;
                 };
-                tar.begin_file(&m.path, blob.size as u64, mtime, 0o644)
+                self.copy_member(&mut tar, &m.path, blob, mtime, &mut meter, cancel)
                     .await?;
-                let mut stream = self.blobs.get(&blob.key, None).await.map_err(|e| match e {
-                    satchel_blob::BlobError::NotFound(_) => {
-                        Failure::Permanent(format!("the stored content of {} is missing", m.path))
-                    }
-                    other => Failure::Transient(other.into()),
-                })?;
-                let mut hasher = Sha256::new();
-                let mut probe = ModeProbe::default();
-                let mut read: i64 = 0;
-                while let Some(chunk) = stream.next().await {
-                    if cancel.is_cancelled() {
-                        return Err(Failure::Cancelled);
-                    }
-                    let chunk = chunk.map_err(|e| Failure::Transient(e.into()))?;
-                    hasher.update(&chunk);
-                    read += chunk.len() as i64;
-                    if read > blob.size {
-                        return Err(Failure::Permanent(format!(
-                            "the stored content of {} changed size",
-                            m.path
-                        )));
-                    }
-                    loaded += chunk.len() as i64;
-                    match probe.push(&chunk, read == blob.size) {
-                        Probed::Sampling => continue,
-                        Probed::Decided(data, md) => tar.write_data(&data, md).await?,
-                        Probed::Chunk(data, md) => tar.write_data(data, md).await?,
-                    }
-                    if let Some(d) = self.throttle {
-                        tokio::time::sleep(d).await;
-                    }
-                    if last_report.elapsed() >= self.progress_every {
-                        last_report = Instant::now();
-                        self.report(t.id, loaded, total, started).await?;
-                    }
-                }
-                if let Some((data, md)) = probe.finish() {
-                    tar.write_data(&data, md).await?;
-                }
-                if read != blob.size || hex::encode(hasher.finalize()) != blob.sha256 {
-                    return Err(Failure::Permanent(format!(
-                        "the stored content of {} does not match its recorded size and sha256",
-                        m.path
-                    )));
-                }
-                tar.end_file().await?;
                 if cancel.is_cancelled() {
                     return Err(Failure::Cancelled);
                 }
@@ -421,17 +383,103 @@ impl ExportRunner {
         })
     }
 
-    pub(crate) async fn report(
+    /// Starts measuring a build of `total` bytes, reporting 0% to the ticket.
+    pub(crate) async fn meter(
         &self,
-        id: Id,
-        loaded: i64,
+        ticket: Id,
         total: i64,
-        started: Instant,
+    ) -> std::result::Result<Meter, Failure> {
+        let m = Meter {
+            ticket,
+            loaded: 0,
+            total,
+            started: Instant::now(),
+            last_report: Instant::now(),
+        };
+        self.report(&m).await?;
+        Ok(m)
+    }
+
+    /// Streams one stored file into a new member of `w`: the member's permissions come from its
+    /// first bytes (scripts and ELF binaries are executable), already-compressed data is stored
+    /// rather than deflated again, the content is checked against its recorded size and sha256 on
+    /// the way (a mismatch fails the build instead of publishing corrupt data), progress is reported
+    /// every `progress_every`, and `cancel` stops it between chunks.
+    pub(crate) async fn copy_member<W: MemberWrite>(
+        &self,
+        w: &mut W,
+        path: &str,
+        blob: &BlobRef,
+        mtime: u64,
+        meter: &mut Meter,
+        cancel: &CancellationToken,
     ) -> std::result::Result<(), Failure> {
+        let mut stream = self.blobs.get(&blob.key, None).await.map_err(|e| match e {
+            satchel_blob::BlobError::NotFound(_) => {
+                Failure::Permanent(format!("the stored content of {path} is missing"))
+            }
+            other => Failure::Transient(other.into()),
+        })?;
+        let mut hasher = Sha256::new();
+        let mut probe = ModeProbe::default();
+        let mut read: i64 = 0;
+        let mut begun = false;
+        while let Some(chunk) = stream.next().await {
+            if cancel.is_cancelled() {
+                return Err(Failure::Cancelled);
+            }
+            let chunk = chunk.map_err(|e| Failure::Transient(e.into()))?;
+            if chunk.is_empty() {
+                continue;
+            }
+            hasher.update(&chunk);
+            read += chunk.len() as i64;
+            if read > blob.size {
+                return Err(Failure::Permanent(format!(
+                    "the stored content of {path} changed size"
+                )));
+            }
+            if !begun {
+                w.begin_member(path, blob.size as u64, mtime, file_mode(&chunk))
+                    .await?;
+                begun = true;
+            }
+            meter.loaded += chunk.len() as i64;
+            match probe.push(&chunk, read == blob.size) {
+                Probed::Sampling => continue,
+                Probed::Decided(data, md) => w.member_data(&data, md).await?,
+                Probed::Chunk(data, md) => w.member_data(data, md).await?,
+            }
+            if let Some(d) = self.throttle {
+                tokio::time::sleep(d).await;
+            }
+            if meter.last_report.elapsed() >= self.progress_every {
+                meter.last_report = Instant::now();
+                self.report(meter).await?;
+            }
+        }
+        if read != blob.size || hex::encode(hasher.finalize()) != blob.sha256 {
+            return Err(Failure::Permanent(format!(
+                "the stored content of {path} does not match its recorded size and sha256"
+            )));
+        }
+        if !begun {
+            // An empty file: no chunk came to decide anything.
+            w.begin_member(path, 0, mtime, file_mode(&[])).await?;
+        }
+        if let Some((data, md)) = probe.finish() {
+            w.member_data(&data, md).await?;
+        }
+        w.end_member().await?;
+        Ok(())
+    }
+
+    async fn report(&self, m: &Meter) -> std::result::Result<(), Failure> {
+        let (loaded, total) = (m.loaded, m.total);
         let pct = ((loaded as f64 / total.max(1) as f64) * 100.0)
             .floor()
             .clamp(0.0, 99.0) as i32;
-        let elapsed = started.elapsed().as_secs_f64();
+        let elapsed = m.started.elapsed().as_secs_f64();
         let eta = if loaded > 0 && elapsed > 0.0 {
             let rate = loaded as f64 / elapsed;
             Some(now_millis() + (((total - loaded).max(0) as f64 / rate) * 1000.0) as i64)
@@ -441,7 +489,7 @@ impl ExportRunner {
         let still_running = self
             .store
             .update_progress(
-                id,
+                m.ticket,
                 &Progress {
                     percentage: pct,
                     bytes_loaded: loaded,

@@ -125,8 +125,25 @@ fn skopeo(args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
-/// Checks the archive with skopeo and by hand; returns the layer's files (path -> content).
-fn verify_oci(archive: &[u8]) -> BTreeMap<String, Vec<u8>> {
+/// Permission bits of a gzip tar's regular files.
+fn modes(tgz: &[u8]) -> BTreeMap<String, u32> {
+    let mut ar = tar::Archive::new(flate2::read::MultiGzDecoder::new(tgz));
+    ar.entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.header().entry_type().is_file())
+        .map(|e| {
+            (
+                e.path().unwrap().to_string_lossy().to_string(),
+                e.header().mode().unwrap() & 0o7777,
+            )
+        })
+        .collect()
+}
+
+/// Checks the archive with skopeo and by hand; returns the layer's files (path -> content) and
+/// their permission bits.
+fn verify_oci(archive: &[u8]) -> (BTreeMap<String, Vec<u8>>, BTreeMap<String, u32>) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("image.oci.tar.gz");
     std::fs::write(&path, archive).unwrap();
@@ -166,7 +183,7 @@ fn verify_oci(archive: &[u8]) -> BTreeMap<String, Vec<u8>> {
         std::fs::read(copied.join(&layer_digest[7..])).unwrap(),
         *layer
     );
-    untar(layer)
+    (untar(layer), modes(layer))
 }
 
 /// `podman load`s the archive into a throwaway store and returns the image's files from its mounted
@@ -339,7 +356,10 @@ async fn templates_images_and_one_time_downloads() {
     .assert_uforge_error(404);
 
     // The archive is a real OCI layout holding the bundle's files byte for byte.
-    let layer = verify_oci(&owner.body);
+    let (layer, perms) = verify_oci(&owner.body);
+    // Scripts are executable (from their `#!`), data is not.
+    assert_eq!(perms["opt/demo/bin/run.sh"], 0o755);
+    assert_eq!(perms["opt/demo/data.bin"], 0o644);
     for (p, v) in &files {
         assert_eq!(layer.get(p), Some(v), "{p}");
     }
