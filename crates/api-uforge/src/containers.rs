@@ -3,9 +3,7 @@
 
 use crate::docs::{self, iso};
 use crate::download::{serve_blob, BlobDownload};
-use crate::routes::{
-    basic_principal, bundle_uri, not_modified, op_status, read_doc, status_etag, Auth, Fmt,
-};
+use crate::routes::{basic_principal, bundle_uri, op_status, read_doc, status_reply, Auth, Fmt};
 use crate::wire::{parse_body, parse_id, ApiError, Doc};
 use crate::AppState;
 use axum::body::Body;
@@ -382,23 +380,7 @@ async fn image_status(
 ) -> R {
     let (msid, tid, itid) = image_ids(&msid, &tid, &itid)?;
     let i = st.satchel.image(&who, &uid, msid, tid, itid).await?;
-    let etag = status_etag(&i, f);
-    let lm = httpdate::fmt_http_date(
-        std::time::UNIX_EPOCH + std::time::Duration::from_millis(i.modified.max(0) as u64),
-    );
-    if not_modified(&headers, &etag, i.modified) {
-        let mut r = StatusCode::NOT_MODIFIED.into_response();
-        r.headers_mut().insert(
-            header::ETAG,
-            etag.parse().map_err(|_| ApiError::internal("etag"))?,
-        );
-        return Ok(r);
-    }
-    Ok(Doc::ok(f, "status", status_doc(&uid, &i))
-        .header(header::ETAG, &etag)
-        .header(header::LAST_MODIFIED, &lm)
-        .header(header::CACHE_CONTROL, "no-cache")
-        .into_response())
+    status_reply(f, &headers, &i, status_doc(&uid, &i))
 }
 
 /// Cancels the generation; answers the status as it is afterwards.

@@ -868,7 +868,7 @@ async fn get_export(
 }
 
 /// Strong ETag over every field the status document shows.
-pub(crate) fn status_etag(t: &Ticket, f: Format) -> String {
+fn status_etag(t: &Ticket, f: Format) -> String {
     let mut h = Sha256::new();
     h.update(format!(
         "{}|{}|{}|{}|{}|{:?}|{:?}|{:?}|{}|{:?}|{:?}",
@@ -887,7 +887,7 @@ pub(crate) fn status_etag(t: &Ticket, f: Format) -> String {
     format!("\"{}\"", &hex::encode(h.finalize())[..32])
 }
 
-pub(crate) fn not_modified(headers: &HeaderMap, etag: &str, last_modified_ms: i64) -> bool {
+fn not_modified(headers: &HeaderMap, etag: &str, last_modified_ms: i64) -> bool {
     if let Some(inm) = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -923,11 +923,22 @@ async fn export_status(
     let msid = parse_id("mySoftware id", &msid)?;
     let eid = parse_id("export id", &eid)?;
     let t = st.satchel.export(&who, &uid, msid, eid).await?;
-    let etag = status_etag(&t, f);
+    let uri = format!("{}/exports/{}/status", bundle_uri(&uid, msid), t.id);
+    let mut doc = op_status(&t, Some(uri));
+    doc.db_id = Some(t.id);
+    doc.created = Some(iso(t.created));
+    doc.last_modified = Some(iso(t.modified));
+    status_reply(f, &headers, &t, doc)
+}
+
+/// A ticket's status document, or `304` when the client's copy is current (ETag over every field
+/// shown, Last-Modified from the ticket); never cached without revalidation.
+pub(crate) fn status_reply(f: Format, headers: &HeaderMap, t: &Ticket, doc: docs::OpStatus) -> R {
+    let etag = status_etag(t, f);
     let lm = httpdate::fmt_http_date(
         std::time::UNIX_EPOCH + std::time::Duration::from_millis(t.modified.max(0) as u64),
     );
-    if not_modified(&headers, &etag, t.modified) {
+    if not_modified(headers, &etag, t.modified) {
         let mut r = StatusCode::NOT_MODIFIED.into_response();
         r.headers_mut().insert(
             header::ETAG,
@@ -939,11 +950,6 @@ async fn export_status(
         );
         return Ok(r);
     }
-    let uri = format!("{}/exports/{}/status", bundle_uri(&uid, msid), t.id);
-    let mut doc = op_status(&t, Some(uri));
-    doc.db_id = Some(t.id);
-    doc.created = Some(iso(t.created));
-    doc.last_modified = Some(iso(t.modified));
     Ok(Doc::ok(f, "status", doc)
         .header(header::ETAG, &etag)
         .header(header::LAST_MODIFIED, &lm)

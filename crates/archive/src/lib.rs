@@ -523,6 +523,14 @@ mod tests {
     }
 
     #[test]
+    fn executables_are_recognised_by_content() {
+        assert_eq!(file_mode(b"#!/bin/sh\n"), 0o755);
+        assert_eq!(file_mode(b"\x7fELF\x02\x01"), 0o755);
+        assert_eq!(file_mode(b"#include <stdio.h>"), 0o644);
+        assert_eq!(file_mode(b""), 0o644);
+    }
+
+    #[test]
     fn mode_probe_samples_then_passes_chunks_through() {
         let mut p = ModeProbe::default();
         let text = b"hello world, hello world\n".repeat(2000); // 50 KB
