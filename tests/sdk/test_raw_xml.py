@@ -152,6 +152,11 @@ def test_every_route_raw(server, uf):
         time.sleep(0.1)
     got = raw.xml("GET", i, "image", uf.Image)
     raw.xml("GET", t + "/images", "images", uf.Images)
+    every = raw.xml("GET", u + "/images", "images", uf.Images)
+    assert img.dbId in [x.dbId for x in every.images.image]
+    # what `hammr image list / info` read of an image
+    assert got.targetFormat.name and got.targetFormat.format.name == "docker"
+    assert got.parentUri.endswith("/templates/%s" % ct.dbId)
     r = raw.call("GET", i + "/downloads", params={"downloadId": got.downloadKey}, auth=False)
     assert r.status_code == 200 and r.headers.get("Content-Type") == "application/x-tar"
     assert "Content-Encoding" not in r.headers and r.content[:2] == b"\x1f\x8b"

@@ -37,6 +37,7 @@ pub fn routes(ms: &str) -> Router<AppState> {
             &format!("{i}/status"),
             get(image_status).delete(cancel_image),
         )
+        .route("/api/users/{uid}/images", get(list_user_images))
         .route(&format!("{i}/downloads"), get(download))
         .route(&format!("{i}/downloads/{{file}}"), get(download_named))
 }
@@ -112,6 +113,13 @@ fn image_doc(uid: &str, i: &Ticket, key: Option<&str>) -> docs::Image {
         file_name: archive.map(|a| a.file_name.clone()),
         file_size: archive.map(|a| a.size).unwrap_or(0),
         format: docker_format(None),
+        target_format: docs::TargetFormat {
+            name: "Docker".into(),
+            format: docker_format(None),
+            kind: "container".into(),
+            access: true,
+            active: true,
+        },
         image_created: done,
         name: spec.name,
         status_uri: format!("{uri}/status"),
@@ -319,6 +327,22 @@ async fn list_images(
     let msid = parse_id("mySoftware id", &msid)?;
     let tid = parse_id("container template id", &tid)?;
     let is = st.satchel.list_images(&who, &uid, msid, tid).await?;
+    let items: Vec<_> = is.iter().map(|i| image_doc(&uid, i, None)).collect();
+    let doc = docs::Images {
+        total: items.len() as i64,
+        images: docs::ImageItems { image: items },
+    };
+    Ok(Doc::ok(f, "images", doc).into_response())
+}
+
+/// Every container image of the user, across bundles and templates (what `hammr image list` reads).
+async fn list_user_images(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Fmt(f): Fmt,
+    Path(uid): Path<String>,
+) -> R {
+    let is = st.satchel.list_user_images(&who, &uid).await?;
     let items: Vec<_> = is.iter().map(|i| image_doc(&uid, i, None)).collect();
     let doc = docs::Images {
         total: items.len() as i64,

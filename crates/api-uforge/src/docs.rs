@@ -369,11 +369,24 @@ pub struct Image {
     pub file_name: Option<String>,
     pub file_size: i64,
     pub format: ImageFormat,
+    pub target_format: TargetFormat,
     pub image_created: bool,
     pub name: String,
     pub status_uri: String,
     pub uri: String,
     pub version: String,
+}
+
+/// What hammr reads of an image's target (`targetFormat.name`, `targetFormat.format.name`).
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetFormat {
+    pub name: String,
+    pub format: ImageFormat,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub access: bool,
+    pub active: bool,
 }
 
 #[derive(Serialize, Default)]

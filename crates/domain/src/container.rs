@@ -245,6 +245,14 @@ impl Satchel {
         self.store.list_template_images(t.owner_id, t.id).await
     }
 
+    /// Every container image of the user, across bundles and templates.
+    pub async fn list_user_images(&self, who: &Principal, uid: &str) -> Result<Vec<Ticket>> {
+        let owner = self.target(who, uid).await?;
+        let mut ts = self.store.list_tickets(owner.id).await?;
+        ts.retain(|t| t.kind == TicketKind::ContainerImage);
+        Ok(ts)
+    }
+
     pub async fn delete_image(
         &self,
         who: &Principal,

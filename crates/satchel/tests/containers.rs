@@ -455,6 +455,38 @@ async fn templates_images_and_one_time_downloads() {
     r.assert_uforge_error(403);
     assert!(r.error_message().contains("compress"), "{}", r.text());
 
+    // The user's images across templates (what `hammr image list` reads); exports are not in it.
+    let eid = a.export(msid, "yaml").await;
+    a.wait_export(msid, eid, T).await;
+    let r = a.get("/users/alice/images").await;
+    assert_eq!(r.field("total").as_deref(), Some("3"), "{}", r.text());
+    assert!(
+        r.text().contains("<targetFormat><name>Docker</name>"),
+        "{}",
+        r.text()
+    );
+    s.client("bob")
+        .get("/users/alice/images")
+        .await
+        .assert_uforge_error(404);
+    assert_eq!(
+        s.client("bob")
+            .get("/users/bob/images")
+            .await
+            .field("total")
+            .as_deref(),
+        Some("0")
+    );
+    let r = a
+        .req(
+            "DELETE",
+            &format!("/users/alice/mysoftware/{msid}/exports/{eid}"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 204);
+
     // Listing, deleting an image, deleting a template: their archives go with them.
     let r = a
         .get(&format!("{}/{tid}/images", tpl_path("alice", msid)))
