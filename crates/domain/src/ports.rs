@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: TemplateStore + Send + Sync + 'static {
     // ---- users
     async fn create_user(&self, new: NewUser) -> Result<User>;
     async fn user_by_login(&self, login: &str) -> Result<Option<UserRecord>>;
@@ -88,25 +88,6 @@ pub trait Store: Send + Sync + 'static {
     /// queued|running -> cancelled, conditionally; the ticket as it is afterwards (None: not found).
     async fn cancel_ticket(&self, owner: Id, id: Id) -> Result<Option<Ticket>>;
 
-    // ---- container templates, scoped by owner and bundle; their images are tickets of kind
-    // `ContainerImage` (created with `create_ticket`, read with `get_ticket`)
-    async fn create_template(
-        &self,
-        owner: Id,
-        bundle: Id,
-        distribution: Option<&DistributionRef>,
-    ) -> Result<ContainerTemplate>;
-    async fn get_template(
-        &self,
-        owner: Id,
-        bundle: Id,
-        id: Id,
-    ) -> Result<Option<ContainerTemplate>>;
-    async fn list_templates(&self, owner: Id, bundle: Id) -> Result<Vec<ContainerTemplate>>;
-    /// Deletes the template with its images (tickets and jobs); returns the images deleted.
-    async fn delete_template(&self, owner: Id, bundle: Id, id: Id) -> Result<Option<Vec<Ticket>>>;
-    async fn list_template_images(&self, owner: Id, template: Id) -> Result<Vec<Ticket>>;
-
     // ---- job queue
     /// Claims the oldest runnable job for `owner` with a lease, counting the attempt.
     async fn claim_job(&self, owner: &str, lease: Duration) -> Result<Option<Job>>;
@@ -132,6 +113,29 @@ pub trait Store: Send + Sync + 'static {
         tokio::time::sleep(timeout).await;
         false
     }
+}
+
+/// Container templates, scoped by owner and bundle. Their images are tickets of kind
+/// `ContainerImage` (created with `Store::create_ticket`, read with `Store::get_ticket`). A supertrait of
+/// `Store`, so an `Arc<dyn Store>` answers these too; both engines implement it from one macro.
+#[async_trait]
+pub trait TemplateStore: Send + Sync + 'static {
+    async fn create_template(
+        &self,
+        owner: Id,
+        bundle: Id,
+        distribution: Option<&DistributionRef>,
+    ) -> Result<ContainerTemplate>;
+    async fn get_template(
+        &self,
+        owner: Id,
+        bundle: Id,
+        id: Id,
+    ) -> Result<Option<ContainerTemplate>>;
+    async fn list_templates(&self, owner: Id, bundle: Id) -> Result<Vec<ContainerTemplate>>;
+    /// Deletes the template with its images (tickets and jobs); returns the images deleted.
+    async fn delete_template(&self, owner: Id, bundle: Id, id: Id) -> Result<Option<Vec<Ticket>>>;
+    async fn list_template_images(&self, owner: Id, template: Id) -> Result<Vec<Ticket>>;
 }
 
 /// What the job runtime calls for each claimed job. `cancel` fires when the lease is lost or the

@@ -10,6 +10,7 @@ mod postgres_cloud;
 mod rows;
 pub mod sqlite;
 mod sqlite_cloud;
+mod templates;
 
 use satchel_domain::DomainError;
 

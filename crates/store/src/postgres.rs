@@ -140,6 +140,20 @@ async fn forward_notifications(mut listener: PgListener, notify: Arc<Notify>) {
 
 crate::rows::store_rows!(PgRow);
 
+crate::templates::impl_templates!(
+    PostgresStore,
+    begin: "BEGIN",
+    create: "INSERT INTO container_templates (owner_id, bundle_id, distro_name, distro_version, distro_arch, created, modified)
+             SELECT $1, $2, $3, $4, $5, $6, $6 WHERE EXISTS (SELECT 1 FROM bundles WHERE id = $2 AND owner_id = $1)
+             RETURNING *",
+    get: "SELECT * FROM container_templates WHERE id = $1 AND owner_id = $2 AND bundle_id = $3",
+    list: "SELECT * FROM container_templates WHERE owner_id = $1 AND bundle_id = $2 ORDER BY id",
+    lock: "SELECT 1 FROM container_templates WHERE id = $1 AND owner_id = $2 AND bundle_id = $3 FOR UPDATE",
+    images_locked: "SELECT * FROM tickets WHERE template_id = $1 AND owner_id = $2 ORDER BY id FOR UPDATE",
+    delete: "DELETE FROM container_templates WHERE id = $1",
+    images: "SELECT * FROM tickets WHERE template_id = $1 AND owner_id = $2 ORDER BY id",
+);
+
 #[async_trait]
 impl Store for PostgresStore {
     async fn create_user(&self, new: NewUser) -> Result<User> {
@@ -768,109 +782,6 @@ impl Store for PostgresStore {
         .await
         .map_err(db_err)?;
         self.get_ticket(owner, id).await
-    }
-
-    async fn create_template(
-        &self,
-        owner: Id,
-        bundle: Id,
-        distribution: Option<&DistributionRef>,
-    ) -> Result<ContainerTemplate> {
-        let now = now_millis();
-        let row = sqlx::query(
-            "INSERT INTO container_templates (owner_id, bundle_id, distro_name, distro_version, distro_arch, created, modified)
-             SELECT $1, $2, $3, $4, $5, $6, $6 WHERE EXISTS (SELECT 1 FROM bundles WHERE id = $2 AND owner_id = $1)
-             RETURNING *",
-        )
-        .bind(owner)
-        .bind(bundle)
-        .bind(distribution.map(|d| d.name.clone()))
-        .bind(distribution.map(|d| d.version.clone()))
-        .bind(distribution.map(|d| d.arch.clone()))
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
-        match row {
-            Some(r) => template_from(&r),
-            None => Err(DomainError::not_found(format!("mySoftware {bundle}"))),
-        }
-    }
-
-    async fn get_template(
-        &self,
-        owner: Id,
-        bundle: Id,
-        id: Id,
-    ) -> Result<Option<ContainerTemplate>> {
-        let row = sqlx::query(
-            "SELECT * FROM container_templates WHERE id = $1 AND owner_id = $2 AND bundle_id = $3",
-        )
-        .bind(id)
-        .bind(owner)
-        .bind(bundle)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
-        row.as_ref().map(template_from).transpose()
-    }
-
-    async fn list_templates(&self, owner: Id, bundle: Id) -> Result<Vec<ContainerTemplate>> {
-        let rows = sqlx::query(
-            "SELECT * FROM container_templates WHERE owner_id = $1 AND bundle_id = $2 ORDER BY id",
-        )
-        .bind(owner)
-        .bind(bundle)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
-        rows.iter().map(template_from).collect()
-    }
-
-    async fn delete_template(&self, owner: Id, bundle: Id, id: Id) -> Result<Option<Vec<Ticket>>> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
-        let exists = sqlx::query(
-            "SELECT 1 FROM container_templates WHERE id = $1 AND owner_id = $2 AND bundle_id = $3 FOR UPDATE",
-        )
-        .bind(id)
-        .bind(owner)
-        .bind(bundle)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        if exists.is_none() {
-            return Ok(None);
-        }
-        // Locked like in delete_bundle: a finishing image cannot slip its archive past us.
-        let images = sqlx::query(
-            "SELECT * FROM tickets WHERE template_id = $1 AND owner_id = $2 ORDER BY id FOR UPDATE",
-        )
-        .bind(id)
-        .bind(owner)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        let images = images.iter().map(ticket_from).collect::<Result<Vec<_>>>()?;
-        // The cascade removes the images' tickets, and their jobs with them.
-        sqlx::query("DELETE FROM container_templates WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(Some(images))
-    }
-
-    async fn list_template_images(&self, owner: Id, template: Id) -> Result<Vec<Ticket>> {
-        let rows = sqlx::query(
-            "SELECT * FROM tickets WHERE template_id = $1 AND owner_id = $2 ORDER BY id",
-        )
-        .bind(template)
-        .bind(owner)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
-        rows.iter().map(ticket_from).collect()
     }
 
     async fn claim_job(&self, owner: &str, lease: Duration) -> Result<Option<Job>> {

@@ -49,6 +49,20 @@ impl SqliteStore {
 
 crate::rows::store_rows!(SqliteRow);
 
+crate::templates::impl_templates!(
+    SqliteStore,
+    begin: "BEGIN IMMEDIATE",
+    create: "INSERT INTO container_templates (owner_id, bundle_id, distro_name, distro_version, distro_arch, created, modified)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?6 WHERE EXISTS (SELECT 1 FROM bundles WHERE id = ?2 AND owner_id = ?1)
+             RETURNING *",
+    get: "SELECT * FROM container_templates WHERE id = ? AND owner_id = ? AND bundle_id = ?",
+    list: "SELECT * FROM container_templates WHERE owner_id = ? AND bundle_id = ? ORDER BY id",
+    lock: "SELECT 1 FROM container_templates WHERE id = ? AND owner_id = ? AND bundle_id = ?",
+    images_locked: "SELECT * FROM tickets WHERE template_id = ? AND owner_id = ? ORDER BY id",
+    delete: "DELETE FROM container_templates WHERE id = ?",
+    images: "SELECT * FROM tickets WHERE template_id = ? AND owner_id = ? ORDER BY id",
+);
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_user(&self, new: NewUser) -> Result<User> {
@@ -645,105 +659,6 @@ impl Store for SqliteStore {
         .await
         .map_err(db_err)?;
         self.get_ticket(owner, id).await
-    }
-
-    async fn create_template(
-        &self,
-        owner: Id,
-        bundle: Id,
-        distribution: Option<&DistributionRef>,
-    ) -> Result<ContainerTemplate> {
-        let now = now_millis();
-        let row = sqlx::query(
-            "INSERT INTO container_templates (owner_id, bundle_id, distro_name, distro_version, distro_arch, created, modified)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?6 WHERE EXISTS (SELECT 1 FROM bundles WHERE id = ?2 AND owner_id = ?1)
-             RETURNING *",
-        )
-        .bind(owner)
-        .bind(bundle)
-        .bind(distribution.map(|d| d.name.clone()))
-        .bind(distribution.map(|d| d.version.clone()))
-        .bind(distribution.map(|d| d.arch.clone()))
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
-        match row {
-            Some(r) => template_from(&r),
-            None => Err(DomainError::not_found(format!("mySoftware {bundle}"))),
-        }
-    }
-
-    async fn get_template(
-        &self,
-        owner: Id,
-        bundle: Id,
-        id: Id,
-    ) -> Result<Option<ContainerTemplate>> {
-        let row = sqlx::query(
-            "SELECT * FROM container_templates WHERE id = ? AND owner_id = ? AND bundle_id = ?",
-        )
-        .bind(id)
-        .bind(owner)
-        .bind(bundle)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
-        row.as_ref().map(template_from).transpose()
-    }
-
-    async fn list_templates(&self, owner: Id, bundle: Id) -> Result<Vec<ContainerTemplate>> {
-        let rows = sqlx::query(
-            "SELECT * FROM container_templates WHERE owner_id = ? AND bundle_id = ? ORDER BY id",
-        )
-        .bind(owner)
-        .bind(bundle)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
-        rows.iter().map(template_from).collect()
-    }
-
-    async fn delete_template(&self, owner: Id, bundle: Id, id: Id) -> Result<Option<Vec<Ticket>>> {
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_err)?;
-        let images =
-            sqlx::query("SELECT * FROM tickets WHERE template_id = ? AND owner_id = ? ORDER BY id")
-                .bind(id)
-                .bind(owner)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        let images = images.iter().map(ticket_from).collect::<Result<Vec<_>>>()?;
-        // The cascade removes the images' tickets, and their jobs with them.
-        let r = sqlx::query(
-            "DELETE FROM container_templates WHERE id = ? AND owner_id = ? AND bundle_id = ?",
-        )
-        .bind(id)
-        .bind(owner)
-        .bind(bundle)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        if r.rows_affected() == 0 {
-            return Ok(None);
-        }
-        tx.commit().await.map_err(db_err)?;
-        Ok(Some(images))
-    }
-
-    async fn list_template_images(&self, owner: Id, template: Id) -> Result<Vec<Ticket>> {
-        let rows =
-            sqlx::query("SELECT * FROM tickets WHERE template_id = ? AND owner_id = ? ORDER BY id")
-                .bind(template)
-                .bind(owner)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db_err)?;
-        rows.iter().map(ticket_from).collect()
     }
 
     async fn claim_job(&self, owner: &str, lease: Duration) -> Result<Option<Job>> {
