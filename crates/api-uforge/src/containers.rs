@@ -75,6 +75,12 @@ fn docker_format(uri: Option<String>) -> docs::ImageFormat {
     }
 }
 
+/// An image's URI and its parent's (the template).
+fn image_uris(uid: &str, i: &Ticket) -> (String, String) {
+    let parent = template_uri(uid, i.bundle_id, i.template_id().unwrap_or(0));
+    (format!("{parent}/images/{}", i.id), parent)
+}
+
 fn image_doc(uid: &str, i: &Ticket, key: Option<&str>) -> docs::Image {
     let spec = i.image.clone().unwrap_or(ImageSpec {
         template_id: 0,
@@ -82,8 +88,7 @@ fn image_doc(uid: &str, i: &Ticket, key: Option<&str>) -> docs::Image {
         format: FORMAT_DOCKER.into(),
         compress: false,
     });
-    let parent = template_uri(uid, i.bundle_id, spec.template_id);
-    let uri = format!("{parent}/images/{}", i.id);
+    let (uri, parent) = image_uris(uid, i);
     let done = i.state == TicketState::Complete;
     let archive = i.archive.as_ref().filter(|_| done);
     let downloadable = done && spec.compress;
@@ -182,6 +187,13 @@ fn distribution(d: docs::Distribution) -> Result<Option<DistributionRef>, ApiErr
 
 // ------------------------------------------------------------------ templates
 
+fn template_ids(msid: &str, tid: &str) -> Result<(Id, Id), ApiError> {
+    Ok((
+        parse_id("mySoftware id", msid)?,
+        parse_id("container template id", tid)?,
+    ))
+}
+
 async fn list_templates(
     State(st): State<AppState>,
     Auth(who): Auth,
@@ -231,8 +243,7 @@ async fn get_template(
     Fmt(f): Fmt,
     Path((uid, msid, tid)): Path<(String, String, String)>,
 ) -> R {
-    let msid = parse_id("mySoftware id", &msid)?;
-    let tid = parse_id("container template id", &tid)?;
+    let (msid, tid) = template_ids(&msid, &tid)?;
     let (_, t) = st.satchel.template(&who, &uid, msid, tid).await?;
     Ok(Doc::ok(f, "containerTemplate", template_doc(&uid, &t)).into_response())
 }
@@ -242,8 +253,7 @@ async fn delete_template(
     Auth(who): Auth,
     Path((uid, msid, tid)): Path<(String, String, String)>,
 ) -> R {
-    let msid = parse_id("mySoftware id", &msid)?;
-    let tid = parse_id("container template id", &tid)?;
+    let (msid, tid) = template_ids(&msid, &tid)?;
     st.satchel.delete_template(&who, &uid, msid, tid).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -254,8 +264,7 @@ async fn formats(
     Fmt(f): Fmt,
     Path((uid, msid, tid)): Path<(String, String, String)>,
 ) -> R {
-    let msid = parse_id("mySoftware id", &msid)?;
-    let tid = parse_id("container template id", &tid)?;
+    let (msid, tid) = template_ids(&msid, &tid)?;
     st.satchel.template(&who, &uid, msid, tid).await?;
     let uri = format!("{}/formats", template_uri(&uid, msid, tid));
     let doc = docs::ImageFormats {
@@ -272,11 +281,8 @@ async fn formats(
 type ImagePath = Path<(String, String, String, String)>;
 
 fn image_ids(msid: &str, tid: &str, itid: &str) -> Result<(Id, Id, Id), ApiError> {
-    Ok((
-        parse_id("mySoftware id", msid)?,
-        parse_id("container template id", tid)?,
-        parse_id("image id", itid)?,
-    ))
+    let (msid, tid) = template_ids(msid, tid)?;
+    Ok((msid, tid, parse_id("image id", itid)?))
 }
 
 async fn generate(
@@ -287,8 +293,7 @@ async fn generate(
     Path((uid, msid, tid)): Path<(String, String, String)>,
     body: Body,
 ) -> R {
-    let msid = parse_id("mySoftware id", &msid)?;
-    let tid = parse_id("container template id", &tid)?;
+    let (msid, tid) = template_ids(&msid, &tid)?;
     let body = read_doc(body).await?;
     let input: docs::ImageIn = parse_body(&headers, &body, "image")?;
     let format = input
@@ -324,8 +329,7 @@ async fn list_images(
     Fmt(f): Fmt,
     Path((uid, msid, tid)): Path<(String, String, String)>,
 ) -> R {
-    let msid = parse_id("mySoftware id", &msid)?;
-    let tid = parse_id("container template id", &tid)?;
+    let (msid, tid) = template_ids(&msid, &tid)?;
     let is = st.satchel.list_images(&who, &uid, msid, tid).await?;
     let items: Vec<_> = is.iter().map(|i| image_doc(&uid, i, None)).collect();
     let doc = docs::Images {
@@ -378,15 +382,7 @@ async fn delete_image(
 }
 
 fn status_doc(uid: &str, i: &Ticket) -> docs::OpStatus {
-    let parent = format!(
-        "{}/images/{}",
-        template_uri(
-            uid,
-            i.bundle_id,
-            i.image.as_ref().map(|s| s.template_id).unwrap_or(0)
-        ),
-        i.id
-    );
+    let (parent, _) = image_uris(uid, i);
     let mut doc = op_status(i, Some(format!("{parent}/status")));
     doc.db_id = Some(i.id);
     doc.created = Some(iso(i.created));
@@ -455,7 +451,7 @@ async fn serve_image(
     file: Option<String>,
     q: DownloadQuery,
 ) -> R {
-    let (msid, tid, itid) = image_ids(&msid, &tid, &itid)?;
+    let ids = image_ids(&msid, &tid, &itid)?;
     let key = q
         .download_id
         .as_deref()
@@ -470,22 +466,14 @@ async fn serve_image(
         }
         Some(key) => {
             st.satchel
-                .image_archive_by_key(&uid, msid, tid, itid, file.as_deref(), key)
+                .image_archive_by_key(&uid, ids, file.as_deref(), key)
                 .await?
         }
         None => {
             let who = basic_principal(&st, &headers).await?;
-            let (i, a) = st
-                .satchel
-                .image_archive(&who, &uid, msid, tid, itid)
-                .await?;
-            if file.as_deref().is_some_and(|f| f != a.file_name) {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    format!("image {itid} has no file {:?}", file.unwrap_or_default()),
-                ));
-            }
-            (i, a)
+            st.satchel
+                .image_archive(&who, &uid, ids, file.as_deref())
+                .await?
         }
     };
     let mut r = serve_blob(

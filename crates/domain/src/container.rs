@@ -9,7 +9,7 @@
 //! One-time download ids: 256 random bits, shown once (hex), stored only as their sha256, bound
 //! to one image, expiring after `Config::download_key_ttl`, consumed by one conditional UPDATE.
 
-use crate::export::{plan, BlobSink, ExportRunner, Failure};
+use crate::export::{plan, BlobSink, Failure, TicketRunner};
 use crate::model::*;
 use crate::names::path_segment;
 use crate::ports::KeyUse;
@@ -227,7 +227,7 @@ impl Satchel {
     ) -> Result<Ticket> {
         let (_, t) = self.template(who, uid, msid, tid).await?;
         match self.store.get_ticket(t.owner_id, itid).await? {
-            Some(i) if i.image.as_ref().map(|s| s.template_id) == Some(t.id) => Ok(i),
+            Some(i) if i.template_id() == Some(t.id) => Ok(i),
             _ => Err(DomainError::not_found(format!(
                 "image {itid} of container template {tid}"
             ))),
@@ -247,10 +247,7 @@ impl Satchel {
 
     /// Every container image of the user, across bundles and templates.
     pub async fn list_user_images(&self, who: &Principal, uid: &str) -> Result<Vec<Ticket>> {
-        let owner = self.target(who, uid).await?;
-        let mut ts = self.store.list_tickets(owner.id).await?;
-        ts.retain(|t| t.kind == TicketKind::ContainerImage);
-        Ok(ts)
+        self.tickets_of(who, uid, TicketKind::ContainerImage).await
     }
 
     pub async fn delete_image(
@@ -315,17 +312,28 @@ impl Satchel {
         }
     }
 
+    /// The archive to serve for a download naming `file_name` (or none): 404 for another name.
+    fn download_of(i: &Ticket, file_name: Option<&str>) -> Result<ArchiveRef> {
+        let a = Self::downloadable(i)?;
+        match file_name {
+            Some(n) if n != a.file_name => Err(DomainError::not_found(format!(
+                "file {n:?} of image {}",
+                i.id
+            ))),
+            _ => Ok(a),
+        }
+    }
+
     /// The owner's (or an admin's) authenticated download.
     pub async fn image_archive(
         &self,
         who: &Principal,
         uid: &str,
-        msid: Id,
-        tid: Id,
-        itid: Id,
+        (msid, tid, itid): (Id, Id, Id),
+        file_name: Option<&str>,
     ) -> Result<(Ticket, ArchiveRef)> {
         let i = self.image(who, uid, msid, tid, itid).await?;
-        let a = Self::downloadable(&i)?;
+        let a = Self::download_of(&i, file_name)?;
         Ok((i, a))
     }
 
@@ -357,9 +365,7 @@ impl Satchel {
     pub async fn image_archive_by_key(
         &self,
         uid: &str,
-        msid: Id,
-        tid: Id,
-        itid: Id,
+        (msid, tid, itid): (Id, Id, Id),
         file_name: Option<&str>,
         key: &str,
     ) -> Result<(Ticket, ArchiveRef)> {
@@ -374,16 +380,10 @@ impl Satchel {
             .store
             .get_ticket(owner.id, itid)
             .await?
-            .filter(|i| i.bundle_id == msid && i.image.as_ref().map(|s| s.template_id) == Some(tid))
+            .filter(|i| i.bundle_id == msid && i.template_id() == Some(tid))
             .ok_or_else(unknown)?;
         // Checked before spending the id: a download that cannot happen must not burn it.
-        let a = Self::downloadable(&i)?;
-        if file_name.is_some_and(|n| n != a.file_name) {
-            return Err(DomainError::not_found(format!(
-                "file {:?} of image {itid}",
-                file_name.unwrap_or_default()
-            )));
-        }
+        let a = Self::download_of(&i, file_name)?;
         match self
             .keys
             .consume_key(&hash_key(key), &key_resource(i.id), now_millis())
@@ -446,7 +446,7 @@ fn layer_members(
     Ok(out)
 }
 
-impl ExportRunner {
+impl TicketRunner {
     /// Builds the image in two streamed passes: the layer into a temporary blob (its digest is
     /// only known at the end), then the layout archive, which copies the layer in.
     pub(crate) async fn build_image(

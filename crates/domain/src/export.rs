@@ -1,4 +1,6 @@
-//! The bundle export job: turns a ticket into a published `.tar.gz` in hammr's layout.
+//! The bundle export job: turns a ticket into a published `.tar.gz` in hammr's layout. Also home of
+//! [`TicketRunner`], the job handler for every ticket kind (container images build in `container.rs`),
+//! and of the file-streaming loop both builds share (`copy_member`).
 //!
 //! Layout (what `hammr bundle import` reads):
 //! ```text
@@ -267,7 +269,7 @@ pub(crate) struct Meter {
     last_report: Instant,
 }
 
-pub struct ExportRunner {
+pub struct TicketRunner {
     pub store: Arc<dyn Store>,
     pub blobs: Blobs,
     pub retention: Duration,
@@ -278,7 +280,7 @@ pub struct ExportRunner {
     pub throttle: Option<Duration>,
 }
 
-impl ExportRunner {
+impl TicketRunner {
     async fn build_export(
         &self,
         t: &Ticket,
@@ -516,7 +518,7 @@ fn failed_message(kind: TicketKind) -> &'static str {
 /// Runs both kinds of ticket: bundle exports and container images share the lifecycle (claim,
 /// running, progress, publish-or-discard, retry); only what is built differs.
 #[async_trait]
-impl JobHandler for ExportRunner {
+impl JobHandler for TicketRunner {
     async fn run(&self, job: &Job, cancel: CancellationToken) -> Result<()> {
         let Some(t) = self.store.get_ticket_any(job.ticket_id).await? else {
             return Ok(()); // deleted while queued

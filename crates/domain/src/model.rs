@@ -283,6 +283,13 @@ pub struct Ticket {
     pub expires_at: Option<Millis>,
 }
 
+impl Ticket {
+    /// The template of a container image (None for exports).
+    pub fn template_id(&self) -> Option<Id> {
+        self.image.as_ref().map(|s| s.template_id)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct NewTicket {
     pub owner_id: Id,

@@ -545,9 +545,19 @@ impl Satchel {
     }
 
     pub async fn list_exports(&self, who: &Principal, uid: &str) -> Result<Vec<Ticket>> {
+        self.tickets_of(who, uid, TicketKind::BundleExport).await
+    }
+
+    /// The user's tickets of one kind.
+    pub(crate) async fn tickets_of(
+        &self,
+        who: &Principal,
+        uid: &str,
+        kind: TicketKind,
+    ) -> Result<Vec<Ticket>> {
         let owner = self.target(who, uid).await?;
         let mut ts = self.store.list_tickets(owner.id).await?;
-        ts.retain(|t| t.kind == TicketKind::BundleExport);
+        ts.retain(|t| t.kind == kind);
         Ok(ts)
     }
 

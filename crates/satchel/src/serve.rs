@@ -6,7 +6,7 @@ use satchel_api_cloudapi::CloudState;
 use satchel_api_uforge::AppState;
 use satchel_blob::Blobs;
 use satchel_domain::cloud::Cloud;
-use satchel_domain::export::ExportRunner;
+use satchel_domain::export::TicketRunner;
 use satchel_domain::model::NewUser;
 use satchel_domain::ports::{CloudStore, OneTimeKeys, Store};
 use satchel_domain::service::{Config, Satchel};
@@ -166,7 +166,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         blobs.clone(),
         config,
     ));
-    let runner = Arc::new(ExportRunner {
+    let runner = Arc::new(TicketRunner {
         store: store.clone(),
         blobs: blobs.clone(),
         retention: s.retention,
