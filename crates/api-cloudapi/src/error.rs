@@ -10,6 +10,8 @@ pub struct CloudError {
     pub status: StatusCode,
     pub code: String,
     pub message: String,
+    /// Seconds for `Retry-After` on a 429.
+    pub retry_after: Option<u64>,
 }
 
 impl CloudError {
@@ -18,6 +20,7 @@ impl CloudError {
             status,
             code: code.to_string(),
             message: message.into(),
+            retry_after: None,
         }
     }
     pub fn invalid_credentials(message: impl Into<String>) -> Self {
@@ -54,6 +57,9 @@ pub fn status_of(code: &str) -> StatusCode {
         | "Upload" => StatusCode::BAD_REQUEST,
         "RequestEntityTooLarge" => StatusCode::PAYLOAD_TOO_LARGE,
         "RequestedRangeNotSatisfiable" => StatusCode::RANGE_NOT_SATISFIABLE,
+        "TooManyRequests" => StatusCode::TOO_MANY_REQUESTS,
+        "QuotaExceeded" => StatusCode::FORBIDDEN,
+        "InsufficientStorage" => StatusCode::INSUFFICIENT_STORAGE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -70,6 +76,19 @@ impl From<DomainError> for CloudError {
             DomainError::Gone(m) => CloudError::new(StatusCode::GONE, "ResourceGone", m),
             DomainError::TooLarge(m) => {
                 CloudError::new(StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", m)
+            }
+            DomainError::Throttled {
+                retry_after,
+                message,
+            } => CloudError {
+                retry_after: Some(retry_after),
+                ..CloudError::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", message)
+            },
+            DomainError::QuotaExceeded(m) => {
+                CloudError::new(StatusCode::FORBIDDEN, "QuotaExceeded", m)
+            }
+            DomainError::InsufficientStorage(m) => {
+                CloudError::new(StatusCode::INSUFFICIENT_STORAGE, "InsufficientStorage", m)
             }
             e @ (DomainError::Storage(_) | DomainError::Blob(_) | DomainError::Internal(_)) => {
                 tracing::error!(error = %e, "internal error");
@@ -96,6 +115,10 @@ impl IntoResponse for CloudError {
         if self.status == StatusCode::PAYLOAD_TOO_LARGE {
             r.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if let Some(secs) = self.retry_after {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         r
     }

@@ -3,8 +3,8 @@
 
 use crate::docs::{self, iso};
 use crate::download::{serve_blob, BlobDownload};
-use crate::routes::{basic_principal, bundle_uri, op_status, read_doc, status_reply, Auth, Fmt};
-use crate::wire::{parse_body, parse_id, ApiError, Doc};
+use crate::routes::{basic_principal, bundle_uri, op_status, status_reply, write_doc, Auth, Fmt};
+use crate::wire::{parse_id, ApiError, Doc};
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -221,9 +221,9 @@ async fn create_template(
     body: Body,
 ) -> R {
     let msid = parse_id("mySoftware id", &msid)?;
-    let body = read_doc(body).await?;
     // An empty body is a template on no particular distribution.
-    let input: docs::ContainerTemplateIn = parse_body(&headers, &body, "containerTemplate")?;
+    let input: docs::ContainerTemplateIn =
+        write_doc(&st, &who, &headers, body, "containerTemplate", false).await?;
     let distro = match input.distribution {
         Some(d) => distribution(d)?,
         None => None,
@@ -294,8 +294,7 @@ async fn generate(
     body: Body,
 ) -> R {
     let (msid, tid) = template_ids(&msid, &tid)?;
-    let body = read_doc(body).await?;
-    let input: docs::ImageIn = parse_body(&headers, &body, "image")?;
+    let input: docs::ImageIn = write_doc(&st, &who, &headers, body, "image", false).await?;
     let format = input
         .format
         .and_then(|f| f.name)
@@ -470,7 +469,7 @@ async fn serve_image(
                 .await?
         }
         None => {
-            let who = basic_principal(&st, &headers).await?;
+            let who = basic_principal(&st, &headers, None).await?;
             st.satchel
                 .image_archive(&who, &uid, ids, file.as_deref())
                 .await?

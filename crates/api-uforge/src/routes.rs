@@ -2,7 +2,7 @@
 
 use crate::docs::{self, iso};
 use crate::download::{serve_blob, BlobDownload};
-use crate::wire::{parse_body, parse_id, ApiError, Doc, Format, MAX_DOC};
+use crate::wire::{parse_body_async, parse_id, ApiError, Doc, Format, MAX_DOC};
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, Query, State};
@@ -94,7 +94,11 @@ pub struct Auth(pub Principal);
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
-        Ok(Auth(basic_principal(st, &parts.headers).await?))
+        let source = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        Ok(Auth(basic_principal(st, &parts.headers, source).await?))
     }
 }
 
@@ -102,6 +106,7 @@ impl FromRequestParts<AppState> for Auth {
 pub(crate) async fn basic_principal(
     st: &AppState,
     headers: &HeaderMap,
+    source: Option<std::net::IpAddr>,
 ) -> Result<Principal, ApiError> {
     let unauth = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
     let h = headers
@@ -119,7 +124,7 @@ pub(crate) async fn basic_principal(
     let (login, password) = raw
         .split_once(':')
         .ok_or_else(|| unauth("malformed Basic credentials"))?;
-    Ok(st.satchel.auth.login(login, password).await?)
+    Ok(st.satchel.auth.login(login, password, source).await?)
 }
 
 pub struct Fmt(pub Format);
@@ -140,6 +145,25 @@ async fn read_required_doc(body: Body, what: &str) -> Result<bytes::Bytes, ApiEr
         )));
     }
     Ok(b)
+}
+
+/// Reads and parses a request document for a caller entitled to write, and only then: a caller
+/// without the entitlement never makes the server read or parse a body.
+pub(crate) async fn write_doc<T: serde::de::DeserializeOwned + Default + Send + 'static>(
+    st: &AppState,
+    who: &Principal,
+    headers: &HeaderMap,
+    body: Body,
+    what: &'static str,
+    required: bool,
+) -> Result<T, ApiError> {
+    st.satchel.may_write(who)?;
+    let bytes = if required {
+        read_required_doc(body, what).await?
+    } else {
+        read_doc(body).await?
+    };
+    parse_body_async(headers, bytes, what).await
 }
 
 pub(crate) async fn read_doc(body: Body) -> Result<bytes::Bytes, ApiError> {
@@ -392,7 +416,8 @@ async fn create_bundle(
     body: Body,
 ) -> R {
     st.satchel.target(&who, &uid).await?;
-    let input: docs::MySoftwareIn = parse_body(&headers, &read_doc(body).await?, "mySoftware")?;
+    let input: docs::MySoftwareIn =
+        write_doc(&st, &who, &headers, body, "mySoftware", false).await?;
     let b = st
         .satchel
         .create_bundle(&who, &uid, bundle_input(input))
@@ -424,11 +449,8 @@ async fn update_bundle(
 ) -> R {
     let msid = parse_id("mySoftware id", &msid)?;
     st.satchel.bundle(&who, &uid, msid).await?;
-    let input: docs::MySoftwareIn = parse_body(
-        &headers,
-        &read_required_doc(body, "mySoftware").await?,
-        "mySoftware",
-    )?;
+    let input: docs::MySoftwareIn =
+        write_doc(&st, &who, &headers, body, "mySoftware", true).await?;
     let b = st
         .satchel
         .update_bundle(&who, &uid, msid, bundle_input(input))
@@ -456,7 +478,8 @@ async fn clone_bundle(
 ) -> R {
     let msid = parse_id("mySoftware id", &msid)?;
     st.satchel.bundle(&who, &uid, msid).await?;
-    let input: docs::MySoftwareIn = parse_body(&headers, &read_doc(body).await?, "mySoftware")?;
+    let input: docs::MySoftwareIn =
+        write_doc(&st, &who, &headers, body, "mySoftware", false).await?;
     let b = st
         .satchel
         .clone_bundle(&who, &uid, msid, bundle_input(input))
@@ -495,7 +518,7 @@ async fn create_artifact(
     let msid = parse_id("mySoftware id", &msid)?;
     st.satchel.bundle(&who, &uid, msid).await?;
     let input: docs::SoftwareArtifactIn =
-        parse_body(&headers, &read_doc(body).await?, "softwareArtifact")?;
+        write_doc(&st, &who, &headers, body, "softwareArtifact", false).await?;
     let a = st
         .satchel
         .create_artifact(&who, &uid, msid, None, artifact_input(input))
@@ -517,7 +540,7 @@ async fn create_child_artifact(
     let said = parse_id("softwareArtifact id", &said)?;
     st.satchel.artifact(&who, &uid, msid, said).await?;
     let input: docs::SoftwareArtifactIn =
-        parse_body(&headers, &read_doc(body).await?, "softwareArtifact")?;
+        write_doc(&st, &who, &headers, body, "softwareArtifact", false).await?;
     let a = st
         .satchel
         .create_artifact(&who, &uid, msid, Some(said), artifact_input(input))
@@ -550,11 +573,8 @@ async fn update_artifact(
     let msid = parse_id("mySoftware id", &msid)?;
     let said = parse_id("softwareArtifact id", &said)?;
     st.satchel.artifact(&who, &uid, msid, said).await?;
-    let input: docs::SoftwareArtifactIn = parse_body(
-        &headers,
-        &read_required_doc(body, "softwareArtifact").await?,
-        "softwareArtifact",
-    )?;
+    let input: docs::SoftwareArtifactIn =
+        write_doc(&st, &who, &headers, body, "softwareArtifact", true).await?;
     let a = st
         .satchel
         .update_artifact(&who, &uid, msid, said, artifact_input(input))

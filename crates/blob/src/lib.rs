@@ -27,15 +27,38 @@ pub enum BlobError {
     Source(String),
     #[error("object store: {0}")]
     Store(String),
+    /// The disk or bucket refused a write for lack of space (ENOSPC, EDQUOT, S3 507).
+    #[error("no space left in the blob store: {0}")]
+    NoSpace(String),
 }
 
 impl From<object_store::Error> for BlobError {
     fn from(e: object_store::Error) -> Self {
         match e {
             object_store::Error::NotFound { path, .. } => BlobError::NotFound(path),
+            other if is_no_space(&other) => BlobError::NoSpace(other.to_string()),
             other => BlobError::Store(other.to_string()),
         }
     }
+}
+
+/// Whether a store error, anywhere in its source chain, is a full disk or bucket.
+fn is_no_space(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            // EDQUOT (122 on Linux) has no stable ErrorKind yet.
+            if io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(122) {
+                return true;
+            }
+        }
+        let text = err.to_string();
+        if text.contains("No space left on device") || text.contains("Insufficient Storage") {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 pub type Result<T, E = BlobError> = std::result::Result<T, E>;

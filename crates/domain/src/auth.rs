@@ -1,7 +1,18 @@
-//! Passwords (argon2id) and a short-lived cache of successful checks, so a client polling every two
-//! seconds does not pay an argon2 hash per request.
+//! Passwords (argon2id) and logins, built to survive a crowd.
+//!
+//! - A successful check is remembered, keyed by a salted digest of (login, password), never the
+//!   password itself. Every use re-reads the user's record and compares the stored hash, so a
+//!   removed user or a changed password (even by `satchel admin` in another process, or on another
+//!   instance) stops working at the next request; in exchange the entry can slide on use, and an
+//!   active user never sees it expire (no crowd of pollers re-hashing at once).
+//! - argon2 (19 MiB and tens of ms per check) runs on blocking threads, at most
+//!   `max_concurrent` at once, with a short queue; past it the answer is `Throttled` (429).
+//! - Identical credentials in flight are verified once (single flight).
+//! - Failed logins drain token buckets per source address and per login; an empty bucket answers
+//!   `Throttled` before any hashing. Cached sessions are never throttled.
+//! - Unknown users cost one argon2 check too, so logins cannot be probed by timing.
 
-use crate::model::Principal;
+use crate::model::{Principal, UserRecord};
 use crate::ports::Store;
 use crate::{DomainError, Result};
 use argon2::password_hash::{
@@ -10,8 +21,11 @@ use argon2::password_hash::{
 use argon2::Argon2;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::{OnceCell, Semaphore};
 
 pub fn hash_password(password: &str) -> Result<String> {
     if password.is_empty() {
@@ -33,22 +47,137 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
     }
 }
 
-/// Verifies logins against the store. Successful checks are remembered for `ttl`, keyed by a
-/// salted digest of (login, password), never by the password itself.
+/// Limits of the login path.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// argon2 checks running at once (each holds 19 MiB); default: the number of cores.
+    pub max_concurrent: usize,
+    /// Checks allowed to wait for a slot; past this a login answers 429 at once.
+    pub queue: usize,
+    /// A remembered login is forgotten after this long unused.
+    pub idle_ttl: Duration,
+    /// Failed logins a source address may make in a burst, and how fast that refills.
+    pub source_burst: u32,
+    pub source_refill: Duration,
+    /// Failed logins per login name in a burst, and how fast that refills.
+    pub login_burst: u32,
+    pub login_refill: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        AuthConfig {
+            max_concurrent: cores,
+            queue: 4 * cores,
+            idle_ttl: Duration::from_secs(300),
+            source_burst: 30,
+            source_refill: Duration::from_secs(2),
+            login_burst: 10,
+            login_refill: Duration::from_secs(6),
+        }
+    }
+}
+
+struct Remembered {
+    principal: Principal,
+    /// The stored hash this login was verified against; the entry is only good while it is current.
+    password_hash: String,
+    last_used: Instant,
+}
+
+/// The outcome of one verification, shared by every request waiting on the same credentials.
+#[derive(Clone)]
+enum Verdict {
+    Granted(Box<UserRecord>),
+    Denied,
+    Busy,
+    Failed(String),
+}
+
+/// Failed-login buckets: each failure takes a token, tokens come back at a steady rate.
+struct Buckets {
+    burst: f64,
+    refill: Duration,
+    map: HashMap<String, (f64, Instant)>,
+}
+
+impl Buckets {
+    fn new(burst: u32, refill: Duration) -> Self {
+        Buckets {
+            burst: f64::from(burst.max(1)),
+            refill: refill.max(Duration::from_millis(1)),
+            map: HashMap::new(),
+        }
+    }
+
+    fn level(&self, key: &str, now: Instant) -> f64 {
+        match self.map.get(key) {
+            Some((tokens, at)) => {
+                let back = now.duration_since(*at).as_secs_f64() / self.refill.as_secs_f64();
+                (tokens + back).min(self.burst)
+            }
+            None => self.burst,
+        }
+    }
+
+    /// Seconds until a failure may be tried again, if the bucket is empty.
+    fn wait(&self, key: &str, now: Instant) -> Option<u64> {
+        let level = self.level(key, now);
+        (level < 1.0).then(|| ((1.0 - level) * self.refill.as_secs_f64()).ceil() as u64)
+    }
+
+    /// Takes a token; true when this failure emptied the bucket (the start of a throttled burst).
+    fn fail(&mut self, key: &str, now: Instant) -> bool {
+        let level = self.level(key, now);
+        if self.map.len() >= 100_000 {
+            // Keep memory bounded under a spray of addresses or names: buckets that have refilled
+            // carry no information.
+            let (burst, refill) = (self.burst, self.refill);
+            self.map.retain(|_, (t, at)| {
+                *t + now.duration_since(*at).as_secs_f64() / refill.as_secs_f64() < burst
+            });
+            if self.map.len() >= 100_000 {
+                self.map.clear();
+            }
+        }
+        let after = (level - 1.0).max(0.0);
+        self.map.insert(key.to_string(), (after, now));
+        level >= 1.0 && after < 1.0
+    }
+}
+
+/// Verifies logins against the store, within the limits of [`AuthConfig`].
 pub struct Authenticator {
     store: Arc<dyn Store>,
-    ttl: Duration,
+    config: AuthConfig,
     salt: [u8; 32],
-    cache: Mutex<HashMap<[u8; 32], (Principal, Instant)>>,
+    cache: Mutex<HashMap<[u8; 32], Remembered>>,
+    inflight: Mutex<HashMap<[u8; 32], Arc<OnceCell<Verdict>>>>,
+    hashing: Semaphore,
+    /// Checks running or waiting for a slot.
+    admitted: AtomicUsize,
+    by_source: Mutex<Buckets>,
+    by_login: Mutex<Buckets>,
+    /// argon2 runs, for tests and metrics.
+    verifications: AtomicUsize,
 }
 
 impl Authenticator {
-    pub fn new(store: Arc<dyn Store>, ttl: Duration) -> Self {
+    pub fn new(store: Arc<dyn Store>, config: AuthConfig) -> Self {
         Authenticator {
             store,
-            ttl,
             salt: rand::random(),
             cache: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+            hashing: Semaphore::new(config.max_concurrent.max(1)),
+            admitted: AtomicUsize::new(0),
+            by_source: Mutex::new(Buckets::new(config.source_burst, config.source_refill)),
+            by_login: Mutex::new(Buckets::new(config.login_burst, config.login_refill)),
+            verifications: AtomicUsize::new(0),
+            config,
         }
     }
 
@@ -61,46 +190,191 @@ impl Authenticator {
         h.finalize().into()
     }
 
-    pub async fn login(&self, login: &str, password: &str) -> Result<Principal> {
+    /// How many argon2 checks this authenticator has run.
+    pub fn verifications(&self) -> usize {
+        self.verifications.load(Ordering::Relaxed)
+    }
+
+    /// Authenticates `login`/`password`, from `source` when the face knows the peer's address.
+    pub async fn login(
+        &self,
+        login: &str,
+        password: &str,
+        source: Option<IpAddr>,
+    ) -> Result<Principal> {
         let key = self.key(login, password);
-        if let Ok(cache) = self.cache.lock() {
-            if let Some((p, at)) = cache.get(&key) {
-                if at.elapsed() < self.ttl {
-                    return Ok(p.clone());
+        if let Some(p) = self.remembered(&key, login).await? {
+            return Ok(p);
+        }
+        let denied = || DomainError::Unauthenticated("invalid login or password".into());
+        let source_key = source.map(|ip| ip.to_string());
+        self.check_throttle(source_key.as_deref(), login)?;
+
+        // Single flight: the first request for these credentials verifies, the others wait for it.
+        let cell = {
+            let mut map = self.inflight.lock().map_err(poisoned)?;
+            map.entry(key).or_default().clone()
+        };
+        let verdict = cell
+            .get_or_init(|| self.verify(login.to_string(), password.to_string()))
+            .await
+            .clone();
+        if let Ok(mut map) = self.inflight.lock() {
+            if map.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                map.remove(&key);
+            }
+        }
+        match verdict {
+            Verdict::Granted(rec) => {
+                let principal = Principal {
+                    user: rec.user.clone(),
+                };
+                if let Ok(mut cache) = self.cache.lock() {
+                    if cache.len() > 10_000 {
+                        let ttl = self.config.idle_ttl;
+                        cache.retain(|_, r| r.last_used.elapsed() < ttl);
+                    }
+                    cache.insert(
+                        key,
+                        Remembered {
+                            principal: principal.clone(),
+                            password_hash: rec.password_hash,
+                            last_used: Instant::now(),
+                        },
+                    );
+                }
+                Ok(principal)
+            }
+            Verdict::Denied => {
+                self.record_failure(source_key.as_deref(), login);
+                Err(denied())
+            }
+            Verdict::Busy => Err(DomainError::throttled(
+                1,
+                "too many logins are being checked; retry shortly",
+            )),
+            Verdict::Failed(m) => Err(DomainError::Internal(m)),
+        }
+    }
+
+    /// A remembered login, if it is still backed by the user's current record.
+    async fn remembered(&self, key: &[u8; 32], login: &str) -> Result<Option<Principal>> {
+        let cached = {
+            let cache = self.cache.lock().map_err(poisoned)?;
+            match cache.get(key) {
+                Some(r) if r.last_used.elapsed() < self.config.idle_ttl => {
+                    Some(r.password_hash.clone())
+                }
+                _ => None,
+            }
+        };
+        let Some(hash) = cached else {
+            return Ok(None);
+        };
+        // The one read that makes revocation immediate: the stored hash changes with every
+        // password change, and a removed-and-re-added user gets a new one (new salt).
+        let current = self.store.user_by_login(login).await?;
+        let mut cache = self.cache.lock().map_err(poisoned)?;
+        match current {
+            Some(rec) if rec.password_hash == hash => {
+                let principal = Principal { user: rec.user };
+                if let Some(r) = cache.get_mut(key) {
+                    r.last_used = Instant::now();
+                    // Entitlements and the admin flag as they are now.
+                    r.principal = principal.clone();
+                }
+                Ok(Some(principal))
+            }
+            _ => {
+                cache.remove(key);
+                Ok(None)
+            }
+        }
+    }
+
+    fn check_throttle(&self, source: Option<&str>, login: &str) -> Result<()> {
+        let now = Instant::now();
+        let mut wait = None;
+        if let Some(src) = source {
+            wait = self.by_source.lock().map_err(poisoned)?.wait(src, now);
+        }
+        if let Some(w) = self.by_login.lock().map_err(poisoned)?.wait(login, now) {
+            wait = Some(wait.map_or(w, |v: u64| v.max(w)));
+        }
+        match wait {
+            Some(secs) => Err(DomainError::throttled(
+                secs,
+                format!("too many failed logins; retry in {secs} s"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn record_failure(&self, source: Option<&str>, login: &str) {
+        let now = Instant::now();
+        if let Some(src) = source {
+            if let Ok(mut b) = self.by_source.lock() {
+                if b.fail(src, now) {
+                    tracing::warn!(
+                        source = src,
+                        "failed logins from this address are throttled"
+                    );
                 }
             }
         }
-        let rec = self.store.user_by_login(login).await?;
-        let denied = || DomainError::Unauthenticated("invalid login or password".into());
-        let Some(rec) = rec else {
-            // Spend the same time as a real check so logins cannot be probed by timing.
-            let _ = verify_password(password, DUMMY_HASH);
-            return Err(denied());
-        };
-        let hash = rec.password_hash.clone();
-        let pw = password.to_string();
-        let ok = tokio::task::spawn_blocking(move || verify_password(&pw, &hash))
-            .await
-            .map_err(|e| DomainError::Internal(e.to_string()))?;
-        if !ok {
-            return Err(denied());
-        }
-        let principal = Principal { user: rec.user };
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() > 10_000 {
-                cache.retain(|_, (_, at)| at.elapsed() < self.ttl);
+        if let Ok(mut b) = self.by_login.lock() {
+            if b.fail(login, now) {
+                tracing::warn!(login, "failed logins for this login are throttled");
             }
-            cache.insert(key, (principal.clone(), Instant::now()));
         }
-        Ok(principal)
     }
 
-    /// Forget cached logins (after a user is removed or changes password in this process).
+    /// One argon2 check on a blocking thread, within the concurrency bound.
+    async fn verify(&self, login: String, password: String) -> Verdict {
+        let rec = match self.store.user_by_login(&login).await {
+            Ok(r) => r,
+            Err(e) => return Verdict::Failed(e.to_string()),
+        };
+        let limit = self.config.max_concurrent.max(1) + self.config.queue;
+        if self.admitted.fetch_add(1, Ordering::SeqCst) >= limit {
+            self.admitted.fetch_sub(1, Ordering::SeqCst);
+            return Verdict::Busy;
+        }
+        let _admitted = Admitted(&self.admitted);
+        let Ok(_permit) = self.hashing.acquire().await else {
+            return Verdict::Failed("login semaphore closed".into());
+        };
+        self.verifications.fetch_add(1, Ordering::Relaxed);
+        // Unknown users are checked against a fixed hash so both cases cost the same.
+        let hash = rec
+            .as_ref()
+            .map_or_else(|| DUMMY_HASH.to_string(), |r| r.password_hash.clone());
+        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await;
+        match (ok, rec) {
+            (Ok(true), Some(rec)) => Verdict::Granted(Box::new(rec)),
+            (Ok(_), _) => Verdict::Denied,
+            (Err(e), _) => Verdict::Failed(e.to_string()),
+        }
+    }
+
+    /// Forget remembered logins (not needed for revocation, which every use checks).
     pub fn clear(&self) {
         if let Ok(mut c) = self.cache.lock() {
             c.clear();
         }
     }
+}
+
+struct Admitted<'a>(&'a AtomicUsize);
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn poisoned<T>(_: T) -> DomainError {
+    DomainError::Internal("login state lock poisoned".into())
 }
 
 const DUMMY_HASH: &str =
@@ -116,5 +390,26 @@ mod tests {
         assert!(verify_password("s3cret", &h));
         assert!(!verify_password("wrong", &h));
         assert!(!verify_password("s3cret", "garbage"));
+    }
+
+    #[test]
+    fn dummy_hash_parses_so_unknown_users_cost_a_full_check() {
+        assert!(PasswordHash::new(DUMMY_HASH).is_ok());
+    }
+
+    #[test]
+    fn buckets_empty_after_the_burst_and_refill() {
+        let mut b = Buckets::new(3, Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(b.wait("ip", t0), None);
+        assert!(!b.fail("ip", t0));
+        assert!(!b.fail("ip", t0));
+        // The third failure empties it: reported once, as the start of a burst.
+        assert!(b.fail("ip", t0));
+        assert!(!b.fail("ip", t0));
+        assert_eq!(b.wait("ip", t0), Some(10));
+        assert_eq!(b.wait("other", t0), None);
+        assert_eq!(b.wait("ip", t0 + Duration::from_secs(4)), Some(6));
+        assert_eq!(b.wait("ip", t0 + Duration::from_secs(10)), None);
     }
 }

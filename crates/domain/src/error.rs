@@ -23,6 +23,15 @@ pub enum DomainError {
     Gone(String),
     #[error("{0}")]
     TooLarge(String),
+    /// Too many requests of this kind right now; worth retrying after `retry_after` seconds.
+    #[error("{message}")]
+    Throttled { retry_after: u64, message: String },
+    /// The caller's quota (bytes stored, archives kept, tickets outstanding) does not allow it.
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// The disk or bucket refused a write for lack of space.
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// A named domain rule refused the request (e.g. `NotMantaPathOwner`); faces map the code.
     #[error("{message}")]
     Rule { code: &'static str, message: String },
@@ -38,6 +47,12 @@ impl DomainError {
     pub fn rule(code: &'static str, message: impl Into<String>) -> Self {
         DomainError::Rule {
             code,
+            message: message.into(),
+        }
+    }
+    pub fn throttled(retry_after: u64, message: impl Into<String>) -> Self {
+        DomainError::Throttled {
+            retry_after: retry_after.max(1),
             message: message.into(),
         }
     }
@@ -58,6 +73,12 @@ impl From<satchel_blob::BlobError> for DomainError {
             }
             satchel_blob::BlobError::Source(s) => {
                 DomainError::Invalid(format!("upload interrupted: {s}"))
+            }
+            satchel_blob::BlobError::NoSpace(s) => {
+                tracing::error!(error = %s, "blob store full");
+                DomainError::InsufficientStorage(
+                    "the server has no space left to store this; nothing was written".into(),
+                )
             }
             other => DomainError::Blob(other.to_string()),
         }

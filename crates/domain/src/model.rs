@@ -21,6 +21,17 @@ pub struct User {
     pub created: Millis,
 }
 
+/// What one user holds, as quotas count it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Uploaded files, attachments, archives, CloudAPI image files and objects.
+    pub bytes: i64,
+    /// Completed archives kept (exports and images).
+    pub archives: i64,
+    /// Tickets queued or running.
+    pub outstanding: i64,
+}
+
 #[derive(Debug, Clone)]
 pub struct UserRecord {
     pub user: User,

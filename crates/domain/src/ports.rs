@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 #[async_trait]
-pub trait Store: TemplateStore + Send + Sync + 'static {
+pub trait Store: TemplateStore + UsageStore + Send + Sync + 'static {
     // ---- users
     async fn create_user(&self, new: NewUser) -> Result<User>;
     async fn user_by_login(&self, login: &str) -> Result<Option<UserRecord>>;
@@ -113,6 +113,12 @@ pub trait Store: TemplateStore + Send + Sync + 'static {
         tokio::time::sleep(timeout).await;
         false
     }
+}
+
+/// What a user holds now, for quotas. A supertrait of `Store`, written once for both engines.
+#[async_trait]
+pub trait UsageStore: Send + Sync + 'static {
+    async fn usage(&self, owner: Id) -> Result<Usage>;
 }
 
 /// Container templates, scoped by owner and bundle. Their images are tickets of kind

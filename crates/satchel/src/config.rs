@@ -102,6 +102,27 @@ pub struct ServeArgs {
     /// How long a one-time image downloadId stays valid, e.g. "1h", "10m" [default: 1h].
     #[arg(long, env = "SATCHEL_DOWNLOAD_KEY_TTL")]
     pub download_key_ttl: Option<String>,
+    /// argon2 password checks running at once (19 MiB each) [default: the number of cores].
+    #[arg(long, env = "SATCHEL_LOGIN_CONCURRENCY")]
+    pub login_concurrency: Option<usize>,
+    /// Password checks allowed to wait for a slot; more answer 429 [default: 4 x cores].
+    #[arg(long, env = "SATCHEL_LOGIN_QUEUE")]
+    pub login_queue: Option<usize>,
+    /// Failed logins one source address may make in a burst (refills one every 2 s) [default: 30].
+    #[arg(long, env = "SATCHEL_LOGIN_FAILURES_PER_SOURCE")]
+    pub login_failures_per_source: Option<u32>,
+    /// Failed logins for one login name in a burst (refills one every 6 s) [default: 10].
+    #[arg(long, env = "SATCHEL_LOGIN_FAILURES_PER_LOGIN")]
+    pub login_failures_per_login: Option<u32>,
+    /// Bytes of uploads and archives one user may store, 0 for no limit [default: 50 GiB].
+    #[arg(long, env = "SATCHEL_QUOTA_BYTES")]
+    pub quota_bytes: Option<u64>,
+    /// Completed archives (exports, images) one user may keep, 0 for no limit [default: 100].
+    #[arg(long, env = "SATCHEL_QUOTA_ARCHIVES")]
+    pub quota_archives: Option<u64>,
+    /// Exports and images one user may have queued or running, 0 for no limit [default: 10].
+    #[arg(long, env = "SATCHEL_QUOTA_TICKETS")]
+    pub quota_tickets: Option<u64>,
     /// Testing aid: pause after each archive chunk (slows exports down deterministically).
     #[arg(long, env = "SATCHEL_EXPORT_THROTTLE", hide = true)]
     pub export_throttle: Option<String>,
@@ -121,6 +142,13 @@ struct FileConfig {
     gzip_level: Option<i32>,
     public_url: Option<String>,
     download_key_ttl: Option<String>,
+    login_concurrency: Option<usize>,
+    login_queue: Option<usize>,
+    login_failures_per_source: Option<u32>,
+    login_failures_per_login: Option<u32>,
+    quota_bytes: Option<u64>,
+    quota_archives: Option<u64>,
+    quota_tickets: Option<u64>,
     database_url: Option<String>,
     blob_url: Option<String>,
     s3_endpoint: Option<String>,
@@ -145,6 +173,8 @@ pub struct Settings {
     pub gzip_level: i32,
     pub public_url: Option<String>,
     pub download_key_ttl: Duration,
+    pub auth: satchel_domain::auth::AuthConfig,
+    pub quota: satchel_domain::service::Quota,
 }
 
 fn dur(what: &str, s: &str) -> anyhow::Result<Duration> {
@@ -211,6 +241,44 @@ impl ServeArgs {
             )? {
                 d if d.is_zero() => anyhow::bail!("download-key-ttl must be more than 0"),
                 d => d,
+            },
+            auth: {
+                let d = satchel_domain::auth::AuthConfig::default();
+                satchel_domain::auth::AuthConfig {
+                    max_concurrent: self
+                        .login_concurrency
+                        .or(file.login_concurrency)
+                        .unwrap_or(d.max_concurrent)
+                        .max(1),
+                    queue: self.login_queue.or(file.login_queue).unwrap_or(d.queue),
+                    source_burst: self
+                        .login_failures_per_source
+                        .or(file.login_failures_per_source)
+                        .unwrap_or(d.source_burst)
+                        .max(1),
+                    login_burst: self
+                        .login_failures_per_login
+                        .or(file.login_failures_per_login)
+                        .unwrap_or(d.login_burst)
+                        .max(1),
+                    ..d
+                }
+            },
+            quota: {
+                let d = satchel_domain::service::Quota::default();
+                // 0 is "no limit", so a deployment can lift one quota without lifting the others.
+                let pick = |flag: Option<u64>, file: Option<u64>, default: Option<u64>| match flag
+                    .or(file)
+                {
+                    Some(0) => None,
+                    Some(n) => Some(n),
+                    None => default,
+                };
+                satchel_domain::service::Quota {
+                    bytes: pick(self.quota_bytes, file.quota_bytes, d.bytes),
+                    archives: pick(self.quota_archives, file.quota_archives, d.archives),
+                    outstanding: pick(self.quota_tickets, file.quota_tickets, d.outstanding),
+                }
             },
             export_throttle: self
                 .export_throttle

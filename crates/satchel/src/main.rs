@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the service.
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Manage users of a Satchel store (works while the server runs).
     Admin {
         /// Data directory of the embedded store.
@@ -98,7 +98,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         match cli.cmd {
-            Cmd::Serve(args) => serve::run(args).await,
+            Cmd::Serve(args) => serve::run(*args).await,
             Cmd::Admin {
                 data_dir,
                 storage,

@@ -11,6 +11,7 @@ mod rows;
 pub mod sqlite;
 mod sqlite_cloud;
 mod templates;
+mod usage;
 
 use satchel_domain::DomainError;
 

@@ -140,6 +140,8 @@ async fn forward_notifications(mut listener: PgListener, notify: Arc<Notify>) {
 
 crate::rows::store_rows!(PgRow);
 
+crate::usage::impl_usage!(PostgresStore);
+
 crate::templates::impl_templates!(
     PostgresStore,
     begin: "BEGIN",

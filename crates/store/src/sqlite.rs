@@ -49,6 +49,8 @@ impl SqliteStore {
 
 crate::rows::store_rows!(SqliteRow);
 
+crate::usage::impl_usage!(SqliteStore);
+
 crate::templates::impl_templates!(
     SqliteStore,
     begin: "BEGIN IMMEDIATE",

@@ -119,6 +119,7 @@ suite!(
     templates_are_scoped_and_own_their_images,
     deleting_a_bundle_deletes_its_templates_and_images,
     cancel_is_conditional_and_scoped,
+    usage_counts_what_each_user_holds,
     ],
     cloud: [
     keys_are_scoped_by_owner,
@@ -613,6 +614,49 @@ async fn tickets_and_jobs_are_created_together(s: Arc<dyn Store>) -> Result<()> 
     let next = s.claim_job("w", LONG).await?.expect("t2's job");
     assert_eq!(next.ticket_id, t2.id);
     assert!(s.claim_job("w", LONG).await?.is_none());
+    Ok(())
+}
+
+async fn usage_counts_what_each_user_holds(s: Arc<dyn Store>) -> Result<()> {
+    let a = user(&s, "a").await?;
+    let other = user(&s, "other").await?;
+    assert_eq!(s.usage(a.id).await?, Usage::default());
+    let b = bundle(&s, a.id, "app").await?;
+    let f = s
+        .create_artifact(b.id, None, "f", &ArtifactInput::default())
+        .await?;
+    // Folders and files not yet uploaded hold nothing.
+    s.create_artifact(b.id, None, "d", &folder()).await?;
+    s.set_artifact_blob(b.id, f.id, &blob("file1")).await?;
+    s.put_attachment(b.id, AttachmentKind::License, "l.txt", &blob("lic"))
+        .await?;
+    let t1 = ticket(&s, a.id, &b).await?;
+    let t2 = ticket(&s, a.id, &b).await?;
+    let t3 = ticket(&s, a.id, &b).await?;
+    assert!(s.mark_running(t1.id).await?);
+    let files = blob("file1").size + blob("lic").size;
+    assert_eq!(
+        s.usage(a.id).await?,
+        Usage {
+            bytes: files,
+            archives: 0,
+            outstanding: 3
+        }
+    );
+    // A completed archive counts as kept and its bytes as stored; a failed one as neither.
+    assert!(s.finish_ticket(t1.id, &complete("arch", i64::MAX)).await?);
+    assert!(s.finish_ticket(t2.id, &failed("no")).await?);
+    assert_eq!(
+        s.usage(a.id).await?,
+        Usage {
+            bytes: files + archive("arch").size,
+            archives: 1,
+            outstanding: 1
+        }
+    );
+    assert!(s.cancel_ticket(a.id, t3.id).await?.is_some());
+    assert_eq!(s.usage(a.id).await?.outstanding, 0);
+    assert_eq!(s.usage(other.id).await?, Usage::default());
     Ok(())
 }
 

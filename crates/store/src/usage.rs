@@ -1,0 +1,37 @@
+//! `UsageStore` for both engines, written once: the same SQL (`$N` placeholders, which sqlx's SQLite
+//! driver accepts too), with sums cast to BIGINT because PostgreSQL's SUM of BIGINT is NUMERIC.
+
+/// One statement, so the three counts are read in one snapshot.
+pub(crate) const USAGE_SQL: &str = "SELECT
+    CAST((SELECT COALESCE(SUM(a.blob_size), 0) FROM artifacts a JOIN bundles b ON b.id = a.bundle_id
+            WHERE b.owner_id = $1 AND a.blob_key IS NOT NULL)
+       + (SELECT COALESCE(SUM(t.blob_size), 0) FROM attachments t JOIN bundles b ON b.id = t.bundle_id
+            WHERE b.owner_id = $1)
+       + (SELECT COALESCE(SUM(archive_size), 0) FROM tickets
+            WHERE owner_id = $1 AND archive_key IS NOT NULL AND state = 'complete')
+       + (SELECT COALESCE(SUM(file_size), 0) FROM images WHERE owner_id = $1)
+       + (SELECT COALESCE(SUM(size), 0) FROM stor_entries WHERE owner_id = $1) AS BIGINT) AS bytes,
+    (SELECT COUNT(*) FROM tickets WHERE owner_id = $1 AND state = 'complete') AS archives,
+    (SELECT COUNT(*) FROM tickets WHERE owner_id = $1 AND state IN ('queued', 'running'))
+        AS outstanding";
+
+macro_rules! impl_usage {
+    ($store:ty) => {
+        #[async_trait]
+        impl satchel_domain::ports::UsageStore for $store {
+            async fn usage(&self, owner: Id) -> Result<Usage> {
+                let row = sqlx::query(crate::usage::USAGE_SQL)
+                    .bind(owner)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(db_err)?;
+                Ok(Usage {
+                    bytes: row.try_get::<i64, _>("bytes").map_err(db_err)?,
+                    archives: row.try_get::<i64, _>("archives").map_err(db_err)?,
+                    outstanding: row.try_get::<i64, _>("outstanding").map_err(db_err)?,
+                })
+            }
+        }
+    };
+}
+pub(crate) use impl_usage;
