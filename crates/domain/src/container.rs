@@ -197,7 +197,7 @@ impl Satchel {
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| b.name.clone());
         crate::names::validate_label("image name", &name)?;
-        self.check_ticket_quota(t.owner_id).await?;
+        self.quota().check_ticket(t.owner_id).await?;
         self.store
             .create_ticket(&NewTicket {
                 owner_id: t.owner_id,

@@ -11,6 +11,7 @@ pub mod export;
 pub mod model;
 pub mod names;
 pub mod ports;
+pub mod quota;
 pub mod service;
 
 pub use error::{DomainError, Result};

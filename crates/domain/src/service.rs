@@ -5,6 +5,7 @@ use crate::auth::{AuthConfig, Authenticator};
 use crate::model::*;
 use crate::names;
 use crate::ports::{OneTimeKeys, Store};
+pub use crate::quota::Quota;
 use crate::{DomainError, Result};
 use bytes::Bytes;
 use futures::Stream;
@@ -26,27 +27,6 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Per-user quotas.
     pub quota: Quota,
-}
-
-/// What one user may hold at once. `None` is no limit.
-#[derive(Debug, Clone)]
-pub struct Quota {
-    /// Bytes of uploads and archives stored for the user.
-    pub bytes: Option<u64>,
-    /// Completed archives (exports and images) kept.
-    pub archives: Option<u64>,
-    /// Tickets queued or running.
-    pub outstanding: Option<u64>,
-}
-
-impl Default for Quota {
-    fn default() -> Self {
-        Quota {
-            bytes: Some(50 << 30),
-            archives: Some(100),
-            outstanding: Some(10),
-        }
-    }
 }
 
 impl Default for Config {
@@ -106,6 +86,14 @@ impl Satchel {
             }
         }
         Err(DomainError::not_found(format!("user {uid}")))
+    }
+
+    pub(crate) fn quota(&self) -> crate::quota::Quotas<'_> {
+        crate::quota::Quotas {
+            store: self.store.as_ref(),
+            quota: &self.config.quota,
+            max_upload: self.config.max_upload,
+        }
     }
 
     /// Whether the caller may change anything at all (the faces ask before reading a request
@@ -434,17 +422,12 @@ impl Satchel {
         E: std::fmt::Display,
     {
         let key = Blobs::new_key(&user_blob_prefix(owner));
-        let allowance = self.upload_allowance(owner).await?;
-        let w = match self.blobs.put_stream(&key, body, Some(allowance)).await {
-            Err(satchel_blob::BlobError::TooLarge(_)) if allowance < self.config.max_upload => {
-                return Err(DomainError::QuotaExceeded(format!(
-                    "quota exceeded: this upload would take the files and archives stored for \
-                     this user over {} bytes",
-                    self.config.quota.bytes.unwrap_or(u64::MAX)
-                )))
-            }
-            other => other?,
-        };
+        let allowance = self.quota().upload_allowance(owner).await?;
+        let w = allowance.check(
+            self.blobs
+                .put_stream(&key, body, Some(allowance.bytes))
+                .await,
+        )?;
         Ok(BlobRef {
             key,
             size: w.size as i64,
@@ -550,55 +533,6 @@ impl Satchel {
 
     // ---------------------------------------------------------------- export tickets
 
-    /// Refuses a new ticket when its owner is at a quota. Checked before the ticket is created, so
-    /// requests racing at the same instant may each pass: the limits are exceeded by at most the
-    /// requests in flight, never by a sustained client.
-    pub(crate) async fn check_ticket_quota(&self, owner: Id) -> Result<()> {
-        let q = &self.config.quota;
-        if q.outstanding.is_none() && q.archives.is_none() && q.bytes.is_none() {
-            return Ok(());
-        }
-        let u = self.store.usage(owner).await?;
-        let over = |limit: Option<u64>, have: i64| limit.is_some_and(|l| have.max(0) as u64 >= l);
-        if over(q.outstanding, u.outstanding) {
-            return Err(DomainError::QuotaExceeded(format!(
-                "quota exceeded: {} exports or images are already queued or running for this user \
-                 (the limit); wait for one to finish",
-                u.outstanding
-            )));
-        }
-        if over(q.archives, u.archives) {
-            return Err(DomainError::QuotaExceeded(format!(
-                "quota exceeded: {} archives are kept for this user (the limit); delete some first",
-                u.archives
-            )));
-        }
-        if over(q.bytes, u.bytes) {
-            return Err(DomainError::QuotaExceeded(format!(
-                "quota exceeded: {} bytes are stored for this user, the limit is {}; delete \
-                 archives or files first",
-                u.bytes,
-                q.bytes.unwrap_or(u64::MAX)
-            )));
-        }
-        Ok(())
-    }
-
-    /// The most an upload of `owner` may add: the upload limit, or what is left of the byte quota.
-    pub(crate) async fn upload_allowance(&self, owner: Id) -> Result<u64> {
-        let Some(limit) = self.config.quota.bytes else {
-            return Ok(self.config.max_upload);
-        };
-        let used = self.store.usage(owner).await?.bytes.max(0) as u64;
-        if used >= limit {
-            return Err(DomainError::QuotaExceeded(format!(
-                "quota exceeded: {used} bytes are stored for this user, the limit is {limit}; \
-                 delete archives or files first"
-            )));
-        }
-        Ok((limit - used).min(self.config.max_upload))
-    }
-
     pub async fn create_export(
         &self,
         who: &Principal,
@@ -608,7 +542,7 @@ impl Satchel {
     ) -> Result<Ticket> {
         let (owner, b) = self.bundle(who, uid, msid).await?;
         self.require(who, ENT_SOFTWARE_UPLOAD)?;
-        self.check_ticket_quota(owner.id).await?;
+        self.quota().check_ticket(owner.id).await?;
         self.store
             .create_ticket(&NewTicket {
                 owner_id: owner.id,

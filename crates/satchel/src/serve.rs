@@ -23,6 +23,7 @@ pub struct Opened {
     pub cloud_store: Arc<dyn CloudStore>,
     pub blobs: Blobs,
     pub max_upload: u64,
+    pub quota: satchel_domain::quota::Quota,
     /// The metadata store is shared with other instances (PostgreSQL).
     pub shared: bool,
 }
@@ -34,6 +35,7 @@ impl Opened {
             store: self.cloud_store.clone(),
             blobs: self.blobs.clone(),
             max_upload: self.max_upload,
+            quota: self.quota.clone(),
         }
     }
 }
@@ -75,6 +77,7 @@ pub async fn open(storage: &StorageArgs, dir: &Path) -> anyhow::Result<Opened> {
         cloud_store,
         blobs,
         max_upload: satchel_domain::service::Config::default().max_upload,
+        quota: Default::default(),
         shared,
     })
 }
@@ -120,6 +123,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tune_allocator();
     let mut opened = open(&s.storage, &s.data_dir).await?;
     opened.max_upload = s.max_upload;
+    opened.quota = s.quota.clone();
     let (store, blobs) = (opened.store.clone(), opened.blobs.clone());
     // Kept alive for the server's lifetime.
     let mut _lock = None;

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::cloud::{keygen, register, Signed};
 use common::*;
 use std::time::{Duration, Instant};
 
@@ -430,4 +431,39 @@ async fn a_full_disk_answers_507_and_keeps_earlier_data() {
         assert!(r.body == *data, "file {id} changed");
     }
     alice.add_file(msid, None, "small.txt", b"fits").await;
+}
+
+#[tokio::test]
+async fn the_byte_quota_holds_on_the_cloudapi_face_too() {
+    let s = Server::start(&["--quota-bytes", "100000"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kp = keygen(dir.path(), "id_ed", "ed25519", None, false);
+    register(&s, "alice", "ed", &kp);
+    let alice = Signed::new(&s, "alice", &kp);
+    assert_eq!(alice.mkdir("/alice/stor/q").await.status, 204);
+    let r = alice
+        .call("PUT", "/alice/stor/q/a", Some(noise(60_000, 1)), &[])
+        .await;
+    assert_eq!(r.status, 204);
+    // 60 000 + 60 000 is over 100 000: refused in CloudAPI's format, nothing stored.
+    let r = alice
+        .call("PUT", "/alice/stor/q/b", Some(noise(60_000, 2)), &[])
+        .await;
+    r.assert_error(403, "QuotaExceeded");
+    assert!(r.json()["message"].as_str().unwrap().contains("quota"));
+    assert_eq!(alice.get("/alice/stor/q/b").await.status, 404);
+    // The UForge face counts the same bytes.
+    let uf = s.client("alice");
+    let msid = uf.create_bundle("q", "1").await;
+    let said = uf.create_artifact(msid, None, "f", "file").await;
+    if let Some(r) = uf
+        .try_req(
+            "POST",
+            &format!("/users/alice/mysoftware/{msid}/artifacts/{said}/bin/f"),
+            noise(60_000, 3),
+        )
+        .await
+    {
+        r.assert_uforge_error(403);
+    }
 }

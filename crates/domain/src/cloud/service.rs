@@ -32,6 +32,18 @@ pub struct Cloud {
     pub store: Arc<dyn CloudStore>,
     pub blobs: Blobs,
     pub max_upload: u64,
+    /// The same per-user quotas as the UForge face's (image files and objects count as stored bytes).
+    pub quota: crate::quota::Quota,
+}
+
+impl Cloud {
+    fn quotas(&self) -> crate::quota::Quotas<'_> {
+        crate::quota::Quotas {
+            store: self.users.as_ref(),
+            quota: &self.quota,
+            max_upload: self.max_upload,
+        }
+    }
 }
 
 fn invalid(msg: impl Into<String>) -> DomainError {
@@ -236,10 +248,12 @@ impl Cloud {
             ));
         }
         let key = Blobs::new_key(&format!("u/{}/images/{id}", who.id));
-        let written = self
-            .blobs
-            .put_stream_with(&key, body, Some(self.max_upload), Hashes::IMAGE)
-            .await?;
+        let allowance = self.quotas().upload_allowance(who.id).await?;
+        let written = allowance.check(
+            self.blobs
+                .put_stream_with(&key, body, Some(allowance.bytes), Hashes::IMAGE)
+                .await,
+        )?;
         let sha1 = written.sha1.clone().unwrap_or_default();
         if let Some(want) = expect_sha1 {
             if !want.eq_ignore_ascii_case(&sha1) {
@@ -676,10 +690,12 @@ impl Cloud {
             return Err(invalid(format!("{} is a directory", p.full())));
         }
         let key = Blobs::new_key(&format!("u/{}/stor", who.id));
-        let written = self
-            .blobs
-            .put_stream_with(&key, body, Some(self.max_upload), Hashes::IMAGE)
-            .await?;
+        let allowance = self.quotas().upload_allowance(who.id).await?;
+        let written = allowance.check(
+            self.blobs
+                .put_stream_with(&key, body, Some(allowance.bytes), Hashes::IMAGE)
+                .await,
+        )?;
         if let Some(want) = expect_md5 {
             if !want.eq_ignore_ascii_case(&written.md5) {
                 self.delete_blob(&key).await;
