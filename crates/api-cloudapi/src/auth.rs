@@ -19,7 +19,11 @@ pub async fn authenticate(State(st): State<CloudState>, mut req: Request, next: 
     let method = req.method().clone();
     match check(&st, req.headers(), &method, &target).await {
         Ok(user) => {
-            req.extensions_mut().insert(Caller(user));
+            let who = satchel_domain::model::Principal { user };
+            if let Err(e) = st.cloud.rate.admit(&who) {
+                return CloudError::from(e).into_response();
+            }
+            req.extensions_mut().insert(Caller(who.user));
             next.run(req).await
         }
         Err(e) => e.into_response(),

@@ -98,7 +98,9 @@ impl FromRequestParts<AppState> for Auth {
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map(|c| c.0.ip());
-        Ok(Auth(basic_principal(st, &parts.headers, source).await?))
+        let who = basic_principal(st, &parts.headers, source).await?;
+        st.satchel.rate.admit(&who)?;
+        Ok(Auth(who))
     }
 }
 

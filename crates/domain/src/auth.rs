@@ -12,6 +12,7 @@
 //!   `Throttled` before any hashing. Cached sessions are never throttled.
 //! - Unknown users cost one argon2 check too, so logins cannot be probed by timing.
 
+use crate::limits::Buckets;
 use crate::model::{Principal, UserRecord};
 use crate::ports::Store;
 use crate::{DomainError, Result};
@@ -97,58 +98,6 @@ enum Verdict {
     Failed(String),
 }
 
-/// Failed-login buckets: each failure takes a token, tokens come back at a steady rate.
-struct Buckets {
-    burst: f64,
-    refill: Duration,
-    map: HashMap<String, (f64, Instant)>,
-}
-
-impl Buckets {
-    fn new(burst: u32, refill: Duration) -> Self {
-        Buckets {
-            burst: f64::from(burst.max(1)),
-            refill: refill.max(Duration::from_millis(1)),
-            map: HashMap::new(),
-        }
-    }
-
-    fn level(&self, key: &str, now: Instant) -> f64 {
-        match self.map.get(key) {
-            Some((tokens, at)) => {
-                let back = now.duration_since(*at).as_secs_f64() / self.refill.as_secs_f64();
-                (tokens + back).min(self.burst)
-            }
-            None => self.burst,
-        }
-    }
-
-    /// Seconds until a failure may be tried again, if the bucket is empty.
-    fn wait(&self, key: &str, now: Instant) -> Option<u64> {
-        let level = self.level(key, now);
-        (level < 1.0).then(|| ((1.0 - level) * self.refill.as_secs_f64()).ceil() as u64)
-    }
-
-    /// Takes a token; true when this failure emptied the bucket (the start of a throttled burst).
-    fn fail(&mut self, key: &str, now: Instant) -> bool {
-        let level = self.level(key, now);
-        if self.map.len() >= 100_000 {
-            // Keep memory bounded under a spray of addresses or names: buckets that have refilled
-            // carry no information.
-            let (burst, refill) = (self.burst, self.refill);
-            self.map.retain(|_, (t, at)| {
-                *t + now.duration_since(*at).as_secs_f64() / refill.as_secs_f64() < burst
-            });
-            if self.map.len() >= 100_000 {
-                self.map.clear();
-            }
-        }
-        let after = (level - 1.0).max(0.0);
-        self.map.insert(key.to_string(), (after, now));
-        level >= 1.0 && after < 1.0
-    }
-}
-
 /// Verifies logins against the store, within the limits of [`AuthConfig`].
 pub struct Authenticator {
     store: Arc<dyn Store>,
@@ -161,8 +110,10 @@ pub struct Authenticator {
     admitted: AtomicUsize,
     by_source: Mutex<Buckets>,
     by_login: Mutex<Buckets>,
-    /// argon2 runs, for tests and metrics.
+    /// argon2 runs, refused logins and throttled ones, for metrics.
     verifications: AtomicUsize,
+    failures: AtomicUsize,
+    throttled: AtomicUsize,
 }
 
 impl Authenticator {
@@ -177,6 +128,8 @@ impl Authenticator {
             by_source: Mutex::new(Buckets::new(config.source_burst, config.source_refill)),
             by_login: Mutex::new(Buckets::new(config.login_burst, config.login_refill)),
             verifications: AtomicUsize::new(0),
+            failures: AtomicUsize::new(0),
+            throttled: AtomicUsize::new(0),
             config,
         }
     }
@@ -195,6 +148,16 @@ impl Authenticator {
         self.verifications.load(Ordering::Relaxed)
     }
 
+    /// Logins refused for wrong credentials.
+    pub fn failures(&self) -> usize {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Logins answered 429 (throttled address or login, or too many checks at once).
+    pub fn throttled(&self) -> usize {
+        self.throttled.load(Ordering::Relaxed)
+    }
+
     /// Authenticates `login`/`password`, from `source` when the face knows the peer's address.
     pub async fn login(
         &self,
@@ -208,7 +171,10 @@ impl Authenticator {
         }
         let denied = || DomainError::Unauthenticated("invalid login or password".into());
         let source_key = source.map(|ip| ip.to_string());
-        self.check_throttle(source_key.as_deref(), login)?;
+        if let Err(e) = self.check_throttle(source_key.as_deref(), login) {
+            self.throttled.fetch_add(1, Ordering::Relaxed);
+            return Err(e);
+        }
 
         // Single flight: the first request for these credentials verifies, the others wait for it.
         let cell = {
@@ -246,13 +212,17 @@ impl Authenticator {
                 Ok(principal)
             }
             Verdict::Denied => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
                 self.record_failure(source_key.as_deref(), login);
                 Err(denied())
             }
-            Verdict::Busy => Err(DomainError::throttled(
-                1,
-                "too many logins are being checked; retry shortly",
-            )),
+            Verdict::Busy => {
+                self.throttled.fetch_add(1, Ordering::Relaxed);
+                Err(DomainError::throttled(
+                    1,
+                    "too many logins are being checked; retry shortly",
+                ))
+            }
             Verdict::Failed(m) => Err(DomainError::Internal(m)),
         }
     }
@@ -395,21 +365,5 @@ mod tests {
     #[test]
     fn dummy_hash_parses_so_unknown_users_cost_a_full_check() {
         assert!(PasswordHash::new(DUMMY_HASH).is_ok());
-    }
-
-    #[test]
-    fn buckets_empty_after_the_burst_and_refill() {
-        let mut b = Buckets::new(3, Duration::from_secs(10));
-        let t0 = Instant::now();
-        assert_eq!(b.wait("ip", t0), None);
-        assert!(!b.fail("ip", t0));
-        assert!(!b.fail("ip", t0));
-        // The third failure empties it: reported once, as the start of a burst.
-        assert!(b.fail("ip", t0));
-        assert!(!b.fail("ip", t0));
-        assert_eq!(b.wait("ip", t0), Some(10));
-        assert_eq!(b.wait("other", t0), None);
-        assert_eq!(b.wait("ip", t0 + Duration::from_secs(4)), Some(6));
-        assert_eq!(b.wait("ip", t0 + Duration::from_secs(10)), None);
     }
 }

@@ -557,7 +557,17 @@ impl JobHandler for TicketRunner {
                 }
                 Ok(())
             }
-            Err(Failure::Cancelled) => Ok(()),
+            Err(Failure::Cancelled) => {
+                // Cancelled by its owner (or deleted): done. Otherwise the worker is stopping or
+                // lost its lease: the job must stay queued, or the ticket would stay `running`
+                // for ever (a shutdown used to drop exports in flight this way).
+                match self.store.get_ticket_any(t.id).await? {
+                    Some(now) if !now.state.is_final() => Err(DomainError::Internal(
+                        "interrupted before it finished; it will be retried".into(),
+                    )),
+                    _ => Ok(()),
+                }
+            }
             Err(Failure::Permanent(msg)) => {
                 self.store
                     .finish_ticket(

@@ -8,6 +8,7 @@ pub mod cloud;
 pub mod container;
 pub mod error;
 pub mod export;
+pub mod limits;
 pub mod model;
 pub mod names;
 pub mod ports;

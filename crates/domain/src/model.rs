@@ -21,6 +21,17 @@ pub struct User {
     pub created: Millis,
 }
 
+/// The job queue as operators see it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub waiting: i64,
+    pub running: i64,
+    /// Creation time of the oldest waiting job.
+    pub oldest_waiting: Option<Millis>,
+    /// Bytes of completed archives kept.
+    pub archive_bytes: i64,
+}
+
 /// What one user holds, as quotas count it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {

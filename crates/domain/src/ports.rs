@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 #[async_trait]
-pub trait Store: TemplateStore + UsageStore + Send + Sync + 'static {
+pub trait Store: TemplateStore + UsageStore + StatsStore + Send + Sync + 'static {
     // ---- users
     async fn create_user(&self, new: NewUser) -> Result<User>;
     async fn user_by_login(&self, login: &str) -> Result<Option<UserRecord>>;
@@ -90,7 +90,17 @@ pub trait Store: TemplateStore + UsageStore + Send + Sync + 'static {
 
     // ---- job queue
     /// Claims the oldest runnable job for `owner` with a lease, counting the attempt.
-    async fn claim_job(&self, owner: &str, lease: Duration) -> Result<Option<Job>>;
+    async fn claim_job(&self, owner: &str, lease: Duration) -> Result<Option<Job>> {
+        self.claim_job_fair(owner, lease, u32::MAX).await
+    }
+    /// Like `claim_job`, fairly across users: jobs of users already running `per_user` jobs are
+    /// skipped, and the user running the fewest goes first.
+    async fn claim_job_fair(
+        &self,
+        owner: &str,
+        lease: Duration,
+        per_user: u32,
+    ) -> Result<Option<Job>>;
     /// Extends the lease; false if the job is no longer ours (gone, or taken over).
     async fn heartbeat(&self, job: Id, owner: &str, lease: Duration) -> Result<bool>;
     /// Removes a finished job.
@@ -119,6 +129,17 @@ pub trait Store: TemplateStore + UsageStore + Send + Sync + 'static {
 #[async_trait]
 pub trait UsageStore: Send + Sync + 'static {
     async fn usage(&self, owner: Id) -> Result<Usage>;
+}
+
+/// What operators watch: reachability and the queue. A supertrait of `Store`, written once.
+#[async_trait]
+pub trait StatsStore: Send + Sync + 'static {
+    /// One round trip to the database.
+    async fn ping(&self) -> Result<()>;
+    /// Tickets by (kind, state).
+    async fn ticket_counts(&self) -> Result<Vec<(String, String, i64)>>;
+    /// Jobs waiting to be claimed (no live lease) and when the oldest of them was queued.
+    async fn queue_stats(&self, now: Millis) -> Result<QueueStats>;
 }
 
 /// Container templates, scoped by owner and bundle. Their images are tickets of kind

@@ -27,6 +27,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Per-user quotas.
     pub quota: Quota,
+    /// Requests per second one user may make (None: no limit).
+    pub user_rate: Option<u32>,
 }
 
 impl Default for Config {
@@ -38,6 +40,7 @@ impl Default for Config {
             download_key_ttl: Duration::from_secs(3600),
             auth: AuthConfig::default(),
             quota: Quota::default(),
+            user_rate: Some(50),
         }
     }
 }
@@ -48,6 +51,8 @@ pub struct Satchel {
     pub blobs: Blobs,
     pub auth: Authenticator,
     pub config: Config,
+    /// Requests per second per user, shared with the CloudAPI face.
+    pub rate: Arc<crate::limits::RateLimiter>,
 }
 
 fn user_blob_prefix(owner: Id) -> String {
@@ -66,12 +71,14 @@ impl Satchel {
         config: Config,
     ) -> Self {
         let auth = Authenticator::new(store.clone(), config.auth.clone());
+        let rate = Arc::new(crate::limits::RateLimiter::new(config.user_rate));
         Satchel {
             store,
             keys,
             blobs,
             auth,
             config,
+            rate,
         }
     }
 

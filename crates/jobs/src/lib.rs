@@ -19,6 +19,8 @@ pub struct PoolConfig {
     pub heartbeat: Duration,
     pub idle_poll: Duration,
     pub retry_backoff: Duration,
+    /// Jobs of one user running at once (across instances sharing the queue).
+    pub per_user: u32,
 }
 
 impl Default for PoolConfig {
@@ -29,6 +31,7 @@ impl Default for PoolConfig {
             heartbeat: Duration::from_secs(5),
             idle_poll: Duration::from_millis(500),
             retry_backoff: Duration::from_secs(2),
+            per_user: u32::MAX,
         }
     }
 }
@@ -96,7 +99,11 @@ struct Worker {
 impl Worker {
     async fn run(self) {
         while !self.stop.is_cancelled() {
-            match self.store.claim_job(&self.owner, self.cfg.lease).await {
+            match self
+                .store
+                .claim_job_fair(&self.owner, self.cfg.lease, self.cfg.per_user)
+                .await
+            {
                 Ok(Some(job)) => self.process(job).await,
                 Ok(None) => {
                     // `wake` covers jobs enqueued by this process; the store's wait covers other

@@ -123,6 +123,37 @@ pub struct ServeArgs {
     /// Exports and images one user may have queued or running, 0 for no limit [default: 10].
     #[arg(long, env = "SATCHEL_QUOTA_TICKETS")]
     pub quota_tickets: Option<u64>,
+    /// Connections served at once; more wait in the kernel's backlog [default: 4096].
+    #[arg(long, env = "SATCHEL_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Time a client has to send a request's headers, e.g. "10s" [default: 10s].
+    #[arg(long, env = "SATCHEL_HEADER_TIMEOUT")]
+    pub header_timeout: Option<String>,
+    /// Longest pause between two pieces of a request body [default: 60s].
+    #[arg(long, env = "SATCHEL_BODY_TIMEOUT")]
+    pub body_timeout: Option<String>,
+    /// Largest request head (request line and headers) in bytes [default: 65536].
+    #[arg(long, env = "SATCHEL_MAX_HEADER_BYTES")]
+    pub max_header_bytes: Option<usize>,
+    /// After SIGTERM, how long requests and jobs in flight may run before they are dropped
+    /// (jobs are released to the queue) [default: 30s].
+    #[arg(long, env = "SATCHEL_SHUTDOWN_GRACE")]
+    pub shutdown_grace: Option<String>,
+    /// Requests per second one user may make (a token bucket with a burst of 10 x this), 0 for no
+    /// limit [default: 50].
+    #[arg(long, env = "SATCHEL_USER_RATE")]
+    pub user_rate: Option<u32>,
+    /// Jobs of one user running at once across the cluster, so one user's queue cannot starve
+    /// others; whoever runs the fewest is served first either way [default: 2].
+    #[arg(long, env = "SATCHEL_USER_JOBS")]
+    pub user_jobs: Option<u32>,
+    /// Log format: text (coloured only on a terminal) or json (one object per line) [default: text].
+    #[arg(long, env = "SATCHEL_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Serve /metrics (Prometheus text) without authentication on this address, e.g. 127.0.0.1:9090.
+    /// On the main port /metrics needs an administrator's credentials.
+    #[arg(long, env = "SATCHEL_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Testing aid: pause after each archive chunk (slows exports down deterministically).
     #[arg(long, env = "SATCHEL_EXPORT_THROTTLE", hide = true)]
     pub export_throttle: Option<String>,
@@ -149,6 +180,15 @@ struct FileConfig {
     quota_bytes: Option<u64>,
     quota_archives: Option<u64>,
     quota_tickets: Option<u64>,
+    max_connections: Option<usize>,
+    header_timeout: Option<String>,
+    body_timeout: Option<String>,
+    max_header_bytes: Option<usize>,
+    shutdown_grace: Option<String>,
+    user_rate: Option<u32>,
+    user_jobs: Option<u32>,
+    log_format: Option<String>,
+    metrics_listen: Option<SocketAddr>,
     database_url: Option<String>,
     blob_url: Option<String>,
     s3_endpoint: Option<String>,
@@ -175,6 +215,12 @@ pub struct Settings {
     pub download_key_ttl: Duration,
     pub auth: satchel_domain::auth::AuthConfig,
     pub quota: satchel_domain::service::Quota,
+    pub http: crate::http::HttpLimits,
+    /// Requests per second per user (None: unlimited).
+    pub user_rate: Option<u32>,
+    pub user_jobs: u32,
+    pub log_json: bool,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 fn dur(what: &str, s: &str) -> anyhow::Result<Duration> {
@@ -280,6 +326,52 @@ impl ServeArgs {
                     outstanding: pick(self.quota_tickets, file.quota_tickets, d.outstanding),
                 }
             },
+            http: {
+                let d = crate::http::HttpLimits::default();
+                let or = |flag: Option<String>, file: Option<String>, what: &str, def: Duration| {
+                    flag.or(file).map_or(Ok(def), |v| dur(what, &v))
+                };
+                crate::http::HttpLimits {
+                    max_connections: self
+                        .max_connections
+                        .or(file.max_connections)
+                        .unwrap_or(d.max_connections)
+                        .max(1),
+                    header_timeout: or(
+                        self.header_timeout,
+                        file.header_timeout,
+                        "header-timeout",
+                        d.header_timeout,
+                    )?,
+                    body_idle_timeout: or(
+                        self.body_timeout,
+                        file.body_timeout,
+                        "body-timeout",
+                        d.body_idle_timeout,
+                    )?,
+                    max_header_bytes: self
+                        .max_header_bytes
+                        .or(file.max_header_bytes)
+                        .unwrap_or(d.max_header_bytes),
+                    shutdown_grace: or(
+                        self.shutdown_grace,
+                        file.shutdown_grace,
+                        "shutdown-grace",
+                        d.shutdown_grace,
+                    )?,
+                }
+            },
+            user_rate: match self.user_rate.or(file.user_rate).unwrap_or(50) {
+                0 => None,
+                n => Some(n),
+            },
+            user_jobs: self.user_jobs.or(file.user_jobs).unwrap_or(2).max(1),
+            log_json: match self.log_format.or(file.log_format).as_deref() {
+                None | Some("text") => false,
+                Some("json") => true,
+                Some(other) => anyhow::bail!("log format must be text or json, not {other:?}"),
+            },
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
             export_throttle: self
                 .export_throttle
                 .as_deref()

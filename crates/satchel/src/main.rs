@@ -1,6 +1,8 @@
 //! `satchel`: the one binary. `serve` runs the service; `admin` manages users in the same store.
 
 mod config;
+mod http;
+mod ops;
 mod serve;
 
 use anyhow::{bail, Context};

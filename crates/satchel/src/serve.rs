@@ -24,6 +24,7 @@ pub struct Opened {
     pub blobs: Blobs,
     pub max_upload: u64,
     pub quota: satchel_domain::quota::Quota,
+    pub rate: Arc<satchel_domain::limits::RateLimiter>,
     /// The metadata store is shared with other instances (PostgreSQL).
     pub shared: bool,
 }
@@ -36,6 +37,7 @@ impl Opened {
             blobs: self.blobs.clone(),
             max_upload: self.max_upload,
             quota: self.quota.clone(),
+            rate: self.rate.clone(),
         }
     }
 }
@@ -78,6 +80,7 @@ pub async fn open(storage: &StorageArgs, dir: &Path) -> anyhow::Result<Opened> {
         blobs,
         max_upload: satchel_domain::service::Config::default().max_upload,
         quota: Default::default(),
+        rate: Arc::new(satchel_domain::limits::RateLimiter::new(None)),
         shared,
     })
 }
@@ -111,15 +114,22 @@ fn tune_allocator() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn tune_allocator() {}
 
+/// Text logs (coloured only when stdout is a terminal) or one JSON object per line.
+fn init_logs(json: bool) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        b.json().with_current_span(false).init();
+    } else {
+        b.with_ansi(std::io::stdout().is_terminal()).init();
+    }
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let s: Settings = args.resolve()?;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=info")
-            }),
-        )
-        .init();
+    init_logs(s.log_json);
     tune_allocator();
     let mut opened = open(&s.storage, &s.data_dir).await?;
     opened.max_upload = s.max_upload;
@@ -169,6 +179,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         download_key_ttl: s.download_key_ttl,
         auth: s.auth.clone(),
         quota: s.quota.clone(),
+        user_rate: s.user_rate,
     };
     let satchel = Arc::new(Satchel::new(
         store.clone(),
@@ -194,6 +205,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             workers: s.workers,
             lease: s.job_lease,
             heartbeat: (s.job_lease / 6).max(Duration::from_millis(100)),
+            per_user: s.user_jobs,
             ..Default::default()
         },
     );
@@ -236,6 +248,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         })
     };
 
+    opened.rate = satchel.rate.clone();
     let cloud = Arc::new(opened.cloud());
     match cloud.resume_exports().await {
         Ok(0) => {}
@@ -249,25 +262,50 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         satchel: satchel.clone(),
         wake: pool.waker(),
     };
-    let uforge = satchel_api_uforge::router(state);
+    let metrics = Arc::new(crate::ops::Metrics::new()?);
+    let track = |face: &'static str| {
+        axum::middleware::from_fn_with_state((metrics.clone(), face), crate::ops::track)
+    };
+    let uforge = satchel_api_uforge::router(state).route_layer(track("uforge"));
     let cloudapi = satchel_api_cloudapi::router(CloudState {
         cloud,
         public_url: s.public_url.clone(),
         max_clock_skew: Duration::from_secs(300),
-    });
-    // Two faces on one port: `/api/...` is UForge's, everything else CloudAPI's (`/{login}/...`).
+    })
+    .route_layer(track("cloudapi"));
+    // Two faces on one port: `/api/...` is UForge's, everything else CloudAPI's (`/{login}/...`),
+    // but for the operators' three paths (which are therefore not valid logins).
     // Each face keeps its own fallback, so an unknown path answers in the right error format.
+    let ops = (satchel.clone(), metrics.clone(), blobs.clone());
     let app = axum::Router::new()
         .fallback(move |req: axum::extract::Request| {
-            let face = if req.uri().path() == "/api" || req.uri().path().starts_with("/api/") {
-                uforge.clone()
+            let path = req.uri().path();
+            let face = if path == "/api" || path.starts_with("/api/") {
+                Some(uforge.clone())
+            } else if matches!(path, "/healthz" | "/readyz" | "/metrics") {
+                None
             } else {
-                cloudapi.clone()
+                Some(cloudapi.clone())
             };
+            let (satchel, metrics, blobs) = ops.clone();
             async move {
-                match face.oneshot(req).await {
-                    Ok(r) => r,
-                    Err(never) => match never {},
+                match face {
+                    Some(face) => match face.oneshot(req).await {
+                        Ok(r) => r,
+                        Err(never) => match never {},
+                    },
+                    None => match req.uri().path() {
+                        "/healthz" => crate::ops::plain(axum::http::StatusCode::OK, "ok"),
+                        "/readyz" => crate::ops::readyz(&satchel, &blobs).await,
+                        _ => {
+                            let source = req
+                                .extensions()
+                                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                                .map(|c| c.0.ip());
+                            crate::ops::metrics_for_admin(&satchel, &metrics, req.headers(), source)
+                                .await
+                        }
+                    },
                 }
             }
         })
@@ -284,24 +322,52 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
     ));
 
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let metrics_server = match s.metrics_listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics address {addr}"))?;
+            tracing::info!(addr = %l.local_addr()?, "metrics listening (no authentication)");
+            let (satchel, metrics) = (satchel.clone(), metrics.clone());
+            let app = axum::Router::new().route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let (satchel, metrics) = (satchel.clone(), metrics.clone());
+                    async move { crate::ops::metrics_page(&satchel, &metrics).await }
+                }),
+            );
+            Some(tokio::spawn(crate::http::serve(
+                l,
+                app,
+                s.http.clone(),
+                stopped(stop_rx.clone()),
+            )))
+        }
+        None => None,
+    };
+
     let listener = tokio::net::TcpListener::bind(s.listen)
         .await
         .with_context(|| format!("binding {}", s.listen))?;
     tracing::info!(addr = %listener.local_addr()?, data_dir = %s.data_dir.display(), "satchel listening");
-    // The peer address feeds the failed-login throttle.
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-        .with_graceful_shutdown(async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-            }
-            tracing::info!("shutting down");
-        })
-        .await?;
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    crate::http::serve(listener, app, s.http.clone(), stopped(stop_rx)).await?;
+    if let Some(m) = metrics_server {
+        let _ = m.await;
+    }
     sweeper.abort();
     pool.shutdown().await;
     Ok(())

@@ -141,6 +141,7 @@ async fn forward_notifications(mut listener: PgListener, notify: Arc<Notify>) {
 crate::rows::store_rows!(PgRow);
 
 crate::usage::impl_usage!(PostgresStore);
+crate::usage::impl_stats!(PostgresStore);
 
 crate::templates::impl_templates!(
     PostgresStore,
@@ -786,19 +787,34 @@ impl Store for PostgresStore {
         self.get_ticket(owner, id).await
     }
 
-    async fn claim_job(&self, owner: &str, lease: Duration) -> Result<Option<Job>> {
-        // One statement. The subquery locks the oldest runnable row, skipping rows other claimers
+    async fn claim_job_fair(
+        &self,
+        owner: &str,
+        lease: Duration,
+        per_user: u32,
+    ) -> Result<Option<Job>> {
+        // One statement. The subquery locks the chosen runnable row, skipping rows other claimers
         // hold, and (in READ COMMITTED) re-checks a row that changed since the snapshot, so no job is
-        // handed to two owners and concurrent claimers do not wait on each other.
+        // handed to two owners and concurrent claimers do not wait on each other. Fair claiming: a
+        // user already running `per_user` jobs waits; among the others, the user running the fewest
+        // goes first, then the oldest job. (Claims racing on two instances may each count the same
+        // running jobs, so the cap can be passed by the number of simultaneous claimers.)
         let row = sqlx::query(
             "UPDATE jobs SET lease_owner = $1, lease_expires = satchel_now_ms() + $2, attempts = attempts + 1
-             WHERE id = (SELECT id FROM jobs
-                         WHERE run_after <= satchel_now_ms() AND (lease_owner IS NULL OR lease_expires < satchel_now_ms())
-                         ORDER BY run_after, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+             WHERE id = (SELECT j.id FROM jobs j JOIN tickets t ON t.id = j.ticket_id
+                         CROSS JOIN LATERAL (
+                           SELECT COUNT(*) AS running FROM jobs j2 JOIN tickets t2 ON t2.id = j2.ticket_id
+                           WHERE t2.owner_id = t.owner_id AND j2.lease_owner IS NOT NULL
+                             AND j2.lease_expires >= satchel_now_ms()) r
+                         WHERE j.run_after <= satchel_now_ms()
+                           AND (j.lease_owner IS NULL OR j.lease_expires < satchel_now_ms())
+                           AND r.running < $3
+                         ORDER BY r.running, j.run_after, j.id LIMIT 1 FOR UPDATE OF j SKIP LOCKED)
              RETURNING *",
         )
         .bind(owner)
         .bind(ms(lease))
+        .bind(i64::from(per_user))
         .fetch_optional(&self.pool)
         .await
         .map_err(db_err)?;

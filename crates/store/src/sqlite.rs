@@ -50,6 +50,7 @@ impl SqliteStore {
 crate::rows::store_rows!(SqliteRow);
 
 crate::usage::impl_usage!(SqliteStore);
+crate::usage::impl_stats!(SqliteStore);
 
 crate::templates::impl_templates!(
     SqliteStore,
@@ -663,18 +664,33 @@ impl Store for SqliteStore {
         self.get_ticket(owner, id).await
     }
 
-    async fn claim_job(&self, owner: &str, lease: Duration) -> Result<Option<Job>> {
+    async fn claim_job_fair(
+        &self,
+        owner: &str,
+        lease: Duration,
+        per_user: u32,
+    ) -> Result<Option<Job>> {
         let now = now_millis();
         // One statement: SQLite runs it atomically, so two workers never claim the same job.
         let row = sqlx::query(
+            // Fair claiming: a user already running `per_user` jobs waits; among the others, the
+            // user running the fewest goes first, then the oldest job.
             "UPDATE jobs SET lease_owner = ?1, lease_expires = ?2, attempts = attempts + 1
-             WHERE id = (SELECT id FROM jobs WHERE run_after <= ?3 AND (lease_owner IS NULL OR lease_expires < ?3)
-                         ORDER BY run_after, id LIMIT 1)
+             WHERE id = (SELECT c.id FROM (
+                           SELECT j.id, j.run_after,
+                                  (SELECT COUNT(*) FROM jobs j2 JOIN tickets t2 ON t2.id = j2.ticket_id
+                                    WHERE t2.owner_id = t.owner_id AND j2.lease_owner IS NOT NULL
+                                      AND j2.lease_expires >= ?3) AS running
+                           FROM jobs j JOIN tickets t ON t.id = j.ticket_id
+                           WHERE j.run_after <= ?3 AND (j.lease_owner IS NULL OR j.lease_expires < ?3)) c
+                         WHERE c.running < ?4
+                         ORDER BY c.running, c.run_after, c.id LIMIT 1)
              RETURNING *",
         )
         .bind(owner)
         .bind(now + ms(lease))
         .bind(now)
+        .bind(i64::from(per_user))
         .fetch_optional(&self.pool)
         .await
         .map_err(db_err)?;

@@ -1,4 +1,4 @@
-//! `UsageStore` for both engines, written once: the same SQL (`$N` placeholders, which sqlx's SQLite
+//! `UsageStore` and `StatsStore` for both engines, written once: the same SQL (`$N` placeholders, which sqlx's SQLite
 //! driver accepts too), with sums cast to BIGINT because PostgreSQL's SUM of BIGINT is NUMERIC.
 
 /// One statement, so the three counts are read in one snapshot.
@@ -35,3 +35,58 @@ macro_rules! impl_usage {
     };
 }
 pub(crate) use impl_usage;
+
+pub(crate) const QUEUE_SQL: &str = "SELECT
+    (SELECT COUNT(*) FROM jobs WHERE lease_owner IS NULL OR lease_expires < $1) AS waiting,
+    (SELECT COUNT(*) FROM jobs WHERE lease_owner IS NOT NULL AND lease_expires >= $1) AS running,
+    (SELECT MIN(created) FROM jobs WHERE lease_owner IS NULL OR lease_expires < $1) AS oldest,
+    CAST((SELECT COALESCE(SUM(archive_size), 0) FROM tickets
+        WHERE state = 'complete' AND archive_key IS NOT NULL) AS BIGINT) AS archive_bytes";
+
+macro_rules! impl_stats {
+    ($store:ty) => {
+        #[async_trait]
+        impl satchel_domain::ports::StatsStore for $store {
+            async fn ping(&self) -> Result<()> {
+                sqlx::query("SELECT 1")
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db_err)?;
+                Ok(())
+            }
+
+            async fn ticket_counts(&self) -> Result<Vec<(String, String, i64)>> {
+                let rows = sqlx::query(
+                    "SELECT kind, state, COUNT(*) AS n FROM tickets GROUP BY kind, state ORDER BY kind, state",
+                )
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?;
+                rows.iter()
+                    .map(|r| {
+                        Ok((
+                            r.try_get::<String, _>("kind").map_err(db_err)?,
+                            r.try_get::<String, _>("state").map_err(db_err)?,
+                            r.try_get::<i64, _>("n").map_err(db_err)?,
+                        ))
+                    })
+                    .collect()
+            }
+
+            async fn queue_stats(&self, now: Millis) -> Result<QueueStats> {
+                let r = sqlx::query(crate::usage::QUEUE_SQL)
+                    .bind(now)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(db_err)?;
+                Ok(QueueStats {
+                    waiting: r.try_get::<i64, _>("waiting").map_err(db_err)?,
+                    running: r.try_get::<i64, _>("running").map_err(db_err)?,
+                    oldest_waiting: r.try_get::<Option<i64>, _>("oldest").map_err(db_err)?,
+                    archive_bytes: r.try_get::<i64, _>("archive_bytes").map_err(db_err)?,
+                })
+            }
+        }
+    };
+}
+pub(crate) use impl_stats;

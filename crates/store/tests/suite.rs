@@ -120,6 +120,7 @@ suite!(
     deleting_a_bundle_deletes_its_templates_and_images,
     cancel_is_conditional_and_scoped,
     usage_counts_what_each_user_holds,
+    claims_are_fair_across_users,
     ],
     cloud: [
     keys_are_scoped_by_owner,
@@ -657,6 +658,37 @@ async fn usage_counts_what_each_user_holds(s: Arc<dyn Store>) -> Result<()> {
     assert!(s.cancel_ticket(a.id, t3.id).await?.is_some());
     assert_eq!(s.usage(a.id).await?.outstanding, 0);
     assert_eq!(s.usage(other.id).await?, Usage::default());
+    Ok(())
+}
+
+async fn claims_are_fair_across_users(s: Arc<dyn Store>) -> Result<()> {
+    let a = user(&s, "a").await?;
+    let b = user(&s, "b").await?;
+    let ba = bundle(&s, a.id, "app").await?;
+    let bb = bundle(&s, b.id, "app").await?;
+    let a1 = ticket(&s, a.id, &ba).await?;
+    let a2 = ticket(&s, a.id, &ba).await?;
+    let _a3 = ticket(&s, a.id, &ba).await?;
+    let b1 = ticket(&s, b.id, &bb).await?;
+    // One running job per user: a's oldest, then b's (queued after all of a's), then nothing.
+    let j1 = s.claim_job_fair("w1", LONG, 1).await?.expect("a job");
+    assert_eq!(j1.ticket_id, a1.id);
+    let j2 = s.claim_job_fair("w2", LONG, 1).await?.expect("b's job");
+    assert_eq!(j2.ticket_id, b1.id);
+    assert!(s.claim_job_fair("w3", LONG, 1).await?.is_none());
+    // With room for two each, a goes on; b has nothing left.
+    let j3 = s.claim_job_fair("w3", LONG, 2).await?.expect("a's second");
+    assert_eq!(j3.ticket_id, a2.id);
+    s.finish_job(j1.id, "w1").await?;
+    s.finish_job(j3.id, "w3").await?;
+    // Finished jobs free the slot.
+    let j4 = s.claim_job_fair("w1", LONG, 1).await?.expect("a's third");
+    assert_ne!(j4.ticket_id, b1.id);
+    // The unfair claim ignores the cap.
+    assert!(
+        s.claim_job("w4", LONG).await?.is_none(),
+        "nothing else is queued"
+    );
     Ok(())
 }
 
@@ -2374,6 +2406,7 @@ async fn a_panicking_handler_is_retried_then_given_up() -> Result<()> {
             heartbeat: Duration::from_millis(50),
             idle_poll: Duration::from_millis(20),
             retry_backoff: Duration::from_millis(10),
+            ..Default::default()
         },
     );
     let (ticket_id, why) = tokio::time::timeout(Duration::from_secs(20), rx.recv())

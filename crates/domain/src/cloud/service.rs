@@ -34,6 +34,8 @@ pub struct Cloud {
     pub max_upload: u64,
     /// The same per-user quotas as the UForge face's (image files and objects count as stored bytes).
     pub quota: crate::quota::Quota,
+    /// Requests per second per user, shared with the UForge face.
+    pub rate: Arc<crate::limits::RateLimiter>,
 }
 
 impl Cloud {
