@@ -15,10 +15,10 @@ use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Router;
 use base64::Engine;
 use md5::{Digest, Md5};
+use satchel_api_doc::Table;
 use satchel_domain::cloud::Cloud;
 use satchel_domain::model::User;
 use std::sync::Arc;
@@ -40,47 +40,70 @@ pub struct CloudState {
 #[derive(Clone, Debug)]
 pub struct Caller(pub User);
 
-pub fn router(state: CloudState) -> Router {
-    let authed = Router::new()
-        .route("/{login}", get(images::get_account))
-        .route(
-            "/{login}/keys",
-            get(images::list_keys).post(images::create_key),
+/// The face's route table; each route documents itself in `/api/openapi.json`.
+fn table() -> Table<CloudState> {
+    let stor = |t: Table<CloudState>, path: &str| {
+        t.get(
+            path,
+            "Read a Manta-style object or list a directory",
+            stor::get_entry,
         )
-        .route(
+        .put(path, "Write an object or make a directory", stor::put_entry)
+        .delete(
+            path,
+            "Delete an object or an empty directory",
+            stor::delete_entry,
+        )
+    };
+    let t = Table::new()
+        .get("/{login}", "The account", images::get_account)
+        .get("/{login}/keys", "The account's SSH keys", images::list_keys)
+        .post("/{login}/keys", "Add an SSH key", images::create_key)
+        .get("/{login}/keys/{key}", "An SSH key", images::get_key)
+        .delete(
             "/{login}/keys/{key}",
-            get(images::get_key).delete(images::delete_key),
+            "Remove an SSH key",
+            images::delete_key,
         )
-        .route(
+        .get(
             "/{login}/images",
-            get(images::list_images).post(images::create_image),
+            "The account's images",
+            images::list_images,
         )
-        .route(
+        .post("/{login}/images", "Create an image", images::create_image)
+        .get("/{login}/images/{id}", "An image", images::get_image)
+        .post(
             "/{login}/images/{id}",
-            get(images::get_image)
-                .post(images::image_action)
-                .delete(images::delete_image),
+            "An image action (activate, export to a Manta path)",
+            images::image_action,
         )
-        .route(
+        .delete(
+            "/{login}/images/{id}",
+            "Delete an image",
+            images::delete_image,
+        )
+        .put(
             "/{login}/images/{id}/file",
-            axum::routing::put(images::put_image_file),
+            "Upload an image's file",
+            images::put_image_file,
         )
-        .route(
+        .get(
             "/{login}/images/{id}/exports/{eid}",
-            get(images::get_export),
-        )
-        .route(
-            "/{login}/{area}",
-            get(stor::get_entry)
-                .put(stor::put_entry)
-                .delete(stor::delete_entry),
-        )
-        .route(
-            "/{login}/{area}/{*rest}",
-            get(stor::get_entry)
-                .put(stor::put_entry)
-                .delete(stor::delete_entry),
-        )
+            "An asynchronous image export",
+            images::get_export,
+        );
+    let t = stor(t, "/{login}/{area}");
+    stor(t, "/{login}/{area}/{*rest}")
+}
+
+/// The operations this face routes (for the OpenAPI document).
+pub fn operations() -> Vec<satchel_api_doc::Operation> {
+    table().operations
+}
+
+pub fn router(state: CloudState) -> Router {
+    let authed = table()
+        .router
         .fallback(|| async { CloudError::not_found("no such resource") })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -10,36 +10,64 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+use satchel_api_doc::Table;
 use satchel_domain::container::{ImageRequest, FORMAT_DOCKER};
 use satchel_domain::model::*;
 use serde::Deserialize;
 
 type R = Result<Response, ApiError>;
 
-pub fn routes(ms: &str) -> Router<AppState> {
+pub fn routes(ms: &str) -> Table<AppState> {
     let t = format!("{ms}/templates");
+    let tt = format!("{t}/{{tid}}");
     let i = format!("{t}/{{tid}}/images/{{itid}}");
-    Router::new()
-        .route(&t, get(list_templates).post(create_template))
-        .route(
-            &format!("{t}/{{tid}}"),
-            get(get_template).delete(delete_template),
+    Table::new()
+        .get(&t, "A bundle's container templates", list_templates)
+        .post(&t, "Create a container template", create_template)
+        .get(&tt, "A container template", get_template)
+        .delete(
+            &tt,
+            "Delete a container template and its images",
+            delete_template,
         )
-        .route(&format!("{t}/{{tid}}/formats"), get(formats))
-        .route(
-            &format!("{t}/{{tid}}/images"),
-            get(list_images).post(generate),
+        .get(
+            &format!("{tt}/formats"),
+            "Image formats of a template",
+            formats,
         )
-        .route(&i, get(get_image).delete(delete_image))
-        .route(
+        .get(&format!("{tt}/images"), "A template's images", list_images)
+        .post(
+            &format!("{tt}/images"),
+            "Generate an image (a ticket)",
+            generate,
+        )
+        .get(&i, "An image (mints a one-time downloadId)", get_image)
+        .delete(&i, "Delete an image", delete_image)
+        .get(
             &format!("{i}/status"),
-            get(image_status).delete(cancel_image),
+            "An image's status (ETag, 304)",
+            image_status,
         )
-        .route("/api/users/{uid}/images", get(list_user_images))
-        .route(&format!("{i}/downloads"), get(download))
-        .route(&format!("{i}/downloads/{{file}}"), get(download_named))
+        .delete(
+            &format!("{i}/status"),
+            "Cancel an image's generation",
+            cancel_image,
+        )
+        .get(
+            "/api/users/{uid}/images",
+            "The user's images",
+            list_user_images,
+        )
+        .get(
+            &format!("{i}/downloads"),
+            "Download an image (owner, or a one-time downloadId)",
+            download,
+        )
+        .get(
+            &format!("{i}/downloads/{{file}}"),
+            "Download an image by name",
+            download_named,
+        )
 }
 
 // ------------------------------------------------------------------ documents

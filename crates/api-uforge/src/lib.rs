@@ -28,6 +28,7 @@ pub struct AppState {
 /// The `/api` router, with every non-2xx answer rendered as a `uforgeError`.
 pub fn router(state: AppState) -> Router {
     routes::routes()
+        .router
         .with_state(state)
         .layer(axum::middleware::from_fn(uforge_errors))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
@@ -37,6 +38,11 @@ pub fn router(state: AppState) -> Router {
                 .insert(ErrorMessage("internal server error".into()));
             r
         }))
+}
+
+/// The operations this face routes (for the OpenAPI document).
+pub fn operations() -> Vec<satchel_api_doc::Operation> {
+    routes::routes().operations
 }
 
 /// Collapses repeated slashes (`http://host/api/` + `/users/...` yields `//users`), before routing.

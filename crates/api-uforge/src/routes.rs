@@ -9,79 +9,127 @@ use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
 use base64::Engine;
 use futures::TryStreamExt;
+use satchel_api_doc::Table;
 use satchel_domain::model::*;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 type R = Result<Response, ApiError>;
 
-pub fn routes() -> Router<AppState> {
+/// The face's route table; each route documents itself in `/api/openapi.json`.
+pub fn routes() -> Table<AppState> {
     let ms = "/api/users/{uid}/mysoftware/{msid}";
-    Router::new()
-        .route("/api/status", get(status))
-        .route("/api/users/{uid}", get(get_user))
-        .route(
+    let p = |tail: &str| format!("{ms}{tail}");
+    Table::new()
+        .get("/api/status", "Service status (no authentication)", status)
+        .get("/api/users/{uid}", "A user", get_user)
+        .get(
             "/api/users/{uid}/mysoftware",
-            get(list_bundles).post(create_bundle),
+            "The user's software bundles",
+            list_bundles,
         )
-        .route(ms, get(get_bundle).put(update_bundle).delete(delete_bundle))
-        .route(&format!("{ms}/clone"), post(clone_bundle))
-        .route(
-            &format!("{ms}/artifacts"),
-            get(list_artifacts).post(create_artifact),
+        .post(
+            "/api/users/{uid}/mysoftware",
+            "Create a software bundle",
+            create_bundle,
         )
-        .route(
-            &format!("{ms}/artifacts/{{said}}"),
-            get(get_artifact)
-                .put(update_artifact)
-                .delete(delete_artifact),
+        .get(ms, "A software bundle", get_bundle)
+        .put(ms, "Update a software bundle", update_bundle)
+        .delete(ms, "Delete a software bundle and its files", delete_bundle)
+        .post(&p("/clone"), "Clone a software bundle", clone_bundle)
+        .get(
+            &p("/artifacts"),
+            "A bundle's files and folders",
+            list_artifacts,
         )
-        .route(
-            &format!("{ms}/artifacts/{{said}}/subsoftwareartifacts"),
-            post(create_child_artifact),
+        .post(&p("/artifacts"), "Add a file or folder", create_artifact)
+        .get(&p("/artifacts/{said}"), "A file or folder", get_artifact)
+        .put(
+            &p("/artifacts/{said}"),
+            "Update a file or folder",
+            update_artifact,
         )
-        .route(
-            &format!("{ms}/artifacts/{{said}}/bin"),
-            get(download_artifact),
+        .delete(
+            &p("/artifacts/{said}"),
+            "Delete a file or folder",
+            delete_artifact,
         )
-        .route(
-            &format!("{ms}/artifacts/{{said}}/bin/{{file}}"),
-            get(download_artifact_named).post(upload_artifact),
+        .post(
+            &p("/artifacts/{said}/subsoftwareartifacts"),
+            "Add a file or folder inside a folder",
+            create_child_artifact,
         )
-        .route(
-            &format!("{ms}/licenses/{{lid}}"),
-            get(download_license).delete(delete_license),
+        .get(
+            &p("/artifacts/{said}/bin"),
+            "Download a file",
+            download_artifact,
         )
-        .route(
-            &format!("{ms}/licenses/{{lid}}/{{file}}"),
-            post(upload_license).get(download_license_named),
+        .get(
+            &p("/artifacts/{said}/bin/{file}"),
+            "Download a file by name",
+            download_artifact_named,
         )
-        .route(
-            &format!("{ms}/logo/{{lid}}"),
-            get(download_logo).delete(delete_logo),
+        .post(
+            &p("/artifacts/{said}/bin/{file}"),
+            "Upload a file's content",
+            upload_artifact,
         )
-        .route(
-            &format!("{ms}/logo/{{lid}}/{{file}}"),
-            post(upload_logo).get(download_logo_named),
+        .get(
+            &p("/licenses/{lid}"),
+            "Download the license",
+            download_license,
         )
-        .route(&format!("{ms}/exports"), post(create_export))
-        .route(
-            &format!("{ms}/exports/{{eid}}"),
-            get(get_export).delete(delete_export),
+        .delete(&p("/licenses/{lid}"), "Delete the license", delete_license)
+        .post(
+            &p("/licenses/{lid}/{file}"),
+            "Upload the license",
+            upload_license,
         )
-        .route(&format!("{ms}/exports/{{eid}}/status"), get(export_status))
-        .route(
-            &format!("{ms}/exports/{{eid}}/downloads"),
-            get(download_export),
+        .get(
+            &p("/licenses/{lid}/{file}"),
+            "Download the license by name",
+            download_license_named,
         )
-        .route("/api/users/{uid}/exports", get(list_exports))
-        .route(
+        .get(&p("/logo/{lid}"), "Download the logo", download_logo)
+        .delete(&p("/logo/{lid}"), "Delete the logo", delete_logo)
+        .post(&p("/logo/{lid}/{file}"), "Upload the logo", upload_logo)
+        .get(
+            &p("/logo/{lid}/{file}"),
+            "Download the logo by name",
+            download_logo_named,
+        )
+        .post(
+            &p("/exports"),
+            "Start a bundle export (a ticket)",
+            create_export,
+        )
+        .get(&p("/exports/{eid}"), "A bundle export", get_export)
+        .delete(
+            &p("/exports/{eid}"),
+            "Delete a bundle export",
+            delete_export,
+        )
+        .get(
+            &p("/exports/{eid}/status"),
+            "A bundle export's status (ETag, 304)",
+            export_status,
+        )
+        .get(
+            &p("/exports/{eid}/downloads"),
+            "Download an export's archive (Range)",
+            download_export,
+        )
+        .get(
+            "/api/users/{uid}/exports",
+            "The user's exports",
+            list_exports,
+        )
+        .get(
             "/api/users/{uid}/exports/statuses",
-            get(list_export_statuses),
+            "The statuses of the user's exports",
+            list_export_statuses,
         )
         .merge(crate::containers::routes(ms))
 }

@@ -185,32 +185,32 @@ impl Authenticator {
             .get_or_init(|| self.verify(login.to_string(), password.to_string()))
             .await
             .clone();
+        // Remembered before the in-flight entry goes, so no request in between hashes again.
+        if let Verdict::Granted(rec) = &verdict {
+            if let Ok(mut cache) = self.cache.lock() {
+                if cache.len() > 10_000 {
+                    let ttl = self.config.idle_ttl;
+                    cache.retain(|_, r| r.last_used.elapsed() < ttl);
+                }
+                cache.insert(
+                    key,
+                    Remembered {
+                        principal: Principal {
+                            user: rec.user.clone(),
+                        },
+                        password_hash: rec.password_hash.clone(),
+                        last_used: Instant::now(),
+                    },
+                );
+            }
+        }
         if let Ok(mut map) = self.inflight.lock() {
             if map.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
                 map.remove(&key);
             }
         }
         match verdict {
-            Verdict::Granted(rec) => {
-                let principal = Principal {
-                    user: rec.user.clone(),
-                };
-                if let Ok(mut cache) = self.cache.lock() {
-                    if cache.len() > 10_000 {
-                        let ttl = self.config.idle_ttl;
-                        cache.retain(|_, r| r.last_used.elapsed() < ttl);
-                    }
-                    cache.insert(
-                        key,
-                        Remembered {
-                            principal: principal.clone(),
-                            password_hash: rec.password_hash,
-                            last_used: Instant::now(),
-                        },
-                    );
-                }
-                Ok(principal)
-            }
+            Verdict::Granted(rec) => Ok(Principal { user: rec.user }),
             Verdict::Denied => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
                 self.record_failure(source_key.as_deref(), login);

@@ -552,8 +552,18 @@ impl JobHandler for TicketRunner {
                     )
                     .await?
                 {
-                    // Deleted or cancelled while we built: do not leave the archive behind.
-                    let _ = self.blobs.delete(&archive.key).await;
+                    // Deleted or cancelled while we built: do not leave the archive behind. But a
+                    // rebuild writes the same key, so if another worker (which took over an expired
+                    // lease) completed the ticket with it, the archive is theirs and stays.
+                    let published = self
+                        .store
+                        .get_ticket_any(t.id)
+                        .await?
+                        .and_then(|now| now.archive)
+                        .is_some_and(|a| a.key == archive.key);
+                    if !published {
+                        let _ = self.blobs.delete(&archive.key).await;
+                    }
                 }
                 Ok(())
             }

@@ -2,6 +2,7 @@
 
 mod config;
 mod http;
+mod openapi;
 mod ops;
 mod serve;
 

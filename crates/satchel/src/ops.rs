@@ -30,6 +30,7 @@ pub struct Metrics {
     archive_bytes: IntGauge,
     auth_failures: IntCounter,
     auth_throttled: IntCounter,
+    password_checks: IntCounter,
     rate_limited: IntCounterVec,
     /// Scrapes mirror the authenticator's counters by difference; one at a time.
     scrape: Mutex<()>,
@@ -95,6 +96,11 @@ impl Metrics {
             "Logins answered 429 (failed-login throttle or password-check queue full)",
         )
         .map_err(err)?;
+        let password_checks = IntCounter::new(
+            "satchel_password_checks_total",
+            "argon2 password verifications run (cached and single-flight logins run none)",
+        )
+        .map_err(err)?;
         let rate_limited = IntCounterVec::new(
             Opts::new(
                 "satchel_rate_limited_total",
@@ -114,6 +120,7 @@ impl Metrics {
             Box::new(archive_bytes.clone()),
             Box::new(auth_failures.clone()),
             Box::new(auth_throttled.clone()),
+            Box::new(password_checks.clone()),
             Box::new(rate_limited.clone()),
         ] {
             registry.register(c).map_err(err)?;
@@ -130,6 +137,7 @@ impl Metrics {
             archive_bytes,
             auth_failures,
             auth_throttled,
+            password_checks,
             rate_limited,
             scrape: Mutex::new(()),
         })
@@ -161,6 +169,7 @@ impl Metrics {
         };
         mirror(&self.auth_failures, satchel.auth.failures());
         mirror(&self.auth_throttled, satchel.auth.throttled());
+        mirror(&self.password_checks, satchel.auth.verifications());
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)

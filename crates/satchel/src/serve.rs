@@ -2,6 +2,7 @@
 
 use crate::config::{ServeArgs, Settings, StorageArgs};
 use anyhow::Context;
+use axum::response::IntoResponse;
 use satchel_api_cloudapi::CloudState;
 use satchel_api_uforge::AppState;
 use satchel_blob::Blobs;
@@ -277,10 +278,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // but for the operators' three paths (which are therefore not valid logins).
     // Each face keeps its own fallback, so an unknown path answers in the right error format.
     let ops = (satchel.clone(), metrics.clone(), blobs.clone());
+    let openapi = Arc::new(crate::openapi::document());
     let app = axum::Router::new()
         .fallback(move |req: axum::extract::Request| {
             let path = req.uri().path();
-            let face = if path == "/api" || path.starts_with("/api/") {
+            let face = if path == "/api/openapi.json" {
+                None
+            } else if path == "/api" || path.starts_with("/api/") {
                 Some(uforge.clone())
             } else if matches!(path, "/healthz" | "/readyz" | "/metrics") {
                 None
@@ -288,6 +292,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 Some(cloudapi.clone())
             };
             let (satchel, metrics, blobs) = ops.clone();
+            let openapi = openapi.clone();
             async move {
                 match face {
                     Some(face) => match face.oneshot(req).await {
@@ -296,6 +301,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                     },
                     None => match req.uri().path() {
                         "/healthz" => crate::ops::plain(axum::http::StatusCode::OK, "ok"),
+                        "/api/openapi.json" => axum::Json(openapi.as_ref().clone()).into_response(),
                         "/readyz" => crate::ops::readyz(&satchel, &blobs).await,
                         _ => {
                             let source = req

@@ -259,7 +259,12 @@ async fn a_crowd_of_wrong_passwords_is_bounded_and_a_cached_user_keeps_working()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_crowd_of_cold_logins_of_one_user_hashes_once() {
-    let s = Server::start(&[]).await;
+    let mport = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let s = Server::start(&["--metrics-listen", &format!("127.0.0.1:{mport}")]).await;
     let pid = s.child.as_ref().unwrap().id();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = rss_kib(pid);
@@ -277,6 +282,18 @@ async fn a_crowd_of_cold_logins_of_one_user_hashes_once() {
     let grew_mib = rss_kib(pid).saturating_sub(before) / 1024;
     eprintln!("64 cold logins: {:?}, RSS +{grew_mib} MiB", t.elapsed());
     assert!(grew_mib <= 64, "RSS grew by {grew_mib} MiB");
+    let metrics = reqwest::get(format!("http://127.0.0.1:{mport}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // One argon2 check for 64 identical credentials in flight (the admin tool's own checks run in
+    // other processes).
+    assert!(
+        metrics.contains("\nsatchel_password_checks_total 1\n"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

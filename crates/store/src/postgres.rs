@@ -800,16 +800,19 @@ impl Store for PostgresStore {
         // goes first, then the oldest job. (Claims racing on two instances may each count the same
         // running jobs, so the cap can be passed by the number of simultaneous claimers.)
         let row = sqlx::query(
-            "UPDATE jobs SET lease_owner = $1, lease_expires = satchel_now_ms() + $2, attempts = attempts + 1
+            // Running jobs are counted once per owner (not once per candidate row: with a long
+            // queue that was quadratic, and slow claims delayed heartbeats past their leases).
+            "WITH running AS (
+               SELECT t.owner_id, COUNT(*) AS n FROM jobs j JOIN tickets t ON t.id = j.ticket_id
+               WHERE j.lease_owner IS NOT NULL AND j.lease_expires >= satchel_now_ms()
+               GROUP BY t.owner_id)
+             UPDATE jobs SET lease_owner = $1, lease_expires = satchel_now_ms() + $2, attempts = attempts + 1
              WHERE id = (SELECT j.id FROM jobs j JOIN tickets t ON t.id = j.ticket_id
-                         CROSS JOIN LATERAL (
-                           SELECT COUNT(*) AS running FROM jobs j2 JOIN tickets t2 ON t2.id = j2.ticket_id
-                           WHERE t2.owner_id = t.owner_id AND j2.lease_owner IS NOT NULL
-                             AND j2.lease_expires >= satchel_now_ms()) r
+                         LEFT JOIN running r ON r.owner_id = t.owner_id
                          WHERE j.run_after <= satchel_now_ms()
                            AND (j.lease_owner IS NULL OR j.lease_expires < satchel_now_ms())
-                           AND r.running < $3
-                         ORDER BY r.running, j.run_after, j.id LIMIT 1 FOR UPDATE OF j SKIP LOCKED)
+                           AND COALESCE(r.n, 0) < $3
+                         ORDER BY COALESCE(r.n, 0), j.run_after, j.id LIMIT 1 FOR UPDATE OF j SKIP LOCKED)
              RETURNING *",
         )
         .bind(owner)

@@ -675,16 +675,17 @@ impl Store for SqliteStore {
         let row = sqlx::query(
             // Fair claiming: a user already running `per_user` jobs waits; among the others, the
             // user running the fewest goes first, then the oldest job.
-            "UPDATE jobs SET lease_owner = ?1, lease_expires = ?2, attempts = attempts + 1
-             WHERE id = (SELECT c.id FROM (
-                           SELECT j.id, j.run_after,
-                                  (SELECT COUNT(*) FROM jobs j2 JOIN tickets t2 ON t2.id = j2.ticket_id
-                                    WHERE t2.owner_id = t.owner_id AND j2.lease_owner IS NOT NULL
-                                      AND j2.lease_expires >= ?3) AS running
-                           FROM jobs j JOIN tickets t ON t.id = j.ticket_id
-                           WHERE j.run_after <= ?3 AND (j.lease_owner IS NULL OR j.lease_expires < ?3)) c
-                         WHERE c.running < ?4
-                         ORDER BY c.running, c.run_after, c.id LIMIT 1)
+            // Running jobs are counted once per owner, not once per candidate row.
+            "WITH running AS (
+               SELECT t.owner_id, COUNT(*) AS n FROM jobs j JOIN tickets t ON t.id = j.ticket_id
+               WHERE j.lease_owner IS NOT NULL AND j.lease_expires >= ?3
+               GROUP BY t.owner_id)
+             UPDATE jobs SET lease_owner = ?1, lease_expires = ?2, attempts = attempts + 1
+             WHERE id = (SELECT j.id FROM jobs j JOIN tickets t ON t.id = j.ticket_id
+                         LEFT JOIN running r ON r.owner_id = t.owner_id
+                         WHERE j.run_after <= ?3 AND (j.lease_owner IS NULL OR j.lease_expires < ?3)
+                           AND COALESCE(r.n, 0) < ?4
+                         ORDER BY COALESCE(r.n, 0), j.run_after, j.id LIMIT 1)
              RETURNING *",
         )
         .bind(owner)
