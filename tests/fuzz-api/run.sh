@@ -20,6 +20,8 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ] || ! "$venv/bin/python" 
     echo "$want" > "$stamp"
 fi
 export SCHEMATHESIS_HOOKS="$here/face_errors.py"
+# Its example database goes under target/, not into the work tree.
+mkdir -p "$repo/target/fuzz-api" && cd "$repo/target/fuzz-api"
 # Seeded, so a failure reproduces; bounded by --max-time and the number of examples per operation.
 exec "$venv/bin/schemathesis" run "$base/api/openapi.json" \
     --url "$base" \

@@ -16,5 +16,9 @@ mod cloudapi;
 mod containers;
 #[path = "durability.rs"]
 mod durability;
+#[path = "hardening.rs"]
+mod hardening;
+#[path = "operations.rs"]
+mod operations;
 #[path = "sdc.rs"]
 mod sdc;
