@@ -1,5 +1,6 @@
 //! Account, keys, images and ExportImage routes.
 
+use crate::idempotency::Idem;
 use crate::{json_response, no_content, Caller, CloudError, CloudState};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
@@ -171,11 +172,16 @@ pub async fn list_images(
 pub async fn create_image(
     State(st): State<CloudState>,
     Extension(caller): Extension<Caller>,
+    idem: Idem,
     Path(login): Path<String>,
     body: Bytes,
 ) -> Reply {
     let u = account(&caller, &login)?;
-    let m = parse_body(&body)?;
+    idem.once(&st, u, &body, new_image(&st, u, &body)).await
+}
+
+async fn new_image(st: &CloudState, u: &User, body: &Bytes) -> Reply {
+    let m = parse_body(body)?;
     let public = match m.get("public") {
         None | Some(Value::Null) => None,
         Some(Value::Bool(b)) => Some(*b),
@@ -254,11 +260,22 @@ fn base_url(st: &CloudState, headers: &HeaderMap) -> String {
 pub async fn image_action(
     State(st): State<CloudState>,
     Extension(caller): Extension<Caller>,
+    idem: Idem,
     Path((login, id)): Path<(String, String)>,
     Query(q): Params,
     headers: HeaderMap,
 ) -> Reply {
     let u = account(&caller, &login)?;
+    idem.once(&st, u, b"", act(&st, u, id, q, &headers)).await
+}
+
+async fn act(
+    st: &CloudState,
+    u: &User,
+    id: String,
+    q: HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Reply {
     match q.get("action").map(String::as_str) {
         Some("export") => {
             let manta_path = q
@@ -279,7 +296,7 @@ pub async fn image_action(
             };
             if asynchronous {
                 let e = st.cloud.start_export(u, &id, &manta_path).await?;
-                let mut r = json_response(StatusCode::ACCEPTED, &export_json(&st, &headers, &e));
+                let mut r = json_response(StatusCode::ACCEPTED, &export_json(st, headers, &e));
                 if let Ok(v) =
                     HeaderValue::from_str(&format!("/{}/images/{}/exports/{}", u.login, id, e.id))
                 {
@@ -301,7 +318,7 @@ pub async fn image_action(
                 )
             })??;
             ok(json!({
-                "manta_url": base_url(&st, &headers),
+                "manta_url": base_url(st, headers),
                 "image_path": t.image_path,
                 "manifest_path": t.manifest_path,
             }))

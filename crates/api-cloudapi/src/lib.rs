@@ -5,6 +5,7 @@
 
 mod auth;
 mod error;
+mod idempotency;
 mod images;
 mod stor;
 

@@ -3,6 +3,7 @@
 
 use crate::docs::{self, iso};
 use crate::download::{serve_blob, BlobDownload};
+use crate::idempotency::Idem;
 use crate::routes::{basic_principal, bundle_uri, op_status, status_reply, write_doc, Auth, Fmt};
 use crate::wire::{parse_id, ApiError, Doc};
 use crate::AppState;
@@ -316,38 +317,49 @@ fn image_ids(msid: &str, tid: &str, itid: &str) -> Result<(Id, Id, Id), ApiError
 async fn generate(
     State(st): State<AppState>,
     Auth(who): Auth,
+    idem: Idem,
     Fmt(f): Fmt,
     headers: HeaderMap,
     Path((uid, msid, tid)): Path<(String, String, String)>,
     body: Body,
 ) -> R {
     let (msid, tid) = template_ids(&msid, &tid)?;
-    let input: docs::ImageIn = write_doc(&st, &who, &headers, body, "image", false).await?;
-    let format = input
-        .format
-        .and_then(|f| f.name)
-        .or_else(|| input.target_format.and_then(|f| f.name));
-    let i = st
-        .satchel
-        .generate_image(
-            &who,
-            &uid,
-            msid,
-            tid,
-            ImageRequest {
-                format,
-                name: input.name,
-                compress: input.compress.unwrap_or(false),
-            },
-        )
-        .await?;
-    st.wake.notify_one();
-    let doc = image_doc(&uid, &i, None);
-    let location = format!("/api/{}", doc.uri);
-    Ok(Doc::ok(f, "image", doc)
-        .with_status(StatusCode::CREATED)
-        .header(header::LOCATION, &location)
-        .into_response())
+    let (st, who, uid) = (&st, &who, &uid);
+    idem.once_doc(
+        st,
+        who,
+        &headers,
+        body,
+        "image",
+        |input: docs::ImageIn| async move {
+            let format = input
+                .format
+                .and_then(|f| f.name)
+                .or_else(|| input.target_format.and_then(|f| f.name));
+            let i = st
+                .satchel
+                .generate_image(
+                    who,
+                    uid,
+                    msid,
+                    tid,
+                    ImageRequest {
+                        format,
+                        name: input.name,
+                        compress: input.compress.unwrap_or(false),
+                    },
+                )
+                .await?;
+            st.wake.notify_one();
+            let doc = image_doc(uid, &i, None);
+            let location = format!("/api/{}", doc.uri);
+            Ok(Doc::ok(f, "image", doc)
+                .with_status(StatusCode::CREATED)
+                .header(header::LOCATION, &location)
+                .into_response())
+        },
+    )
+    .await
 }
 
 async fn list_images(

@@ -4,6 +4,7 @@
 mod containers;
 pub mod docs;
 mod download;
+mod idempotency;
 mod routes;
 pub mod wire;
 

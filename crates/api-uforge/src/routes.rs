@@ -2,6 +2,7 @@
 
 use crate::docs::{self, iso};
 use crate::download::{serve_blob, BlobDownload};
+use crate::idempotency::Idem;
 use crate::wire::{parse_body_async, parse_id, ApiError, Doc, Format, MAX_DOC};
 use crate::AppState;
 use axum::body::Body;
@@ -646,6 +647,7 @@ async fn delete_artifact(
 async fn upload_artifact(
     State(st): State<AppState>,
     Auth(who): Auth,
+    idem: Idem,
     Fmt(f): Fmt,
     Path((uid, msid, said, file)): Path<(String, String, String, String)>,
     body: Body,
@@ -655,11 +657,22 @@ async fn upload_artifact(
     // Resolve before reading the body: a foreign or missing artifact answers 404 without consuming it.
     st.satchel.artifact(&who, &uid, msid, said).await?;
     satchel_domain::names::validate_file_name(&file)?;
-    let a = st
-        .satchel
-        .upload_artifact_file(&who, &uid, msid, said, &file, body_stream(body))
-        .await?;
-    Ok(Doc::ok(f, "softwareArtifact", artifact_doc(&uid, &a)).into_response())
+    idem.once_upload(&st, &who, body, |body| async {
+        let a = st
+            .satchel
+            .upload_artifact_file(&who, &uid, msid, said, &file, body_stream(body))
+            .await?;
+        let sha256 = a
+            .blob
+            .as_ref()
+            .map(|b| b.sha256.clone())
+            .unwrap_or_default();
+        Ok((
+            Doc::ok(f, "softwareArtifact", artifact_doc(&uid, &a)).into_response(),
+            sha256,
+        ))
+    })
+    .await
 }
 
 async fn download_artifact(
@@ -713,6 +726,7 @@ async fn serve_file(st: &AppState, headers: &HeaderMap, name: &str, blob: &BlobR
 async fn upload_attachment(
     st: &AppState,
     who: &Principal,
+    idem: Idem,
     f: Format,
     uid: &str,
     msid: &str,
@@ -723,14 +737,18 @@ async fn upload_attachment(
     let msid = parse_id("mySoftware id", msid)?;
     st.satchel.bundle(who, uid, msid).await?;
     satchel_domain::names::validate_file_name(file)?;
-    let a = st
-        .satchel
-        .upload_attachment(who, uid, msid, kind, file, body_stream(body))
-        .await?;
-    Ok(match kind {
-        AttachmentKind::License => Doc::ok(f, "license", license_doc(uid, &a)).into_response(),
-        AttachmentKind::Logo => Doc::ok(f, "logo", logo_doc(uid, &a)).into_response(),
+    idem.once_upload(st, who, body, |body| async move {
+        let a = st
+            .satchel
+            .upload_attachment(who, uid, msid, kind, file, body_stream(body))
+            .await?;
+        let doc = match kind {
+            AttachmentKind::License => Doc::ok(f, "license", license_doc(uid, &a)).into_response(),
+            AttachmentKind::Logo => Doc::ok(f, "logo", logo_doc(uid, &a)).into_response(),
+        };
+        Ok((doc, a.blob.sha256.clone()))
     })
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -782,6 +800,7 @@ async fn delete_attachment(
 async fn upload_license(
     State(st): State<AppState>,
     Auth(who): Auth,
+    idem: Idem,
     Fmt(f): Fmt,
     Path((uid, msid, _lid, file)): Path<(String, String, String, String)>,
     body: Body,
@@ -789,6 +808,7 @@ async fn upload_license(
     upload_attachment(
         &st,
         &who,
+        idem,
         f,
         &uid,
         &msid,
@@ -801,11 +821,23 @@ async fn upload_license(
 async fn upload_logo(
     State(st): State<AppState>,
     Auth(who): Auth,
+    idem: Idem,
     Fmt(f): Fmt,
     Path((uid, msid, _lid, file)): Path<(String, String, String, String)>,
     body: Body,
 ) -> R {
-    upload_attachment(&st, &who, f, &uid, &msid, AttachmentKind::Logo, &file, body).await
+    upload_attachment(
+        &st,
+        &who,
+        idem,
+        f,
+        &uid,
+        &msid,
+        AttachmentKind::Logo,
+        &file,
+        body,
+    )
+    .await
 }
 async fn download_license(
     State(st): State<AppState>,
@@ -903,19 +935,32 @@ struct ExportQuery {
 async fn create_export(
     State(st): State<AppState>,
     Auth(who): Auth,
+    idem: Idem,
     Fmt(f): Fmt,
     Path((uid, msid)): Path<(String, String)>,
     Query(q): Query<ExportQuery>,
 ) -> R {
+    idem.once(&st, &who, export_ticket(&st, &who, f, uid, msid, q))
+        .await
+}
+
+async fn export_ticket(
+    st: &AppState,
+    who: &Principal,
+    f: Format,
+    uid: String,
+    msid: String,
+    q: ExportQuery,
+) -> R {
     let msid = parse_id("mySoftware id", &msid)?;
-    st.satchel.bundle(&who, &uid, msid).await?;
+    st.satchel.bundle(who, &uid, msid).await?;
     let format = OutputFormat::parse(q.output_format.as_deref()).ok_or_else(|| {
         ApiError::bad_request(format!(
             "unsupported outputFormat {:?}: use yaml or json",
             q.output_format.clone().unwrap_or_default()
         ))
     })?;
-    let t = st.satchel.create_export(&who, &uid, msid, format).await?;
+    let t = st.satchel.create_export(who, &uid, msid, format).await?;
     st.wake.notify_one();
     let doc = export_doc(&uid, &t);
     let location = format!("/api/{}", doc.uri);

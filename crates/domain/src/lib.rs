@@ -8,6 +8,7 @@ pub mod cloud;
 pub mod container;
 pub mod error;
 pub mod export;
+pub mod idempotency;
 pub mod limits;
 pub mod model;
 pub mod names;

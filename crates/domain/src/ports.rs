@@ -9,7 +9,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 #[async_trait]
-pub trait Store: TemplateStore + UsageStore + StatsStore + Send + Sync + 'static {
+pub trait Store:
+    TemplateStore + UsageStore + StatsStore + IdempotencyStore + Send + Sync + 'static
+{
     // ---- users
     async fn create_user(&self, new: NewUser) -> Result<User>;
     async fn user_by_login(&self, login: &str) -> Result<Option<UserRecord>>;
@@ -129,6 +131,41 @@ pub trait Store: TemplateStore + UsageStore + StatsStore + Send + Sync + 'static
 #[async_trait]
 pub trait UsageStore: Send + Sync + 'static {
     async fn usage(&self, owner: Id) -> Result<Usage>;
+}
+
+/// `Idempotency-Key` records, scoped by user (the protocol is in `crate::idempotency`). A supertrait
+/// of `Store`, written once for both engines.
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync + 'static {
+    /// Inserts the key as pending, or takes over a record that expired, or a pending one whose lease
+    /// lapsed for the same request. One conditional statement: of racing claims exactly one is true.
+    async fn claim_idempotency_key(&self, claim: &crate::idempotency::NewClaim) -> Result<bool>;
+    async fn get_idempotency_key(
+        &self,
+        owner: Id,
+        key: &str,
+    ) -> Result<Option<crate::idempotency::KeyRecord>>;
+    /// Extends a pending claim's lease; false if `token` no longer holds it.
+    async fn renew_idempotency_key(
+        &self,
+        owner: Id,
+        key: &str,
+        token: &str,
+        locked_until: Millis,
+    ) -> Result<bool>;
+    /// pending -> done with the answer, if `token` still holds the key.
+    async fn record_idempotency_key(
+        &self,
+        owner: Id,
+        key: &str,
+        token: &str,
+        body_hash: &str,
+        answer: &crate::idempotency::Answer,
+    ) -> Result<bool>;
+    /// Deletes a pending claim held by `token`.
+    async fn release_idempotency_key(&self, owner: Id, key: &str, token: &str) -> Result<bool>;
+    /// Drops records that expired at or before `now` (housekeeping); returns how many.
+    async fn purge_idempotency_keys(&self, now: Millis) -> Result<u64>;
 }
 
 /// What operators watch: reachability and the queue. A supertrait of `Store`, written once.

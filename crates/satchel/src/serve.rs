@@ -244,6 +244,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                     Ok(n) => tracing::debug!(purged = n, "expired download ids dropped"),
                     Err(e) => tracing::warn!(error = %e, "purging download ids failed"),
                 }
+                let keys = satchel_domain::idempotency::Idempotency::new(satchel.store.clone());
+                match keys.purge().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(purged = n, "expired idempotency keys dropped"),
+                    Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
+                }
                 tokio::time::sleep(every).await;
             }
         })

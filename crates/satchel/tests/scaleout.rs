@@ -18,6 +18,8 @@ mod containers;
 mod durability;
 #[path = "hardening.rs"]
 mod hardening;
+#[path = "idempotency.rs"]
+mod idempotency;
 #[path = "operations.rs"]
 mod operations;
 #[path = "sdc.rs"]

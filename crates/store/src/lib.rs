@@ -4,6 +4,7 @@
 //! database and queue). Both also implement `satchel_domain::ports::CloudStore` (keys, images, the
 //! object namespace, image exports), in `sqlite_cloud` and `postgres_cloud`.
 
+mod idempotency;
 mod keys;
 pub mod postgres;
 mod postgres_cloud;

@@ -142,6 +142,7 @@ crate::rows::store_rows!(PgRow);
 
 crate::usage::impl_usage!(PostgresStore);
 crate::usage::impl_stats!(PostgresStore);
+crate::idempotency::impl_idempotency!(PostgresStore);
 
 crate::templates::impl_templates!(
     PostgresStore,

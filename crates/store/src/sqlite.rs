@@ -51,6 +51,7 @@ crate::rows::store_rows!(SqliteRow);
 
 crate::usage::impl_usage!(SqliteStore);
 crate::usage::impl_stats!(SqliteStore);
+crate::idempotency::impl_idempotency!(SqliteStore);
 
 crate::templates::impl_templates!(
     SqliteStore,

@@ -7,6 +7,7 @@
 //! the end.
 
 use satchel_domain::cloud::model::*;
+use satchel_domain::idempotency::{Answer, KeyState, NewClaim};
 use satchel_domain::model::*;
 use satchel_domain::ports::{CloudStore, JobHandler, KeyUse, OneTimeKeys, Store};
 use satchel_domain::{DomainError, Result};
@@ -121,6 +122,9 @@ suite!(
     cancel_is_conditional_and_scoped,
     usage_counts_what_each_user_holds,
     claims_are_fair_across_users,
+    idempotency_keys_claim_record_and_expire,
+    idempotency_claim_race_has_one_winner,
+    idempotency_protocol_waits_replays_and_releases,
     ],
     cloud: [
     keys_are_scoped_by_owner,
@@ -1102,6 +1106,331 @@ async fn release_all_leases_frees_every_job(s: Arc<dyn Store>) -> Result<()> {
     assert_eq!((r3.attempts, r3.last_error), (1, None));
     assert_eq!(s.release_all_leases().await?, 3);
     assert_eq!(s.release_all_leases().await?, 0);
+    Ok(())
+}
+
+fn idem_claim(
+    owner: Id,
+    key: &str,
+    request: &str,
+    body: Option<&str>,
+    token: &str,
+    now: Millis,
+) -> NewClaim {
+    NewClaim {
+        owner,
+        key: key.into(),
+        request_hash: request.into(),
+        body_hash: body.map(str::to_string),
+        token: token.into(),
+        now,
+        locked_until: now + 30_000,
+        expires_at: now + 86_400_000,
+    }
+}
+
+async fn idempotency_keys_claim_record_and_expire(s: Arc<dyn Store>) -> Result<()> {
+    let (a, b) = (user(&s, "a").await?, user(&s, "b").await?);
+    let t0: Millis = 1_000_000;
+    // First claim wins; a second one (any token) does not while the first is pending.
+    assert!(
+        s.claim_idempotency_key(&idem_claim(a.id, "k", "R", Some("B"), "t1", t0))
+            .await?
+    );
+    assert!(
+        !s.claim_idempotency_key(&idem_claim(a.id, "k", "R", Some("B"), "t2", t0 + 1))
+            .await?
+    );
+    let r = s
+        .get_idempotency_key(a.id, "k")
+        .await?
+        .expect("pending record");
+    assert_eq!(
+        (
+            r.state,
+            r.token.as_str(),
+            r.request_hash.as_str(),
+            r.body_hash.as_deref()
+        ),
+        (KeyState::Pending, "t1", "R", Some("B"))
+    );
+    assert_eq!(
+        (r.locked_until, r.expires_at, r.answer),
+        (t0 + 30_000, t0 + 86_400_000, None)
+    );
+    // Keys are scoped per user.
+    assert!(
+        s.claim_idempotency_key(&idem_claim(b.id, "k", "other", None, "tb", t0))
+            .await?
+    );
+    assert!(s.get_idempotency_key(a.id, "nope").await?.is_none());
+
+    // Only the holder renews and records.
+    assert!(
+        !s.renew_idempotency_key(a.id, "k", "t2", t0 + 60_000)
+            .await?
+    );
+    assert!(
+        s.renew_idempotency_key(a.id, "k", "t1", t0 + 60_000)
+            .await?
+    );
+    assert_eq!(
+        s.get_idempotency_key(a.id, "k")
+            .await?
+            .map(|r| r.locked_until),
+        Some(t0 + 60_000)
+    );
+    let answer = Answer {
+        status: 201,
+        headers: vec![
+            ("content-type".into(), "application/xml".into()),
+            (
+                "location".into(),
+                "/api/users/a/mysoftware/1/exports/7".into(),
+            ),
+        ],
+        body: vec![0, 159, 146, 150, b'<', b'x'],
+    };
+    assert!(
+        !s.record_idempotency_key(a.id, "k", "t2", "B", &answer)
+            .await?
+    );
+    assert!(
+        s.record_idempotency_key(a.id, "k", "t1", "B", &answer)
+            .await?
+    );
+    assert!(
+        !s.record_idempotency_key(a.id, "k", "t1", "B", &answer)
+            .await?,
+        "recorded once"
+    );
+    let r = s
+        .get_idempotency_key(a.id, "k")
+        .await?
+        .expect("done record");
+    assert_eq!(
+        (r.state, r.answer.as_ref()),
+        (KeyState::Done, Some(&answer))
+    );
+    // A done key is never taken over before it expires, nor released, nor renewed.
+    assert!(
+        !s.claim_idempotency_key(&idem_claim(a.id, "k", "R", Some("B"), "t3", t0 + 3_600_000))
+            .await?
+    );
+    assert!(!s.release_idempotency_key(a.id, "k", "t1").await?);
+    assert!(
+        !s.renew_idempotency_key(a.id, "k", "t1", t0 + 90_000)
+            .await?
+    );
+
+    // A pending claim whose lease lapsed is taken over by the same request only.
+    assert!(
+        s.claim_idempotency_key(&idem_claim(a.id, "up", "U", None, "u1", t0))
+            .await?
+    );
+    let later = t0 + 30_000;
+    assert!(
+        !s.claim_idempotency_key(&idem_claim(a.id, "up", "other", None, "u2", later))
+            .await?
+    );
+    assert!(
+        !s.claim_idempotency_key(&idem_claim(a.id, "up", "U", Some("B"), "u2", later))
+            .await?
+    );
+    assert!(
+        !s.claim_idempotency_key(&idem_claim(a.id, "up", "U", None, "u2", later - 1))
+            .await?
+    );
+    assert!(
+        s.claim_idempotency_key(&idem_claim(a.id, "up", "U", None, "u3", later))
+            .await?
+    );
+    // The lapsed holder can no longer renew or record; the new one records the upload's digest.
+    assert!(
+        !s.renew_idempotency_key(a.id, "up", "u1", later + 30_000)
+            .await?
+    );
+    assert!(
+        !s.record_idempotency_key(a.id, "up", "u1", "D1", &answer)
+            .await?
+    );
+    assert!(
+        s.record_idempotency_key(a.id, "up", "u3", "D3", &answer)
+            .await?
+    );
+    assert_eq!(
+        s.get_idempotency_key(a.id, "up")
+            .await?
+            .and_then(|r| r.body_hash),
+        Some("D3".into())
+    );
+
+    // A released key is free at once.
+    assert!(
+        s.claim_idempotency_key(&idem_claim(a.id, "rel", "R", Some("B"), "r1", t0))
+            .await?
+    );
+    assert!(!s.release_idempotency_key(a.id, "rel", "r2").await?);
+    assert!(s.release_idempotency_key(a.id, "rel", "r1").await?);
+    assert!(s.get_idempotency_key(a.id, "rel").await?.is_none());
+    assert!(
+        s.claim_idempotency_key(&idem_claim(a.id, "rel", "other", None, "r3", t0))
+            .await?
+    );
+
+    // After 24 h a key is free for any request, and the sweep drops what expired.
+    let day = t0 + 86_400_000;
+    assert!(
+        !s.claim_idempotency_key(&idem_claim(a.id, "k", "new", None, "n0", day - 1))
+            .await?
+    );
+    assert!(
+        s.claim_idempotency_key(&idem_claim(a.id, "k", "new", None, "n1", day))
+            .await?
+    );
+    let r = s
+        .get_idempotency_key(a.id, "k")
+        .await?
+        .expect("fresh claim");
+    assert_eq!(
+        (r.state, r.request_hash.as_str(), r.answer),
+        (KeyState::Pending, "new", None)
+    );
+    assert_eq!(s.purge_idempotency_keys(day - 1).await?, 0);
+    // Expired at `day`: b's "k" and a's "rel" (claimed at t0); a's "up" was taken over 30 s later.
+    assert_eq!(s.purge_idempotency_keys(day).await?, 2);
+    assert!(s.get_idempotency_key(b.id, "k").await?.is_none());
+    assert!(s.get_idempotency_key(a.id, "up").await?.is_some());
+    assert!(s.get_idempotency_key(a.id, "k").await?.is_some());
+
+    // A deleted user's keys go with them.
+    assert!(
+        s.claim_idempotency_key(&idem_claim(b.id, "k", "R", None, "tb2", day))
+            .await?
+    );
+    s.delete_user("b").await?;
+    assert_eq!(
+        s.purge_idempotency_keys(i64::MAX).await?,
+        2,
+        "a's k and up are left"
+    );
+    Ok(())
+}
+
+/// The domain's protocol over the engine: a retry waits for the first request, then replays its
+/// answer (or says it is still in progress); another body is refused at once; a dropped claim frees
+/// the key.
+async fn idempotency_protocol_waits_replays_and_releases(s: Arc<dyn Store>) -> Result<()> {
+    use satchel_domain::idempotency::{body_hash, request_hash, Begin, Config, Idempotency};
+    let a = user(&s, "a").await?;
+    let config = Config {
+        wait: Duration::from_millis(300),
+        ..Config::default()
+    };
+    let idem = Idempotency::with_config(s.clone(), config.clone());
+    let (req, body) = (request_hash("POST", "/x?y=1"), body_hash(b"doc"));
+    let Begin::Run(claim) = idem.begin(a.id, "k", &req, Some(&body)).await? else {
+        panic!("the first request runs");
+    };
+    match idem.begin(a.id, "k", &req, Some(&body)).await {
+        Err(DomainError::Conflict(m)) if m.contains("still in progress") => {}
+        other => panic!("{other:?}"),
+    }
+    let t = Instant::now();
+    for (r, b) in [
+        (req.clone(), body_hash(b"other")),
+        (request_hash("POST", "/x?y=2"), body.clone()),
+    ] {
+        match idem.begin(a.id, "k", &r, Some(&b)).await {
+            Err(DomainError::Conflict(m)) if m.contains("different request") => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        t.elapsed() < Duration::from_millis(300),
+        "refused without waiting"
+    );
+
+    // A retry arriving while the first runs gets the first answer once it is recorded.
+    let waiter = tokio::spawn({
+        let (s, config, req, body) = (s.clone(), config.clone(), req.clone(), body.clone());
+        async move {
+            Idempotency::with_config(s, config)
+                .begin(a.id, "k", &req, Some(&body))
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let answer = Answer {
+        status: 201,
+        headers: vec![("location".into(), "/api/x/1".into())],
+        body: b"<x/>".to_vec(),
+    };
+    assert!(claim.record(&body, &answer).await?);
+    match waiter.await.expect("waiter") {
+        Ok(Begin::Replay(got)) => assert_eq!(got, answer),
+        other => panic!("{other:?}"),
+    }
+    // A streamed upload's retry is told which digest its body must have.
+    let up = request_hash("POST", "/upload");
+    let Begin::Run(claim) = idem.begin(a.id, "u", &up, None).await? else {
+        panic!("the first upload runs");
+    };
+    assert!(claim.record("d1gest", &answer).await?);
+    match idem.begin(a.id, "u", &up, None).await? {
+        Begin::ReplayIfBody {
+            body_hash,
+            answer: got,
+        } => {
+            assert_eq!((body_hash.as_str(), got), ("d1gest", answer.clone()))
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Released, or dropped mid-request (a client gone): the key is free again.
+    let Begin::Run(claim) = idem.begin(a.id, "r", &req, Some(&body)).await? else {
+        panic!("runs");
+    };
+    claim.release().await;
+    let Begin::Run(claim) = idem.begin(a.id, "r", &req, Some(&body)).await? else {
+        panic!("runs again after a release");
+    };
+    drop(claim);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.get_idempotency_key(a.id, "r").await?.is_some() {
+        assert!(Instant::now() < deadline, "a dropped claim is released");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(matches!(
+        idem.begin(a.id, "r", &req, Some(&body)).await?,
+        Begin::Run(_)
+    ));
+    Ok(())
+}
+
+/// Many requests claiming one key at once (on PostgreSQL: on separate connections, as instances
+/// would): exactly one holds it.
+async fn idempotency_claim_race_has_one_winner(s: Arc<dyn Store>) -> Result<()> {
+    const RACERS: usize = 32;
+    let a = user(&s, "a").await?;
+    let start = Arc::new(Barrier::new(RACERS));
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..RACERS {
+        let (s, start) = (s.clone(), start.clone());
+        tasks.spawn(async move {
+            start.wait().await;
+            let token = format!("t{n}");
+            let c = idem_claim(a.id, "race", "R", Some("B"), &token, now_millis());
+            Ok::<_, DomainError>(s.claim_idempotency_key(&c).await?.then_some(token))
+        });
+    }
+    let mut winners = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        winners.extend(r.expect("racer task")?);
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    let r = s.get_idempotency_key(a.id, "race").await?.expect("record");
+    assert_eq!(r.token, winners[0]);
     Ok(())
 }
 
