@@ -13,6 +13,7 @@ use futures::TryStreamExt;
 use satchel_domain::cloud::service::rfc3339;
 use satchel_domain::cloud::{EntryKind, StorEntry};
 use satchel_domain::model::User;
+use satchel_ranges::{Answer, Conditions};
 use serde_json::json;
 use std::collections::HashMap;
 
@@ -124,39 +125,28 @@ async fn serve_object(st: &CloudState, req: &HeaderMap, e: &StorEntry) -> Reply 
         .ok_or_else(|| CloudError::not_found(format!("{} has no data", e.path)))?;
     let size = e.size.max(0) as u64;
     let etag = format!("\"{}\"", e.etag);
-    if let Some(inm) = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
-        if inm.split(',').any(|t| t.trim() == etag || t.trim() == "*") {
+    // One range is served as 206; several are answered with the whole object (RFC 9110 allows it).
+    let range = match satchel_ranges::evaluate(&Conditions::from_headers(req), &etag, size, 1) {
+        Answer::NotModified => {
             let mut r = Response::new(Body::empty());
             *r.status_mut() = StatusCode::NOT_MODIFIED;
             r.headers_mut().insert(header::ETAG, hv(&etag)?);
             return Ok(r);
         }
-    }
-    let mut range = None;
-    if let Some(spec) = req.get(header::RANGE).and_then(|v| v.to_str().ok()) {
-        let current = req
-            .get(header::IF_RANGE)
-            .and_then(|v| v.to_str().ok())
-            .is_none_or(|v| v.trim() == etag);
-        if current {
-            match http_range_header::parse_range_header(spec).and_then(|r| r.validate(size)) {
-                // One range is served as 206; several are answered with the whole object (RFC 9110 allows it).
-                Ok(v) if v.len() == 1 => range = v.into_iter().next(),
-                Ok(_) => {}
-                Err(_) => {
-                    let mut r = CloudError::new(
-                        StatusCode::RANGE_NOT_SATISFIABLE,
-                        "RequestedRangeNotSatisfiable",
-                        format!("{spec:?} is not satisfiable: {} is {size} bytes", e.path),
-                    )
-                    .into_response();
-                    r.headers_mut()
-                        .insert(header::CONTENT_RANGE, hv(&format!("bytes */{size}"))?);
-                    return Ok(r);
-                }
-            }
+        Answer::Unsatisfiable => {
+            let mut r = CloudError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "RequestedRangeNotSatisfiable",
+                format!("the range is not satisfiable: {} is {size} bytes", e.path),
+            )
+            .into_response();
+            r.headers_mut()
+                .insert(header::CONTENT_RANGE, hv(&format!("bytes */{size}"))?);
+            return Ok(r);
         }
-    }
+        Answer::Partial(v) if v.len() == 1 => v.into_iter().next(),
+        Answer::Partial(_) | Answer::Full => None,
+    };
     let stream = st
         .cloud
         .blobs

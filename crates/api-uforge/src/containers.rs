@@ -2,14 +2,14 @@
 //! `downloadId`), under `/api/users/{uid}/mysoftware/{msid}/templates`.
 
 use crate::docs::{self, iso};
-use crate::download::{serve_blob, BlobDownload};
+use crate::download::{plan, serve_planned, BlobDownload};
 use crate::idempotency::Idem;
-use crate::routes::{basic_principal, bundle_uri, op_status, status_reply, write_doc, Auth, Fmt};
+use crate::routes::{bundle_uri, op_status, principal, status_reply, write_doc, Auth, Fmt};
 use crate::wire::{parse_id, ApiError, Doc};
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use satchel_api_doc::Table;
 use satchel_domain::container::{ImageRequest, FORMAT_DOCKER};
@@ -463,21 +463,32 @@ struct DownloadQuery {
 async fn download(
     State(st): State<AppState>,
     method: Method,
+    uri: Uri,
     headers: HeaderMap,
     Path((uid, msid, tid, itid)): ImagePath,
     Query(q): Query<DownloadQuery>,
 ) -> R {
-    serve_image(st, method, headers, (uid, msid, tid, itid), None, q).await
+    serve_image(st, method, uri, headers, (uid, msid, tid, itid), None, q).await
 }
 
 async fn download_named(
     State(st): State<AppState>,
     method: Method,
+    uri: Uri,
     headers: HeaderMap,
     Path((uid, msid, tid, itid, file)): Path<(String, String, String, String, String)>,
     Query(q): Query<DownloadQuery>,
 ) -> R {
-    serve_image(st, method, headers, (uid, msid, tid, itid), Some(file), q).await
+    serve_image(
+        st,
+        method,
+        uri,
+        headers,
+        (uid, msid, tid, itid),
+        Some(file),
+        q,
+    )
+    .await
 }
 
 /// With `downloadId`, the id alone authorises (Basic credentials, which clients send anyway, are
@@ -485,6 +496,7 @@ async fn download_named(
 async fn serve_image(
     st: AppState,
     method: Method,
+    uri: Uri,
     headers: HeaderMap,
     (uid, msid, tid, itid): (String, String, String, String),
     file: Option<String>,
@@ -496,7 +508,16 @@ async fn serve_image(
         .as_deref()
         .map(str::trim)
         .filter(|k| !k.is_empty());
-    let (i, a) = match key {
+    let download = |i: &Ticket, a: &ArchiveRef| BlobDownload {
+        key: a.key.clone(),
+        size: a.size as u64,
+        etag: format!("\"{}\"", a.sha256),
+        sha256: Some(a.sha256.clone()),
+        content_type: "application/x-tar",
+        file_name: a.file_name.clone(),
+        last_modified: i.modified,
+    };
+    let (d, answer) = match key {
         Some(_) if method == Method::HEAD => {
             return Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -504,31 +525,31 @@ async fn serve_image(
             ))
         }
         Some(key) => {
-            st.satchel
+            let k = st
+                .satchel
                 .image_archive_by_key(&uid, ids, file.as_deref(), key)
-                .await?
+                .await?;
+            let answer = plan(&headers, &download(&k.image, &k.archive));
+            // The id is spent only by an answer that sends bytes: a 416 or a 304 keeps it.
+            let (i, a) = if answer.sends_bytes() {
+                st.satchel.spend_download_key(k).await?
+            } else {
+                (k.image, k.archive)
+            };
+            (download(&i, &a), answer)
         }
         None => {
-            let who = basic_principal(&st, &headers, None).await?;
-            st.satchel
+            let who = principal(&st, &uri, &headers, None).await?;
+            let (i, a) = st
+                .satchel
                 .image_archive(&who, &uid, ids, file.as_deref())
-                .await?
+                .await?;
+            let d = download(&i, &a);
+            let answer = plan(&headers, &d);
+            (d, answer)
         }
     };
-    let mut r = serve_blob(
-        &st.satchel.blobs,
-        &headers,
-        BlobDownload {
-            key: a.key.clone(),
-            size: a.size as u64,
-            etag: format!("\"{}\"", a.sha256),
-            sha256: Some(a.sha256.clone()),
-            content_type: "application/x-tar",
-            file_name: a.file_name.clone(),
-            last_modified: i.modified,
-        },
-    )
-    .await?;
+    let mut r = serve_planned(&st.satchel.blobs, answer, d).await?;
     if key.is_some() {
         r.headers_mut().insert(
             header::CACHE_CONTROL,

@@ -422,3 +422,46 @@ pub struct ImageIn {
     pub format: Option<ImageFormatIn>,
     pub target_format: Option<ImageFormatIn>,
 }
+
+// ------------------------------------------------------------------ API key pairs
+
+/// `apiKeyPair` (APIKeyPair): UForgeObject's fields, then `name, description, publicKey, secretKey,
+/// uri`. `secretKey` only in the answer that created the pair; `lastModified` is the pair's last
+/// use (absent while unused: the schema has no other place for it).
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyPair {
+    pub created: String,
+    pub db_id: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub public_key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_key: Option<String>,
+    pub uri: String,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyPairs {
+    pub total: i64,
+    pub api_key_pairs: ApiKeyPairItems,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyPairItems {
+    pub api_key_pair: Vec<ApiKeyPair>,
+}
+
+/// What a creation request may say; keys and ids are the server's to choose.
+#[derive(Deserialize, Default, Debug)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ApiKeyPairIn {
+    pub name: Option<String>,
+    pub description: Option<String>,
+}

@@ -1,5 +1,6 @@
 //! Streaming downloads from blob storage: full (`200`), single range (`206`), several ranges
-//! (`206 multipart/byteranges`), unsatisfiable (`416`), with ETag, If-Range and a sha256 header.
+//! (`206 multipart/byteranges`), unsatisfiable (`416`), not modified (`304`, If-None-Match), with
+//! ETag, If-Range and a sha256 header. The decision is `satchel_ranges`', shared with CloudAPI.
 
 use crate::wire::ApiError;
 use axum::body::Body;
@@ -8,6 +9,8 @@ use axum::response::Response;
 use base64::Engine;
 use futures::StreamExt;
 use satchel_blob::Blobs;
+pub use satchel_ranges::Answer;
+use satchel_ranges::Conditions;
 use std::ops::RangeInclusive;
 
 pub struct BlobDownload {
@@ -26,50 +29,58 @@ fn header_value(s: &str) -> Result<HeaderValue, ApiError> {
     HeaderValue::from_str(s).map_err(|_| ApiError::internal("invalid header value"))
 }
 
+/// What a download of `d` answers (304, 200, 206 or 416), decided from the request headers
+/// alone, so a caller can act on it (spend a one-time id) before any byte is read.
+pub fn plan(req: &HeaderMap, d: &BlobDownload) -> Answer {
+    satchel_ranges::evaluate(&Conditions::from_headers(req), &d.etag, d.size, MAX_RANGES)
+}
+
 pub async fn serve_blob(
     blobs: &Blobs,
     req: &HeaderMap,
     d: BlobDownload,
 ) -> Result<Response, ApiError> {
-    let mut ranges: Option<Vec<RangeInclusive<u64>>> = None;
-    if let Some(r) = req.get(header::RANGE).and_then(|v| v.to_str().ok()) {
-        // If-Range: serve ranges only if the representation is still the one the client has.
-        let if_range_ok = match req.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
-            None => true,
-            Some(v) => v.trim() == d.etag,
-        };
-        if if_range_ok {
-            match http_range_header::parse_range_header(r).and_then(|p| p.validate(d.size)) {
-                Ok(v) if v.len() <= MAX_RANGES => ranges = Some(v),
-                Ok(_) => {} // too many ranges: answer with the whole thing, as RFC 9110 allows
-                Err(_) => {
-                    let mut e = ApiError::new(
-                        StatusCode::RANGE_NOT_SATISFIABLE,
-                        format!(
-                            "the requested range {r:?} is not satisfiable: the file is {} bytes",
-                            d.size
-                        ),
-                    )
-                    .into_response_with_range(d.size);
-                    e.headers_mut()
-                        .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-                    return Ok(e);
-                }
-            }
+    let answer = plan(req, &d);
+    serve_planned(blobs, answer, d).await
+}
+
+pub async fn serve_planned(
+    blobs: &Blobs,
+    answer: Answer,
+    d: BlobDownload,
+) -> Result<Response, ApiError> {
+    let ranges = match answer {
+        Answer::NotModified => {
+            let mut r = Response::new(Body::empty());
+            *r.status_mut() = StatusCode::NOT_MODIFIED;
+            r.headers_mut().insert(header::ETAG, header_value(&d.etag)?);
+            r.headers_mut()
+                .insert(header::LAST_MODIFIED, header_value(&last_modified(&d))?);
+            return Ok(r);
         }
-    }
+        Answer::Unsatisfiable => {
+            let mut e = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                format!(
+                    "the requested range is not satisfiable: the file is {} bytes",
+                    d.size
+                ),
+            )
+            .into_response_with_range(d.size);
+            e.headers_mut()
+                .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            return Ok(e);
+        }
+        Answer::Full => None,
+        Answer::Partial(v) => Some(v),
+    };
     let mut status = StatusCode::OK;
     let body: Body;
     let mut headers = HeaderMap::new();
     let h = &mut headers;
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::ETAG, header_value(&d.etag)?);
-    h.insert(
-        header::LAST_MODIFIED,
-        header_value(&httpdate::fmt_http_date(
-            std::time::UNIX_EPOCH + std::time::Duration::from_millis(d.last_modified.max(0) as u64),
-        ))?,
-    );
+    h.insert(header::LAST_MODIFIED, header_value(&last_modified(&d))?);
     h.insert(
         header::CONTENT_DISPOSITION,
         header_value(&format!(
@@ -183,6 +194,12 @@ pub async fn serve_blob(
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
     Ok(resp)
+}
+
+fn last_modified(d: &BlobDownload) -> String {
+    httpdate::fmt_http_date(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(d.last_modified.max(0) as u64),
+    )
 }
 
 fn ascii_name(name: &str) -> String {

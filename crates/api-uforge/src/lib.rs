@@ -1,6 +1,7 @@
 //! The UForge face (`/api/...`): wire-compatible with uforge-python-sdk 3.8.13 and hammr.
 //! It only translates: authenticate, parse, call `satchel_domain::service::Satchel`, render.
 
+mod apikeys;
 mod containers;
 pub mod docs;
 mod download;
@@ -71,6 +72,27 @@ pub fn normalize_path(mut req: Request) -> Request {
         }
     }
     req
+}
+
+/// A `uforgeError` for a request the server refuses in front of the routes (framing, declared
+/// body size: `satchel::framing`), so it answers in this face's format all the same.
+pub fn error_response<B>(
+    req: &axum::http::Request<B>,
+    status: StatusCode,
+    message: &str,
+) -> Response {
+    let uri = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let format = Format::from_accept(req.headers());
+    let (body, ct) = error_document(format, status, req.method().as_str(), &uri, message);
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    r
 }
 
 async fn uforge_errors(req: Request, next: Next) -> Response {

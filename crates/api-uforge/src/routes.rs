@@ -133,11 +133,12 @@ pub fn routes() -> Table<AppState> {
             list_export_statuses,
         )
         .merge(crate::containers::routes(ms))
+        .merge(crate::apikeys::routes())
 }
 
 // ------------------------------------------------------------------ extractors
 
-/// The authenticated caller (HTTP Basic).
+/// The authenticated caller (an API key pair's signed query, else HTTP Basic).
 pub struct Auth(pub Principal);
 
 impl FromRequestParts<AppState> for Auth {
@@ -147,9 +148,23 @@ impl FromRequestParts<AppState> for Auth {
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map(|c| c.0.ip());
-        let who = basic_principal(st, &parts.headers, source).await?;
+        let who = principal(st, &parts.uri, &parts.headers, source).await?;
         st.satchel.rate.admit(&who)?;
         Ok(Auth(who))
+    }
+}
+
+/// Authenticates a request: with an API key pair when the query names an `apiKey` (the SDK then
+/// sends no Basic credentials), else with HTTP Basic.
+pub(crate) async fn principal(
+    st: &AppState,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    source: Option<std::net::IpAddr>,
+) -> Result<Principal, ApiError> {
+    match crate::apikeys::signed_request(uri)? {
+        Some(req) => Ok(st.satchel.login_with_api_key(&req, source).await?),
+        None => basic_principal(st, headers, source).await,
     }
 }
 

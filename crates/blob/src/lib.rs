@@ -15,6 +15,9 @@ use sha2::{Digest, Sha256};
 use std::ops::Range;
 use std::sync::Arc;
 
+mod leftovers;
+pub use leftovers::{Listed, Staged, UploadJournal};
+
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
     #[error("object not found: {0}")]
@@ -127,6 +130,12 @@ pub struct ObjectMeta {
 #[derive(Clone)]
 pub struct Blobs {
     store: Arc<dyn ObjectStore>,
+    /// The directory of a local store: its unfinished uploads (`KEY#N` files) are found there.
+    local: Option<Arc<std::path::PathBuf>>,
+    /// The bucket of an S3 store, for the multipart calls that `ObjectStore` does not expose.
+    s3: Option<leftovers::S3Multipart>,
+    /// Where S3 multipart uploads are recorded while they run (see [`UploadJournal`]).
+    journal: Option<Arc<dyn UploadJournal>>,
 }
 
 impl std::fmt::Debug for Blobs {
@@ -154,8 +163,13 @@ impl Blobs {
         std::fs::create_dir_all(dir)
             .map_err(|e| BlobError::Store(format!("creating {}: {e}", dir.display())))?;
         let fs = LocalFileSystem::new_with_prefix(dir)?;
+        // The same directory object_store resolved (it canonicalises its prefix).
+        let root = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
         Ok(Blobs {
             store: Arc::new(fs),
+            local: Some(Arc::new(root)),
+            s3: None,
+            journal: None,
         })
     }
 
@@ -190,16 +204,27 @@ impl Blobs {
             b = b.with_secret_access_key(k);
         }
         let s3 = b.build()?;
+        let multipart = leftovers::S3Multipart::new(s3.clone(), prefix);
         let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
             Arc::new(s3)
         } else {
             Arc::new(object_store::prefix::PrefixStore::new(s3, prefix))
         };
-        Ok(Blobs { store })
+        Ok(Blobs {
+            store,
+            local: None,
+            s3: Some(multipart),
+            journal: None,
+        })
     }
 
     pub fn from_store(store: Arc<dyn ObjectStore>) -> Self {
-        Blobs { store }
+        Blobs {
+            store,
+            local: None,
+            s3: None,
+            journal: None,
+        }
     }
 
     /// A fresh, unique key under `prefix`.
@@ -293,6 +318,7 @@ impl Blobs {
             size: 0,
             store: self.store.clone(),
             path: p,
+            journaled: self.journaled(key),
         })
     }
 
@@ -442,6 +468,8 @@ pub struct BlobWriter {
     size: u64,
     store: Arc<dyn ObjectStore>,
     path: Path,
+    /// S3 with a journal: the multipart upload is made (and recorded) by hand, see [`UploadJournal`].
+    journaled: Option<leftovers::Journaled>,
 }
 
 impl BlobWriter {
@@ -463,7 +491,10 @@ impl BlobWriter {
             if self.pending_len <= PART_SIZE {
                 return Ok(());
             }
-            let upload = self.store.put_multipart(&self.path).await?;
+            let upload = match &self.journaled {
+                Some(j) => j.start(&self.path).await?,
+                None => self.store.put_multipart(&self.path).await?,
+            };
             let mut w = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
             for b in self.pending.drain(..) {
                 w.put(b);

@@ -327,6 +327,41 @@ impl Authenticator {
         }
     }
 
+    /// For credentials without a login name (API keys): only the per-address bucket applies.
+    pub(crate) fn check_source(&self, source: Option<IpAddr>) -> Result<()> {
+        let Some(src) = source.map(|ip| ip.to_string()) else {
+            return Ok(());
+        };
+        let wait = self
+            .by_source
+            .lock()
+            .map_err(poisoned)?
+            .wait(&src, Instant::now());
+        match wait {
+            Some(secs) => {
+                self.throttled.fetch_add(1, Ordering::Relaxed);
+                Err(DomainError::throttled(
+                    secs,
+                    format!("too many failed logins; retry in {secs} s"),
+                ))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// A refused API-key request: counted and charged like a wrong password, to its address.
+    pub(crate) fn record_source_failure(&self, source: Option<IpAddr>) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        let Some(src) = source.map(|ip| ip.to_string()) else {
+            return;
+        };
+        if let Ok(mut b) = self.by_source.lock() {
+            if b.fail(&src, Instant::now()) {
+                tracing::warn!(source = %src, "failed logins from this address are throttled");
+            }
+        }
+    }
+
     /// Forget remembered logins (not needed for revocation, which every use checks).
     pub fn clear(&self) {
         if let Ok(mut c) = self.cache.lock() {

@@ -40,7 +40,7 @@ fn layer_key(owner: Id, ticket: Id) -> String {
 }
 
 /// Every blob an image may have: the archive (either way it was compressed) and a temporary layer.
-fn image_blobs(t: &Ticket) -> [String; 3] {
+pub(crate) fn image_blobs(t: &Ticket) -> [String; 3] {
     let k = image_key(t.owner_id, t.id);
     [format!("{k}.gz"), k, layer_key(t.owner_id, t.id)]
 }
@@ -193,7 +193,7 @@ impl Satchel {
         }
         let name = req
             .name
-            .map(|n| n.trim().to_string())
+            .map(|n| crate::names::nfc(n.trim()))
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| b.name.clone());
         crate::names::validate_label("image name", &name)?;
@@ -317,10 +317,9 @@ impl Satchel {
     fn download_of(i: &Ticket, file_name: Option<&str>) -> Result<ArchiveRef> {
         let a = Self::downloadable(i)?;
         match file_name {
-            Some(n) if n != a.file_name => Err(DomainError::not_found(format!(
-                "file {n:?} of image {}",
-                i.id
-            ))),
+            Some(n) if !crate::names::same_name(n, &a.file_name) => Err(DomainError::not_found(
+                format!("file {n:?} of image {}", i.id),
+            )),
             _ => Ok(a),
         }
     }
@@ -362,44 +361,52 @@ impl Satchel {
     }
 
     /// The anonymous download: the id is the credential. The path must name the image the id was
-    /// issued for; the id is spent by the first request that gets this far, whoever wins the race.
+    /// issued for. The id is checked here but not spent: the caller spends it with
+    /// [`Satchel::spend_download_key`] once it knows bytes will be sent, so an answer that sends
+    /// none (416, 304) never burns it.
     pub async fn image_archive_by_key(
         &self,
         uid: &str,
         (msid, tid, itid): (Id, Id, Id),
         file_name: Option<&str>,
         key: &str,
-    ) -> Result<(Ticket, ArchiveRef)> {
-        let unknown = || DomainError::Forbidden("unknown downloadId for this image".into());
+    ) -> Result<KeyedDownload> {
         let owner = self
             .store
             .user_by_login(uid)
             .await?
-            .ok_or_else(unknown)?
+            .ok_or_else(unknown_key)?
             .user;
         let i = self
             .store
             .get_ticket(owner.id, itid)
             .await?
             .filter(|i| i.bundle_id == msid && i.template_id() == Some(tid))
-            .ok_or_else(unknown)?;
-        // Checked before spending the id: a download that cannot happen must not burn it.
+            .ok_or_else(unknown_key)?;
         let a = Self::download_of(&i, file_name)?;
-        match self
+        let key_hash = hash_key(key);
+        let found = self
             .keys
-            .consume_key(&hash_key(key), &key_resource(i.id), now_millis())
-            .await?
-        {
-            KeyUse::Consumed { owner_id } if owner_id == owner.id => Ok((i, a)),
-            KeyUse::Consumed { .. } | KeyUse::Unknown => Err(unknown()),
-            KeyUse::AlreadyUsed => Err(DomainError::Gone(
-                "this downloadId was already used (each id works once); get the image again for a new one"
-                    .into(),
-            )),
-            KeyUse::Expired => Err(DomainError::Gone(
-                "this downloadId has expired; get the image again for a new one".into(),
-            )),
-        }
+            .check_key(&key_hash, &key_resource(i.id), now_millis())
+            .await?;
+        key_verdict(found, owner.id)?;
+        Ok(KeyedDownload {
+            image: i,
+            archive: a,
+            key_hash,
+            owner_id: owner.id,
+        })
+    }
+
+    /// Spends a checked id: exactly one request ever gets past this (whoever wins a race); the
+    /// others hear that it was used.
+    pub async fn spend_download_key(&self, d: KeyedDownload) -> Result<(Ticket, ArchiveRef)> {
+        let used = self
+            .keys
+            .consume_key(&d.key_hash, &key_resource(d.image.id), now_millis())
+            .await?;
+        key_verdict(used, d.owner_id)?;
+        Ok((d.image, d.archive))
     }
 
     /// Housekeeping: drops download ids expired for a day (kept that long so a late use still
@@ -408,6 +415,34 @@ impl Satchel {
         self.keys
             .purge_keys(now_millis().saturating_sub(24 * 3600 * 1000))
             .await
+    }
+}
+
+/// An anonymous download whose id checked out, not spent yet.
+#[derive(Debug)]
+pub struct KeyedDownload {
+    pub image: Ticket,
+    pub archive: ArchiveRef,
+    key_hash: String,
+    owner_id: Id,
+}
+
+fn unknown_key() -> DomainError {
+    DomainError::Forbidden("unknown downloadId for this image".into())
+}
+
+/// What a check or a use of a download id means for the request.
+fn key_verdict(found: KeyUse, owner: Id) -> Result<()> {
+    match found {
+        KeyUse::Consumed { owner_id } | KeyUse::Usable { owner_id } if owner_id == owner => Ok(()),
+        KeyUse::Consumed { .. } | KeyUse::Usable { .. } | KeyUse::Unknown => Err(unknown_key()),
+        KeyUse::AlreadyUsed => Err(DomainError::Gone(
+            "this downloadId was already used (each id works once); get the image again for a new one"
+                .into(),
+        )),
+        KeyUse::Expired => Err(DomainError::Gone(
+            "this downloadId has expired; get the image again for a new one".into(),
+        )),
     }
 }
 

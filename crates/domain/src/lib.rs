@@ -3,6 +3,7 @@
 //! Nothing here knows HTTP or SQL. The wire faces call [`service::Satchel`]; storage and the job queue are
 //! reached through the [`ports`] traits; blobs through `satchel-blob` (the `object_store` crate).
 
+pub mod apikeys;
 pub mod auth;
 pub mod cloud;
 pub mod container;
@@ -15,5 +16,6 @@ pub mod names;
 pub mod ports;
 pub mod quota;
 pub mod service;
+pub mod sweep;
 
 pub use error::{DomainError, Result};

@@ -1,6 +1,44 @@
 //! Naming rules: what a file name, login or bundle name may be, and how names become archive paths.
 
+use crate::model::{ArtifactInput, BundleInput};
 use crate::{DomainError, Result};
+use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
+
+/// A user-supplied name in Unicode NFC, so that one name typed as precomposed characters ("é") or
+/// decomposed ones ("e" + U+0301, as macOS file systems hand them out) is one name: one artifact,
+/// one archive path, one match for a download by name. Applied wherever names come in.
+pub fn nfc(s: &str) -> String {
+    match is_nfc_quick(s.chars()) {
+        IsNormalized::Yes => s.to_string(),
+        _ => s.nfc().collect(),
+    }
+}
+
+/// Whether two names are the same once normalised (names stored before normalisation included).
+pub fn same_name(a: &str, b: &str) -> bool {
+    a == b || nfc(a) == nfc(b)
+}
+
+impl BundleInput {
+    /// The input with its name and version in NFC.
+    pub fn into_nfc(self) -> Self {
+        BundleInput {
+            name: self.name.as_deref().map(nfc),
+            version: self.version.as_deref().map(nfc),
+            ..self
+        }
+    }
+}
+
+impl ArtifactInput {
+    /// The input with its name in NFC.
+    pub fn into_nfc(self) -> Self {
+        ArtifactInput {
+            name: self.name.as_deref().map(nfc),
+            ..self
+        }
+    }
+}
 
 /// A file name as given in a URL (`.../bin/{fileName}`): one path segment, never a path.
 pub fn validate_file_name(name: &str) -> Result<&str> {
@@ -125,6 +163,26 @@ mod tests {
         assert_eq!(path_segment("../x"), "..x");
         assert_eq!(path_segment(".."), "_");
         assert_eq!(archive_file_name("My Bundle/1"), "My_Bundle1.tar.gz");
+    }
+
+    #[test]
+    fn names_are_nfc() {
+        let (composed, decomposed) = ("caf\u{e9}", "cafe\u{301}");
+        assert_eq!(nfc(decomposed), composed);
+        assert_eq!(nfc(composed), composed);
+        assert!(same_name(composed, decomposed));
+        assert!(!same_name("cafe", composed));
+        let b = BundleInput {
+            name: Some(decomposed.into()),
+            version: Some(format!("1-{decomposed}")),
+            description: Some(decomposed.into()),
+            ..Default::default()
+        }
+        .into_nfc();
+        assert_eq!(b.name.as_deref(), Some(composed));
+        assert_eq!(b.version, Some(format!("1-{composed}")));
+        // Free text is left as given.
+        assert_eq!(b.description.as_deref(), Some(decomposed));
     }
 
     proptest! {

@@ -10,7 +10,15 @@ use tokio_util::sync::CancellationToken;
 
 #[async_trait]
 pub trait Store:
-    TemplateStore + UsageStore + StatsStore + IdempotencyStore + Send + Sync + 'static
+    TemplateStore
+    + UsageStore
+    + StatsStore
+    + IdempotencyStore
+    + ApiKeyStore
+    + BlobRefStore
+    + Send
+    + Sync
+    + 'static
 {
     // ---- users
     async fn create_user(&self, new: NewUser) -> Result<User>;
@@ -168,6 +176,30 @@ pub trait IdempotencyStore: Send + Sync + 'static {
     async fn purge_idempotency_keys(&self, now: Millis) -> Result<u64>;
 }
 
+/// UForge API key pairs (`crate::apikeys`), scoped by owner but for the lookup that authenticates.
+/// A supertrait of `Store`, written once for both engines.
+#[async_trait]
+pub trait ApiKeyStore: Send + Sync + 'static {
+    /// Inserts the key unless its owner already holds `max_per_owner` (then `None`); a taken
+    /// public key is `Conflict`.
+    async fn create_api_key(
+        &self,
+        new: &crate::apikeys::NewApiKey,
+        max_per_owner: i64,
+    ) -> Result<Option<crate::apikeys::ApiKey>>;
+    async fn list_api_keys(&self, owner: Id) -> Result<Vec<crate::apikeys::ApiKey>>;
+    async fn get_api_key(&self, owner: Id, id: Id) -> Result<Option<crate::apikeys::ApiKey>>;
+    async fn delete_api_key(&self, owner: Id, id: Id) -> Result<bool>;
+    /// The key with this public part and its user, as they are now (one read per request, so a
+    /// deleted key or user is refused at once, on every instance).
+    async fn api_key_by_public(
+        &self,
+        public_key: &str,
+    ) -> Result<Option<(crate::apikeys::ApiKey, User)>>;
+    /// Sets `last_used = now` unless it is already after `unless_after` (bounded writes).
+    async fn touch_api_key(&self, id: Id, now: Millis, unless_after: Millis) -> Result<bool>;
+}
+
 /// What operators watch: reachability and the queue. A supertrait of `Store`, written once.
 #[async_trait]
 pub trait StatsStore: Send + Sync + 'static {
@@ -279,6 +311,10 @@ pub enum KeyUse {
     Consumed {
         owner_id: Id,
     },
+    /// `check_key` only: it could be consumed now (nothing was written).
+    Usable {
+        owner_id: Id,
+    },
     AlreadyUsed,
     Expired,
     /// No such key, or a key for another resource (the two are indistinguishable on purpose).
@@ -298,6 +334,37 @@ pub trait OneTimeKeys: Send + Sync + 'static {
         expires_at: Millis,
     ) -> Result<()>;
     async fn consume_key(&self, key_hash: &str, resource: &str, now: Millis) -> Result<KeyUse>;
+    /// What `consume_key` would find, without consuming (`Usable` instead of `Consumed`): lets a
+    /// request that will send nothing (a 416, a 304) answer without spending the key.
+    async fn check_key(&self, key_hash: &str, resource: &str, now: Millis) -> Result<KeyUse>;
     /// Drops keys that expired before `before` (housekeeping); returns how many.
     async fn purge_keys(&self, before: Millis) -> Result<u64>;
+}
+
+/// What the orphan sweep (`crate::sweep`) asks before it deletes a blob, and the record of the
+/// multipart uploads running on S3 (which object_store cannot list, so a crash would leave their
+/// parts for ever). A supertrait of `Store`, written once for both engines.
+#[async_trait]
+pub trait BlobRefStore: Send + Sync + 'static {
+    /// Which of `keys` a row references: an artifact's or attachment's file, a complete ticket's
+    /// archive, an image's file, an object. (An expired or failed ticket's archive is not kept.)
+    async fn referenced_blobs(&self, keys: &[String]) -> Result<std::collections::HashSet<String>>;
+    /// Tickets whose job may still write their archive (queued or running).
+    async fn live_tickets(&self) -> Result<Vec<Ticket>>;
+    /// Records a multipart upload before its first part is sent.
+    async fn record_upload(&self, key: &str, upload_id: &str, now: Millis) -> Result<()>;
+    /// The upload is still sending parts.
+    async fn touch_upload(&self, key: &str, upload_id: &str, now: Millis) -> Result<()>;
+    /// The upload completed or was aborted.
+    async fn forget_upload(&self, key: &str, upload_id: &str) -> Result<()>;
+    /// Recorded uploads last touched at or before `before`, the longest idle first.
+    async fn stale_uploads(&self, before: Millis, limit: i64) -> Result<Vec<PendingUpload>>;
+}
+
+/// A multipart upload recorded by [`BlobRefStore::record_upload`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingUpload {
+    pub key: String,
+    pub upload_id: String,
+    pub touched: Millis,
 }

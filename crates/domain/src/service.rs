@@ -29,6 +29,9 @@ pub struct Config {
     pub quota: Quota,
     /// Requests per second one user may make (None: no limit).
     pub user_rate: Option<u32>,
+    /// Seals API key secrets. The default is a fresh random key (keys do not outlive the process):
+    /// `serve` loads a persistent one.
+    pub api_key_seal: crate::apikeys::SealKey,
 }
 
 impl Default for Config {
@@ -41,6 +44,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             quota: Quota::default(),
             user_rate: Some(50),
+            api_key_seal: crate::apikeys::SealKey::random(),
         }
     }
 }
@@ -53,6 +57,8 @@ pub struct Satchel {
     pub config: Config,
     /// Requests per second per user, shared with the CloudAPI face.
     pub rate: Arc<crate::limits::RateLimiter>,
+    /// Opens and seals API key secrets (`crate::apikeys`).
+    pub(crate) seal: crate::apikeys::SealKey,
 }
 
 fn user_blob_prefix(owner: Id) -> String {
@@ -77,6 +83,7 @@ impl Satchel {
             keys,
             blobs,
             auth,
+            seal: config.api_key_seal.clone(),
             config,
             rate,
         }
@@ -144,6 +151,7 @@ impl Satchel {
     ) -> Result<Bundle> {
         let owner = self.target(who, uid).await?;
         self.require(who, ENT_SOFTWARE_UPLOAD)?;
+        let input = input.into_nfc();
         let name = input
             .name
             .clone()
@@ -168,6 +176,7 @@ impl Satchel {
     ) -> Result<Bundle> {
         let (owner, _) = self.bundle(who, uid, msid).await?;
         self.require(who, ENT_SOFTWARE_UPLOAD)?;
+        let input = input.into_nfc();
         if let Some(n) = &input.name {
             names::validate_label("name", n)?;
         }
@@ -202,6 +211,7 @@ impl Satchel {
     ) -> Result<Bundle> {
         let (owner, src) = self.bundle(who, uid, msid).await?;
         self.require(who, ENT_SOFTWARE_UPLOAD)?;
+        let input = input.into_nfc();
         let name = input
             .name
             .clone()
@@ -324,6 +334,7 @@ impl Satchel {
             }
         }
         self.require(who, ENT_SOFTWARE_UPLOAD)?;
+        let input = input.into_nfc();
         let name = input
             .name
             .clone()
@@ -351,6 +362,7 @@ impl Satchel {
     ) -> Result<Artifact> {
         let (b, a) = self.artifact(who, uid, msid, said).await?;
         self.require(who, ENT_SOFTWARE_UPLOAD)?;
+        let input = input.into_nfc();
         if let Some(n) = &input.name {
             names::validate_file_name(n)?;
         }
@@ -459,7 +471,7 @@ impl Satchel {
             .ok_or_else(|| DomainError::not_found(format!("file of softwareArtifact {said}")))?;
         if let Some(f) = file_name {
             names::validate_file_name(f)?;
-            if f != a.name {
+            if !names::same_name(f, &a.name) {
                 return Err(DomainError::not_found(format!(
                     "file {f} of softwareArtifact {said}"
                 )));
@@ -486,6 +498,7 @@ impl Satchel {
         let (owner, b) = self.bundle(who, uid, msid).await?;
         self.require(who, ENT_SOFTWARE_UPLOAD)?;
         names::validate_file_name(file_name)?;
+        let file_name = &names::nfc(file_name);
         let blob = self.store_upload(owner.id, body).await?;
         match self
             .store

@@ -80,6 +80,14 @@ pub struct ServeArgs {
     /// How often the expiry sweeper runs [default: 60s].
     #[arg(long, env = "SATCHEL_SWEEP_INTERVAL")]
     pub sweep_interval: Option<String>,
+    /// How often blobs that nothing references (crash leftovers: unfinished uploads, unrecorded
+    /// objects) are looked for and removed; also once at start [default: 1h].
+    #[arg(long, env = "SATCHEL_ORPHAN_SWEEP_INTERVAL")]
+    pub orphan_sweep_interval: Option<String>,
+    /// How long an unreferenced blob or unfinished upload must have been untouched before that
+    /// sweep removes it; keep it well above the longest pause of a write in flight [default: 1h].
+    #[arg(long, env = "SATCHEL_ORPHAN_GRACE")]
+    pub orphan_grace: Option<String>,
     /// Concurrent export jobs [default: 2].
     #[arg(long, env = "SATCHEL_WORKERS")]
     pub workers: Option<usize>,
@@ -154,6 +162,10 @@ pub struct ServeArgs {
     /// On the main port /metrics needs an administrator's credentials.
     #[arg(long, env = "SATCHEL_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// File with the key (64 hex digits) sealing API key secrets in the database; created (mode 0600)
+    /// if missing. Every instance on one database needs the same file [default: DATA_DIR/apikey-seal.key].
+    #[arg(long, env = "SATCHEL_APIKEY_SEAL_FILE")]
+    pub apikey_seal_file: Option<PathBuf>,
     /// Testing aid: pause after each archive chunk (slows exports down deterministically).
     #[arg(long, env = "SATCHEL_EXPORT_THROTTLE", hide = true)]
     pub export_throttle: Option<String>,
@@ -166,6 +178,8 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     retention: Option<String>,
     sweep_interval: Option<String>,
+    orphan_sweep_interval: Option<String>,
+    orphan_grace: Option<String>,
     workers: Option<usize>,
     max_attempts: Option<i32>,
     max_upload: Option<u64>,
@@ -189,6 +203,7 @@ struct FileConfig {
     user_jobs: Option<u32>,
     log_format: Option<String>,
     metrics_listen: Option<SocketAddr>,
+    apikey_seal_file: Option<PathBuf>,
     database_url: Option<String>,
     blob_url: Option<String>,
     s3_endpoint: Option<String>,
@@ -205,6 +220,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub retention: Duration,
     pub sweep_interval: Duration,
+    pub orphan_sweep_interval: Duration,
+    pub orphan_grace: Duration,
     pub workers: usize,
     pub max_attempts: i32,
     pub max_upload: u64,
@@ -221,6 +238,8 @@ pub struct Settings {
     pub user_jobs: u32,
     pub log_json: bool,
     pub metrics_listen: Option<SocketAddr>,
+    /// The API key seal key's file, when given (else `DATA_DIR/apikey-seal.key`).
+    pub apikey_seal_file: Option<PathBuf>,
 }
 
 fn dur(what: &str, s: &str) -> anyhow::Result<Duration> {
@@ -257,6 +276,23 @@ impl ServeArgs {
                     .or(file.sweep_interval)
                     .as_deref()
                     .unwrap_or("60s"),
+            )?,
+            orphan_sweep_interval: match dur(
+                "orphan-sweep-interval",
+                self.orphan_sweep_interval
+                    .or(file.orphan_sweep_interval)
+                    .as_deref()
+                    .unwrap_or("1h"),
+            )? {
+                d if d.is_zero() => anyhow::bail!("orphan-sweep-interval must be more than 0"),
+                d => d,
+            },
+            orphan_grace: dur(
+                "orphan-grace",
+                self.orphan_grace
+                    .or(file.orphan_grace)
+                    .as_deref()
+                    .unwrap_or("1h"),
             )?,
             workers: self.workers.or(file.workers).unwrap_or(2).max(1),
             max_attempts: self.max_attempts.or(file.max_attempts).unwrap_or(3).max(1),
@@ -372,6 +408,7 @@ impl ServeArgs {
                 Some(other) => anyhow::bail!("log format must be text or json, not {other:?}"),
             },
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
+            apikey_seal_file: self.apikey_seal_file.or(file.apikey_seal_file),
             export_throttle: self
                 .export_throttle
                 .as_deref()

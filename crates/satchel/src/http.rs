@@ -83,11 +83,17 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        // Notes which requests carried both Content-Length and Transfer-Encoding, which hyper
+        // does not report (`framing`); the faces' front refuses them.
+        let (stream, heads) = crate::framing::Watched::new(stream, limits.max_header_bytes);
         let svc = app
             .clone()
             .map_request(move |mut req: axum::http::Request<_>| {
                 // The peer address feeds the failed-login throttle.
                 req.extensions_mut().insert(ConnectInfo(peer));
+                if heads.next_is_ambiguous() {
+                    req.extensions_mut().insert(crate::framing::AmbiguousLength);
+                }
                 req
             });
         let conn = builder

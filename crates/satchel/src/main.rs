@@ -1,9 +1,12 @@
 //! `satchel`: the one binary. `serve` runs the service; `admin` manages users in the same store.
 
 mod config;
+mod framing;
 mod http;
 mod openapi;
 mod ops;
+mod redact;
+mod sealkey;
 mod serve;
 
 use anyhow::{bail, Context};
@@ -53,6 +56,15 @@ enum AdminCmd {
     /// SSH public keys that sign CloudAPI requests.
     #[command(subcommand)]
     Key(KeyCmd),
+    /// Remove blobs that nothing references (crash leftovers: unfinished uploads, objects whose
+    /// rows were never written) once, now. Safe while servers run: what queued or running jobs may
+    /// write is kept.
+    Sweep {
+        /// Only what has been untouched this long, e.g. "1h", "0s" (keep it above the longest
+        /// pause of an upload in flight) [default: 1h].
+        #[arg(long, default_value = "1h")]
+        grace: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -129,6 +141,20 @@ async fn admin(
     let cmd = match cmd {
         AdminCmd::User(c) => c,
         AdminCmd::Key(k) => return admin_key(opened, k).await,
+        AdminCmd::Sweep { grace } => {
+            let grace = humantime::parse_duration(&grace)
+                .with_context(|| format!("invalid duration for --grace: {grace:?}"))?;
+            let r = satchel_domain::sweep::sweep_orphans(store.as_ref(), &blobs, grace).await?;
+            println!(
+                "removed {} unreferenced objects, {} unfinished local uploads, {} unfinished \
+                 multipart uploads ({} bytes); {} failed",
+                r.objects, r.staged, r.uploads, r.bytes, r.failed
+            );
+            if r.failed > 0 {
+                bail!("{} removals failed; the next sweep tries again", r.failed);
+            }
+            return Ok(());
+        }
     };
     match cmd {
         UserCmd::Add {

@@ -74,6 +74,9 @@ pub async fn open(storage: &StorageArgs, dir: &Path) -> anyhow::Result<Opened> {
         Some(cfg) => Blobs::s3(&cfg).context("configuring the S3 blob store")?,
         None => Blobs::local(&dir.join("blobs"))?,
     };
+    // S3 multipart uploads are recorded in the database while they run, so the orphan sweep can
+    // abort the ones a crash left (a local store's leftovers are files it finds by itself).
+    let blobs = blobs.with_journal(Arc::new(satchel_domain::sweep::StoreJournal(store.clone())));
     Ok(Opened {
         store,
         keys,
@@ -173,7 +176,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
 
+    let seal_file = match &s.apikey_seal_file {
+        Some(f) => f.clone(),
+        None => {
+            if opened.shared {
+                tracing::warn!(
+                    "scale-out mode without --apikey-seal-file: API keys made here work only on \
+                     instances sharing this data directory's apikey-seal.key"
+                );
+            }
+            s.data_dir.join("apikey-seal.key")
+        }
+    };
     let config = Config {
+        api_key_seal: crate::sealkey::load_or_create(&seal_file)?,
         retention: s.retention,
         max_attempts: s.max_attempts,
         max_upload: s.max_upload,
@@ -255,6 +271,43 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         })
     };
 
+    let orphan_sweeper = {
+        let (store, blobs) = (store.clone(), blobs.clone());
+        let (every, grace) = (s.orphan_sweep_interval, s.orphan_grace);
+        let owner = pool.owner.clone();
+        tokio::spawn(async move {
+            // The first round runs at start: a restart after a crash removes what the crash left
+            // (once it is older than the grace period; the next rounds take the rest).
+            loop {
+                // Once per period across the cluster, like the expiry sweep: listing a whole bucket
+                // is the expensive part, and a second sweeper would only find the same keys.
+                let claimed = store
+                    .claim_periodic("sweep-orphans", &owner, every.mul_f64(0.9))
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "claiming the orphan sweep failed; sweeping anyway");
+                        true
+                    });
+                if claimed {
+                    match satchel_domain::sweep::sweep_orphans(store.as_ref(), &blobs, grace).await
+                    {
+                        Ok(r) if r.is_empty() => {}
+                        Ok(r) => tracing::info!(
+                            objects = r.objects,
+                            staged = r.staged,
+                            uploads = r.uploads,
+                            bytes = r.bytes,
+                            failed = r.failed,
+                            "orphan sweep removed crash leftovers"
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "orphan sweep failed"),
+                    }
+                }
+                tokio::time::sleep(every).await;
+            }
+        })
+    };
+
     opened.rate = satchel.rate.clone();
     let cloud = Arc::new(opened.cloud());
     match cloud.resume_exports().await {
@@ -285,8 +338,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Each face keeps its own fallback, so an unknown path answers in the right error format.
     let ops = (satchel.clone(), metrics.clone(), blobs.clone());
     let openapi = Arc::new(crate::openapi::document());
+    let max_upload = s.max_upload;
     let app = axum::Router::new()
         .fallback(move |req: axum::extract::Request| {
+            // Before any face polls the body: a refusal here reads none of it and sends no
+            // `100 Continue` (hyper sends that on the first poll).
+            let refused = crate::framing::refusal(&req, max_upload)
+                .map(|(status, message)| crate::framing::refuse(&req, status, &message));
             let path = req.uri().path();
             let face = if path == "/api/openapi.json" {
                 None
@@ -300,6 +358,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let (satchel, metrics, blobs) = ops.clone();
             let openapi = openapi.clone();
             async move {
+                if let Some(r) = refused {
+                    return r;
+                }
                 match face {
                     Some(face) => match face.oneshot(req).await {
                         Ok(r) => r,
@@ -321,7 +382,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 }
             }
         })
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        // Request spans show URIs with credentials (download ids, signatures) redacted, and
+        // credential headers are marked sensitive before anything can log them.
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(crate::redact::span))
+        .layer(
+            tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
+                axum::http::header::AUTHORIZATION,
+                axum::http::header::PROXY_AUTHORIZATION,
+                axum::http::header::COOKIE,
+            ]),
+        )
         .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
         .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
             tower_http::request_id::MakeRequestUuid,
@@ -381,6 +451,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let _ = m.await;
     }
     sweeper.abort();
+    orphan_sweeper.abort();
     pool.shutdown().await;
     Ok(())
 }

@@ -10,14 +10,20 @@
 
 #[path = "api.rs"]
 mod api;
+#[path = "apikeys.rs"]
+mod apikeys;
 #[path = "cloudapi.rs"]
 mod cloudapi;
 #[path = "containers.rs"]
 mod containers;
+#[path = "crash_leftovers.rs"]
+mod crash_leftovers;
 #[path = "durability.rs"]
 mod durability;
 #[path = "hardening.rs"]
 mod hardening;
+#[path = "http_details.rs"]
+mod http_details;
 #[path = "idempotency.rs"]
 mod idempotency;
 #[path = "operations.rs"]

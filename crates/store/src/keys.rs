@@ -24,7 +24,7 @@ fn classify(row: Option<(Option<Millis>, Millis, String)>, resource: &str, now: 
 }
 
 macro_rules! impl_keys {
-    ($store:ty, $insert:literal, $consume:literal, $look:literal, $purge:literal) => {
+    ($store:ty, $insert:literal, $consume:literal, $look:literal, $check:literal, $purge:literal) => {
         #[async_trait]
         impl OneTimeKeys for $store {
             async fn issue_key(
@@ -70,6 +70,25 @@ macro_rules! impl_keys {
                 Ok(classify(row, resource, now))
             }
 
+            async fn check_key(
+                &self,
+                key_hash: &str,
+                resource: &str,
+                now: Millis,
+            ) -> Result<KeyUse> {
+                let row: Option<(Option<Millis>, Millis, String, Id)> = sqlx::query_as($check)
+                    .bind(key_hash)
+                    .fetch_optional(self.pool())
+                    .await
+                    .map_err(db_err)?;
+                Ok(match row {
+                    Some((None, exp, r, owner_id)) if r == resource && exp > now => {
+                        KeyUse::Usable { owner_id }
+                    }
+                    row => classify(row.map(|(u, e, r, _)| (u, e, r)), resource, now),
+                })
+            }
+
             async fn purge_keys(&self, before: Millis) -> Result<u64> {
                 let r = sqlx::query($purge)
                     .bind(before)
@@ -87,6 +106,7 @@ impl_keys!(
     "INSERT INTO download_keys (key_hash, owner_id, resource, expires_at, created) VALUES (?, ?, ?, ?, ?)",
     "UPDATE download_keys SET used_at = ?1 WHERE key_hash = ?2 AND resource = ?3 AND used_at IS NULL AND expires_at > ?1 RETURNING owner_id",
     "SELECT used_at, expires_at, resource FROM download_keys WHERE key_hash = ?",
+    "SELECT used_at, expires_at, resource, owner_id FROM download_keys WHERE key_hash = ?",
     "DELETE FROM download_keys WHERE expires_at < ?"
 );
 
@@ -95,5 +115,6 @@ impl_keys!(
     "INSERT INTO download_keys (key_hash, owner_id, resource, expires_at, created) VALUES ($1, $2, $3, $4, $5)",
     "UPDATE download_keys SET used_at = $1 WHERE key_hash = $2 AND resource = $3 AND used_at IS NULL AND expires_at > $1 RETURNING owner_id",
     "SELECT used_at, expires_at, resource FROM download_keys WHERE key_hash = $1",
+    "SELECT used_at, expires_at, resource, owner_id FROM download_keys WHERE key_hash = $1",
     "DELETE FROM download_keys WHERE expires_at < $1"
 );

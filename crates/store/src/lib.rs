@@ -4,6 +4,8 @@
 //! database and queue). Both also implement `satchel_domain::ports::CloudStore` (keys, images, the
 //! object namespace, image exports), in `sqlite_cloud` and `postgres_cloud`.
 
+mod apikeys;
+mod blobrefs;
 mod idempotency;
 mod keys;
 pub mod postgres;

@@ -143,6 +143,8 @@ crate::rows::store_rows!(PgRow);
 crate::usage::impl_usage!(PostgresStore);
 crate::usage::impl_stats!(PostgresStore);
 crate::idempotency::impl_idempotency!(PostgresStore);
+crate::blobrefs::impl_blob_refs!(PostgresStore);
+crate::apikeys::impl_apikeys!(PostgresStore, PgRow);
 
 crate::templates::impl_templates!(
     PostgresStore,

@@ -52,6 +52,8 @@ crate::rows::store_rows!(SqliteRow);
 crate::usage::impl_usage!(SqliteStore);
 crate::usage::impl_stats!(SqliteStore);
 crate::idempotency::impl_idempotency!(SqliteStore);
+crate::blobrefs::impl_blob_refs!(SqliteStore);
+crate::apikeys::impl_apikeys!(SqliteStore, SqliteRow);
 
 crate::templates::impl_templates!(
     SqliteStore,

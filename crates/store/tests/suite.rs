@@ -125,6 +125,7 @@ suite!(
     idempotency_keys_claim_record_and_expire,
     idempotency_claim_race_has_one_winner,
     idempotency_protocol_waits_replays_and_releases,
+    apikeys_are_scoped_capped_and_revocable,
     ],
     cloud: [
     keys_are_scoped_by_owner,
@@ -139,6 +140,7 @@ suite!(
     concurrent_object_deletes_return_the_shared_blob_once,
     concurrent_mkdir_put_and_delete_keep_the_tree,
     delete_user_racing_object_writes_accounts_for_every_blob,
+    blob_references_live_tickets_and_upload_records,
     ],
 );
 
@@ -1317,6 +1319,92 @@ async fn idempotency_keys_claim_record_and_expire(s: Arc<dyn Store>) -> Result<(
     Ok(())
 }
 
+fn new_key(owner: Id, public: &str) -> satchel_domain::apikeys::NewApiKey {
+    satchel_domain::apikeys::NewApiKey {
+        owner_id: owner,
+        public_key: public.into(),
+        sealed_secret: vec![1, 0, 255, 7],
+        name: Some(format!("name of {public}")),
+        description: None,
+        created: 5_000,
+    }
+}
+
+async fn apikeys_are_scoped_capped_and_revocable(s: Arc<dyn Store>) -> Result<()> {
+    let (a, b) = (user(&s, "a").await?, user(&s, "b").await?);
+    let k1 = s
+        .create_api_key(&new_key(a.id, "P1"), 2)
+        .await?
+        .expect("under the cap");
+    assert_eq!(
+        (
+            k1.owner_id,
+            k1.public_key.as_str(),
+            k1.sealed_secret.as_slice()
+        ),
+        (a.id, "P1", &[1u8, 0, 255, 7][..])
+    );
+    assert_eq!(
+        (k1.name.as_deref(), k1.description.as_deref()),
+        (Some("name of P1"), None)
+    );
+    assert_eq!((k1.created, k1.last_used), (5_000, None));
+    let k2 = s
+        .create_api_key(&new_key(a.id, "P2"), 2)
+        .await?
+        .expect("under the cap");
+    assert!(
+        s.create_api_key(&new_key(a.id, "P3"), 2).await?.is_none(),
+        "a holds 2"
+    );
+    // The cap is per owner; public keys are unique across owners.
+    let kb = s
+        .create_api_key(&new_key(b.id, "PB"), 2)
+        .await?
+        .expect("b's first");
+    match s.create_api_key(&new_key(b.id, "P1"), 2).await {
+        Err(DomainError::Conflict(_)) => {}
+        other => panic!("{other:?}"),
+    }
+
+    let ids = |v: Vec<satchel_domain::apikeys::ApiKey>| v.iter().map(|k| k.id).collect::<Vec<_>>();
+    assert_eq!(ids(s.list_api_keys(a.id).await?), vec![k1.id, k2.id]);
+    assert_eq!(ids(s.list_api_keys(b.id).await?), vec![kb.id]);
+    assert_eq!(s.get_api_key(a.id, k1.id).await?, Some(k1.clone()));
+    assert_eq!(s.get_api_key(b.id, k1.id).await?, None, "scoped by owner");
+
+    let (found, owner) = s.api_key_by_public("P1").await?.expect("P1");
+    assert_eq!((found, owner), (k1.clone(), a.clone()));
+    assert!(s.api_key_by_public("p1").await?.is_none(), "exact match");
+    assert!(s.api_key_by_public("nope").await?.is_none());
+
+    // last_used: written when unset or older than the bound, else left alone.
+    assert!(s.touch_api_key(k1.id, 10_000, 0).await?);
+    assert!(
+        !s.touch_api_key(k1.id, 20_000, 9_000).await?,
+        "used at 10 000"
+    );
+    assert!(s.touch_api_key(k1.id, 80_000, 20_000).await?);
+    assert_eq!(
+        s.get_api_key(a.id, k1.id).await?.and_then(|k| k.last_used),
+        Some(80_000)
+    );
+    assert_eq!(
+        s.get_api_key(a.id, k2.id).await?.and_then(|k| k.last_used),
+        None
+    );
+
+    // Deleting is scoped and final; a user's keys go with the user.
+    assert!(!s.delete_api_key(b.id, k1.id).await?);
+    assert!(s.delete_api_key(a.id, k1.id).await?);
+    assert!(!s.delete_api_key(a.id, k1.id).await?);
+    assert!(s.api_key_by_public("P1").await?.is_none());
+    s.delete_user("a").await?;
+    assert!(s.api_key_by_public("P2").await?.is_none());
+    assert!(s.api_key_by_public("PB").await?.is_some());
+    Ok(())
+}
+
 /// The domain's protocol over the engine: a retry waits for the first request, then replays its
 /// answer (or says it is still in progress); another body is refused at once; a dropped claim frees
 /// the key.
@@ -2193,6 +2281,115 @@ async fn delete_user_returns_image_and_object_blobs(
     Ok(())
 }
 
+// ---- the orphan sweep's questions
+
+async fn blob_references_live_tickets_and_upload_records(
+    s: Arc<dyn Store>,
+    c: Arc<dyn CloudStore>,
+) -> Result<()> {
+    let a = user(&s, "alice").await?;
+    let b = user(&s, "bob").await?;
+    let bun = bundle(&s, a.id, "app").await?;
+    let art = s
+        .create_artifact(bun.id, None, "f", &Default::default())
+        .await?;
+    s.set_artifact_blob(bun.id, art.id, &blob("art")).await?;
+    s.put_attachment(bun.id, AttachmentKind::Logo, "logo.png", &blob("logo"))
+        .await?;
+    let finished = ticket(&s, a.id, &bun).await?;
+    assert!(s.finish_ticket(finished.id, &complete("arch", T0)).await?);
+    let old = ticket(&s, a.id, &bun).await?;
+    assert!(s.finish_ticket(old.id, &complete("old-arch", T0)).await?);
+    assert!(s.mark_expired(old.id).await?);
+    let errored = ticket(&s, a.id, &bun).await?;
+    assert!(s.finish_ticket(errored.id, &failed("boom")).await?);
+    let queued = ticket(&s, a.id, &bun).await?;
+    let running = ticket(&s, a.id, &bun).await?;
+    assert!(s.mark_running(running.id).await?);
+    let t = s.create_template(a.id, bun.id, None).await?;
+    let img = image_ticket(&s, a.id, &bun, t.id, true).await?;
+    image_with_file(&c, b.id, "img-b", "img-file").await?;
+    assert_eq!(
+        c.stor_put(&object(b.id, "/bob/stor/o", "obj"), true, None)
+            .await?,
+        done(None)
+    );
+    let deleted = ticket(&s, a.id, &bun).await?;
+    assert!(
+        s.finish_ticket(deleted.id, &complete("gone-arch", T0))
+            .await?
+    );
+    assert!(s.delete_ticket(a.id, deleted.id).await?.is_some());
+
+    // Referenced: files, attachments, complete archives, image files, objects; across users.
+    let ask: Vec<String> = [
+        "art",
+        "logo",
+        "arch",
+        "old-arch",
+        "gone-arch",
+        "img-file",
+        "obj",
+        "nothing",
+        "art",
+    ]
+    .iter()
+    .map(|k| k.to_string())
+    .collect();
+    let got: BTreeSet<String> = s.referenced_blobs(&ask).await?.into_iter().collect();
+    assert_eq!(
+        got.iter().map(String::as_str).collect::<Vec<_>>(),
+        ["arch", "art", "img-file", "logo", "obj"]
+    );
+    assert!(s.referenced_blobs(&[]).await?.is_empty());
+    // More keys than one statement takes.
+    let mut many: Vec<String> = (0..1203).map(|i| format!("u/1/files/{i}")).collect();
+    many.push("obj".into());
+    many.insert(0, "art".into());
+    let got = s.referenced_blobs(&many).await?;
+    assert_eq!(got.len(), 2);
+    assert!(got.contains("art") && got.contains("obj"));
+
+    // Live: queued and running tickets of every kind, nothing finished.
+    let live: Vec<Id> = s.live_tickets().await?.into_iter().map(|t| t.id).collect();
+    assert_eq!(live, [queued.id, running.id, img.id]);
+    let _ = errored;
+
+    // Upload records: stale by their last touch, oldest first; forgetting is idempotent.
+    s.record_upload("k1", "u1", 100).await?;
+    s.record_upload("k2", "u2", 200).await?;
+    s.record_upload("k1", "u3", 400).await?;
+    s.touch_upload("k1", "u1", 300).await?;
+    let stale = |v: Vec<satchel_domain::ports::PendingUpload>| {
+        v.into_iter()
+            .map(|u| (u.key, u.upload_id, u.touched))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        stale(s.stale_uploads(250, 10).await?),
+        [("k2".to_string(), "u2".to_string(), 200)]
+    );
+    assert_eq!(
+        stale(s.stale_uploads(300, 10).await?),
+        [
+            ("k2".to_string(), "u2".to_string(), 200),
+            ("k1".to_string(), "u1".to_string(), 300)
+        ]
+    );
+    assert_eq!(stale(s.stale_uploads(1000, 1).await?).len(), 1);
+    s.forget_upload("k2", "u2").await?;
+    s.forget_upload("k2", "u2").await?;
+    s.forget_upload("k1", "u1").await?;
+    assert_eq!(
+        stale(s.stale_uploads(1000, 10).await?),
+        [("k1".to_string(), "u3".to_string(), 400)]
+    );
+    // Recording again (a retried begin) only refreshes it.
+    s.record_upload("k1", "u3", 500).await?;
+    assert_eq!(s.stale_uploads(450, 10).await?, []);
+    Ok(())
+}
+
 // ---- cloud: image exports
 
 async fn image_exports(s: Arc<dyn Store>, c: Arc<dyn CloudStore>) -> Result<()> {
@@ -2795,6 +2992,17 @@ async fn one_time_keys_lifecycle(s: Arc<dyn Store>, k: Vec<Arc<dyn OneTimeKeys>>
     let now = now_millis();
     let (a, b) = (&k[0], k.last().unwrap_or(&k[0]));
     a.issue_key("h1", u.id, "image:1", now + 60_000).await?;
+    // A check reports without consuming, as consume_key would judge it.
+    assert_eq!(b.check_key("h1", "image:2", now).await?, KeyUse::Unknown);
+    assert_eq!(
+        b.check_key("h1", "image:1", now).await?,
+        KeyUse::Usable { owner_id: u.id }
+    );
+    assert_eq!(
+        a.check_key("h1", "image:1", now + 60_000).await?,
+        KeyUse::Expired
+    );
+    assert_eq!(a.check_key("nope", "image:1", now).await?, KeyUse::Unknown);
     // The wrong resource neither consumes it nor reveals it exists.
     assert_eq!(b.consume_key("h1", "image:2", now).await?, KeyUse::Unknown);
     assert_eq!(
@@ -2803,6 +3011,10 @@ async fn one_time_keys_lifecycle(s: Arc<dyn Store>, k: Vec<Arc<dyn OneTimeKeys>>
     );
     assert_eq!(
         a.consume_key("h1", "image:1", now).await?,
+        KeyUse::AlreadyUsed
+    );
+    assert_eq!(
+        b.check_key("h1", "image:1", now).await?,
         KeyUse::AlreadyUsed
     );
     assert_eq!(

@@ -160,8 +160,9 @@ impl Cloud {
         let need = |v: Option<String>, f: &str| {
             v.ok_or_else(|| DomainError::rule("MissingParameter", format!("{f} is required")))
         };
-        let name = need(input.name, "name")?;
-        let version = need(input.version, "version")?;
+        // In NFC, like the UForge face's names (crate::names::nfc).
+        let name = crate::names::nfc(&need(input.name, "name")?);
+        let version = crate::names::nfc(&need(input.version, "version")?);
         let os = need(input.os, "os")?;
         let kind = need(input.kind, "type")?;
         validate_label("name", &name, 512)?;
