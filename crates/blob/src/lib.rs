@@ -543,7 +543,17 @@ impl BlobWriter {
             }
         }
         match self.inner.take() {
-            Some(w) => {
+            Some(mut w) => {
+                // A part that failed earlier (a full disk) is reported here, while the upload can
+                // still be aborted: `WriteMultipart::finish` would return the error and drop the
+                // upload unaborted (a local staging file removed only later, in the background;
+                // an S3 upload left for the orphan sweep).
+                if let Err(e) = w.wait_for_capacity(0).await {
+                    if let Err(a) = w.abort().await {
+                        tracing::warn!(error = %a, "aborting a multipart upload");
+                    }
+                    return Err(e.into());
+                }
                 w.finish().await?;
             }
             None => {

@@ -423,6 +423,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn orphan_sweep_settings() {
+        let s = ServeArgs::default().resolve().unwrap();
+        assert_eq!(s.orphan_grace, Duration::from_secs(3600));
+        assert_eq!(s.orphan_sweep_interval, Duration::from_secs(3600));
+        let s = ServeArgs {
+            orphan_grace: Some("0s".into()),
+            orphan_sweep_interval: Some("2s".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(s.orphan_grace, Duration::ZERO);
+        assert_eq!(s.orphan_sweep_interval, Duration::from_secs(2));
+        // A zero interval would sweep in a busy loop.
+        assert!(ServeArgs {
+            orphan_sweep_interval: Some("0s".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .is_err());
+    }
+
+    #[test]
     fn flags_win_over_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
