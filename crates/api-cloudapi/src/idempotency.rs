@@ -23,16 +23,8 @@ pub(crate) struct Idem {
 impl<S: Send + Sync> FromRequestParts<S> for Idem {
     type Rejection = CloudError;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, CloudError> {
-        let mut values = parts.headers.get_all(idem::HEADER).iter();
-        let key = match (values.next(), values.next()) {
-            (None, _) => None,
-            (Some(v), None) => Some(idem::parse_key(v.as_bytes())?),
-            (Some(_), Some(_)) => {
-                return Err(CloudError::invalid_argument(
-                    "a request carries at most one Idempotency-Key",
-                ))
-            }
-        };
+        let values = parts.headers.get_all(idem::HEADER);
+        let key = idem::single_key(values.iter().map(|v| v.as_bytes()))?;
         let target = parts
             .uri
             .path_and_query()

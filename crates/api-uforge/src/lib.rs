@@ -42,6 +42,8 @@ pub fn router(state: AppState) -> Router {
         }))
 }
 
+pub use routes::basic_credentials;
+
 /// The operations this face routes (for the OpenAPI document).
 pub fn operations() -> Vec<satchel_api_doc::Operation> {
     routes::routes().operations

@@ -174,23 +174,28 @@ pub(crate) async fn basic_principal(
     headers: &HeaderMap,
     source: Option<std::net::IpAddr>,
 ) -> Result<Principal, ApiError> {
-    let unauth = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
+    let (login, password) =
+        basic_credentials(headers).map_err(|m| ApiError::new(StatusCode::UNAUTHORIZED, m))?;
+    Ok(st.satchel.auth.login(&login, &password, source).await?)
+}
+
+/// The login and password of an HTTP Basic `Authorization` header, or why there are none.
+pub fn basic_credentials(headers: &HeaderMap) -> Result<(String, String), &'static str> {
     let h = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| unauth("authentication required (HTTP Basic)"))?;
+        .ok_or("authentication required (HTTP Basic)")?;
     let encoded = h
         .strip_prefix("Basic ")
         .or_else(|| h.strip_prefix("basic "))
-        .ok_or_else(|| unauth("unsupported authorization scheme; use HTTP Basic"))?;
+        .ok_or("unsupported authorization scheme; use HTTP Basic")?;
+    let malformed = "malformed Basic credentials";
     let raw = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
-        .map_err(|_| unauth("malformed Basic credentials"))?;
-    let raw = String::from_utf8(raw).map_err(|_| unauth("malformed Basic credentials"))?;
-    let (login, password) = raw
-        .split_once(':')
-        .ok_or_else(|| unauth("malformed Basic credentials"))?;
-    Ok(st.satchel.auth.login(login, password, source).await?)
+        .map_err(|_| malformed)?;
+    let raw = String::from_utf8(raw).map_err(|_| malformed)?;
+    let (login, password) = raw.split_once(':').ok_or(malformed)?;
+    Ok((login.to_string(), password.to_string()))
 }
 
 pub struct Fmt(pub Format);

@@ -161,6 +161,17 @@ pub fn body_hash(body: &[u8]) -> String {
 
 /// The key from a header value: 1 to 255 visible ASCII characters, optionally in double quotes (the
 /// IETF draft's structured-field string form).
+/// The key of a request from the values of its `Idempotency-Key` headers: none, or exactly one.
+pub fn single_key<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> Result<Option<String>> {
+    match (values.next(), values.next()) {
+        (None, _) => Ok(None),
+        (Some(v), None) => parse_key(v).map(Some),
+        (Some(_), Some(_)) => Err(DomainError::Invalid(
+            "a request carries at most one Idempotency-Key".into(),
+        )),
+    }
+}
+
 pub fn parse_key(value: &[u8]) -> Result<String> {
     let bad = || {
         DomainError::Invalid(format!(

@@ -14,21 +14,6 @@ use common::{noise, Client, Server};
 use futures::StreamExt;
 use std::time::{Duration, Instant};
 
-/// One user submits far more than the per-user defaults allow (10 tickets outstanding, 100 archives,
-/// 2 running jobs, 50 requests/s): lift them, this measures the queue, not the limits.
-const UNLIMITED: [&str; 10] = [
-    "--workers",
-    "2",
-    "--quota-tickets",
-    "0",
-    "--quota-archives",
-    "0",
-    "--user-jobs",
-    "1000",
-    "--user-rate",
-    "0",
-];
-
 async fn wait_complete(c: &Client, msid: i64, eid: i64) {
     let path = format!("/users/alice/mysoftware/{msid}/exports/{eid}/status");
     loop {
@@ -55,10 +40,10 @@ struct Row {
 }
 
 async fn run(instances: usize, exports: usize, at_rest: usize) -> Row {
-    let first = Server::start(&UNLIMITED).await;
+    let first = Server::start(&common::UNLIMITED).await;
     let mut servers = vec![];
     for _ in 1..instances {
-        servers.push(first.second(&UNLIMITED).await);
+        servers.push(first.second(&common::UNLIMITED).await);
     }
     let clients: Vec<Client> = std::iter::once(&first)
         .chain(servers.iter())

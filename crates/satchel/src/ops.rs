@@ -7,7 +7,6 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use http_body_util::BodyExt;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -223,23 +222,14 @@ pub async fn metrics_for_admin(
     headers: &HeaderMap,
     source: Option<std::net::IpAddr>,
 ) -> Response {
-    let creds = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|h| h.strip_prefix("Basic "))
-        .and_then(|b| {
-            base64::engine::general_purpose::STANDARD
-                .decode(b.trim())
-                .ok()
-        })
-        .and_then(|b| String::from_utf8(b).ok());
-    let Some((login, password)) = creds.as_deref().and_then(|c| c.split_once(':')) else {
+    // The same Basic parsing as the UForge face's.
+    let Ok((login, password)) = satchel_api_uforge::basic_credentials(headers) else {
         return plain(
             StatusCode::UNAUTHORIZED,
             "metrics need an administrator's credentials (HTTP Basic)",
         );
     };
-    match satchel.auth.login(login, password, source).await {
+    match satchel.auth.login(&login, &password, source).await {
         Ok(p) if p.user.admin => metrics_page(satchel, metrics).await,
         Ok(_) => plain(StatusCode::FORBIDDEN, "metrics are for administrators"),
         Err(satchel_domain::DomainError::Throttled { retry_after, .. }) => {

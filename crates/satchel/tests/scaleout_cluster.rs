@@ -9,27 +9,12 @@ use futures::StreamExt;
 use sha2::Digest;
 use std::time::{Duration, Instant};
 
-/// One user submits far more than the per-user defaults allow (10 tickets outstanding, 100 archives,
-/// 2 running jobs, 50 requests/s): lift them, this measures the queue, not the limits.
-const UNLIMITED: [&str; 10] = [
-    "--workers",
-    "2",
-    "--quota-tickets",
-    "0",
-    "--quota-archives",
-    "0",
-    "--user-jobs",
-    "1000",
-    "--user-rate",
-    "0",
-];
-
 const EXPORTS: usize = 1000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_one_killed_no_export_lost() {
-    let s1 = Server::start(&UNLIMITED).await;
-    let mut s2 = s1.second(&UNLIMITED).await;
+    let s1 = Server::start(&common::UNLIMITED).await;
+    let mut s2 = s1.second(&common::UNLIMITED).await;
     let (a1, a2) = (s1.client("alice"), s2.client("alice"));
 
     // Ten small bundles, each with a file whose bytes identify it.

@@ -10,6 +10,21 @@ use std::time::{Duration, Instant};
 
 pub const NS: &str = "http://www.usharesoft.com/uforge";
 
+/// Flags for runs where one user submits far more than the per-user defaults allow (10 tickets
+/// outstanding, 100 archives, 2 running jobs, 50 requests/s): they measure the queue, not the limits.
+pub const UNLIMITED: [&str; 10] = [
+    "--workers",
+    "2",
+    "--quota-tickets",
+    "0",
+    "--quota-archives",
+    "0",
+    "--user-jobs",
+    "1000",
+    "--user-rate",
+    "0",
+];
+
 pub struct Server {
     pub child: Option<Child>,
     pub dir: tempfile::TempDir,
