@@ -520,7 +520,13 @@ fn failed_message(kind: TicketKind) -> &'static str {
 #[async_trait]
 impl JobHandler for TicketRunner {
     async fn run(&self, job: &Job, cancel: CancellationToken) -> Result<()> {
-        let Some(t) = self.store.get_ticket_any(job.ticket_id).await? else {
+        let Some(id) = job.ticket_id() else {
+            return Err(DomainError::Internal(format!(
+                "a {} job reached the ticket runner",
+                job.subject
+            )));
+        };
+        let Some(t) = self.store.get_ticket_any(id).await? else {
             return Ok(()); // deleted while queued
         };
         if t.state.is_final() {
@@ -596,9 +602,12 @@ impl JobHandler for TicketRunner {
 
     async fn give_up(&self, job: &Job, error: &str) -> Result<()> {
         let kind = TicketKind::parse(&job.kind).unwrap_or(TicketKind::BundleExport);
+        let Some(id) = job.ticket_id() else {
+            return Ok(());
+        };
         self.store
             .finish_ticket(
-                job.ticket_id,
+                id,
                 &Outcome::Error {
                     message: failed_message(kind).into(),
                     error_message: format!("gave up after {} attempts: {error}", job.attempts),

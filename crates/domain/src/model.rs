@@ -346,16 +346,46 @@ pub enum Outcome {
     },
 }
 
-/// A durable unit of work: builds one ticket's archive; `kind` is the ticket's.
+/// A durable unit of work on the leased queue: builds one ticket's archive (`kind` is the ticket's) or
+/// runs one CloudAPI image export (`kind` [`JOB_IMAGE_EXPORT`]).
 #[derive(Debug, Clone)]
 pub struct Job {
     pub id: Id,
     pub kind: String,
-    pub ticket_id: Id,
+    /// The user it works for (fair claiming counts running jobs per owner).
+    pub owner_id: Id,
+    pub subject: JobSubject,
     pub attempts: i32,
     pub max_attempts: i32,
     pub last_error: Option<String>,
 }
 
+/// What a job works on: exactly one of these (a CHECK constraint in the schema).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobSubject {
+    Ticket(Id),
+    ImageExport(String),
+}
+
+impl Job {
+    /// The ticket this job builds, if it builds one.
+    pub fn ticket_id(&self) -> Option<Id> {
+        match self.subject {
+            JobSubject::Ticket(id) => Some(id),
+            JobSubject::ImageExport(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for JobSubject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JobSubject::Ticket(id) => write!(f, "ticket {id}"),
+            JobSubject::ImageExport(id) => write!(f, "image export {id}"),
+        }
+    }
+}
+
 pub const JOB_BUNDLE_EXPORT: &str = "bundle_export";
 pub const JOB_CONTAINER_IMAGE: &str = "container_image";
+pub const JOB_IMAGE_EXPORT: &str = "image_export";

@@ -24,6 +24,9 @@ pub trait Store:
     async fn create_user(&self, new: NewUser) -> Result<User>;
     async fn user_by_login(&self, login: &str) -> Result<Option<UserRecord>>;
     async fn list_users(&self) -> Result<Vec<User>>;
+    async fn user_by_id(&self, id: Id) -> Result<Option<User>> {
+        Ok(self.list_users().await?.into_iter().find(|u| u.id == id))
+    }
     /// Deletes the user and everything they own; returns the blob keys to delete.
     async fn delete_user(&self, login: &str) -> Result<Option<Vec<String>>>;
     async fn set_password(&self, login: &str, password_hash: &str) -> Result<bool>;
@@ -297,11 +300,13 @@ pub trait CloudStore: Send + Sync + 'static {
     async fn stor_delete(&self, owner: Id, path: &str) -> Result<StorDelete>;
 
     // ---- async image exports
-    async fn create_image_export(&self, e: &ImageExport) -> Result<()>;
+    /// Records the export and enqueues its job (kind [`crate::model::JOB_IMAGE_EXPORT`]) in one
+    /// transaction, like `Store::create_ticket`.
+    async fn create_image_export(&self, e: &ImageExport, max_attempts: i32) -> Result<()>;
     async fn get_image_export(&self, owner: Id, id: &str) -> Result<Option<ImageExport>>;
     async fn update_image_export(&self, e: &ImageExport) -> Result<()>;
-    /// Exports left queued or running (a restart resumes them).
-    async fn unfinished_image_exports(&self) -> Result<Vec<ImageExport>>;
+    /// Any user's export (the job runner's read; the face reads with `get_image_export`).
+    async fn get_image_export_any(&self, id: &str) -> Result<Option<ImageExport>>;
 }
 
 /// What consuming a one-time download key found.

@@ -5,12 +5,56 @@
 
 use satchel_domain::model::Job;
 use satchel_domain::ports::{JobHandler, Store};
+use satchel_domain::{DomainError, Result};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+
+/// Routes each job to the handler registered for its kind, so one pool (one queue, one fairness
+/// rule, one set of leases) runs every kind of background work.
+#[derive(Default)]
+pub struct Dispatch {
+    handlers: HashMap<String, Arc<dyn JobHandler>>,
+}
+
+impl Dispatch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with(mut self, kind: &str, handler: Arc<dyn JobHandler>) -> Self {
+        self.handlers.insert(kind.to_string(), handler);
+        self
+    }
+
+    fn handler(&self, job: &Job) -> Result<&Arc<dyn JobHandler>> {
+        self.handlers.get(&job.kind).ok_or_else(|| {
+            // A job written by a newer version: retried (and given up) rather than dropped.
+            DomainError::Internal(format!("no handler for jobs of kind {:?}", job.kind))
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl JobHandler for Dispatch {
+    async fn run(&self, job: &Job, cancel: CancellationToken) -> Result<()> {
+        self.handler(job)?.run(job, cancel).await
+    }
+
+    async fn give_up(&self, job: &Job, error: &str) -> Result<()> {
+        match self.handler(job) {
+            Ok(h) => h.give_up(job, error).await,
+            Err(e) => {
+                tracing::error!(job = job.id, error = %e, "giving up a job nobody can run");
+                Ok(())
+            }
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
@@ -46,11 +90,21 @@ pub struct WorkerPool {
 
 impl WorkerPool {
     pub fn start(store: Arc<dyn Store>, handler: Arc<dyn JobHandler>, cfg: PoolConfig) -> Self {
+        Self::start_with_waker(store, handler, cfg, Arc::new(Notify::new()))
+    }
+
+    /// As [`WorkerPool::start`], woken by `wake` (handed to the services that enqueue jobs before
+    /// the pool, whose handlers need those services, exists).
+    pub fn start_with_waker(
+        store: Arc<dyn Store>,
+        handler: Arc<dyn JobHandler>,
+        cfg: PoolConfig,
+        wake: Arc<Notify>,
+    ) -> Self {
         let owner = format!("satchel-{}", uuid::Uuid::new_v4().simple());
-        let wake = Arc::new(Notify::new());
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        for n in 0..cfg.workers.max(1) {
+        for n in 0..cfg.workers {
             let w = Worker {
                 store: store.clone(),
                 handler: handler.clone(),
@@ -126,7 +180,7 @@ impl Worker {
     async fn process(&self, job: Job) {
         // `instrument`, not `span.enter()`: an entered span held across `.await` migrates between
         // runtime threads and corrupts the subscriber's span stack (it panicked in a busy test).
-        let span = tracing::info_span!("job", id = job.id, kind = %job.kind, ticket = job.ticket_id, attempt = job.attempts);
+        let span = tracing::info_span!("job", id = job.id, kind = %job.kind, subject = %job.subject, attempt = job.attempts);
         self.process_in_span(job).instrument(span).await
     }
 
@@ -180,7 +234,7 @@ impl Worker {
             let (handler, j, c) = (self.handler.clone(), job.clone(), cancel.clone());
             match tokio::spawn(async move { handler.run(&j, c).await }.in_current_span()).await {
                 Ok(r) => r,
-                Err(e) => Err(satchel_domain::DomainError::Internal(format!(
+                Err(e) => Err(DomainError::Internal(format!(
                     "the job handler panicked: {e}"
                 ))),
             }

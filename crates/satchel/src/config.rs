@@ -88,7 +88,8 @@ pub struct ServeArgs {
     /// sweep removes it; keep it well above the longest pause of a write in flight [default: 1h].
     #[arg(long, env = "SATCHEL_ORPHAN_GRACE")]
     pub orphan_grace: Option<String>,
-    /// Concurrent export jobs [default: 2].
+    /// Concurrent background jobs (exports, images, CloudAPI async exports) [default: 2]. 0 runs
+    /// none: an API-only instance in a scale-out cluster whose other instances run the jobs.
     #[arg(long, env = "SATCHEL_WORKERS")]
     pub workers: Option<usize>,
     /// Attempts per export before it ends in error [default: 3].
@@ -294,7 +295,7 @@ impl ServeArgs {
                     .as_deref()
                     .unwrap_or("1h"),
             )?,
-            workers: self.workers.or(file.workers).unwrap_or(2).max(1),
+            workers: self.workers.or(file.workers).unwrap_or(2),
             max_attempts: self.max_attempts.or(file.max_attempts).unwrap_or(3).max(1),
             max_upload: self.max_upload.or(file.max_upload).unwrap_or(64 << 30),
             job_lease: dur(

@@ -39,6 +39,8 @@ impl Opened {
             max_upload: self.max_upload,
             quota: self.quota.clone(),
             rate: self.rate.clone(),
+            max_attempts: satchel_domain::service::Config::default().max_attempts,
+            wake: Arc::new(tokio::sync::Notify::new()),
         }
     }
 }
@@ -215,9 +217,35 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         progress_every: Duration::from_millis(250),
         throttle: s.export_throttle,
     });
-    let pool = WorkerPool::start(
+    if s.workers == 0 {
+        if opened.shared {
+            tracing::info!("--workers 0: this instance runs no jobs; other instances must");
+        } else {
+            return Err(anyhow::anyhow!(
+                "--workers 0 needs a shared database (--database-url): nothing else would run the jobs"
+            ));
+        }
+    }
+    // Every background job runs on this one pool: both ticket kinds and CloudAPI async exports.
+    opened.rate = satchel.rate.clone();
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let cloud = Arc::new(Cloud {
+        max_attempts: s.max_attempts,
+        wake: wake.clone(),
+        ..opened.cloud()
+    });
+    let handlers = satchel_jobs::Dispatch::new()
+        .with(satchel_domain::model::JOB_BUNDLE_EXPORT, runner.clone())
+        .with(satchel_domain::model::JOB_CONTAINER_IMAGE, runner)
+        .with(
+            satchel_domain::model::JOB_IMAGE_EXPORT,
+            Arc::new(satchel_domain::cloud::service::ImageExportRunner {
+                cloud: cloud.clone(),
+            }),
+        );
+    let pool = WorkerPool::start_with_waker(
         store.clone(),
-        runner,
+        Arc::new(handlers),
         PoolConfig {
             workers: s.workers,
             lease: s.job_lease,
@@ -225,6 +253,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             per_user: s.user_jobs,
             ..Default::default()
         },
+        wake,
     );
 
     let sweeper = {
@@ -308,16 +337,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         })
     };
 
-    opened.rate = satchel.rate.clone();
-    let cloud = Arc::new(opened.cloud());
-    match cloud.resume_exports().await {
-        Ok(0) => {}
-        Ok(n) => tracing::warn!(
-            resumed = n,
-            "resuming image exports left by a previous server"
-        ),
-        Err(e) => tracing::warn!(error = %e, "resuming image exports failed"),
-    }
     let state = AppState {
         satchel: satchel.clone(),
         wake: pool.waker(),

@@ -635,9 +635,10 @@ impl Store for PostgresStore {
         .map_err(db_err)?;
         let ticket = ticket_from(&row)?;
         sqlx::query(
-            "INSERT INTO jobs (kind, ticket_id, max_attempts, run_after, created) VALUES ($1, $2, $3, satchel_now_ms(), $4)",
+            "INSERT INTO jobs (kind, owner_id, ticket_id, max_attempts, run_after, created) VALUES ($1, $2, $3, $4, satchel_now_ms(), $5)",
         )
         .bind(new.kind.as_str())
+        .bind(ticket.owner_id)
         .bind(ticket.id)
         .bind(new.max_attempts)
         .bind(now)
@@ -806,12 +807,12 @@ impl Store for PostgresStore {
             // Running jobs are counted once per owner (not once per candidate row: with a long
             // queue that was quadratic, and slow claims delayed heartbeats past their leases).
             "WITH running AS (
-               SELECT t.owner_id, COUNT(*) AS n FROM jobs j JOIN tickets t ON t.id = j.ticket_id
-               WHERE j.lease_owner IS NOT NULL AND j.lease_expires >= satchel_now_ms()
-               GROUP BY t.owner_id)
+               SELECT owner_id, COUNT(*) AS n FROM jobs
+               WHERE lease_owner IS NOT NULL AND lease_expires >= satchel_now_ms()
+               GROUP BY owner_id)
              UPDATE jobs SET lease_owner = $1, lease_expires = satchel_now_ms() + $2, attempts = attempts + 1
-             WHERE id = (SELECT j.id FROM jobs j JOIN tickets t ON t.id = j.ticket_id
-                         LEFT JOIN running r ON r.owner_id = t.owner_id
+             WHERE id = (SELECT j.id FROM jobs j
+                         LEFT JOIN running r ON r.owner_id = j.owner_id
                          WHERE j.run_after <= satchel_now_ms()
                            AND (j.lease_owner IS NULL OR j.lease_expires < satchel_now_ms())
                            AND COALESCE(r.n, 0) < $3
@@ -944,7 +945,7 @@ async fn touch_bundle(tx: &mut Transaction<'_, Postgres>, bundle: Id) -> Result<
     Ok(())
 }
 
-async fn notify_jobs(tx: &mut Transaction<'_, Postgres>, id: Id) -> Result<()> {
+pub(crate) async fn notify_jobs(tx: &mut Transaction<'_, Postgres>, id: Id) -> Result<()> {
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(JOBS_CHANNEL)
         .bind(id.to_string())

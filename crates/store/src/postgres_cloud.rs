@@ -448,7 +448,8 @@ impl CloudStore for PostgresStore {
         Ok(StorDelete::Deleted { blob })
     }
 
-    async fn create_image_export(&self, e: &ImageExport) -> Result<()> {
+    async fn create_image_export(&self, e: &ImageExport, max_attempts: i32) -> Result<()> {
+        let mut tx = self.pool().begin().await.map_err(db_err)?;
         sqlx::query(
             "INSERT INTO image_exports (id, owner_id, image_id, manta_path, state, bytes_copied, bytes_total, image_path, manifest_path, error, created, modified)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
@@ -465,9 +466,22 @@ impl CloudStore for PostgresStore {
         .bind(&e.error)
         .bind(e.created)
         .bind(e.modified)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await
         .map_err(db_err)?;
+        sqlx::query("INSERT INTO jobs (kind, owner_id, image_export_id, max_attempts, run_after, created) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(satchel_domain::model::JOB_IMAGE_EXPORT)
+            .bind(e.owner_id)
+            .bind(&e.id)
+            .bind(max_attempts)
+            .bind(e.created)
+            .bind(e.created)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        // Delivered at commit, so no listener wakes before the job is visible.
+        crate::postgres::notify_jobs(&mut tx, 0).await?;
+        tx.commit().await.map_err(db_err)?;
         Ok(())
     }
 
@@ -501,13 +515,12 @@ impl CloudStore for PostgresStore {
         Ok(())
     }
 
-    async fn unfinished_image_exports(&self) -> Result<Vec<ImageExport>> {
-        let rows = sqlx::query(
-            "SELECT * FROM image_exports WHERE state IN ('queued', 'running') ORDER BY created",
-        )
-        .fetch_all(self.pool())
-        .await
-        .map_err(db_err)?;
-        rows.iter().map(export_from).collect()
+    async fn get_image_export_any(&self, id: &str) -> Result<Option<ImageExport>> {
+        let row = sqlx::query("SELECT * FROM image_exports WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(export_from).transpose()
     }
 }

@@ -184,7 +184,20 @@ macro_rules! store_rows {
             Ok(Job {
                 id: r.try_get("id").map_err(db_err)?,
                 kind: r.try_get("kind").map_err(db_err)?,
-                ticket_id: r.try_get("ticket_id").map_err(db_err)?,
+                owner_id: r.try_get("owner_id").map_err(db_err)?,
+                subject: match (
+                    r.try_get::<Option<i64>, _>("ticket_id").map_err(db_err)?,
+                    r.try_get::<Option<String>, _>("image_export_id")
+                        .map_err(db_err)?,
+                ) {
+                    (Some(t), None) => JobSubject::Ticket(t),
+                    (None, Some(e)) => JobSubject::ImageExport(e),
+                    _ => {
+                        return Err(DomainError::Storage(
+                            "a job without exactly one subject".into(),
+                        ))
+                    }
+                },
                 attempts: r.try_get("attempts").map_err(db_err)?,
                 max_attempts: r.try_get("max_attempts").map_err(db_err)?,
                 last_error: r.try_get("last_error").map_err(db_err)?,

@@ -518,8 +518,9 @@ impl Store for SqliteStore {
         .await
         .map_err(db_err)?;
         let ticket = ticket_from(&row)?;
-        sqlx::query("INSERT INTO jobs (kind, ticket_id, max_attempts, run_after, created) VALUES (?, ?, ?, ?, ?)")
+        sqlx::query("INSERT INTO jobs (kind, owner_id, ticket_id, max_attempts, run_after, created) VALUES (?, ?, ?, ?, ?, ?)")
             .bind(new.kind.as_str())
+            .bind(ticket.owner_id)
             .bind(ticket.id)
             .bind(new.max_attempts)
             .bind(now)
@@ -680,12 +681,12 @@ impl Store for SqliteStore {
             // user running the fewest goes first, then the oldest job.
             // Running jobs are counted once per owner, not once per candidate row.
             "WITH running AS (
-               SELECT t.owner_id, COUNT(*) AS n FROM jobs j JOIN tickets t ON t.id = j.ticket_id
-               WHERE j.lease_owner IS NOT NULL AND j.lease_expires >= ?3
-               GROUP BY t.owner_id)
+               SELECT owner_id, COUNT(*) AS n FROM jobs
+               WHERE lease_owner IS NOT NULL AND lease_expires >= ?3
+               GROUP BY owner_id)
              UPDATE jobs SET lease_owner = ?1, lease_expires = ?2, attempts = attempts + 1
-             WHERE id = (SELECT j.id FROM jobs j JOIN tickets t ON t.id = j.ticket_id
-                         LEFT JOIN running r ON r.owner_id = t.owner_id
+             WHERE id = (SELECT j.id FROM jobs j
+                         LEFT JOIN running r ON r.owner_id = j.owner_id
                          WHERE j.run_after <= ?3 AND (j.lease_owner IS NULL OR j.lease_expires < ?3)
                            AND COALESCE(r.n, 0) < ?4
                          ORDER BY COALESCE(r.n, 0), j.run_after, j.id LIMIT 1)

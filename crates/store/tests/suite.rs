@@ -331,7 +331,7 @@ async fn delete_user_returns_every_blob_key(s: Arc<dyn Store>) -> Result<()> {
     assert!(s.get_ticket_any(queued.id).await?.is_none());
     // The queued ticket's job went with it: only bob's job is left.
     let job = s.claim_job("w", LONG).await?.expect("bob's job");
-    assert_eq!(job.ticket_id, bob_ticket.id);
+    assert_eq!(job.ticket_id().unwrap(), bob_ticket.id);
     assert!(s.claim_job("w", LONG).await?.is_none());
 
     assert_eq!(
@@ -608,7 +608,7 @@ async fn tickets_and_jobs_are_created_together(s: Arc<dyn Store>) -> Result<()> 
     assert!(s.list_tickets(other.id).await?.is_empty());
 
     let job = s.claim_job("w", LONG).await?.expect("t1's job");
-    assert_eq!(job.ticket_id, t1.id);
+    assert_eq!(job.ticket_id().unwrap(), t1.id);
     assert_eq!(job.kind, JOB_BUNDLE_EXPORT);
     assert_eq!((job.attempts, job.max_attempts), (1, 3));
     assert_eq!(job.last_error, None);
@@ -619,7 +619,7 @@ async fn tickets_and_jobs_are_created_together(s: Arc<dyn Store>) -> Result<()> 
     // Its job went with it, so the lease holder learns it at the next heartbeat.
     assert!(!s.heartbeat(job.id, "w", LONG).await?);
     let next = s.claim_job("w", LONG).await?.expect("t2's job");
-    assert_eq!(next.ticket_id, t2.id);
+    assert_eq!(next.ticket_id().unwrap(), t2.id);
     assert!(s.claim_job("w", LONG).await?.is_none());
     Ok(())
 }
@@ -678,18 +678,18 @@ async fn claims_are_fair_across_users(s: Arc<dyn Store>) -> Result<()> {
     let b1 = ticket(&s, b.id, &bb).await?;
     // One running job per user: a's oldest, then b's (queued after all of a's), then nothing.
     let j1 = s.claim_job_fair("w1", LONG, 1).await?.expect("a job");
-    assert_eq!(j1.ticket_id, a1.id);
+    assert_eq!(j1.ticket_id().unwrap(), a1.id);
     let j2 = s.claim_job_fair("w2", LONG, 1).await?.expect("b's job");
-    assert_eq!(j2.ticket_id, b1.id);
+    assert_eq!(j2.ticket_id().unwrap(), b1.id);
     assert!(s.claim_job_fair("w3", LONG, 1).await?.is_none());
     // With room for two each, a goes on; b has nothing left.
     let j3 = s.claim_job_fair("w3", LONG, 2).await?.expect("a's second");
-    assert_eq!(j3.ticket_id, a2.id);
+    assert_eq!(j3.ticket_id().unwrap(), a2.id);
     s.finish_job(j1.id, "w1").await?;
     s.finish_job(j3.id, "w3").await?;
     // Finished jobs free the slot.
     let j4 = s.claim_job_fair("w1", LONG, 1).await?.expect("a's third");
-    assert_ne!(j4.ticket_id, b1.id);
+    assert_ne!(j4.ticket_id().unwrap(), b1.id);
     // The unfair claim ignores the cap.
     assert!(
         s.claim_job("w4", LONG).await?.is_none(),
@@ -756,7 +756,7 @@ async fn templates_are_scoped_and_own_their_images(s: Arc<dyn Store>) -> Result<
     assert!(s.list_template_images(other.id, t1.id).await?.is_empty());
     let job = s.claim_job("w", LONG).await?.expect("i1's job");
     assert_eq!(
-        (job.ticket_id, job.kind.as_str()),
+        (job.ticket_id().unwrap(), job.kind.as_str()),
         (i1.id, JOB_CONTAINER_IMAGE)
     );
 
@@ -989,7 +989,11 @@ async fn claims_oldest_first_and_respects_leases(s: Arc<dyn Store>) -> Result<()
     let j2 = s.claim_job("B", LONG).await?.expect("job 2");
     let j3 = s.claim_job("A", LONG).await?.expect("job 3");
     assert_eq!(
-        [j1.ticket_id, j2.ticket_id, j3.ticket_id],
+        [
+            j1.ticket_id().unwrap(),
+            j2.ticket_id().unwrap(),
+            j3.ticket_id().unwrap()
+        ],
         [t1.id, t2.id, t3.id]
     );
     assert!([&j1, &j2, &j3].iter().all(|j| j.attempts == 1));
@@ -1026,7 +1030,7 @@ async fn expired_lease_is_claimable_by_another_owner(s: Arc<dyn Store>) -> Resul
         .claim_job("A", Duration::from_millis(150))
         .await?
         .expect("job");
-    assert_eq!((first.ticket_id, first.attempts), (t.id, 1));
+    assert_eq!((first.ticket_id().unwrap(), first.attempts), (t.id, 1));
     assert!(s.claim_job("B", LONG).await?.is_none(), "lease still valid");
 
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -1557,7 +1561,7 @@ async fn concurrent_claims_take_each_job_once(s: Arc<dyn Store>) -> Result<()> {
     assert_eq!(all.len(), JOBS, "every job claimed exactly once");
     let ids: HashSet<Id> = all.iter().map(|j| j.id).collect();
     assert_eq!(ids.len(), JOBS, "no job claimed twice");
-    let claimed: BTreeSet<Id> = all.iter().map(|j| j.ticket_id).collect();
+    let claimed: BTreeSet<Id> = all.iter().map(|j| j.ticket_id().unwrap()).collect();
     assert_eq!(claimed, tickets);
     assert!(all.iter().all(|j| j.attempts == 1));
     assert!(busy_claimers >= 1);
@@ -2248,7 +2252,7 @@ async fn delete_user_returns_image_and_object_blobs(
         done(None)
     );
     c.add_key(a.id, "k", "aa:01", "ssh-ed25519 A").await?;
-    c.create_image_export(&export("exp-a", a.id, ExportState::Queued, T0))
+    c.create_image_export(&export("exp-a", a.id, ExportState::Queued, T0), 3)
         .await?;
     image_with_file(&c, b.id, "img-b", "bob-file").await?;
     assert_eq!(
@@ -2266,7 +2270,9 @@ async fn delete_user_returns_image_and_object_blobs(
     assert_eq!(c.stor_get(a.id, "/alice/stor/e/own").await?, None);
     assert!(c.list_keys(a.id).await?.is_empty());
     assert_eq!(c.get_image_export(a.id, "exp-a").await?, None);
-    assert!(c.unfinished_image_exports().await?.is_empty());
+    assert_eq!(c.get_image_export_any("exp-a").await?, None);
+    // Its job went with it.
+    assert!(s.claim_job("w", Duration::from_secs(30)).await?.is_none());
 
     assert_eq!(
         c.list_images(b.id)
@@ -2400,21 +2406,38 @@ async fn image_exports(s: Arc<dyn Store>, c: Arc<dyn CloudStore>) -> Result<()> 
     let e3 = export("e3", b.id, ExportState::Complete, T0 + 10);
     let e4 = export("e4", b.id, ExportState::Queued, T0 + 5);
     for e in [&e1, &e2, &e3, &e4] {
-        c.create_image_export(e).await?;
+        c.create_image_export(e, 3).await?;
     }
-    match c.create_image_export(&e1).await {
+    match c.create_image_export(&e1, 3).await {
         Err(DomainError::Conflict(_)) => {}
         r => panic!("a duplicate export id gave {r:?}"),
     }
+    // Each export is a job on the queue (the refused duplicate added none), for its owner.
+    let mut jobs = BTreeSet::new();
+    while let Some(j) = s.claim_job("w", Duration::from_secs(30)).await? {
+        assert_eq!(j.kind, JOB_IMAGE_EXPORT);
+        assert_eq!(j.ticket_id(), None);
+        assert_eq!(j.max_attempts, 3);
+        let JobSubject::ImageExport(id) = j.subject else {
+            panic!("an image export job without its export: {j:?}");
+        };
+        jobs.insert((id, j.owner_id));
+    }
+    assert_eq!(
+        jobs,
+        BTreeSet::from([
+            ("e1".to_string(), a.id),
+            ("e2".to_string(), a.id),
+            ("e3".to_string(), b.id),
+            ("e4".to_string(), b.id),
+        ])
+    );
+    assert_eq!(c.get_image_export_any("e3").await?, Some(e3.clone()));
+    assert_eq!(c.get_image_export_any("nope").await?, None);
     assert_eq!(c.get_image_export(a.id, "e1").await?, Some(e1.clone()));
     assert_eq!(c.get_image_export(b.id, "e1").await?, None);
     assert_eq!(c.get_image_export(b.id, "e3").await?, Some(e3.clone()));
     assert_eq!(c.get_image_export(a.id, "nope").await?, None);
-    // Oldest first, whoever owns them; complete ones are done.
-    assert_eq!(
-        c.unfinished_image_exports().await?,
-        [e4.clone(), e1.clone(), e2.clone()]
-    );
 
     let e1r = ImageExport {
         state: ExportState::Running,
@@ -2444,7 +2467,7 @@ async fn image_exports(s: Arc<dyn Store>, c: Arc<dyn CloudStore>) -> Result<()> 
     };
     c.update_image_export(&e4x).await?;
     assert_eq!(c.get_image_export(b.id, "e4").await?, Some(e4x));
-    assert_eq!(c.unfinished_image_exports().await?, [e1r]);
+    assert_eq!(c.get_image_export_any("e1").await?, Some(e1r));
     Ok(())
 }
 
@@ -2784,7 +2807,7 @@ async fn postgres_wait_for_jobs_wakes_on_enqueue_by_another_instance() -> Result
     let latency = at.duration_since(enqueued);
     assert!(latency < Duration::from_secs(1), "woke after {latency:?}");
     let job = b.claim_job("B", LONG).await?.expect("the new job");
-    assert_eq!(job.ticket_id, t.id);
+    assert_eq!(job.ticket_id().unwrap(), t.id);
 
     // A job given back for an immediate retry wakes the other instance too. (Drain the spare
     // wake-up A kept from its own enqueue, see `wake_all` in postgres.rs.)
@@ -2807,7 +2830,7 @@ async fn postgres_idle_worker_on_another_instance_starts_promptly() -> Result<()
     #[async_trait::async_trait]
     impl JobHandler for Record {
         async fn run(&self, job: &Job, _: tokio_util::sync::CancellationToken) -> Result<()> {
-            let _ = self.0.send((job.ticket_id, Instant::now()));
+            let _ = self.0.send((job.ticket_id().unwrap(), Instant::now()));
             Ok(())
         }
         async fn give_up(&self, _: &Job, _: &str) -> Result<()> {
@@ -2912,7 +2935,7 @@ async fn a_panicking_handler_is_retried_then_given_up() -> Result<()> {
             panic!("handler bug");
         }
         async fn give_up(&self, job: &Job, why: &str) -> Result<()> {
-            let _ = self.0.send((job.ticket_id, why.to_string()));
+            let _ = self.0.send((job.ticket_id().unwrap(), why.to_string()));
             Ok(())
         }
     }

@@ -200,6 +200,10 @@ impl ExportState {
             ExportState::Error => "error",
         }
     }
+    /// Complete or error: nothing more happens to it.
+    pub fn is_final(self) -> bool {
+        matches!(self, ExportState::Complete | ExportState::Error)
+    }
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "queued" => ExportState::Queued,

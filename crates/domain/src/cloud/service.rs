@@ -36,6 +36,11 @@ pub struct Cloud {
     pub quota: crate::quota::Quota,
     /// Requests per second per user, shared with the UForge face.
     pub rate: Arc<crate::limits::RateLimiter>,
+    /// Attempts an async export's job gets before it is given up.
+    pub max_attempts: i32,
+    /// Wakes this process's job workers after an export is queued (other instances wake on the
+    /// store's own signal).
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 impl Cloud {
@@ -544,9 +549,10 @@ impl Cloud {
 
     // ---------------------------------------------------------------- async exports
 
-    /// Queues an export and runs it in the background; poll it with [`Cloud::get_export`].
+    /// Queues an export as a job on the durable queue (leased, heartbeated, taken over by another
+    /// instance if this one dies, retried, given up with an error); poll it with [`Cloud::get_export`].
     pub async fn start_export(
-        self: &Arc<Self>,
+        &self,
         who: &User,
         id: &str,
         manta_path: &str,
@@ -570,41 +576,16 @@ impl Cloud {
             created: now,
             modified: now,
         };
-        self.store.create_image_export(&e).await?;
-        self.spawn_export(who.clone(), e.clone());
+        self.store
+            .create_image_export(&e, self.max_attempts.max(1))
+            .await?;
+        self.wake.notify_one();
         Ok(e)
     }
 
-    fn spawn_export(self: &Arc<Self>, user: User, e: ImageExport) {
-        let me = self.clone();
-        tokio::spawn(async move {
-            let id = e.id.clone();
-            if let Err(err) = me.run_export(&user, e).await {
-                tracing::warn!(export = %id, error = %err, "recording an image export failed");
-            }
-        });
-    }
-
-    /// Restarts the exports a previous server left queued or running (they are idempotent: the
-    /// targets are simply written again).
-    pub async fn resume_exports(self: &Arc<Self>) -> Result<usize> {
-        let pending = self.store.unfinished_image_exports().await?;
-        if pending.is_empty() {
-            return Ok(0);
-        }
-        let users = self.users.list_users().await?;
-        let mut n = 0;
-        for e in pending {
-            if let Some(u) = users.iter().find(|u| u.id == e.owner_id) {
-                self.spawn_export(u.clone(), e);
-                n += 1;
-            }
-        }
-        Ok(n)
-    }
-
-    /// Runs a queued export to its end and records the outcome.
-    pub async fn run_export(&self, user: &User, mut e: ImageExport) -> Result<ImageExport> {
+    /// Runs a queued export to its end and records the outcome. Running it again (a retry, or a
+    /// takeover after its instance died) writes the same targets again: it is idempotent.
+    async fn run_export(&self, user: &User, mut e: ImageExport) -> Result<ImageExport> {
         e.state = ExportState::Running;
         e.modified = now_millis();
         self.store.update_image_export(&e).await?;
@@ -615,6 +596,11 @@ impl Cloud {
                 e.image_path = Some(t.image_path);
                 e.manifest_path = Some(t.manifest_path);
             }
+            // A failure of the storage underneath is worth a retry; a refusal by a rule (the image
+            // or path is no longer valid) is the export's final answer.
+            Err(
+                err @ (DomainError::Storage(_) | DomainError::Blob(_) | DomainError::Internal(_)),
+            ) => return Err(err),
             Err(err) => {
                 e.state = ExportState::Error;
                 e.error = Some(err.to_string());
@@ -767,4 +753,55 @@ pub fn rfc3339(ms: Millis) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The job handler for CloudAPI async image exports (kind [`crate::model::JOB_IMAGE_EXPORT`]).
+pub struct ImageExportRunner {
+    pub cloud: Arc<Cloud>,
+}
+
+#[async_trait::async_trait]
+impl crate::ports::JobHandler for ImageExportRunner {
+    async fn run(
+        &self,
+        job: &crate::model::Job,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Result<()> {
+        let crate::model::JobSubject::ImageExport(id) = &job.subject else {
+            return Err(DomainError::Internal(format!(
+                "a {} job reached the image export runner",
+                job.subject
+            )));
+        };
+        let Some(e) = self.cloud.store.get_image_export_any(id).await? else {
+            return Ok(()); // its user was removed meanwhile
+        };
+        if e.state.is_final() {
+            return Ok(()); // finished by an attempt that died before removing its job
+        }
+        let Some(user) = self.cloud.users.user_by_id(e.owner_id).await? else {
+            return Ok(());
+        };
+        tokio::select! {
+            r = self.cloud.run_export(&user, e) => r.map(|_| ()),
+            // The lease was lost (another instance runs it now) or this server is stopping: leave
+            // the export as it is; whoever holds the job next writes the same targets again.
+            _ = cancel.cancelled() => Err(DomainError::Internal("image export interrupted".into())),
+        }
+    }
+
+    async fn give_up(&self, job: &crate::model::Job, error: &str) -> Result<()> {
+        let crate::model::JobSubject::ImageExport(id) = &job.subject else {
+            return Ok(());
+        };
+        if let Some(mut e) = self.cloud.store.get_image_export_any(id).await? {
+            if !e.state.is_final() {
+                e.state = ExportState::Error;
+                e.error = Some(format!("gave up after {} attempts: {error}", job.attempts));
+                e.modified = now_millis();
+                self.cloud.store.update_image_export(&e).await?;
+            }
+        }
+        Ok(())
+    }
 }
