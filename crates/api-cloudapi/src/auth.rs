@@ -2,9 +2,10 @@
 //! <md5 fingerprint or name>",algorithm="...",headers="date ...",signature="..."`, over a `Date` within
 //! the allowed skew, with a key registered to that account.
 
+use crate::error::Code;
 use crate::{Caller, CloudError, CloudState};
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use satchel_httpsig::{KeyRef, PublicKey};
@@ -93,11 +94,7 @@ async fn check(
         .map_err(CloudError::from)?;
     let public = PublicKey::parse_openssh(&stored.key).map_err(|e| {
         tracing::error!(error = %e, key = stored.id, "a stored key does not parse");
-        CloudError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalError",
-            "stored key unreadable",
-        )
+        CloudError::new(Code::InternalError, "stored key unreadable")
     })?;
     let data = satchel_httpsig::signing_string(&sig.headers, method.as_str(), target, |h| {
         headers
@@ -112,8 +109,7 @@ async fn check(
         .verify(&sig.algorithm, data.as_bytes(), &sig.signature)
         .map_err(|e| match e {
             satchel_httpsig::Error::BadSignature => CloudError::new(
-                StatusCode::UNAUTHORIZED,
-                "InvalidSignature",
+                Code::InvalidSignature,
                 "The signature we calculated does not match the one you sent",
             ),
             other => CloudError::invalid_credentials(format!("signature not accepted: {other}")),

@@ -2,6 +2,7 @@
 //! `satchel_domain::idempotency`): the first 2xx answer is recorded and replayed to retries with
 //! `Idempotent-Replayed: true`; a reused key on another request is `409 {code: "Conflict"}`.
 
+use crate::error::Code;
 use crate::{CloudError, CloudState};
 use axum::body::Body;
 use axum::extract::FromRequestParts;
@@ -66,11 +67,7 @@ impl Idem {
             Err(e) => {
                 claim.release().await;
                 tracing::error!(error = %e, "buffering an idempotent answer");
-                return Err(CloudError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "InternalError",
-                    "internal error",
-                ));
+                return Err(CloudError::new(Code::InternalError, "internal error"));
             }
         };
         parts.headers.remove(header::CONTENT_LENGTH);
@@ -99,8 +96,7 @@ fn replay(a: Answer) -> Reply {
     let mut r = Response::new(Body::from(a.body));
     *r.status_mut() = StatusCode::from_u16(a.status).map_err(|_| {
         CloudError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalError",
+            Code::InternalError,
             "a recorded answer has an invalid status",
         )
     })?;

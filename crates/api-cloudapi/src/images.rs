@@ -1,5 +1,6 @@
 //! Account, keys, images and ExportImage routes.
 
+use crate::error::Code;
 use crate::idempotency::Idem;
 use crate::{json_response, no_content, Caller, CloudError, CloudState};
 use axum::body::{Body, Bytes};
@@ -38,13 +39,11 @@ fn parse_body(body: &Bytes) -> Result<serde_json::Map<String, Value>, CloudError
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(CloudError::new(
-            StatusCode::BAD_REQUEST,
-            "InvalidContent",
+            Code::InvalidContent,
             "the body must be a JSON object",
         )),
         Err(e) => Err(CloudError::new(
-            StatusCode::BAD_REQUEST,
-            "InvalidContent",
+            Code::InvalidContent,
             format!("the body is not valid JSON: {e}"),
         )),
     }
@@ -311,11 +310,7 @@ async fn act(
                 tokio::spawn(async move { cloud.export_image(&user, &id, &manta_path).await });
             let t = task.await.map_err(|e| {
                 tracing::error!(error = %e, "export task failed");
-                CloudError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "InternalError",
-                    "export failed",
-                )
+                CloudError::new(Code::InternalError, "export failed")
             })??;
             ok(json!({
                 "manta_url": base_url(st, headers),

@@ -9,7 +9,7 @@ mod idempotency;
 mod images;
 mod stor;
 
-pub use error::CloudError;
+pub use error::{CloudError, Code};
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -114,12 +114,7 @@ pub fn router(state: CloudState) -> Router {
         .with_state(state)
         .layer(axum::middleware::from_fn(cloud_errors))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
-            CloudError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalError",
-                "internal error",
-            )
-            .into_response()
+            CloudError::new(Code::InternalError, "internal error").into_response()
         }))
 }
 
@@ -165,31 +160,33 @@ async fn cloud_errors(req: Request, next: Next) -> Response {
         && !is_json
     {
         let (code, message) = match status {
-            StatusCode::NOT_FOUND => ("ResourceNotFound", format!("{path} does not exist")),
-            StatusCode::METHOD_NOT_ALLOWED => {
-                ("BadMethod", format!("{method} is not allowed on {path}"))
-            }
+            StatusCode::NOT_FOUND => (Code::RESOURCE_NOT_FOUND, format!("{path} does not exist")),
+            StatusCode::METHOD_NOT_ALLOWED => (
+                Code::BadMethod,
+                format!("{method} is not allowed on {path}"),
+            ),
             StatusCode::PAYLOAD_TOO_LARGE => {
-                ("RequestEntityTooLarge", "request body too large".into())
+                (Code::RequestEntityTooLarge, "request body too large".into())
             }
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-                ("UnsupportedMediaType", "unsupported content type".into())
-            }
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+                Code::UnsupportedMediaType,
+                "unsupported content type".into(),
+            ),
             StatusCode::RANGE_NOT_SATISFIABLE => (
-                "RequestedRangeNotSatisfiable",
+                Code::RequestedRangeNotSatisfiable,
                 "range not satisfiable".into(),
             ),
             s if s.is_client_error() => (
-                "BadRequest",
+                Code::BAD_REQUEST,
                 s.canonical_reason().unwrap_or("bad request").into(),
             ),
-            _ => ("InternalError", "internal error".into()),
+            _ => (Code::InternalError, "internal error".into()),
         };
         let keep: Vec<_> = [header::CONTENT_RANGE, header::ALLOW]
             .into_iter()
             .filter_map(|h| resp.headers().get(&h).map(|v| (h, v.clone())))
             .collect();
-        resp = CloudError::new(status, code, message).into_response();
+        resp = CloudError::with_status(status, code, message).into_response();
         for (h, v) in keep {
             resp.headers_mut().insert(h, v);
         }

@@ -1,11 +1,12 @@
 //! Manta-style object paths under `/{login}/stor` and `/{login}/public`: PUT objects and directories,
 //! GET/HEAD objects (with `Range`) and directory listings (newline-delimited JSON), DELETE.
 
+use crate::error::Code;
 use crate::images::account;
 use crate::{no_content, Caller, CloudError, CloudState};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use base64::Engine;
@@ -13,7 +14,7 @@ use futures::TryStreamExt;
 use satchel_domain::cloud::service::rfc3339;
 use satchel_domain::cloud::{EntryKind, StorEntry};
 use satchel_domain::model::User;
-use satchel_ranges::{Answer, Conditions};
+use satchel_ranges::Representation;
 use serde_json::json;
 use std::collections::HashMap;
 
@@ -38,13 +39,7 @@ fn target(caller: &Caller, p: &HashMap<String, String>) -> Result<(User, String)
 }
 
 fn hv(s: &str) -> Result<HeaderValue, CloudError> {
-    HeaderValue::from_str(s).map_err(|_| {
-        CloudError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalError",
-            "bad header value",
-        )
-    })
+    HeaderValue::from_str(s).map_err(|_| CloudError::new(Code::InternalError, "bad header value"))
 }
 
 fn http_date(ms: i64) -> String {
@@ -123,69 +118,38 @@ async fn serve_object(st: &CloudState, req: &HeaderMap, e: &StorEntry) -> Reply 
         .blob_key
         .as_deref()
         .ok_or_else(|| CloudError::not_found(format!("{} has no data", e.path)))?;
-    let size = e.size.max(0) as u64;
-    let etag = format!("\"{}\"", e.etag);
-    // One range is served as 206; several are answered with the whole object (RFC 9110 allows it).
-    let range = match satchel_ranges::evaluate(&Conditions::from_headers(req), &etag, size, 1) {
-        Answer::NotModified => {
-            let mut r = Response::new(Body::empty());
-            *r.status_mut() = StatusCode::NOT_MODIFIED;
-            r.headers_mut().insert(header::ETAG, hv(&etag)?);
-            return Ok(r);
-        }
-        Answer::Unsatisfiable => {
-            let mut r = CloudError::new(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "RequestedRangeNotSatisfiable",
-                format!("the range is not satisfiable: {} is {size} bytes", e.path),
-            )
-            .into_response();
-            r.headers_mut()
-                .insert(header::CONTENT_RANGE, hv(&format!("bytes */{size}"))?);
-            return Ok(r);
-        }
-        Answer::Partial(v) if v.len() == 1 => v.into_iter().next(),
-        Answer::Partial(_) | Answer::Full => None,
-    };
-    let stream = st
-        .cloud
-        .blobs
-        .get(key, range.as_ref().map(|r| *r.start()..r.end() + 1))
-        .await
-        .map_err(|e| CloudError::from(satchel_domain::DomainError::from(e)))?;
-    let mut r = Response::new(Body::from_stream(stream));
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        hv(e.content_type
+    let rep = Representation {
+        key: key.to_string(),
+        size: e.size.max(0) as u64,
+        etag: format!("\"{}\"", e.etag),
+        last_modified_ms: e.mtime,
+        content_type: e
+            .content_type
+            .clone()
+            .unwrap_or_else(|| "application/octet-stream".into()),
+        headers: Vec::new(),
+        // A Content-MD5 must describe the bytes sent.
+        whole_body_headers: e
+            .md5
             .as_deref()
-            .unwrap_or("application/octet-stream"))?,
-    );
-    h.insert(header::ETAG, hv(&etag)?);
-    h.insert(header::LAST_MODIFIED, hv(&http_date(e.mtime))?);
-    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    match range {
-        Some(rg) => {
-            *r.status_mut() = StatusCode::PARTIAL_CONTENT;
-            let h = r.headers_mut();
-            h.insert(
-                header::CONTENT_LENGTH,
-                HeaderValue::from(rg.end() - rg.start() + 1),
-            );
-            h.insert(
-                header::CONTENT_RANGE,
-                hv(&format!("bytes {}-{}/{size}", rg.start(), rg.end()))?,
-            );
-        }
-        None => {
-            h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
-            // Only on whole bodies: a Content-MD5 must describe the bytes sent.
-            if let Some(m) = e.md5.as_deref().and_then(md5_b64) {
-                h.insert("content-md5", hv(&m)?);
-            }
-        }
-    }
-    Ok(r)
+            .and_then(md5_b64)
+            .map(|m| (HeaderName::from_static("content-md5"), m))
+            .into_iter()
+            .collect(),
+        // One range is served as 206; several are answered with the whole object.
+        max_ranges: 1,
+    };
+    let answer = rep.plan(req);
+    let path = e.path.clone();
+    satchel_ranges::serve(&st.cloud.blobs, answer, rep, |size| {
+        CloudError::new(
+            Code::RequestedRangeNotSatisfiable,
+            format!("the range is not satisfiable: {path} is {size} bytes"),
+        )
+        .into_response()
+    })
+    .await
+    .map_err(|e| CloudError::from(satchel_domain::DomainError::from(e)))
 }
 
 fn is_directory_type(headers: &HeaderMap) -> bool {
@@ -214,16 +178,11 @@ pub async fn put_entry(
     let expect_md5 = match headers.get("content-md5").map(|v| v.to_str()) {
         None => None,
         Some(Ok(v)) => Some(hex::encode(B64.decode(v.trim()).map_err(|_| {
-            CloudError::new(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                "Content-MD5 is not base64",
-            )
+            CloudError::new(Code::BAD_REQUEST, "Content-MD5 is not base64")
         })?)),
         Some(Err(_)) => {
             return Err(CloudError::new(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
+                Code::BAD_REQUEST,
                 "Content-MD5 is not text",
             ))
         }

@@ -34,7 +34,7 @@ pub enum DomainError {
     InsufficientStorage(String),
     /// A named domain rule refused the request (e.g. `NotMantaPathOwner`); faces map the code.
     #[error("{message}")]
-    Rule { code: &'static str, message: String },
+    Rule { code: RuleCode, message: String },
     #[error("storage error: {0}")]
     Storage(String),
     #[error("blob error: {0}")]
@@ -43,8 +43,58 @@ pub enum DomainError {
     Internal(String),
 }
 
+/// The named rules of the CloudAPI domain (IMGAPI's and Manta's error codes). A closed set, so every
+/// face maps each one exhaustively: a new rule cannot silently become a 500.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RuleCode {
+    ResourceNotFound,
+    InvalidArgument,
+    MissingParameter,
+    BadRequest,
+    NotImageOwner,
+    NotMantaPathOwner,
+    ImageFilesImmutable,
+    ImageAlreadyActivated,
+    NoActivationNoFile,
+    DirectoryDoesNotExist,
+    DirectoryNotEmpty,
+    OperationNotAllowedOnRootDirectory,
+    /// Only an operator may do this (e.g. create a public image).
+    NotAuthorized,
+    /// An upload's body did not match what it declared (Content-MD5, Content-Length).
+    Upload,
+}
+
+impl RuleCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleCode::ResourceNotFound => "ResourceNotFound",
+            RuleCode::InvalidArgument => "InvalidArgument",
+            RuleCode::MissingParameter => "MissingParameter",
+            RuleCode::BadRequest => "BadRequest",
+            RuleCode::NotImageOwner => "NotImageOwner",
+            RuleCode::NotMantaPathOwner => "NotMantaPathOwner",
+            RuleCode::ImageFilesImmutable => "ImageFilesImmutable",
+            RuleCode::ImageAlreadyActivated => "ImageAlreadyActivated",
+            RuleCode::NoActivationNoFile => "NoActivationNoFile",
+            RuleCode::DirectoryDoesNotExist => "DirectoryDoesNotExist",
+            RuleCode::DirectoryNotEmpty => "DirectoryNotEmpty",
+            RuleCode::OperationNotAllowedOnRootDirectory => "OperationNotAllowedOnRootDirectory",
+            RuleCode::NotAuthorized => "NotAuthorized",
+            RuleCode::Upload => "Upload",
+        }
+    }
+}
+
+impl std::fmt::Display for RuleCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl DomainError {
-    pub fn rule(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn rule(code: RuleCode, message: impl Into<String>) -> Self {
         DomainError::Rule {
             code,
             message: message.into(),

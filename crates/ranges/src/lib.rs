@@ -1,8 +1,12 @@
-//! Conditional GETs and byte ranges, decided once for both faces (RFC 9110 §13.2.2 order):
-//! `If-None-Match` (304), then `If-Range`, then `Range` (206, 416, or the whole representation).
+//! Representations, once for both faces: conditional requests decided in RFC 9110 §13.2.2 order
+//! (`If-None-Match`, or `If-Modified-Since` without it → 304; then `If-Range`; then `Range` → 206,
+//! 416, or the whole representation), and [`serve`], the one routine that streams a blob as the
+//! answer (200, 206, `multipart/byteranges`, 304, 416). Documents that are not blobs (a ticket's
+//! status) use [`not_modified`] with the same rules.
 //!
-//! Only header text goes in and a decision comes out: streaming the bytes and rendering errors
-//! stay with each face. The rules that are easy to get wrong:
+//! The decision takes header text and gives an [`Answer`], so a caller can act on it (spend a
+//! one-time id) before any byte is read; only the error body of a 416 is the face's. The rules
+//! that are easy to get wrong:
 //! - a suffix longer than the representation selects all of it (§14.1.2), it is not a 416;
 //! - a `Range` with another unit or invalid syntax is ignored (§14.2): the answer is a plain 200;
 //! - a well-formed range set none of whose ranges start inside the representation is a 416.
@@ -31,6 +35,9 @@ impl Answer {
     }
 }
 
+pub mod serve;
+pub use serve::{serve, Representation};
+
 /// The conditional and range headers of a request, as text.
 #[derive(Debug, Clone, Default)]
 pub struct Conditions<'a> {
@@ -40,6 +47,8 @@ pub struct Conditions<'a> {
     pub if_range: Option<&'a str>,
     /// `Range`; a value that is not text, or repeated header lines, count as invalid (ignored).
     pub range: Option<&'a str>,
+    /// `If-Modified-Since`; only consulted without `If-None-Match` (§13.2.2).
+    pub if_modified_since: Option<&'a str>,
 }
 
 impl<'a> Conditions<'a> {
@@ -59,6 +68,9 @@ impl<'a> Conditions<'a> {
                 .collect(),
             if_range: h.get(header::IF_RANGE).map(|v| v.to_str().unwrap_or("")),
             range,
+            if_modified_since: h
+                .get(header::IF_MODIFIED_SINCE)
+                .and_then(|v| v.to_str().ok()),
         }
     }
 }
@@ -67,7 +79,19 @@ impl<'a> Conditions<'a> {
 /// (quoted, as sent in `ETag`). More than `max_ranges` ranges (after merging) get the whole
 /// representation, as §14.2 allows, so a request cannot ask for the same bytes many times over.
 pub fn evaluate(c: &Conditions, etag: &str, size: u64, max_ranges: usize) -> Answer {
-    if !c.if_none_match.is_empty() && none_match_hits(&c.if_none_match, etag) {
+    evaluate_at(c, etag, None, size, max_ranges)
+}
+
+/// [`evaluate`] for a representation last modified at `last_modified_ms` (milliseconds since the
+/// epoch), so `If-Modified-Since` is honoured too.
+pub fn evaluate_at(
+    c: &Conditions,
+    etag: &str,
+    last_modified_ms: Option<i64>,
+    size: u64,
+    max_ranges: usize,
+) -> Answer {
+    if not_modified(c, etag, last_modified_ms) {
         return Answer::NotModified;
     }
     let Some(range) = c.range else {
@@ -193,6 +217,28 @@ fn overlap_or_touch(ranges: &[RangeInclusive<u64>]) -> bool {
 
 /// `If-None-Match` against the current tag with the weak comparison (§13.1.2): `*` matches any
 /// existing representation. A malformed list matches nothing (the condition is ignored).
+/// Whether the client's copy is current (a `304` for GET and HEAD): `If-None-Match` by weak
+/// comparison (a `W/` tag matches its strong twin, §13.1.2), or, only when that header is absent,
+/// `If-Modified-Since` at one-second precision; an unparsable date is ignored (§13.1.3).
+pub fn not_modified(c: &Conditions, etag: &str, last_modified_ms: Option<i64>) -> bool {
+    if !c.if_none_match.is_empty() {
+        return none_match_hits(&c.if_none_match, etag);
+    }
+    let (Some(ims), Some(lm)) = (c.if_modified_since, last_modified_ms) else {
+        return false;
+    };
+    match httpdate::parse_http_date(ims.trim()) {
+        Ok(since) => {
+            let since_s = since
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            lm.div_euclid(1000) <= since_s
+        }
+        Err(_) => false,
+    }
+}
+
 fn none_match_hits(lines: &[&str], etag: &str) -> bool {
     let current = opaque(etag);
     lines.iter().any(|line| {
@@ -318,11 +364,35 @@ mod tests {
     }
 
     #[test]
+    fn if_modified_since_only_without_if_none_match() {
+        let lm = 1_700_000_000_500; // ms; the header has second precision
+        let at = |ims: &'static str, inm: &'static [&'static str]| Conditions {
+            if_none_match: inm.to_vec(),
+            if_modified_since: Some(ims),
+            ..Default::default()
+        };
+        let date = "Tue, 14 Nov 2023 22:13:20 GMT"; // 1_700_000_000 s
+        let earlier = "Tue, 14 Nov 2023 22:13:19 GMT";
+        assert!(not_modified(&at(date, &[]), TAG, Some(lm)));
+        assert!(!not_modified(&at(earlier, &[]), TAG, Some(lm)));
+        assert!(!not_modified(&at("yesterday", &[]), TAG, Some(lm)));
+        assert!(!not_modified(&at(date, &[]), TAG, None));
+        // If-None-Match decides alone when present, both ways.
+        assert!(!not_modified(&at(date, &["\"other\""]), TAG, Some(lm)));
+        assert!(not_modified(&at(earlier, &["W/\"abc\""]), TAG, Some(lm)));
+        assert_eq!(
+            evaluate_at(&at(date, &[]), TAG, Some(lm), 10, 1),
+            Answer::NotModified
+        );
+    }
+
+    #[test]
     fn conditions() {
         let c = |inm: &'static [&'static str], ir: Option<&'static str>| Conditions {
             if_none_match: inm.to_vec(),
             if_range: ir,
             range: Some("bytes=0-0"),
+            if_modified_since: None,
         };
         assert_eq!(
             evaluate(&c(&["\"abc\""], None), TAG, 10, 1),
@@ -363,6 +433,7 @@ mod tests {
             if_none_match: vec![TAG],
             if_range: None,
             range: Some("bytes=50-"),
+            if_modified_since: None,
         };
         assert_eq!(evaluate(&unsat, TAG, 10, 1), Answer::NotModified);
         // If-Range: strong match only; anything else sends everything.

@@ -14,7 +14,7 @@
 
 use axum::http::{header, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
-use satchel_api_cloudapi::CloudError;
+use satchel_api_cloudapi::{CloudError, Code};
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
@@ -59,10 +59,10 @@ pub fn refuse<B>(req: &Request<B>, status: StatusCode, message: &str) -> Respons
         satchel_api_uforge::error_response(req, status, message)
     } else {
         let code = match status {
-            StatusCode::PAYLOAD_TOO_LARGE => "RequestEntityTooLarge",
-            _ => "BadRequest",
+            StatusCode::PAYLOAD_TOO_LARGE => Code::RequestEntityTooLarge,
+            _ => Code::BAD_REQUEST,
         };
-        let mut r = CloudError::new(status, code, message).into_response();
+        let mut r = CloudError::with_status(status, code, message).into_response();
         r.headers_mut().insert(
             "api-version",
             HeaderValue::from_static(satchel_api_cloudapi::API_VERSION),

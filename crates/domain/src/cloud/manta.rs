@@ -3,7 +3,7 @@
 //! does, then confines the result to the caller's own namespace. ExportImage's naming rule lives here.
 
 use super::model::Compression;
-use crate::{DomainError, Result};
+use crate::{DomainError, Result, RuleCode};
 
 const MAX_PATH: usize = 1024;
 const MAX_SEGMENT: usize = 255;
@@ -70,7 +70,7 @@ impl MantaPath {
         };
         if *login != caller {
             return Err(DomainError::rule(
-                "NotMantaPathOwner",
+                RuleCode::NotMantaPathOwner,
                 format!("account {caller} is not the owner of Manta path {raw}"),
             ));
         }
@@ -139,7 +139,7 @@ impl MantaPath {
 }
 
 fn invalid(msg: impl Into<String>) -> DomainError {
-    DomainError::rule("InvalidArgument", msg)
+    DomainError::rule(RuleCode::InvalidArgument, msg)
 }
 
 /// ExportImage's naming rule (IMGAPI): into a directory as `NAME-VER.imgmanifest` and
@@ -176,7 +176,7 @@ mod tests {
 
     fn code(e: DomainError) -> &'static str {
         match e {
-            DomainError::Rule { code, .. } => code,
+            DomainError::Rule { code, .. } => code.as_str(),
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -11,7 +11,7 @@ use super::manta::{export_targets, MantaPath};
 use super::model::*;
 use crate::model::{now_millis, Id, Millis, User};
 use crate::ports::{CloudStore, Store};
-use crate::{DomainError, Result};
+use crate::{DomainError, Result, RuleCode};
 use bytes::Bytes;
 use futures::Stream;
 use satchel_blob::{Blobs, Hashes};
@@ -54,15 +54,15 @@ impl Cloud {
 }
 
 fn invalid(msg: impl Into<String>) -> DomainError {
-    DomainError::rule("InvalidArgument", msg)
+    DomainError::rule(RuleCode::InvalidArgument, msg)
 }
 
 fn image_not_found(id: &str) -> DomainError {
-    DomainError::rule("ResourceNotFound", format!("image {id} not found"))
+    DomainError::rule(RuleCode::ResourceNotFound, format!("image {id} not found"))
 }
 
 fn object_not_found(path: &str) -> DomainError {
-    DomainError::rule("ResourceNotFound", format!("{path} was not found"))
+    DomainError::rule(RuleCode::ResourceNotFound, format!("{path} was not found"))
 }
 
 fn validate_label(field: &str, v: &str, max: usize) -> Result<()> {
@@ -116,7 +116,10 @@ impl Cloud {
             .get_key(who.id, name_or_fp)
             .await?
             .ok_or_else(|| {
-                DomainError::rule("ResourceNotFound", format!("key {name_or_fp} not found"))
+                DomainError::rule(
+                    RuleCode::ResourceNotFound,
+                    format!("key {name_or_fp} not found"),
+                )
             })
     }
 
@@ -141,7 +144,7 @@ impl Cloud {
             .await
             .map_err(|e| match e {
                 DomainError::Conflict(_) => DomainError::rule(
-                    "InvalidArgument",
+                    RuleCode::InvalidArgument,
                     format!("a key named {name:?} or with fingerprint {fp} already exists"),
                 ),
                 other => other,
@@ -153,7 +156,7 @@ impl Cloud {
             Ok(())
         } else {
             Err(DomainError::rule(
-                "ResourceNotFound",
+                RuleCode::ResourceNotFound,
                 format!("key {name_or_fp} not found"),
             ))
         }
@@ -163,7 +166,9 @@ impl Cloud {
 
     pub async fn create_image(&self, who: &User, input: ImageInput) -> Result<Image> {
         let need = |v: Option<String>, f: &str| {
-            v.ok_or_else(|| DomainError::rule("MissingParameter", format!("{f} is required")))
+            v.ok_or_else(|| {
+                DomainError::rule(RuleCode::MissingParameter, format!("{f} is required"))
+            })
         };
         // In NFC, like the UForge face's names (crate::names::nfc).
         let name = crate::names::nfc(&need(input.name, "name")?);
@@ -185,7 +190,7 @@ impl Cloud {
         }
         if input.public == Some(true) && !who.admin {
             return Err(DomainError::rule(
-                "NotAuthorized",
+                RuleCode::NotAuthorized,
                 "only operators may create public images",
             ));
         }
@@ -223,7 +228,7 @@ impl Cloud {
         let i = self.image(who, id).await?;
         if i.owner_id != who.id {
             return Err(DomainError::rule(
-                "NotImageOwner",
+                RuleCode::NotImageOwner,
                 format!("account {} is not the owner of image {id}", who.login),
             ));
         }
@@ -248,7 +253,7 @@ impl Cloud {
         let image = self.own_image(who, id).await?;
         if image.state != ImageState::Unactivated {
             return Err(DomainError::rule(
-                "ImageFilesImmutable",
+                RuleCode::ImageFilesImmutable,
                 format!(
                     "image {id} is {}; its file cannot change",
                     image.state.as_str()
@@ -267,7 +272,7 @@ impl Cloud {
             if !want.eq_ignore_ascii_case(&sha1) {
                 self.delete_blob(&key).await;
                 return Err(DomainError::rule(
-                    "Upload",
+                    RuleCode::Upload,
                     format!("the uploaded file's sha1 is {sha1}, not {want}"),
                 ));
             }
@@ -289,7 +294,7 @@ impl Cloud {
             None => {
                 self.delete_blob(&key).await;
                 Err(DomainError::rule(
-                    "ImageFilesImmutable",
+                    RuleCode::ImageFilesImmutable,
                     format!("image {id} changed while its file was uploading"),
                 ))
             }
@@ -300,11 +305,11 @@ impl Cloud {
         let image = self.own_image(who, id).await?;
         match image.state {
             ImageState::Active => Err(DomainError::rule(
-                "ImageAlreadyActivated",
+                RuleCode::ImageAlreadyActivated,
                 format!("image {id} is already active"),
             )),
             ImageState::Unactivated if image.file.is_none() => Err(DomainError::rule(
-                "NoActivationNoFile",
+                RuleCode::NoActivationNoFile,
                 format!("image {id} cannot be activated: it has no file"),
             )),
             ImageState::Unactivated => {
@@ -484,15 +489,15 @@ impl Cloud {
                 Ok(())
             }
             StorPut::NoParent => Err(DomainError::rule(
-                "DirectoryDoesNotExist",
+                RuleCode::DirectoryDoesNotExist,
                 format!("{} does not exist", entry.parent),
             )),
             StorPut::IsDirectory => Err(DomainError::rule(
-                "InvalidArgument",
+                RuleCode::InvalidArgument,
                 format!("{} is a directory", entry.path),
             )),
             StorPut::SourceGone => Err(DomainError::rule(
-                "ResourceNotFound",
+                RuleCode::ResourceNotFound,
                 "the image was deleted or changed during the export",
             )),
         }
@@ -537,11 +542,11 @@ impl Cloud {
             StorMkdir::Created => Ok(true),
             StorMkdir::Existed => Ok(false),
             StorMkdir::NoParent => Err(DomainError::rule(
-                "DirectoryDoesNotExist",
+                RuleCode::DirectoryDoesNotExist,
                 format!("{} does not exist", parent.full()),
             )),
             StorMkdir::IsObject => Err(DomainError::rule(
-                "InvalidArgument",
+                RuleCode::InvalidArgument,
                 format!("{} is an object, not a directory", p.full()),
             )),
         }
@@ -615,7 +620,9 @@ impl Cloud {
         self.store
             .get_image_export(who.id, id)
             .await?
-            .ok_or_else(|| DomainError::rule("ResourceNotFound", format!("export {id} not found")))
+            .ok_or_else(|| {
+                DomainError::rule(RuleCode::ResourceNotFound, format!("export {id} not found"))
+            })
     }
 
     // ---------------------------------------------------------------- the object namespace
@@ -689,7 +696,7 @@ impl Cloud {
             if !want.eq_ignore_ascii_case(&written.md5) {
                 self.delete_blob(&key).await;
                 return Err(DomainError::rule(
-                    "BadRequest",
+                    RuleCode::BadRequest,
                     format!(
                         "Content-MD5 {want} does not match the body's md5 {}",
                         written.md5
@@ -723,7 +730,7 @@ impl Cloud {
         let p = MantaPath::parse(raw, &who.login)?;
         if p.is_root() {
             return Err(DomainError::rule(
-                "OperationNotAllowedOnRootDirectory",
+                RuleCode::OperationNotAllowedOnRootDirectory,
                 format!("{} cannot be deleted", p.full()),
             ));
         }
@@ -736,7 +743,7 @@ impl Cloud {
             }
             StorDelete::Missing => Err(object_not_found(raw)),
             StorDelete::NotEmpty => Err(DomainError::rule(
-                "DirectoryNotEmpty",
+                RuleCode::DirectoryNotEmpty,
                 format!("{} is not empty", p.full()),
             )),
         }
