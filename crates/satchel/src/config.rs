@@ -1,16 +1,19 @@
 //! Server configuration: flags win over environment (`SATCHEL_*`), which wins over the TOML file
-//! (`--config`), which wins over defaults.
+//! (`--config`), which wins over defaults. Each setting is declared once, as a field of
+//! [`ServeArgs`] (its flag, its variable, its TOML key and its doc); [`ServeArgs::with_file`] fills
+//! what flags and environment left unset from the file, generically, and `resolve` applies the
+//! defaults and checks.
 
 use anyhow::Context;
 use clap::Args;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// Where metadata and blobs live: the embedded default (`--data-dir`), or the scale-out engines
 /// (`--database-url postgres://...`, `--blob-url s3://...`). Shared by `serve`, `migrate` and `admin`.
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Args, Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StorageArgs {
     /// PostgreSQL for metadata and the job queue (scale-out), e.g. postgres://satchel@db/satchel
     /// [default: SQLite in the data directory].
@@ -47,23 +50,12 @@ impl StorageArgs {
             virtual_hosted: self.s3_virtual_hosted,
         })
     }
-
-    /// Fills what flags and environment left unset from the TOML file.
-    fn or_file(mut self, f: &FileConfig) -> Self {
-        self.database_url = self.database_url.or(f.database_url.clone());
-        self.blob_url = self.blob_url.or(f.blob_url.clone());
-        self.s3_endpoint = self.s3_endpoint.or(f.s3_endpoint.clone());
-        self.s3_region = self.s3_region.or(f.s3_region.clone());
-        self.s3_access_key_id = self.s3_access_key_id.or(f.s3_access_key_id.clone());
-        self.s3_secret_access_key = self.s3_secret_access_key.or(f.s3_secret_access_key.clone());
-        self.s3_virtual_hosted |= f.s3_virtual_hosted.unwrap_or(false);
-        self
-    }
 }
 
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Args, Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ServeArgs {
     #[command(flatten)]
+    #[serde(flatten)]
     pub storage: StorageArgs,
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "SATCHEL_LISTEN")]
@@ -71,8 +63,9 @@ pub struct ServeArgs {
     /// Data directory of the embedded store (SQLite file + blob directory) [default: ./satchel-data].
     #[arg(long, env = "SATCHEL_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Optional TOML configuration file.
+    /// Optional TOML configuration file: the long flags' names with `_` for `-` as keys.
     #[arg(long, env = "SATCHEL_CONFIG")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// How long completed archives are kept, e.g. "7d", "12h", "30s" [default: 7d].
     #[arg(long, env = "SATCHEL_RETENTION")]
@@ -172,48 +165,6 @@ pub struct ServeArgs {
     pub export_throttle: Option<String>,
 }
 
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    listen: Option<SocketAddr>,
-    data_dir: Option<PathBuf>,
-    retention: Option<String>,
-    sweep_interval: Option<String>,
-    orphan_sweep_interval: Option<String>,
-    orphan_grace: Option<String>,
-    workers: Option<usize>,
-    max_attempts: Option<i32>,
-    max_upload: Option<u64>,
-    job_lease: Option<String>,
-    gzip_level: Option<i32>,
-    public_url: Option<String>,
-    download_key_ttl: Option<String>,
-    login_concurrency: Option<usize>,
-    login_queue: Option<usize>,
-    login_failures_per_source: Option<u32>,
-    login_failures_per_login: Option<u32>,
-    quota_bytes: Option<u64>,
-    quota_archives: Option<u64>,
-    quota_tickets: Option<u64>,
-    max_connections: Option<usize>,
-    header_timeout: Option<String>,
-    body_timeout: Option<String>,
-    max_header_bytes: Option<usize>,
-    shutdown_grace: Option<String>,
-    user_rate: Option<u32>,
-    user_jobs: Option<u32>,
-    log_format: Option<String>,
-    metrics_listen: Option<SocketAddr>,
-    apikey_seal_file: Option<PathBuf>,
-    database_url: Option<String>,
-    blob_url: Option<String>,
-    s3_endpoint: Option<String>,
-    s3_region: Option<String>,
-    s3_access_key_id: Option<String>,
-    s3_secret_access_key: Option<String>,
-    s3_virtual_hosted: Option<bool>,
-}
-
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub storage: StorageArgs,
@@ -248,68 +199,78 @@ fn dur(what: &str, s: &str) -> anyhow::Result<Duration> {
 }
 
 impl ServeArgs {
-    pub fn resolve(self) -> anyhow::Result<Settings> {
-        let file: FileConfig = match &self.config {
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("reading {}", p.display()))?;
-                toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))?
-            }
-            None => FileConfig::default(),
+    /// These settings with what flags and environment left unset (`None`, or `false` for a switch)
+    /// taken from the `--config` file. A key that names no setting is an error.
+    pub fn with_file(self) -> anyhow::Result<ServeArgs> {
+        use serde_json::Value;
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
         };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let file: toml::Table =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let (Value::Object(known), Value::Object(mut merged), Value::Object(file)) = (
+            serde_json::to_value(ServeArgs::default())?,
+            serde_json::to_value(&self)?,
+            serde_json::to_value(file)?,
+        ) else {
+            anyhow::bail!("settings are not a map");
+        };
+        for (key, value) in file {
+            if !known.contains_key(&key) {
+                anyhow::bail!("{}: unknown setting {key:?}", path.display());
+            }
+            let unset = matches!(
+                merged.get(&key),
+                None | Some(Value::Null | Value::Bool(false))
+            );
+            if unset {
+                merged.insert(key, value);
+            }
+        }
+        let mut args: ServeArgs = serde_json::from_value(Value::Object(merged))
+            .with_context(|| format!("{}: a setting has the wrong type", path.display()))?;
+        args.config = Some(path);
+        Ok(args)
+    }
+
+    pub fn resolve(self) -> anyhow::Result<Settings> {
+        let s = self.with_file()?;
+        s.settings()
+    }
+
+    fn settings(self) -> anyhow::Result<Settings> {
         Ok(Settings {
-            storage: self.storage.clone().or_file(&file),
+            storage: self.storage.clone(),
             listen: self
                 .listen
-                .or(file.listen)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             data_dir: self
                 .data_dir
-                .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from("./satchel-data")),
-            retention: dur(
-                "retention",
-                self.retention.or(file.retention).as_deref().unwrap_or("7d"),
-            )?,
+            retention: dur("retention", self.retention.as_deref().unwrap_or("7d"))?,
             sweep_interval: dur(
                 "sweep-interval",
-                self.sweep_interval
-                    .or(file.sweep_interval)
-                    .as_deref()
-                    .unwrap_or("60s"),
+                self.sweep_interval.as_deref().unwrap_or("60s"),
             )?,
             orphan_sweep_interval: match dur(
                 "orphan-sweep-interval",
-                self.orphan_sweep_interval
-                    .or(file.orphan_sweep_interval)
-                    .as_deref()
-                    .unwrap_or("1h"),
+                self.orphan_sweep_interval.as_deref().unwrap_or("1h"),
             )? {
                 d if d.is_zero() => anyhow::bail!("orphan-sweep-interval must be more than 0"),
                 d => d,
             },
-            orphan_grace: dur(
-                "orphan-grace",
-                self.orphan_grace
-                    .or(file.orphan_grace)
-                    .as_deref()
-                    .unwrap_or("1h"),
-            )?,
-            workers: self.workers.or(file.workers).unwrap_or(2),
-            max_attempts: self.max_attempts.or(file.max_attempts).unwrap_or(3).max(1),
-            max_upload: self.max_upload.or(file.max_upload).unwrap_or(64 << 30),
-            job_lease: dur(
-                "job-lease",
-                self.job_lease
-                    .or(file.job_lease)
-                    .as_deref()
-                    .unwrap_or("30s"),
-            )?,
-            gzip_level: match self.gzip_level.or(file.gzip_level).unwrap_or(6) {
+            orphan_grace: dur("orphan-grace", self.orphan_grace.as_deref().unwrap_or("1h"))?,
+            workers: self.workers.unwrap_or(2),
+            max_attempts: self.max_attempts.unwrap_or(3).max(1),
+            max_upload: self.max_upload.unwrap_or(64 << 30),
+            job_lease: dur("job-lease", self.job_lease.as_deref().unwrap_or("30s"))?,
+            gzip_level: match self.gzip_level.unwrap_or(6) {
                 l @ 1..=12 => l,
                 l => anyhow::bail!("gzip level must be 1-12, not {l}"),
             },
-            public_url: match self.public_url.or(file.public_url) {
+            public_url: match self.public_url {
                 Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
                     anyhow::bail!("public URL must start with http:// or https://, not {u:?}")
                 }
@@ -317,10 +278,7 @@ impl ServeArgs {
             },
             download_key_ttl: match dur(
                 "download-key-ttl",
-                self.download_key_ttl
-                    .or(file.download_key_ttl)
-                    .as_deref()
-                    .unwrap_or("1h"),
+                self.download_key_ttl.as_deref().unwrap_or("1h"),
             )? {
                 d if d.is_zero() => anyhow::bail!("download-key-ttl must be more than 0"),
                 d => d,
@@ -328,20 +286,14 @@ impl ServeArgs {
             auth: {
                 let d = satchel_domain::auth::AuthConfig::default();
                 satchel_domain::auth::AuthConfig {
-                    max_concurrent: self
-                        .login_concurrency
-                        .or(file.login_concurrency)
-                        .unwrap_or(d.max_concurrent)
-                        .max(1),
-                    queue: self.login_queue.or(file.login_queue).unwrap_or(d.queue),
+                    max_concurrent: self.login_concurrency.unwrap_or(d.max_concurrent).max(1),
+                    queue: self.login_queue.unwrap_or(d.queue),
                     source_burst: self
                         .login_failures_per_source
-                        .or(file.login_failures_per_source)
                         .unwrap_or(d.source_burst)
                         .max(1),
                     login_burst: self
                         .login_failures_per_login
-                        .or(file.login_failures_per_login)
                         .unwrap_or(d.login_burst)
                         .max(1),
                     ..d
@@ -350,66 +302,42 @@ impl ServeArgs {
             quota: {
                 let d = satchel_domain::service::Quota::default();
                 // 0 is "no limit", so a deployment can lift one quota without lifting the others.
-                let pick = |flag: Option<u64>, file: Option<u64>, default: Option<u64>| match flag
-                    .or(file)
-                {
+                let pick = |flag: Option<u64>, default: Option<u64>| match flag {
                     Some(0) => None,
                     Some(n) => Some(n),
                     None => default,
                 };
                 satchel_domain::service::Quota {
-                    bytes: pick(self.quota_bytes, file.quota_bytes, d.bytes),
-                    archives: pick(self.quota_archives, file.quota_archives, d.archives),
-                    outstanding: pick(self.quota_tickets, file.quota_tickets, d.outstanding),
+                    bytes: pick(self.quota_bytes, d.bytes),
+                    archives: pick(self.quota_archives, d.archives),
+                    outstanding: pick(self.quota_tickets, d.outstanding),
                 }
             },
             http: {
                 let d = crate::http::HttpLimits::default();
-                let or = |flag: Option<String>, file: Option<String>, what: &str, def: Duration| {
-                    flag.or(file).map_or(Ok(def), |v| dur(what, &v))
+                let or = |flag: Option<String>, what: &str, def: Duration| {
+                    flag.map_or(Ok(def), |v| dur(what, &v))
                 };
                 crate::http::HttpLimits {
-                    max_connections: self
-                        .max_connections
-                        .or(file.max_connections)
-                        .unwrap_or(d.max_connections)
-                        .max(1),
-                    header_timeout: or(
-                        self.header_timeout,
-                        file.header_timeout,
-                        "header-timeout",
-                        d.header_timeout,
-                    )?,
-                    body_idle_timeout: or(
-                        self.body_timeout,
-                        file.body_timeout,
-                        "body-timeout",
-                        d.body_idle_timeout,
-                    )?,
-                    max_header_bytes: self
-                        .max_header_bytes
-                        .or(file.max_header_bytes)
-                        .unwrap_or(d.max_header_bytes),
-                    shutdown_grace: or(
-                        self.shutdown_grace,
-                        file.shutdown_grace,
-                        "shutdown-grace",
-                        d.shutdown_grace,
-                    )?,
+                    max_connections: self.max_connections.unwrap_or(d.max_connections).max(1),
+                    header_timeout: or(self.header_timeout, "header-timeout", d.header_timeout)?,
+                    body_idle_timeout: or(self.body_timeout, "body-timeout", d.body_idle_timeout)?,
+                    max_header_bytes: self.max_header_bytes.unwrap_or(d.max_header_bytes),
+                    shutdown_grace: or(self.shutdown_grace, "shutdown-grace", d.shutdown_grace)?,
                 }
             },
-            user_rate: match self.user_rate.or(file.user_rate).unwrap_or(50) {
+            user_rate: match self.user_rate.unwrap_or(50) {
                 0 => None,
                 n => Some(n),
             },
-            user_jobs: self.user_jobs.or(file.user_jobs).unwrap_or(2).max(1),
-            log_json: match self.log_format.or(file.log_format).as_deref() {
+            user_jobs: self.user_jobs.unwrap_or(2).max(1),
+            log_json: match self.log_format.as_deref() {
                 None | Some("text") => false,
                 Some("json") => true,
                 Some(other) => anyhow::bail!("log format must be text or json, not {other:?}"),
             },
-            metrics_listen: self.metrics_listen.or(file.metrics_listen),
-            apikey_seal_file: self.apikey_seal_file.or(file.apikey_seal_file),
+            metrics_listen: self.metrics_listen,
+            apikey_seal_file: self.apikey_seal_file,
             export_throttle: self
                 .export_throttle
                 .as_deref()
@@ -465,6 +393,31 @@ mod tests {
         assert_eq!(s.listen.port(), 9000);
         assert_eq!(s.retention, Duration::from_secs(3600));
         assert_eq!(s.workers, 1);
+        // Storage keys (a flattened group), switches, and the environment-only defaults too.
+        std::fs::write(
+            &p,
+            "blob_url = \"s3://b/p\"\ns3_virtual_hosted = true\nquota_bytes = 0\nuser_jobs = 4\n",
+        )
+        .unwrap();
+        let s = ServeArgs {
+            config: Some(p.clone()),
+            user_jobs: Some(3),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(s.storage.blob_url.as_deref(), Some("s3://b/p"));
+        assert!(s.storage.s3_virtual_hosted);
+        assert_eq!(s.quota.bytes, None, "0 lifts the quota");
+        assert_eq!(s.user_jobs, 3);
+        std::fs::write(&p, "workers = \"five\"\n").unwrap();
+        let e = ServeArgs {
+            config: Some(p.clone()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("wrong type"), "{e:#}");
         std::fs::write(&p, "bogus = 1\n").unwrap();
         assert!(ServeArgs {
             config: Some(p),
