@@ -4,7 +4,7 @@
 //! query.
 
 use crate::docs::{self, iso};
-use crate::routes::{read_doc, Auth, Fmt};
+use crate::extract::{read_doc, Auth, Fmt};
 use crate::wire::{parse_body_async, parse_id, ApiError, Doc};
 use crate::AppState;
 use axum::body::Body;

@@ -2,7 +2,7 @@
 //! `satchel_domain::idempotency`): the first 2xx answer is recorded and replayed to retries with
 //! `Idempotent-Replayed: true`; a reused key on another request is a `409` uforgeError.
 
-use crate::routes::read_doc;
+use crate::extract::read_doc;
 use crate::wire::{parse_body_async, ApiError};
 use crate::AppState;
 use axum::body::Body;

@@ -198,12 +198,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         quota: s.quota.clone(),
         user_rate: s.user_rate,
     };
-    let satchel = Arc::new(Satchel::new(
-        store.clone(),
-        opened.keys.clone(),
-        blobs.clone(),
-        config,
-    ));
     let runner = Arc::new(TicketRunner {
         store: store.clone(),
         blobs: blobs.clone(),
@@ -225,6 +219,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             per_user: s.user_jobs,
             ..Default::default()
         },
+    );
+    // The service wakes the pool's idle workers whenever it queues a ticket.
+    let satchel = Arc::new(
+        Satchel::new(store.clone(), opened.keys.clone(), blobs.clone(), config)
+            .with_waker(pool.waker()),
     );
 
     let sweeper = {
@@ -320,7 +319,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let state = AppState {
         satchel: satchel.clone(),
-        wake: pool.waker(),
     };
     let metrics = Arc::new(crate::ops::Metrics::new()?);
     let track = |face: &'static str| {
