@@ -70,7 +70,7 @@ impl Idem {
         }
     }
 
-    /// Reads the request document (only for a caller entitled to write, as `routes::write_doc`
+    /// Reads the request document (only for a caller entitled to write, as `extract::write_doc`
     /// does), then runs `op` with it once per key; the document's bytes are part of the fingerprint.
     pub(crate) async fn once_doc<T, F, Fut>(
         self,

@@ -174,8 +174,9 @@ impl Satchel {
         self.view(b.bundle).await
     }
 
-    /// What a bundle's document shows besides its row. Three reads, made concurrently.
-    // A store call reading these for many bundles at once would make `list_bundles` one query.
+    /// What a bundle's document shows besides its row: three reads, made concurrently. (A store
+    /// call reading license, logo and file sizes for all of a user's bundles at once would make
+    /// `list_bundles` a constant number of queries; the store has none yet.)
     async fn view(&self, bundle: Bundle) -> Result<BundleView> {
         let (license, logo, artifacts) = futures::try_join!(
             self.store
