@@ -2,16 +2,21 @@
 //! the answer's format ([`Fmt`]), and the URL's ids, typed ([`BundlePath`], [`ArtifactPath`]...):
 //! a path whose id is not a positive integer is refused here, once, with the same `400` for every
 //! route. Also the reading of request documents and upload streams.
+//!
+//! A request signed with an API key pair carries `apiKey=...&signature=...` in its query, as the SDK's
+//! `UForgeApiKeyAuth` sends it; which string is signed and how it is checked is the domain's
+//! (`satchel_domain::apikeys`): this only splits the query.
 
 use crate::wire::{parse_body_async, parse_id, ApiError, Format, MAX_DOC};
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use futures::TryStreamExt;
+use satchel_domain::apikeys::SignedRequest;
 use satchel_domain::model::{Id, Principal};
 use serde::Deserialize;
 
@@ -33,15 +38,60 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
+/// The API's base path, which the SDK's base URL ends with and leaves out of what it signs.
+const BASE: &str = "/api";
+
+/// The API-key credentials of a request, if it names an `apiKey`. The query is split on `&` as
+/// received; the `signature` pair is taken out and the others are kept raw, in order, because the
+/// signature covers them as the client encoded them.
+fn signed_request(uri: &Uri) -> Result<Option<SignedRequest>, ApiError> {
+    let Some(query) = uri.query() else {
+        return Ok(None);
+    };
+    let unauth = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
+    let (mut public_key, mut signature) = (None, None);
+    let mut kept = Vec::new();
+    for pair in query.split('&') {
+        let decoded = url::form_urlencoded::parse(pair.as_bytes()).next();
+        match decoded.as_ref().map(|(k, v)| (k.as_ref(), v)) {
+            Some(("signature", v)) => {
+                if signature.replace(v.to_string()).is_some() {
+                    return Err(unauth("more than one signature parameter"));
+                }
+            }
+            Some(("apiKey", v)) => {
+                if public_key.replace(v.to_string()).is_some() {
+                    return Err(unauth("more than one apiKey parameter"));
+                }
+                kept.push(pair);
+            }
+            _ => kept.push(pair),
+        }
+    }
+    let Some(public_key) = public_key else {
+        return Ok(None);
+    };
+    let signature = signature.ok_or_else(|| {
+        unauth("a request with an apiKey must carry its signature (parameter signature)")
+    })?;
+    let path = uri.path();
+    Ok(Some(SignedRequest {
+        public_key,
+        signature,
+        path: path.strip_prefix(BASE).unwrap_or(path).to_string(),
+        query: kept.join("&"),
+    }))
+}
+
 /// Authenticates a request: with an API key pair when the query names an `apiKey` (the SDK then
 /// sends no Basic credentials), else with HTTP Basic.
 pub(crate) async fn principal(
     st: &AppState,
-    uri: &axum::http::Uri,
+    uri: &Uri,
     headers: &HeaderMap,
     source: Option<std::net::IpAddr>,
 ) -> Result<Principal, ApiError> {
-    match crate::apikeys::signed_request(uri)? {
+    match signed_request(uri)? {
         Some(req) => Ok(st.satchel.login_with_api_key(&req, source).await?),
         None => basic_principal(st, headers, source).await,
     }
@@ -242,4 +292,55 @@ pub(crate) fn body_stream(
     body: Body,
 ) -> impl futures::Stream<Item = Result<bytes::Bytes, axum::Error>> + Send {
     body.into_data_stream().map_ok(|b| b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(u: &str) -> Option<SignedRequest> {
+        signed_request(&u.parse::<Uri>().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn splits_what_the_sdk_sends() {
+        // requests' URL for Exports().Export('yaml') with apikeys, then `&signature=` appended.
+        let r = parse(
+            "/api/users/alice/mysoftware/3/exports?outputFormat=yaml&apiKey=PUB&signature=a%2Bb%2Fc%3D",
+        )
+        .unwrap();
+        assert_eq!(r.public_key, "PUB");
+        assert_eq!(r.signature, "a+b/c=");
+        assert_eq!(r.path, "/users/alice/mysoftware/3/exports");
+        assert_eq!(r.query, "outputFormat=yaml&apiKey=PUB");
+        assert_eq!(
+            r.signed_text(),
+            "users/alice/mysoftware/3/exports?outputFormat=yaml&apiKey=PUB"
+        );
+    }
+
+    #[test]
+    fn keeps_the_other_parameters_raw_and_in_order() {
+        let r = parse("/api/users/a?x=%20y&apiKey=K&signature=s&z=1").unwrap();
+        assert_eq!(r.query, "x=%20y&apiKey=K&z=1");
+    }
+
+    #[test]
+    fn without_an_api_key_it_is_basic_auth() {
+        assert!(parse("/api/users/a").is_none());
+        assert!(parse("/api/users/a?signature=x").is_none());
+        assert!(parse("/api/users/a?apikey=x&signature=y").is_none());
+    }
+
+    #[test]
+    fn refuses_ambiguous_or_unsigned_requests() {
+        for u in [
+            "/api/users/a?apiKey=K",
+            "/api/users/a?apiKey=K&signature=1&signature=2",
+            "/api/users/a?apiKey=K&apiKey=L&signature=1",
+        ] {
+            let e = signed_request(&u.parse::<Uri>().unwrap()).err();
+            assert_eq!(e.map(|e| e.status), Some(StatusCode::UNAUTHORIZED), "{u}");
+        }
+    }
 }
