@@ -1,23 +1,18 @@
-//! UForge API key pairs: `/api/users/{uid}/apikeys[/{akid}]`, and reading a request signed with one
-//! (`apiKey=...&signature=...` in the query, as the SDK's `UForgeApiKeyAuth` sends it). Which string
-//! is signed and how it is checked is the domain's (`satchel_domain::apikeys`); this only splits the
-//! query.
+//! UForge API key pairs: `/api/users/{uid}/apikeys[/{akid}]`. Reading a request signed with one is
+//! the caller's extraction (`extract::signed_request`).
 
 use crate::docs::{self, iso};
-use crate::routes::{read_doc, Auth, Fmt};
+use crate::extract::{read_doc, Auth, Fmt};
 use crate::wire::{parse_body_async, parse_id, ApiError, Doc};
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use satchel_api_doc::Table;
-use satchel_domain::apikeys::{ApiKey, SignedRequest};
+use satchel_domain::apikeys::ApiKey;
 
 type R = Result<Response, ApiError>;
-
-/// The API's base path, which the SDK's base URL ends with and leaves out of what it signs.
-const BASE: &str = "/api";
 
 pub fn routes() -> Table<AppState> {
     let keys = "/api/users/{uid}/apikeys";
@@ -31,48 +26,6 @@ pub fn routes() -> Table<AppState> {
         )
         .get(key, "An API key pair (without its secret)", get)
         .delete(key, "Delete (revoke) an API key pair", delete)
-}
-
-/// The API-key credentials of a request, if it names an `apiKey`. The query is split on `&` as
-/// received; the `signature` pair is taken out and the others are kept raw, in order, because the
-/// signature covers them as the client encoded them.
-pub(crate) fn signed_request(uri: &Uri) -> Result<Option<SignedRequest>, ApiError> {
-    let Some(query) = uri.query() else {
-        return Ok(None);
-    };
-    let unauth = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
-    let (mut public_key, mut signature) = (None, None);
-    let mut kept = Vec::new();
-    for pair in query.split('&') {
-        let decoded = url::form_urlencoded::parse(pair.as_bytes()).next();
-        match decoded.as_ref().map(|(k, v)| (k.as_ref(), v)) {
-            Some(("signature", v)) => {
-                if signature.replace(v.to_string()).is_some() {
-                    return Err(unauth("more than one signature parameter"));
-                }
-            }
-            Some(("apiKey", v)) => {
-                if public_key.replace(v.to_string()).is_some() {
-                    return Err(unauth("more than one apiKey parameter"));
-                }
-                kept.push(pair);
-            }
-            _ => kept.push(pair),
-        }
-    }
-    let Some(public_key) = public_key else {
-        return Ok(None);
-    };
-    let signature = signature.ok_or_else(|| {
-        unauth("a request with an apiKey must carry its signature (parameter signature)")
-    })?;
-    let path = uri.path();
-    Ok(Some(SignedRequest {
-        public_key,
-        signature,
-        path: path.strip_prefix(BASE).unwrap_or(path).to_string(),
-        query: kept.join("&"),
-    }))
 }
 
 fn key_doc(uid: &str, k: &ApiKey, secret: Option<String>) -> docs::ApiKeyPair {
@@ -148,55 +101,4 @@ async fn delete(
     let akid = parse_id("apiKeyPair id", &akid)?;
     st.satchel.delete_api_key(&who, &uid, akid).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(u: &str) -> Option<SignedRequest> {
-        signed_request(&u.parse::<Uri>().unwrap()).unwrap()
-    }
-
-    #[test]
-    fn splits_what_the_sdk_sends() {
-        // requests' URL for Exports().Export('yaml') with apikeys, then `&signature=` appended.
-        let r = parse(
-            "/api/users/alice/mysoftware/3/exports?outputFormat=yaml&apiKey=PUB&signature=a%2Bb%2Fc%3D",
-        )
-        .unwrap();
-        assert_eq!(r.public_key, "PUB");
-        assert_eq!(r.signature, "a+b/c=");
-        assert_eq!(r.path, "/users/alice/mysoftware/3/exports");
-        assert_eq!(r.query, "outputFormat=yaml&apiKey=PUB");
-        assert_eq!(
-            r.signed_text(),
-            "users/alice/mysoftware/3/exports?outputFormat=yaml&apiKey=PUB"
-        );
-    }
-
-    #[test]
-    fn keeps_the_other_parameters_raw_and_in_order() {
-        let r = parse("/api/users/a?x=%20y&apiKey=K&signature=s&z=1").unwrap();
-        assert_eq!(r.query, "x=%20y&apiKey=K&z=1");
-    }
-
-    #[test]
-    fn without_an_api_key_it_is_basic_auth() {
-        assert!(parse("/api/users/a").is_none());
-        assert!(parse("/api/users/a?signature=x").is_none());
-        assert!(parse("/api/users/a?apikey=x&signature=y").is_none());
-    }
-
-    #[test]
-    fn refuses_ambiguous_or_unsigned_requests() {
-        for u in [
-            "/api/users/a?apiKey=K",
-            "/api/users/a?apiKey=K&signature=1&signature=2",
-            "/api/users/a?apiKey=K&apiKey=L&signature=1",
-        ] {
-            let e = signed_request(&u.parse::<Uri>().unwrap()).err();
-            assert_eq!(e.map(|e| e.status), Some(StatusCode::UNAUTHORIZED), "{u}");
-        }
-    }
 }

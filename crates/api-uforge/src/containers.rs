@@ -1,11 +1,17 @@
 //! Container templates, their images, and image downloads (owner, or anyone with a one-time
 //! `downloadId`), under `/api/users/{uid}/mysoftware/{msid}/templates`.
 
-use crate::docs::{self, iso};
-use crate::download::{plan, serve_planned, BlobDownload};
+use crate::docs;
+use crate::download::{plan, serve_planned};
+use crate::extract::{
+    principal, write_doc, Auth, BundlePath, Fmt, ImageFilePath, ImagePath, TemplatePath,
+};
 use crate::idempotency::Idem;
-use crate::routes::{bundle_uri, op_status, principal, status_reply, write_doc, Auth, Fmt};
-use crate::wire::{parse_id, ApiError, Doc};
+use crate::render::{
+    archive_download, docker_format, image_doc, image_status_doc, status_reply, template_doc,
+    template_uri,
+};
+use crate::wire::{ApiError, Doc};
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -71,96 +77,7 @@ pub fn routes(ms: &str) -> Table<AppState> {
         )
 }
 
-// ------------------------------------------------------------------ documents
-
-fn template_uri(uid: &str, msid: Id, tid: Id) -> String {
-    format!("{}/templates/{tid}", bundle_uri(uid, msid))
-}
-
-fn template_doc(uid: &str, t: &ContainerTemplate) -> docs::ContainerTemplate {
-    let uri = template_uri(uid, t.bundle_id, t.id);
-    docs::ContainerTemplate {
-        created: iso(t.created),
-        db_id: t.id,
-        last_modified: iso(t.modified),
-        distribution: t.distribution.as_ref().map(|d| docs::Distribution {
-            arch: Some(d.arch.clone()).filter(|s| !s.is_empty()),
-            name: Some(d.name.clone()),
-            version: Some(d.version.clone()).filter(|s| !s.is_empty()),
-        }),
-        images_uri: format!("{uri}/images"),
-        formats_uri: format!("{uri}/formats"),
-        uri,
-    }
-}
-
-fn docker_format(uri: Option<String>) -> docs::ImageFormat {
-    docs::ImageFormat {
-        access: true,
-        active: true,
-        name: FORMAT_DOCKER.into(),
-        preselected: true,
-        uri,
-    }
-}
-
-/// An image's URI and its parent's (the template).
-fn image_uris(uid: &str, i: &Ticket) -> (String, String) {
-    let parent = template_uri(uid, i.bundle_id, i.template_id().unwrap_or(0));
-    (format!("{parent}/images/{}", i.id), parent)
-}
-
-fn image_doc(uid: &str, i: &Ticket, key: Option<&str>) -> docs::Image {
-    let spec = i.image.clone().unwrap_or(ImageSpec {
-        template_id: 0,
-        name: i.bundle_name.clone(),
-        format: FORMAT_DOCKER.into(),
-        compress: false,
-    });
-    let (uri, parent) = image_uris(uid, i);
-    let done = i.state == TicketState::Complete;
-    let archive = i.archive.as_ref().filter(|_| done);
-    let downloadable = done && spec.compress;
-    docs::Image {
-        created: iso(i.created),
-        db_id: i.id,
-        digest: archive.map(|a| format!("sha256:{}", a.sha256)),
-        last_modified: iso(i.modified),
-        mime_type: "application/x-tar".into(),
-        sha256sum: archive.map(|a| a.sha256.clone()),
-        size: archive.map(|a| a.size).unwrap_or(0),
-        status: op_status(i, Some(format!("{uri}/status"))),
-        uploaded: done,
-        parent_uri: parent,
-        compress: spec.compress,
-        download_key: key.map(str::to_string),
-        download_uri: downloadable.then(|| match key {
-            Some(k) => format!("{uri}/downloads?downloadId={k}"),
-            None => format!("{uri}/downloads"),
-        }),
-        file_extension: if spec.compress {
-            "oci.tar.gz"
-        } else {
-            "oci.tar"
-        }
-        .into(),
-        file_name: archive.map(|a| a.file_name.clone()),
-        file_size: archive.map(|a| a.size).unwrap_or(0),
-        format: docker_format(None),
-        target_format: docs::TargetFormat {
-            name: "Docker".into(),
-            format: docker_format(None),
-            kind: "container".into(),
-            access: true,
-            active: true,
-        },
-        image_created: done,
-        name: spec.name,
-        status_uri: format!("{uri}/status"),
-        uri,
-        version: i.bundle_version.clone(),
-    }
-}
+// ------------------------------------------------------------------ request documents
 
 /// The distribution names and architectures the schema enumerates (the SDK refuses others).
 const DISTRIBUTIONS: &[&str] = &[
@@ -216,22 +133,14 @@ fn distribution(d: docs::Distribution) -> Result<Option<DistributionRef>, ApiErr
 
 // ------------------------------------------------------------------ templates
 
-fn template_ids(msid: &str, tid: &str) -> Result<(Id, Id), ApiError> {
-    Ok((
-        parse_id("mySoftware id", msid)?,
-        parse_id("container template id", tid)?,
-    ))
-}
-
 async fn list_templates(
     State(st): State<AppState>,
     Auth(who): Auth,
     Fmt(f): Fmt,
-    Path((uid, msid)): Path<(String, String)>,
+    p: BundlePath,
 ) -> R {
-    let msid = parse_id("mySoftware id", &msid)?;
-    let ts = st.satchel.list_templates(&who, &uid, msid).await?;
-    let items: Vec<_> = ts.iter().map(|t| template_doc(&uid, t)).collect();
+    let ts = st.satchel.list_templates(&who, &p.uid, p.msid).await?;
+    let items: Vec<_> = ts.iter().map(|t| template_doc(&p.uid, t)).collect();
     let doc = docs::ContainerTemplates {
         total: items.len() as i64,
         container_templates: docs::ContainerTemplateItems {
@@ -246,10 +155,9 @@ async fn create_template(
     Auth(who): Auth,
     Fmt(f): Fmt,
     headers: HeaderMap,
-    Path((uid, msid)): Path<(String, String)>,
+    p: BundlePath,
     body: Body,
 ) -> R {
-    let msid = parse_id("mySoftware id", &msid)?;
     // An empty body is a template on no particular distribution.
     let input: docs::ContainerTemplateIn =
         write_doc(&st, &who, &headers, body, "containerTemplate", false).await?;
@@ -257,8 +165,11 @@ async fn create_template(
         Some(d) => distribution(d)?,
         None => None,
     };
-    let t = st.satchel.create_template(&who, &uid, msid, distro).await?;
-    let doc = template_doc(&uid, &t);
+    let t = st
+        .satchel
+        .create_template(&who, &p.uid, p.msid, distro)
+        .await?;
+    let doc = template_doc(&p.uid, &t);
     let location = format!("/api/{}", doc.uri);
     Ok(Doc::ok(f, "containerTemplate", doc)
         .with_status(StatusCode::CREATED)
@@ -270,32 +181,22 @@ async fn get_template(
     State(st): State<AppState>,
     Auth(who): Auth,
     Fmt(f): Fmt,
-    Path((uid, msid, tid)): Path<(String, String, String)>,
+    p: TemplatePath,
 ) -> R {
-    let (msid, tid) = template_ids(&msid, &tid)?;
-    let (_, t) = st.satchel.template(&who, &uid, msid, tid).await?;
-    Ok(Doc::ok(f, "containerTemplate", template_doc(&uid, &t)).into_response())
+    let (_, t) = st.satchel.template(&who, &p.uid, p.msid, p.tid).await?;
+    Ok(Doc::ok(f, "containerTemplate", template_doc(&p.uid, &t)).into_response())
 }
 
-async fn delete_template(
-    State(st): State<AppState>,
-    Auth(who): Auth,
-    Path((uid, msid, tid)): Path<(String, String, String)>,
-) -> R {
-    let (msid, tid) = template_ids(&msid, &tid)?;
-    st.satchel.delete_template(&who, &uid, msid, tid).await?;
+async fn delete_template(State(st): State<AppState>, Auth(who): Auth, p: TemplatePath) -> R {
+    st.satchel
+        .delete_template(&who, &p.uid, p.msid, p.tid)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn formats(
-    State(st): State<AppState>,
-    Auth(who): Auth,
-    Fmt(f): Fmt,
-    Path((uid, msid, tid)): Path<(String, String, String)>,
-) -> R {
-    let (msid, tid) = template_ids(&msid, &tid)?;
-    st.satchel.template(&who, &uid, msid, tid).await?;
-    let uri = format!("{}/formats", template_uri(&uid, msid, tid));
+async fn formats(State(st): State<AppState>, Auth(who): Auth, Fmt(f): Fmt, p: TemplatePath) -> R {
+    st.satchel.template(&who, &p.uid, p.msid, p.tid).await?;
+    let uri = format!("{}/formats", template_uri(&p.uid, p.msid, p.tid));
     let doc = docs::ImageFormats {
         total: 1,
         image_formats: docs::ImageFormatItems {
@@ -307,24 +208,16 @@ async fn formats(
 
 // ------------------------------------------------------------------ images
 
-type ImagePath = Path<(String, String, String, String)>;
-
-fn image_ids(msid: &str, tid: &str, itid: &str) -> Result<(Id, Id, Id), ApiError> {
-    let (msid, tid) = template_ids(msid, tid)?;
-    Ok((msid, tid, parse_id("image id", itid)?))
-}
-
 async fn generate(
     State(st): State<AppState>,
     Auth(who): Auth,
     idem: Idem,
     Fmt(f): Fmt,
     headers: HeaderMap,
-    Path((uid, msid, tid)): Path<(String, String, String)>,
+    p: TemplatePath,
     body: Body,
 ) -> R {
-    let (msid, tid) = template_ids(&msid, &tid)?;
-    let (st, who, uid) = (&st, &who, &uid);
+    let (st, who, p) = (&st, &who, &p);
     idem.once_doc(
         st,
         who,
@@ -340,9 +233,9 @@ async fn generate(
                 .satchel
                 .generate_image(
                     who,
-                    uid,
-                    msid,
-                    tid,
+                    &p.uid,
+                    p.msid,
+                    p.tid,
                     ImageRequest {
                         format,
                         name: input.name,
@@ -350,8 +243,7 @@ async fn generate(
                     },
                 )
                 .await?;
-            st.wake.notify_one();
-            let doc = image_doc(uid, &i, None);
+            let doc = image_doc(&p.uid, &i, None);
             let location = format!("/api/{}", doc.uri);
             Ok(Doc::ok(f, "image", doc)
                 .with_status(StatusCode::CREATED)
@@ -366,11 +258,10 @@ async fn list_images(
     State(st): State<AppState>,
     Auth(who): Auth,
     Fmt(f): Fmt,
-    Path((uid, msid, tid)): Path<(String, String, String)>,
+    p: TemplatePath,
 ) -> R {
-    let (msid, tid) = template_ids(&msid, &tid)?;
-    let is = st.satchel.list_images(&who, &uid, msid, tid).await?;
-    let items: Vec<_> = is.iter().map(|i| image_doc(&uid, i, None)).collect();
+    let is = st.satchel.list_images(&who, &p.uid, p.msid, p.tid).await?;
+    let items: Vec<_> = is.iter().map(|i| image_doc(&p.uid, i, None)).collect();
     let doc = docs::Images {
         total: items.len() as i64,
         images: docs::ImageItems { image: items },
@@ -395,39 +286,23 @@ async fn list_user_images(
 }
 
 /// The image, with a fresh one-time download id when it can be downloaded.
-async fn get_image(
-    State(st): State<AppState>,
-    Auth(who): Auth,
-    Fmt(f): Fmt,
-    Path((uid, msid, tid, itid)): ImagePath,
-) -> R {
-    let (msid, tid, itid) = image_ids(&msid, &tid, &itid)?;
-    let i = st.satchel.image(&who, &uid, msid, tid, itid).await?;
+async fn get_image(State(st): State<AppState>, Auth(who): Auth, Fmt(f): Fmt, p: ImagePath) -> R {
+    let i = st
+        .satchel
+        .image(&who, &p.uid, p.msid, p.tid, p.itid)
+        .await?;
     let key = st.satchel.new_download_key(&i).await?;
-    Ok(Doc::ok(f, "image", image_doc(&uid, &i, key.as_deref()))
+    Ok(Doc::ok(f, "image", image_doc(&p.uid, &i, key.as_deref()))
         // The id in it is a credential that works once: never cache this document.
         .header(header::CACHE_CONTROL, "no-store")
         .into_response())
 }
 
-async fn delete_image(
-    State(st): State<AppState>,
-    Auth(who): Auth,
-    Path((uid, msid, tid, itid)): ImagePath,
-) -> R {
-    let (msid, tid, itid) = image_ids(&msid, &tid, &itid)?;
-    st.satchel.delete_image(&who, &uid, msid, tid, itid).await?;
+async fn delete_image(State(st): State<AppState>, Auth(who): Auth, p: ImagePath) -> R {
+    st.satchel
+        .delete_image(&who, &p.uid, p.msid, p.tid, p.itid)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-fn status_doc(uid: &str, i: &Ticket) -> docs::OpStatus {
-    let (parent, _) = image_uris(uid, i);
-    let mut doc = op_status(i, Some(format!("{parent}/status")));
-    doc.db_id = Some(i.id);
-    doc.created = Some(iso(i.created));
-    doc.last_modified = Some(iso(i.modified));
-    doc.parent_uri = Some(parent);
-    doc
 }
 
 async fn image_status(
@@ -435,23 +310,22 @@ async fn image_status(
     Auth(who): Auth,
     Fmt(f): Fmt,
     headers: HeaderMap,
-    Path((uid, msid, tid, itid)): ImagePath,
+    p: ImagePath,
 ) -> R {
-    let (msid, tid, itid) = image_ids(&msid, &tid, &itid)?;
-    let i = st.satchel.image(&who, &uid, msid, tid, itid).await?;
-    status_reply(f, &headers, &i, status_doc(&uid, &i))
+    let i = st
+        .satchel
+        .image(&who, &p.uid, p.msid, p.tid, p.itid)
+        .await?;
+    status_reply(f, &headers, &i, image_status_doc(&p.uid, &i))
 }
 
 /// Cancels the generation; answers the status as it is afterwards.
-async fn cancel_image(
-    State(st): State<AppState>,
-    Auth(who): Auth,
-    Fmt(f): Fmt,
-    Path((uid, msid, tid, itid)): ImagePath,
-) -> R {
-    let (msid, tid, itid) = image_ids(&msid, &tid, &itid)?;
-    let i = st.satchel.cancel_image(&who, &uid, msid, tid, itid).await?;
-    Ok(Doc::ok(f, "status", status_doc(&uid, &i)).into_response())
+async fn cancel_image(State(st): State<AppState>, Auth(who): Auth, Fmt(f): Fmt, p: ImagePath) -> R {
+    let i = st
+        .satchel
+        .cancel_image(&who, &p.uid, p.msid, p.tid, p.itid)
+        .await?;
+    Ok(Doc::ok(f, "status", image_status_doc(&p.uid, &i)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -465,10 +339,10 @@ async fn download(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    Path((uid, msid, tid, itid)): ImagePath,
     Query(q): Query<DownloadQuery>,
+    p: ImagePath,
 ) -> R {
-    serve_image(st, method, uri, headers, (uid, msid, tid, itid), None, q).await
+    serve_image(st, method, uri, headers, p, None, q).await
 }
 
 async fn download_named(
@@ -476,19 +350,23 @@ async fn download_named(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    Path((uid, msid, tid, itid, file)): Path<(String, String, String, String, String)>,
     Query(q): Query<DownloadQuery>,
+    p: ImageFilePath,
 ) -> R {
-    serve_image(
-        st,
-        method,
-        uri,
-        headers,
-        (uid, msid, tid, itid),
-        Some(file),
-        q,
-    )
-    .await
+    let ImageFilePath {
+        uid,
+        msid,
+        tid,
+        itid,
+        file,
+    } = p;
+    let p = ImagePath {
+        uid,
+        msid,
+        tid,
+        itid,
+    };
+    serve_image(st, method, uri, headers, p, Some(file), q).await
 }
 
 /// With `downloadId`, the id alone authorises (Basic credentials, which clients send anyway, are
@@ -498,25 +376,17 @@ async fn serve_image(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    (uid, msid, tid, itid): (String, String, String, String),
+    p: ImagePath,
     file: Option<String>,
     q: DownloadQuery,
 ) -> R {
-    let ids = image_ids(&msid, &tid, &itid)?;
+    let ids = (p.msid, p.tid, p.itid);
     let key = q
         .download_id
         .as_deref()
         .map(str::trim)
         .filter(|k| !k.is_empty());
-    let download = |i: &Ticket, a: &ArchiveRef| BlobDownload {
-        key: a.key.clone(),
-        size: a.size as u64,
-        etag: format!("\"{}\"", a.sha256),
-        sha256: Some(a.sha256.clone()),
-        content_type: "application/x-tar",
-        file_name: a.file_name.clone(),
-        last_modified: i.modified,
-    };
+    let download = |i: &Ticket, a: &ArchiveRef| archive_download(i, a, "application/x-tar");
     let (d, answer) = match key {
         Some(_) if method == Method::HEAD => {
             return Err(ApiError::new(
@@ -527,7 +397,7 @@ async fn serve_image(
         Some(key) => {
             let k = st
                 .satchel
-                .image_archive_by_key(&uid, ids, file.as_deref(), key)
+                .image_archive_by_key(&p.uid, ids, file.as_deref(), key)
                 .await?;
             let answer = plan(&headers, &download(&k.image, &k.archive));
             // The id is spent only by an answer that sends bytes: a 416 or a 304 keeps it.
@@ -542,7 +412,7 @@ async fn serve_image(
             let who = principal(&st, &uri, &headers, None).await?;
             let (i, a) = st
                 .satchel
-                .image_archive(&who, &uid, ids, file.as_deref())
+                .image_archive(&who, &p.uid, ids, file.as_deref())
                 .await?;
             let d = download(&i, &a);
             let answer = plan(&headers, &d);

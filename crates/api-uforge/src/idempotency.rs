@@ -2,7 +2,7 @@
 //! `satchel_domain::idempotency`): the first 2xx answer is recorded and replayed to retries with
 //! `Idempotent-Replayed: true`; a reused key on another request is a `409` uforgeError.
 
-use crate::routes::read_doc;
+use crate::extract::read_doc;
 use crate::wire::{parse_body_async, ApiError};
 use crate::AppState;
 use axum::body::Body;
@@ -70,7 +70,7 @@ impl Idem {
         }
     }
 
-    /// Reads the request document (only for a caller entitled to write, as `routes::write_doc`
+    /// Reads the request document (only for a caller entitled to write, as `extract::write_doc`
     /// does), then runs `op` with it once per key; the document's bytes are part of the fingerprint.
     pub(crate) async fn once_doc<T, F, Fut>(
         self,

@@ -1,12 +1,21 @@
 //! The UForge face (`/api/...`): wire-compatible with uforge-python-sdk 3.8.13 and hammr.
-//! It only translates: authenticate, parse, call `satchel_domain::service::Satchel`, render.
+//! It only translates: extract (`extract.rs`: caller, format, typed ids), call
+//! `satchel_domain::service::Satchel` (which decides ownership and returns resolved handles),
+//! render (`render.rs`). One handler file per resource: `users`, `bundles`, `artifacts`,
+//! `attachments` (license, logo), `exports`, `containers` (templates, images), `apikeys`.
 
 mod apikeys;
+mod artifacts;
+mod attachments;
+mod bundles;
 mod containers;
 pub mod docs;
 mod download;
+mod exports;
+mod extract;
 mod idempotency;
-mod routes;
+mod render;
+mod users;
 pub mod wire;
 
 use axum::body::Body;
@@ -15,21 +24,31 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
+use satchel_api_doc::Table;
 use satchel_domain::service::Satchel;
 use std::sync::Arc;
-use tokio::sync::Notify;
 use wire::{error_document, ErrorMessage, Format};
 
 #[derive(Clone)]
 pub struct AppState {
     pub satchel: Arc<Satchel>,
-    /// Wakes an idle job worker when a ticket is created.
-    pub wake: Arc<Notify>,
+}
+
+/// The face's route table; each route documents itself in `/api/openapi.json`.
+fn routes() -> Table<AppState> {
+    let ms = "/api/users/{uid}/mysoftware/{msid}";
+    users::routes()
+        .merge(bundles::routes(ms))
+        .merge(artifacts::routes(ms))
+        .merge(attachments::routes(ms))
+        .merge(exports::routes(ms))
+        .merge(containers::routes(ms))
+        .merge(apikeys::routes())
 }
 
 /// The `/api` router, with every non-2xx answer rendered as a `uforgeError`.
 pub fn router(state: AppState) -> Router {
-    routes::routes()
+    routes()
         .router
         .with_state(state)
         .layer(axum::middleware::from_fn(uforge_errors))
@@ -42,11 +61,11 @@ pub fn router(state: AppState) -> Router {
         }))
 }
 
-pub use routes::basic_credentials;
+pub use extract::basic_credentials;
 
 /// The operations this face routes (for the OpenAPI document).
 pub fn operations() -> Vec<satchel_api_doc::Operation> {
-    routes::routes().operations
+    routes().operations
 }
 
 /// Collapses repeated slashes (`http://host/api/` + `/users/...` yields `//users`), before routing.

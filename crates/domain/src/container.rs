@@ -108,15 +108,15 @@ impl Satchel {
         msid: Id,
         tid: Id,
     ) -> Result<(Bundle, ContainerTemplate)> {
-        let (owner, b) = self.bundle(who, uid, msid).await?;
+        let b = self.bundle(who, uid, msid).await?;
         let t = self
             .store
-            .get_template(owner.id, b.id, tid)
+            .get_template(b.owner().id, b.bundle().id, tid)
             .await?
             .ok_or_else(|| {
                 DomainError::not_found(format!("container template {tid} of mySoftware {msid}"))
             })?;
-        Ok((b, t))
+        Ok((b.bundle, t))
     }
 
     pub async fn list_templates(
@@ -125,8 +125,8 @@ impl Satchel {
         uid: &str,
         msid: Id,
     ) -> Result<Vec<ContainerTemplate>> {
-        let (owner, b) = self.bundle(who, uid, msid).await?;
-        self.store.list_templates(owner.id, b.id).await
+        let b = self.bundle(who, uid, msid).await?;
+        self.store.list_templates(b.owner().id, b.bundle().id).await
     }
 
     pub async fn create_template(
@@ -136,7 +136,7 @@ impl Satchel {
         msid: Id,
         distribution: Option<DistributionRef>,
     ) -> Result<ContainerTemplate> {
-        let (owner, b) = self.bundle(who, uid, msid).await?;
+        let b = self.bundle(who, uid, msid).await?;
         self.require(who, ENT_SOFTWARE_UPLOAD)?;
         if let Some(d) = &distribution {
             crate::names::validate_label("distribution name", &d.name)?;
@@ -144,7 +144,7 @@ impl Satchel {
             crate::names::validate_label("distribution arch", &d.arch)?;
         }
         self.store
-            .create_template(owner.id, b.id, distribution.as_ref())
+            .create_template(b.owner().id, b.bundle().id, distribution.as_ref())
             .await
     }
 
@@ -168,7 +168,7 @@ impl Satchel {
         Ok(())
     }
 
-    /// Queues the generation of an image; the ticket is returned at once.
+    /// Queues the generation of an image (and wakes a worker); the ticket is returned at once.
     pub async fn generate_image(
         &self,
         who: &Principal,
@@ -198,7 +198,8 @@ impl Satchel {
             .unwrap_or_else(|| b.name.clone());
         crate::names::validate_label("image name", &name)?;
         self.quota().check_ticket(t.owner_id).await?;
-        self.store
+        let i = self
+            .store
             .create_ticket(&NewTicket {
                 owner_id: t.owner_id,
                 kind: TicketKind::ContainerImage,
@@ -214,7 +215,8 @@ impl Satchel {
                 format: OutputFormat::Yaml,
                 max_attempts: self.config.max_attempts,
             })
-            .await
+            .await?;
+        Ok(self.queued(i))
     }
 
     /// An image of this template; images of other templates, even the caller's, do not exist here.
@@ -288,22 +290,24 @@ impl Satchel {
             .ok_or_else(|| DomainError::not_found(format!("image {itid}")))
     }
 
-    /// The archive of an image, if it may be downloaded at all.
+    /// The archive of an image if it may be downloaded ([`Ticket::downloadable_archive`]), else why not.
     fn downloadable(i: &Ticket) -> Result<ArchiveRef> {
         let itid = i.id;
+        if let Some(a) = i.downloadable_archive() {
+            return Ok(a.clone());
+        }
         if !i.image.as_ref().map(|s| s.compress).unwrap_or(false) {
             return Err(DomainError::Forbidden(format!(
                 "image {itid} was generated without compress and cannot be downloaded; \
                  generate it again with compress=true"
             )));
         }
-        match (i.state, &i.archive) {
-            (TicketState::Complete, Some(a)) => Ok(a.clone()),
-            (TicketState::Error, _) => Err(DomainError::Conflict(format!(
+        match i.state {
+            TicketState::Error => Err(DomainError::Conflict(format!(
                 "the generation of image {itid} failed: {}",
                 i.error_message.clone().unwrap_or_default()
             ))),
-            (TicketState::Cancelled, _) => Err(DomainError::Conflict(format!(
+            TicketState::Cancelled => Err(DomainError::Conflict(format!(
                 "the generation of image {itid} was cancelled"
             ))),
             _ => Err(DomainError::Conflict(format!(
@@ -340,7 +344,7 @@ impl Satchel {
     /// A fresh one-time download id for a downloadable image (None when it is not downloadable).
     /// Each call mints a new id: only hashes are stored, so an id can be shown only once.
     pub async fn new_download_key(&self, i: &Ticket) -> Result<Option<String>> {
-        if Self::downloadable(i).is_err() {
+        if i.downloadable_archive().is_none() {
             return Ok(None);
         }
         let key = hex::encode(rand::random::<[u8; 32]>());

@@ -310,6 +310,74 @@ impl Ticket {
     pub fn template_id(&self) -> Option<Id> {
         self.image.as_ref().map(|s| s.template_id)
     }
+
+    /// The archive of a container image that may be downloaded: generated with `compress`, and
+    /// complete. The one statement of the rule (the download and the image document both ask).
+    pub fn downloadable_archive(&self) -> Option<&ArchiveRef> {
+        let compressed = self.image.as_ref().is_some_and(|s| s.compress);
+        match (compressed, self.state, &self.archive) {
+            (true, TicketState::Complete, Some(a)) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+/// A user whose things the caller may see, as resolved by `Satchel::owner`: operations taking it
+/// decide nothing more about ownership. Only the domain makes one.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    pub(crate) who: Principal,
+    pub(crate) user: User,
+}
+
+impl Owner {
+    /// The user the URL names.
+    pub fn user(&self) -> &User {
+        &self.user
+    }
+}
+
+/// A bundle the caller may see, resolved once by `Satchel::bundle`.
+#[derive(Debug, Clone)]
+pub struct OwnedBundle {
+    pub(crate) owner: Owner,
+    pub(crate) bundle: Bundle,
+}
+
+impl OwnedBundle {
+    pub fn bundle(&self) -> &Bundle {
+        &self.bundle
+    }
+    pub fn owner(&self) -> &User {
+        &self.owner.user
+    }
+}
+
+/// A file or folder of a bundle the caller may see, resolved once by `Satchel::artifact`.
+#[derive(Debug, Clone)]
+pub struct OwnedArtifact {
+    pub(crate) bundle: OwnedBundle,
+    pub(crate) artifact: Artifact,
+}
+
+impl OwnedArtifact {
+    pub fn artifact(&self) -> &Artifact {
+        &self.artifact
+    }
+    pub fn bundle(&self) -> &OwnedBundle {
+        &self.bundle
+    }
+}
+
+/// A bundle with what its document shows besides its own row: total size of its files, license
+/// and logo.
+#[derive(Debug, Clone)]
+pub struct BundleView {
+    pub bundle: Bundle,
+    /// Sum of the sizes of its uploaded files.
+    pub size: i64,
+    pub license: Option<Attachment>,
+    pub logo: Option<Attachment>,
 }
 
 #[derive(Debug, Clone)]

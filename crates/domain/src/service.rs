@@ -1,5 +1,9 @@
-//! The operations the wire faces call. Every call takes the authenticated principal and the `uid` of
-//! the URL; ownership is decided here, once: another user's things answer exactly like missing ones.
+//! The operations the wire faces call. Ownership is decided here, once, by the resolving calls
+//! ([`Satchel::owner`], [`Satchel::bundle`], [`Satchel::artifact`], and for tickets `export`,
+//! `template`, `image`): they take the authenticated principal and the ids of the URL, and another
+//! user's things answer exactly like missing ones. They return handles ([`Owner`], [`OwnedBundle`],
+//! [`OwnedArtifact`]); an operation given a handle checks entitlements and rules, never ownership
+//! again. An operation given ids resolves them through the same calls.
 
 use crate::auth::{AuthConfig, Authenticator};
 use crate::model::*;
@@ -12,6 +16,7 @@ use futures::Stream;
 use satchel_blob::Blobs;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -59,6 +64,8 @@ pub struct Satchel {
     pub rate: Arc<crate::limits::RateLimiter>,
     /// Opens and seals API key secrets (`crate::apikeys`).
     pub(crate) seal: crate::apikeys::SealKey,
+    /// Wakes an idle job worker once a ticket is queued (`Satchel::with_waker`).
+    wake: Arc<Notify>,
 }
 
 fn user_blob_prefix(owner: Id) -> String {
@@ -86,7 +93,29 @@ impl Satchel {
             seal: config.api_key_seal.clone(),
             config,
             rate,
+            wake: Arc::new(Notify::new()),
         }
+    }
+
+    /// Wakes `wake` (the job pool's) whenever a ticket is queued, so an idle worker starts at once.
+    pub fn with_waker(mut self, wake: Arc<Notify>) -> Self {
+        self.wake = wake;
+        self
+    }
+
+    /// A ticket was queued: tell an idle worker.
+    pub(crate) fn queued(&self, t: Ticket) -> Ticket {
+        self.wake.notify_one();
+        t
+    }
+
+    /// The user whose things the URL names, as a handle for the operations that create under it.
+    pub async fn owner(&self, who: &Principal, uid: &str) -> Result<Owner> {
+        let user = self.target(who, uid).await?;
+        Ok(Owner {
+            who: who.clone(),
+            user,
+        })
     }
 
     /// The user whose things the URL names, as the caller may see them.
@@ -128,29 +157,60 @@ impl Satchel {
 
     // ---------------------------------------------------------------- bundles
 
-    pub async fn bundle(&self, who: &Principal, uid: &str, msid: Id) -> Result<(User, Bundle)> {
-        let owner = self.target(who, uid).await?;
-        let b = self
+    /// Resolves a bundle of the user the URL names.
+    pub async fn bundle(&self, who: &Principal, uid: &str, msid: Id) -> Result<OwnedBundle> {
+        let owner = self.owner(who, uid).await?;
+        let bundle = self
             .store
-            .get_bundle(owner.id, msid)
+            .get_bundle(owner.user.id, msid)
             .await?
             .ok_or_else(|| DomainError::not_found(format!("mySoftware {msid}")))?;
-        Ok((owner, b))
+        Ok(OwnedBundle { owner, bundle })
     }
 
-    pub async fn list_bundles(&self, who: &Principal, uid: &str) -> Result<Vec<Bundle>> {
-        let owner = self.target(who, uid).await?;
-        self.store.list_bundles(owner.id).await
+    /// A bundle with what its document shows.
+    pub async fn bundle_view(&self, who: &Principal, uid: &str, msid: Id) -> Result<BundleView> {
+        let b = self.bundle(who, uid, msid).await?;
+        self.view(b.bundle).await
     }
 
-    pub async fn create_bundle(
-        &self,
-        who: &Principal,
-        uid: &str,
-        input: BundleInput,
-    ) -> Result<Bundle> {
+    /// What a bundle's document shows besides its row: three reads, made concurrently. (A store
+    /// call reading license, logo and file sizes for all of a user's bundles at once would make
+    /// `list_bundles` a constant number of queries; the store has none yet.)
+    async fn view(&self, bundle: Bundle) -> Result<BundleView> {
+        let (license, logo, artifacts) = futures::try_join!(
+            self.store
+                .get_attachment(bundle.id, AttachmentKind::License),
+            self.store.get_attachment(bundle.id, AttachmentKind::Logo),
+            self.store.list_artifacts(bundle.id),
+        )?;
+        let size = artifacts
+            .iter()
+            .filter_map(|a| a.blob.as_ref())
+            .map(|b| b.size)
+            .sum();
+        Ok(BundleView {
+            bundle,
+            size,
+            license,
+            logo,
+        })
+    }
+
+    /// The user's bundles, each with what its document shows.
+    pub async fn list_bundles(&self, who: &Principal, uid: &str) -> Result<Vec<BundleView>> {
+        use futures::{StreamExt, TryStreamExt};
         let owner = self.target(who, uid).await?;
-        self.require(who, ENT_SOFTWARE_UPLOAD)?;
+        let bundles = self.store.list_bundles(owner.id).await?;
+        futures::stream::iter(bundles)
+            .map(|b| self.view(b))
+            .buffered(8)
+            .try_collect()
+            .await
+    }
+
+    pub async fn create_bundle(&self, owner: &Owner, input: BundleInput) -> Result<BundleView> {
+        self.require(&owner.who, ENT_SOFTWARE_UPLOAD)?;
         let input = input.into_nfc();
         let name = input
             .name
@@ -162,20 +222,16 @@ impl Satchel {
             .ok_or_else(|| DomainError::Invalid("mySoftware version is required".into()))?;
         names::validate_label("name", &name)?;
         names::validate_label("version", &version)?;
-        self.store
-            .create_bundle(owner.id, &name, &version, &input)
-            .await
+        let b = self
+            .store
+            .create_bundle(owner.user.id, &name, &version, &input)
+            .await?;
+        self.view(b).await
     }
 
-    pub async fn update_bundle(
-        &self,
-        who: &Principal,
-        uid: &str,
-        msid: Id,
-        input: BundleInput,
-    ) -> Result<Bundle> {
-        let (owner, _) = self.bundle(who, uid, msid).await?;
-        self.require(who, ENT_SOFTWARE_UPLOAD)?;
+    pub async fn update_bundle(&self, b: &OwnedBundle, input: BundleInput) -> Result<BundleView> {
+        self.require(&b.owner.who, ENT_SOFTWARE_UPLOAD)?;
+        let msid = b.bundle.id;
         let input = input.into_nfc();
         if let Some(n) = &input.name {
             names::validate_label("name", n)?;
@@ -183,18 +239,20 @@ impl Satchel {
         if let Some(v) = &input.version {
             names::validate_label("version", v)?;
         }
-        self.store
-            .update_bundle(owner.id, msid, &input)
+        let updated = self
+            .store
+            .update_bundle(b.owner().id, msid, &input)
             .await?
-            .ok_or_else(|| DomainError::not_found(format!("mySoftware {msid}")))
+            .ok_or_else(|| DomainError::not_found(format!("mySoftware {msid}")))?;
+        self.view(updated).await
     }
 
     pub async fn delete_bundle(&self, who: &Principal, uid: &str, msid: Id) -> Result<()> {
-        let (owner, _) = self.bundle(who, uid, msid).await?;
+        let b = self.bundle(who, uid, msid).await?;
         self.require(who, ENT_SOFTWARE_UPLOAD)?;
         let keys = self
             .store
-            .delete_bundle(owner.id, msid)
+            .delete_bundle(b.owner().id, msid)
             .await?
             .ok_or_else(|| DomainError::not_found(format!("mySoftware {msid}")))?;
         self.delete_blobs(keys).await;
@@ -202,15 +260,9 @@ impl Satchel {
     }
 
     /// Copies a bundle with its files (blobs are copied too: each bundle owns its own).
-    pub async fn clone_bundle(
-        &self,
-        who: &Principal,
-        uid: &str,
-        msid: Id,
-        input: BundleInput,
-    ) -> Result<Bundle> {
-        let (owner, src) = self.bundle(who, uid, msid).await?;
-        self.require(who, ENT_SOFTWARE_UPLOAD)?;
+    pub async fn clone_bundle(&self, b: &OwnedBundle, input: BundleInput) -> Result<BundleView> {
+        let (owner, src) = (b.owner(), &b.bundle);
+        self.require(&b.owner.who, ENT_SOFTWARE_UPLOAD)?;
         let input = input.into_nfc();
         let name = input
             .name
@@ -259,7 +311,7 @@ impl Satchel {
                     .await?;
             }
         }
-        Ok(dst)
+        self.view(dst).await
     }
 
     async fn copy_blob(&self, owner: Id, b: &BlobRef) -> Result<BlobRef> {
@@ -291,49 +343,56 @@ impl Satchel {
         uid: &str,
         msid: Id,
     ) -> Result<(Bundle, Vec<Artifact>)> {
-        let (_, b) = self.bundle(who, uid, msid).await?;
+        let b = self.bundle(who, uid, msid).await?.bundle;
         let arts = self.store.list_artifacts(b.id).await?;
         Ok((b, arts))
     }
 
+    /// Resolves a file or folder of a bundle of the user the URL names.
     pub async fn artifact(
         &self,
         who: &Principal,
         uid: &str,
         msid: Id,
         said: Id,
-    ) -> Result<(Bundle, Artifact)> {
-        let (_, b) = self.bundle(who, uid, msid).await?;
-        let a = self
+    ) -> Result<OwnedArtifact> {
+        let bundle = self.bundle(who, uid, msid).await?;
+        let artifact = self
             .store
-            .get_artifact(b.id, said)
+            .get_artifact(bundle.bundle.id, said)
             .await?
             .ok_or_else(|| DomainError::not_found(format!("softwareArtifact {said}")))?;
-        Ok((b, a))
+        Ok(OwnedArtifact { bundle, artifact })
     }
 
-    pub async fn create_artifact(
+    /// Adds a file or folder at the top of the bundle.
+    pub async fn create_artifact(&self, b: &OwnedBundle, input: ArtifactInput) -> Result<Artifact> {
+        self.add_artifact(b, None, input).await
+    }
+
+    /// Adds a file or folder inside a folder.
+    pub async fn create_child_artifact(
         &self,
-        who: &Principal,
-        uid: &str,
-        msid: Id,
+        parent: &OwnedArtifact,
+        input: ArtifactInput,
+    ) -> Result<Artifact> {
+        let pa = &parent.artifact;
+        if pa.kind != "folder" {
+            return Err(DomainError::Invalid(format!(
+                "softwareArtifact {} is a file; only folders have children",
+                pa.id
+            )));
+        }
+        self.add_artifact(&parent.bundle, Some(pa.id), input).await
+    }
+
+    async fn add_artifact(
+        &self,
+        b: &OwnedBundle,
         parent: Option<Id>,
         input: ArtifactInput,
     ) -> Result<Artifact> {
-        let (_, b) = self.bundle(who, uid, msid).await?;
-        if let Some(p) = parent {
-            let pa = self
-                .store
-                .get_artifact(b.id, p)
-                .await?
-                .ok_or_else(|| DomainError::not_found(format!("softwareArtifact {p}")))?;
-            if pa.kind != "folder" {
-                return Err(DomainError::Invalid(format!(
-                    "softwareArtifact {p} is a file; only folders have children"
-                )));
-            }
-        }
-        self.require(who, ENT_SOFTWARE_UPLOAD)?;
+        self.require(&b.owner.who, ENT_SOFTWARE_UPLOAD)?;
         let input = input.into_nfc();
         let name = input
             .name
@@ -348,20 +407,17 @@ impl Satchel {
             }
         }
         self.store
-            .create_artifact(b.id, parent, &name, &input)
+            .create_artifact(b.bundle.id, parent, &name, &input)
             .await
     }
 
     pub async fn update_artifact(
         &self,
-        who: &Principal,
-        uid: &str,
-        msid: Id,
-        said: Id,
+        owned: &OwnedArtifact,
         input: ArtifactInput,
     ) -> Result<Artifact> {
-        let (b, a) = self.artifact(who, uid, msid, said).await?;
-        self.require(who, ENT_SOFTWARE_UPLOAD)?;
+        let (b, a, said) = (&owned.bundle.bundle, &owned.artifact, owned.artifact.id);
+        self.require(&owned.bundle.owner.who, ENT_SOFTWARE_UPLOAD)?;
         let input = input.into_nfc();
         if let Some(n) = &input.name {
             names::validate_file_name(n)?;
@@ -384,11 +440,11 @@ impl Satchel {
         msid: Id,
         said: Id,
     ) -> Result<()> {
-        let (b, _) = self.artifact(who, uid, msid, said).await?;
+        let a = self.artifact(who, uid, msid, said).await?;
         self.require(who, ENT_SOFTWARE_UPLOAD)?;
         let keys = self
             .store
-            .delete_artifact(b.id, said)
+            .delete_artifact(a.bundle.bundle.id, said)
             .await?
             .ok_or_else(|| DomainError::not_found(format!("softwareArtifact {said}")))?;
         self.delete_blobs(keys).await;
@@ -398,10 +454,7 @@ impl Satchel {
     /// Streams a file body into blob storage, then points the artifact at it (replacing any previous file).
     pub async fn upload_artifact_file<S, E>(
         &self,
-        who: &Principal,
-        uid: &str,
-        msid: Id,
-        said: Id,
+        owned: &OwnedArtifact,
         file_name: &str,
         body: S,
     ) -> Result<Artifact>
@@ -409,8 +462,8 @@ impl Satchel {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send,
         E: std::fmt::Display,
     {
-        let (b, a) = self.artifact(who, uid, msid, said).await?;
-        self.require(who, ENT_SOFTWARE_UPLOAD)?;
+        let (b, a, said) = (&owned.bundle.bundle, &owned.artifact, owned.artifact.id);
+        self.require(&owned.bundle.owner.who, ENT_SOFTWARE_UPLOAD)?;
         names::validate_file_name(file_name)?;
         if a.kind == "folder" {
             return Err(DomainError::Invalid(format!(
@@ -464,7 +517,7 @@ impl Satchel {
         said: Id,
         file_name: Option<&str>,
     ) -> Result<(Artifact, BlobRef)> {
-        let (_, a) = self.artifact(who, uid, msid, said).await?;
+        let a = self.artifact(who, uid, msid, said).await?.artifact;
         let blob = a
             .blob
             .clone()
@@ -484,9 +537,7 @@ impl Satchel {
 
     pub async fn upload_attachment<S, E>(
         &self,
-        who: &Principal,
-        uid: &str,
-        msid: Id,
+        owned: &OwnedBundle,
         kind: AttachmentKind,
         file_name: &str,
         body: S,
@@ -495,11 +546,11 @@ impl Satchel {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send,
         E: std::fmt::Display,
     {
-        let (owner, b) = self.bundle(who, uid, msid).await?;
-        self.require(who, ENT_SOFTWARE_UPLOAD)?;
+        let b = &owned.bundle;
+        self.require(&owned.owner.who, ENT_SOFTWARE_UPLOAD)?;
         names::validate_file_name(file_name)?;
         let file_name = &names::nfc(file_name);
-        let blob = self.store_upload(owner.id, body).await?;
+        let blob = self.store_upload(owned.owner().id, body).await?;
         match self
             .store
             .put_attachment(b.id, kind, file_name, &blob)
@@ -518,31 +569,45 @@ impl Satchel {
         }
     }
 
+    /// The bundle's license or logo, as the URL names it: by its id `lid` and, when the URL has
+    /// one, its exact file name; any other id or name does not exist.
     pub async fn attachment(
         &self,
         who: &Principal,
         uid: &str,
-        msid: Id,
+        (msid, lid): (Id, Id),
         kind: AttachmentKind,
+        file_name: Option<&str>,
     ) -> Result<Attachment> {
-        let (_, b) = self.bundle(who, uid, msid).await?;
-        self.store.get_attachment(b.id, kind).await?.ok_or_else(|| {
-            DomainError::not_found(format!("{} of mySoftware {msid}", kind.as_str()))
-        })
+        let b = self.bundle(who, uid, msid).await?.bundle;
+        let a = self
+            .store
+            .get_attachment(b.id, kind)
+            .await?
+            .ok_or_else(|| {
+                DomainError::not_found(format!("{} of mySoftware {msid}", kind.as_str()))
+            })?;
+        if a.id != lid || file_name.is_some_and(|f| f != a.name) {
+            return Err(DomainError::not_found(format!(
+                "{} {lid} of mySoftware {msid}",
+                kind.as_str()
+            )));
+        }
+        Ok(a)
     }
 
     pub async fn delete_attachment(
         &self,
         who: &Principal,
         uid: &str,
-        msid: Id,
+        (msid, lid): (Id, Id),
         kind: AttachmentKind,
     ) -> Result<()> {
-        let (_, b) = self.bundle(who, uid, msid).await?;
+        let a = self.attachment(who, uid, (msid, lid), kind, None).await?;
         self.require(who, ENT_SOFTWARE_UPLOAD)?;
         let key = self
             .store
-            .delete_attachment(b.id, kind)
+            .delete_attachment(a.bundle_id, kind)
             .await?
             .ok_or_else(|| {
                 DomainError::not_found(format!("{} of mySoftware {msid}", kind.as_str()))
@@ -553,17 +618,13 @@ impl Satchel {
 
     // ---------------------------------------------------------------- export tickets
 
-    pub async fn create_export(
-        &self,
-        who: &Principal,
-        uid: &str,
-        msid: Id,
-        format: OutputFormat,
-    ) -> Result<Ticket> {
-        let (owner, b) = self.bundle(who, uid, msid).await?;
-        self.require(who, ENT_SOFTWARE_UPLOAD)?;
+    /// Queues an export of the bundle (and wakes a worker); the ticket is returned at once.
+    pub async fn create_export(&self, owned: &OwnedBundle, format: OutputFormat) -> Result<Ticket> {
+        let (owner, b) = (owned.owner(), &owned.bundle);
+        self.require(&owned.owner.who, ENT_SOFTWARE_UPLOAD)?;
         self.quota().check_ticket(owner.id).await?;
-        self.store
+        let t = self
+            .store
             .create_ticket(&NewTicket {
                 owner_id: owner.id,
                 kind: TicketKind::BundleExport,
@@ -574,7 +635,8 @@ impl Satchel {
                 format,
                 max_attempts: self.config.max_attempts,
             })
-            .await
+            .await?;
+        Ok(self.queued(t))
     }
 
     /// A ticket of this bundle. Tickets of other bundles, even the caller's own, do not exist here.

@@ -200,12 +200,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         quota: s.quota.clone(),
         user_rate: s.user_rate,
     };
-    let satchel = Arc::new(Satchel::new(
-        store.clone(),
-        opened.keys.clone(),
-        blobs.clone(),
-        config,
-    ));
     let runner = Arc::new(TicketRunner {
         store: store.clone(),
         blobs: blobs.clone(),
@@ -254,6 +248,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ..Default::default()
         },
         wake,
+    );
+    // The service wakes the pool's idle workers whenever it queues a ticket.
+    let satchel = Arc::new(
+        Satchel::new(store.clone(), opened.keys.clone(), blobs.clone(), config)
+            .with_waker(pool.waker()),
     );
 
     let sweeper = {
@@ -339,7 +338,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let state = AppState {
         satchel: satchel.clone(),
-        wake: pool.waker(),
     };
     let metrics = Arc::new(crate::ops::Metrics::new()?);
     let track = |face: &'static str| {

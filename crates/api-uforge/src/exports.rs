@@ -1,0 +1,171 @@
+//! Bundle exports: tickets that build a bundle's archive, their status, the archive download, and
+//! the user's exports across bundles.
+
+use crate::docs;
+use crate::download::serve_blob;
+use crate::extract::{Auth, BundlePath, ExportPath, Fmt};
+use crate::idempotency::Idem;
+use crate::render::{
+    appliance_export_doc, archive_download, export_doc, export_uri, op_status, status_reply,
+    ticket_status_doc,
+};
+use crate::wire::{ApiError, Doc, Format};
+use crate::AppState;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use satchel_api_doc::Table;
+use satchel_domain::model::{OutputFormat, Principal};
+use serde::Deserialize;
+
+type R = Result<Response, ApiError>;
+
+/// `ms` is the path of one bundle.
+pub fn routes(ms: &str) -> Table<AppState> {
+    let exports = format!("{ms}/exports");
+    let e = format!("{exports}/{{eid}}");
+    Table::new()
+        .post(&exports, "Start a bundle export (a ticket)", create_export)
+        .get(&e, "A bundle export", get_export)
+        .delete(&e, "Delete a bundle export", delete_export)
+        .get(
+            &format!("{e}/status"),
+            "A bundle export's status (ETag, 304)",
+            export_status,
+        )
+        .get(
+            &format!("{e}/downloads"),
+            "Download an export's archive (Range)",
+            download_export,
+        )
+        .get(
+            "/api/users/{uid}/exports",
+            "The user's exports",
+            list_exports,
+        )
+        .get(
+            "/api/users/{uid}/exports/statuses",
+            "The statuses of the user's exports",
+            list_export_statuses,
+        )
+}
+
+#[derive(Deserialize)]
+struct ExportQuery {
+    #[serde(rename = "outputFormat")]
+    output_format: Option<String>,
+}
+
+async fn create_export(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    idem: Idem,
+    Fmt(f): Fmt,
+    Query(q): Query<ExportQuery>,
+    p: BundlePath,
+) -> R {
+    idem.once(&st, &who, export_ticket(&st, &who, f, p, q))
+        .await
+}
+
+async fn export_ticket(
+    st: &AppState,
+    who: &Principal,
+    f: Format,
+    p: BundlePath,
+    q: ExportQuery,
+) -> R {
+    let b = st.satchel.bundle(who, &p.uid, p.msid).await?;
+    let format = OutputFormat::parse(q.output_format.as_deref()).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "unsupported outputFormat {:?}: use yaml or json",
+            q.output_format.clone().unwrap_or_default()
+        ))
+    })?;
+    let t = st.satchel.create_export(&b, format).await?;
+    let doc = export_doc(&p.uid, &t);
+    let location = format!("/api/{}", doc.uri);
+    Ok(Doc::ok(f, "softwareBundleExport", doc)
+        .with_status(StatusCode::CREATED)
+        .header(header::LOCATION, &location)
+        .into_response())
+}
+
+async fn get_export(State(st): State<AppState>, Auth(who): Auth, Fmt(f): Fmt, p: ExportPath) -> R {
+    let t = st.satchel.export(&who, &p.uid, p.msid, p.eid).await?;
+    Ok(Doc::ok(f, "softwareBundleExport", export_doc(&p.uid, &t)).into_response())
+}
+
+async fn export_status(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Fmt(f): Fmt,
+    headers: HeaderMap,
+    p: ExportPath,
+) -> R {
+    let t = st.satchel.export(&who, &p.uid, p.msid, p.eid).await?;
+    let doc = ticket_status_doc(&t, &export_uri(&p.uid, &t));
+    status_reply(f, &headers, &t, doc)
+}
+
+async fn download_export(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    headers: HeaderMap,
+    p: ExportPath,
+) -> R {
+    let (t, a) = st
+        .satchel
+        .export_archive(&who, &p.uid, p.msid, p.eid)
+        .await?;
+    let d = archive_download(&t, &a, "application/x-gzip");
+    serve_blob(&st.satchel.blobs, &headers, d).await
+}
+
+async fn delete_export(State(st): State<AppState>, Auth(who): Auth, p: ExportPath) -> R {
+    st.satchel
+        .delete_export(&who, &p.uid, p.msid, p.eid)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_exports(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Fmt(f): Fmt,
+    Path(uid): Path<String>,
+) -> R {
+    let ts = st.satchel.list_exports(&who, &uid).await?;
+    let items: Vec<_> = ts.iter().map(|t| appliance_export_doc(&uid, t)).collect();
+    let doc = docs::ApplianceExports {
+        total: items.len() as i64,
+        appliance_exports: docs::ApplianceExportItems {
+            appliance_export: items,
+        },
+    };
+    Ok(Doc::ok(f, "applianceExports", doc).into_response())
+}
+
+async fn list_export_statuses(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Fmt(f): Fmt,
+    Path(uid): Path<String>,
+) -> R {
+    let ts = st.satchel.list_exports(&who, &uid).await?;
+    let items: Vec<_> = ts
+        .iter()
+        .map(|t| {
+            let uri = export_uri(&uid, t);
+            let mut s = op_status(t, Some(format!("{uri}/status")));
+            s.db_id = Some(t.id);
+            s.parent_uri = Some(uri);
+            s
+        })
+        .collect();
+    let doc = docs::OpStatuses {
+        total: items.len() as i64,
+        statuses: docs::StatusItems { status: items },
+    };
+    Ok(Doc::ok(f, "statuses", doc).into_response())
+}

@@ -1,0 +1,390 @@
+//! Domain values to wire documents (`docs.rs`), and the replies built around them: URIs, the status
+//! document with its ETag and `304`, what a download serves. Pure: nothing here reads the store.
+
+use crate::docs::{self, iso};
+use crate::download::BlobDownload;
+use crate::wire::{ApiError, Doc, Format};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use satchel_domain::container::FORMAT_DOCKER;
+use satchel_domain::model::*;
+use sha2::{Digest, Sha256};
+
+type R = Result<Response, ApiError>;
+
+// ------------------------------------------------------------------ users and bundles
+
+pub(crate) fn bundle_uri(uid: &str, id: Id) -> String {
+    format!("users/{uid}/mysoftware/{id}")
+}
+
+pub(crate) fn user_doc(u: &User) -> docs::User {
+    docs::User {
+        created: iso(u.created),
+        db_id: u.id,
+        login_name: u.login.clone(),
+        active: true,
+        admin: u.admin,
+        base_exports_uri: format!("users/{}/exports", u.login),
+        base_my_software_library_uri: format!("users/{}/mysoftware", u.login),
+        uri: format!("users/{}", u.login),
+    }
+}
+
+pub(crate) fn bundle_doc(uid: &str, v: &BundleView) -> docs::MySoftware {
+    let b = &v.bundle;
+    let uri = bundle_uri(uid, b.id);
+    docs::MySoftware {
+        created: iso(b.created),
+        db_id: b.id,
+        last_modified: iso(b.modified),
+        name: b.name.clone(),
+        version: b.version.clone(),
+        description: b.description.clone(),
+        release: b.release.clone(),
+        install_location: b.install_location.clone(),
+        size: v.size,
+        revision: b.revision,
+        artifacts_uri: format!("{uri}/artifacts"),
+        export_uri: format!("{uri}/exports"),
+        clone_uri: format!("{uri}/clone"),
+        license: v.license.as_ref().map(|l| license_doc(uid, l)),
+        logo: v.logo.as_ref().map(|l| logo_doc(uid, l)),
+        imported: false,
+        uri,
+    }
+}
+
+pub(crate) fn artifact_doc(uid: &str, a: &Artifact) -> docs::SoftwareArtifact {
+    let parent = bundle_uri(uid, a.bundle_id);
+    let uri = format!("{parent}/artifacts/{}", a.id);
+    docs::SoftwareArtifact {
+        created: iso(a.created),
+        db_id: a.id,
+        last_modified: iso(a.modified),
+        md5sum: a.blob.as_ref().map(|b| b.md5.clone()),
+        sha256sum: a.blob.as_ref().map(|b| b.sha256.clone()),
+        size: a.blob.as_ref().map(|b| b.size).unwrap_or(0),
+        uploaded: a.blob.is_some(),
+        uploaded_time: a.blob.as_ref().map(|b| iso(b.uploaded)),
+        binary_uri: (a.kind == "file").then(|| format!("{uri}/bin/{}", a.name)),
+        tag: a.tag.clone(),
+        parent_uri: match a.parent_id {
+            Some(p) => format!("{parent}/artifacts/{p}"),
+            None => parent,
+        },
+        install_location: a.install_location.clone(),
+        name: a.name.clone(),
+        full_name: a.name.clone(),
+        kind: a.kind.clone(),
+        uri,
+    }
+}
+
+pub(crate) fn license_doc(uid: &str, a: &Attachment) -> docs::License {
+    let parent = bundle_uri(uid, a.bundle_id);
+    docs::License {
+        created: iso(a.blob.uploaded),
+        db_id: a.id,
+        last_modified: iso(a.blob.uploaded),
+        md5sum: a.blob.md5.clone(),
+        sha256sum: a.blob.sha256.clone(),
+        size: a.blob.size,
+        uploaded: true,
+        uploaded_time: iso(a.blob.uploaded),
+        name: a.name.clone(),
+        uri: format!("{parent}/licenses/{}", a.id),
+        parent_uri: parent,
+    }
+}
+
+pub(crate) fn logo_doc(uid: &str, a: &Attachment) -> docs::Logo {
+    let l = license_doc(uid, a);
+    docs::Logo {
+        created: l.created,
+        db_id: l.db_id,
+        last_modified: l.last_modified,
+        md5sum: l.md5sum,
+        sha256sum: l.sha256sum,
+        size: l.size,
+        uploaded: true,
+        uploaded_time: l.uploaded_time,
+        name: l.name,
+        uri: format!("{}/logo/{}", l.parent_uri, a.id),
+        parent_uri: l.parent_uri,
+    }
+}
+
+// ------------------------------------------------------------------ tickets
+
+pub(crate) fn op_status(t: &Ticket, uri: Option<String>) -> docs::OpStatus {
+    let error = t.state == TicketState::Error;
+    docs::OpStatus {
+        created: None,
+        db_id: None,
+        last_modified: None,
+        bytes_loaded: t.bytes_loaded,
+        bytes_total: t.bytes_total,
+        cancelled: t.state == TicketState::Cancelled,
+        complete: matches!(t.state, TicketState::Complete | TicketState::Expired),
+        detailed_error: false,
+        error,
+        error_message: t.error_message.clone().filter(|_| error),
+        eta: t.eta.map(iso),
+        message: t.message.clone(),
+        parent_uri: None,
+        percentage: t.percentage.clamp(0, 100),
+        uri,
+    }
+}
+
+/// The status document of one ticket, at `{uri}/status`, with its id and dates.
+pub(crate) fn ticket_status_doc(t: &Ticket, uri: &str) -> docs::OpStatus {
+    let mut doc = op_status(t, Some(format!("{uri}/status")));
+    doc.db_id = Some(t.id);
+    doc.created = Some(iso(t.created));
+    doc.last_modified = Some(iso(t.modified));
+    doc
+}
+
+pub(crate) fn export_uri(uid: &str, t: &Ticket) -> String {
+    format!("{}/exports/{}", bundle_uri(uid, t.bundle_id), t.id)
+}
+
+pub(crate) fn export_doc(uid: &str, t: &Ticket) -> docs::SoftwareBundleExport {
+    let parent = bundle_uri(uid, t.bundle_id);
+    let uri = export_uri(uid, t);
+    docs::SoftwareBundleExport {
+        created: iso(t.created),
+        db_id: t.id,
+        digest: t.archive.as_ref().map(|a| format!("sha256:{}", a.sha256)),
+        last_modified: iso(t.modified),
+        bundle_name: t.bundle_name.clone(),
+        bundle_version: t.bundle_version.clone(),
+        download_uri: format!("{uri}/downloads"),
+        location: None,
+        parent_uri: parent,
+        status: op_status(t, Some(format!("{uri}/status"))),
+        uri,
+    }
+}
+
+pub(crate) fn appliance_export_doc(uid: &str, t: &Ticket) -> docs::ApplianceExport {
+    let e = export_doc(uid, t);
+    docs::ApplianceExport {
+        created: e.created,
+        db_id: e.db_id,
+        digest: e.digest,
+        last_modified: e.last_modified,
+        appliance_name: e.bundle_name,
+        appliance_version: e.bundle_version,
+        download_uri: e.download_uri,
+        downloaded: false,
+        parent_uri: e.parent_uri,
+        status: e.status,
+        uri: e.uri,
+    }
+}
+
+/// Strong ETag over every field the status document shows.
+fn status_etag(t: &Ticket, f: Format) -> String {
+    let mut h = Sha256::new();
+    h.update(format!(
+        "{}|{}|{}|{}|{}|{:?}|{:?}|{:?}|{}|{:?}|{:?}",
+        t.id,
+        t.state.as_str(),
+        t.percentage,
+        t.bytes_loaded,
+        t.bytes_total,
+        t.eta,
+        t.message,
+        t.error_message,
+        t.modified,
+        f,
+        t.archive.as_ref().map(|a| &a.sha256)
+    ));
+    format!("\"{}\"", &hex::encode(h.finalize())[..32])
+}
+
+fn not_modified(headers: &HeaderMap, etag: &str, last_modified_ms: i64) -> bool {
+    if let Some(inm) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
+        // If-None-Match wins over If-Modified-Since (RFC 9110 13.2.2).
+        return inm
+            .split(',')
+            .map(str::trim)
+            .any(|t| t == etag || t == "*" || t.strip_prefix("W/") == Some(etag));
+    }
+    if let Some(ims) = headers
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+    {
+        if let Ok(since) = httpdate::parse_http_date(ims) {
+            let since_s = since
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            return last_modified_ms / 1000 <= since_s;
+        }
+    }
+    false
+}
+
+/// A ticket's status document, or `304` when the client's copy is current (ETag over every field
+/// shown, Last-Modified from the ticket); never cached without revalidation.
+pub(crate) fn status_reply(f: Format, headers: &HeaderMap, t: &Ticket, doc: docs::OpStatus) -> R {
+    let etag = status_etag(t, f);
+    let lm = httpdate::fmt_http_date(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(t.modified.max(0) as u64),
+    );
+    if not_modified(headers, &etag, t.modified) {
+        let mut r = StatusCode::NOT_MODIFIED.into_response();
+        r.headers_mut().insert(
+            header::ETAG,
+            etag.parse().map_err(|_| ApiError::internal("etag"))?,
+        );
+        r.headers_mut().insert(
+            header::LAST_MODIFIED,
+            lm.parse().map_err(|_| ApiError::internal("date"))?,
+        );
+        return Ok(r);
+    }
+    Ok(Doc::ok(f, "status", doc)
+        .header(header::ETAG, &etag)
+        .header(header::LAST_MODIFIED, &lm)
+        .header(header::CACHE_CONTROL, "no-cache")
+        .into_response())
+}
+
+// ------------------------------------------------------------------ containers
+
+pub(crate) fn template_uri(uid: &str, msid: Id, tid: Id) -> String {
+    format!("{}/templates/{tid}", bundle_uri(uid, msid))
+}
+
+pub(crate) fn template_doc(uid: &str, t: &ContainerTemplate) -> docs::ContainerTemplate {
+    let uri = template_uri(uid, t.bundle_id, t.id);
+    docs::ContainerTemplate {
+        created: iso(t.created),
+        db_id: t.id,
+        last_modified: iso(t.modified),
+        distribution: t.distribution.as_ref().map(|d| docs::Distribution {
+            arch: Some(d.arch.clone()).filter(|s| !s.is_empty()),
+            name: Some(d.name.clone()),
+            version: Some(d.version.clone()).filter(|s| !s.is_empty()),
+        }),
+        images_uri: format!("{uri}/images"),
+        formats_uri: format!("{uri}/formats"),
+        uri,
+    }
+}
+
+pub(crate) fn docker_format(uri: Option<String>) -> docs::ImageFormat {
+    docs::ImageFormat {
+        access: true,
+        active: true,
+        name: FORMAT_DOCKER.into(),
+        preselected: true,
+        uri,
+    }
+}
+
+/// An image's URI and its parent's (the template).
+fn image_uris(uid: &str, i: &Ticket) -> (String, String) {
+    let parent = template_uri(uid, i.bundle_id, i.template_id().unwrap_or(0));
+    (format!("{parent}/images/{}", i.id), parent)
+}
+
+/// An image; `key` is a one-time download id just minted for it.
+pub(crate) fn image_doc(uid: &str, i: &Ticket, key: Option<&str>) -> docs::Image {
+    let spec = i.image.clone().unwrap_or(ImageSpec {
+        template_id: 0,
+        name: i.bundle_name.clone(),
+        format: FORMAT_DOCKER.into(),
+        compress: false,
+    });
+    let (uri, parent) = image_uris(uid, i);
+    let done = i.state == TicketState::Complete;
+    let archive = i.archive.as_ref().filter(|_| done);
+    docs::Image {
+        created: iso(i.created),
+        db_id: i.id,
+        digest: archive.map(|a| format!("sha256:{}", a.sha256)),
+        last_modified: iso(i.modified),
+        mime_type: "application/x-tar".into(),
+        sha256sum: archive.map(|a| a.sha256.clone()),
+        size: archive.map(|a| a.size).unwrap_or(0),
+        status: op_status(i, Some(format!("{uri}/status"))),
+        uploaded: done,
+        parent_uri: parent,
+        compress: spec.compress,
+        download_key: key.map(str::to_string),
+        download_uri: i.downloadable_archive().map(|_| match key {
+            Some(k) => format!("{uri}/downloads?downloadId={k}"),
+            None => format!("{uri}/downloads"),
+        }),
+        file_extension: if spec.compress {
+            "oci.tar.gz"
+        } else {
+            "oci.tar"
+        }
+        .into(),
+        file_name: archive.map(|a| a.file_name.clone()),
+        file_size: archive.map(|a| a.size).unwrap_or(0),
+        format: docker_format(None),
+        target_format: docs::TargetFormat {
+            name: "Docker".into(),
+            format: docker_format(None),
+            kind: "container".into(),
+            access: true,
+            active: true,
+        },
+        image_created: done,
+        name: spec.name,
+        status_uri: format!("{uri}/status"),
+        uri,
+        version: i.bundle_version.clone(),
+    }
+}
+
+/// An image's status document (its parent is the image).
+pub(crate) fn image_status_doc(uid: &str, i: &Ticket) -> docs::OpStatus {
+    let (uri, _) = image_uris(uid, i);
+    let mut doc = ticket_status_doc(i, &uri);
+    doc.parent_uri = Some(uri);
+    doc
+}
+
+// ------------------------------------------------------------------ downloads
+
+/// An uploaded file (artifact, license, logo), served under its name.
+pub(crate) fn file_download(name: &str, blob: &BlobRef) -> BlobDownload {
+    BlobDownload {
+        key: blob.key.clone(),
+        size: blob.size as u64,
+        etag: format!("\"{}\"", blob.sha256),
+        sha256: Some(blob.sha256.clone()),
+        content_type: "application/octet-stream",
+        file_name: name.to_string(),
+        last_modified: blob.uploaded,
+    }
+}
+
+/// A ticket's archive (an export's `.tar.gz`, an image's tar).
+pub(crate) fn archive_download(
+    t: &Ticket,
+    a: &ArchiveRef,
+    content_type: &'static str,
+) -> BlobDownload {
+    BlobDownload {
+        key: a.key.clone(),
+        size: a.size as u64,
+        etag: format!("\"{}\"", a.sha256),
+        sha256: Some(a.sha256.clone()),
+        content_type,
+        file_name: a.file_name.clone(),
+        last_modified: t.modified,
+    }
+}
