@@ -206,40 +206,14 @@ fn status_etag(t: &Ticket, f: Format) -> String {
     format!("\"{}\"", &hex::encode(h.finalize())[..32])
 }
 
-fn not_modified(headers: &HeaderMap, etag: &str, last_modified_ms: i64) -> bool {
-    if let Some(inm) = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-    {
-        // If-None-Match wins over If-Modified-Since (RFC 9110 13.2.2).
-        return inm
-            .split(',')
-            .map(str::trim)
-            .any(|t| t == etag || t == "*" || t.strip_prefix("W/") == Some(etag));
-    }
-    if let Some(ims) = headers
-        .get(header::IF_MODIFIED_SINCE)
-        .and_then(|v| v.to_str().ok())
-    {
-        if let Ok(since) = httpdate::parse_http_date(ims) {
-            let since_s = since
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0);
-            return last_modified_ms / 1000 <= since_s;
-        }
-    }
-    false
-}
-
 /// A ticket's status document, or `304` when the client's copy is current (ETag over every field
 /// shown, Last-Modified from the ticket); never cached without revalidation.
 pub(crate) fn status_reply(f: Format, headers: &HeaderMap, t: &Ticket, doc: docs::OpStatus) -> R {
     let etag = status_etag(t, f);
-    let lm = httpdate::fmt_http_date(
-        std::time::UNIX_EPOCH + std::time::Duration::from_millis(t.modified.max(0) as u64),
-    );
-    if not_modified(headers, &etag, t.modified) {
+    let lm = satchel_ranges::serve::http_date(t.modified);
+    // The same conditional rules as downloads (weak If-None-Match, then If-Modified-Since).
+    let conditions = satchel_ranges::Conditions::from_headers(headers);
+    if satchel_ranges::not_modified(&conditions, &etag, Some(t.modified)) {
         let mut r = StatusCode::NOT_MODIFIED.into_response();
         r.headers_mut().insert(
             header::ETAG,

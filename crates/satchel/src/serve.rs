@@ -220,9 +220,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ));
         }
     }
-    // Every background job runs on this one pool: both ticket kinds and CloudAPI async exports.
-    opened.rate = satchel.rate.clone();
+    // Every background job runs on one pool: both ticket kinds and CloudAPI async exports. The
+    // services that queue jobs wake its idle workers through `wake`.
     let wake = Arc::new(tokio::sync::Notify::new());
+    let satchel = Arc::new(
+        Satchel::new(store.clone(), opened.keys.clone(), blobs.clone(), config)
+            .with_waker(wake.clone()),
+    );
+    opened.rate = satchel.rate.clone();
     let cloud = Arc::new(Cloud {
         max_attempts: s.max_attempts,
         wake: wake.clone(),
@@ -248,11 +253,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ..Default::default()
         },
         wake,
-    );
-    // The service wakes the pool's idle workers whenever it queues a ticket.
-    let satchel = Arc::new(
-        Satchel::new(store.clone(), opened.keys.clone(), blobs.clone(), config)
-            .with_waker(pool.waker()),
     );
 
     let sweeper = {
