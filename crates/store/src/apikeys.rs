@@ -1,5 +1,5 @@
 //! `ApiKeyStore` for both engines, written once (`$N` placeholders, which sqlx's SQLite driver
-//! accepts too). Instantiated inside each engine's module, where its `user_from` is.
+//! accepts too). Instantiated by `sql_store!`, next to `user_from`.
 
 /// Inserts only while the owner holds fewer than `$7` keys (one statement; on PostgreSQL two
 /// racing creations may both pass the count, which only bounds the cap loosely).
@@ -26,9 +26,9 @@ pub(crate) const TOUCH_SQL: &str = "UPDATE api_keys SET last_used = $2
     WHERE id = $1 AND (last_used IS NULL OR last_used <= $3)";
 
 macro_rules! impl_apikeys {
-    ($store:ty, $row:ty) => {
+    () => {
         fn api_key_from(
-            r: &$row,
+            r: &R,
             id: &str,
             created: &str,
         ) -> Result<satchel_domain::apikeys::ApiKey> {
@@ -45,7 +45,7 @@ macro_rules! impl_apikeys {
         }
 
         #[async_trait]
-        impl satchel_domain::ports::ApiKeyStore for $store {
+        impl satchel_domain::ports::ApiKeyStore for S {
             async fn create_api_key(
                 &self,
                 new: &satchel_domain::apikeys::NewApiKey,

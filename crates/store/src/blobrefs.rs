@@ -38,11 +38,11 @@ pub(crate) const FORGET_SQL: &str =
 pub(crate) const STALE_SQL: &str = "SELECT blob_key, upload_id, touched FROM blob_uploads
     WHERE touched <= $1 ORDER BY touched, blob_key, upload_id LIMIT $2";
 
-/// Instantiated inside each engine's module, where its `ticket_from` row mapper is.
+/// Instantiated by `sql_store!`, next to the `ticket_from` row mapper.
 macro_rules! impl_blob_refs {
-    ($store:ty) => {
+    () => {
         #[async_trait]
-        impl satchel_domain::ports::BlobRefStore for $store {
+        impl satchel_domain::ports::BlobRefStore for S {
             async fn referenced_blobs(
                 &self,
                 keys: &[String],

@@ -36,9 +36,9 @@ pub(crate) const RELEASE_SQL: &str = "DELETE FROM idempotency_keys
 pub(crate) const PURGE_SQL: &str = "DELETE FROM idempotency_keys WHERE expires_at <= $1";
 
 macro_rules! impl_idempotency {
-    ($store:ty) => {
+    () => {
         #[async_trait]
-        impl satchel_domain::ports::IdempotencyStore for $store {
+        impl satchel_domain::ports::IdempotencyStore for S {
             async fn claim_idempotency_key(
                 &self,
                 c: &satchel_domain::idempotency::NewClaim,

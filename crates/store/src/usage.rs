@@ -16,9 +16,9 @@ pub(crate) const USAGE_SQL: &str = "SELECT
         AS outstanding";
 
 macro_rules! impl_usage {
-    ($store:ty) => {
+    () => {
         #[async_trait]
-        impl satchel_domain::ports::UsageStore for $store {
+        impl satchel_domain::ports::UsageStore for S {
             async fn usage(&self, owner: Id) -> Result<Usage> {
                 let row = sqlx::query(crate::usage::USAGE_SQL)
                     .bind(owner)
@@ -44,9 +44,9 @@ pub(crate) const QUEUE_SQL: &str = "SELECT
         WHERE state = 'complete' AND archive_key IS NOT NULL) AS BIGINT) AS archive_bytes";
 
 macro_rules! impl_stats {
-    ($store:ty) => {
+    () => {
         #[async_trait]
-        impl satchel_domain::ports::StatsStore for $store {
+        impl satchel_domain::ports::StatsStore for S {
             async fn ping(&self) -> Result<()> {
                 sqlx::query("SELECT 1")
                     .execute(&self.pool)
