@@ -27,11 +27,7 @@ pub(crate) const TOUCH_SQL: &str = "UPDATE api_keys SET last_used = $2
 
 macro_rules! impl_apikeys {
     () => {
-        fn api_key_from(
-            r: &R,
-            id: &str,
-            created: &str,
-        ) -> Result<satchel_domain::apikeys::ApiKey> {
+        fn api_key_from(r: &R, id: &str, created: &str) -> Result<satchel_domain::apikeys::ApiKey> {
             Ok(satchel_domain::apikeys::ApiKey {
                 id: r.try_get(id).map_err(db_err)?,
                 owner_id: r.try_get("owner_id").map_err(db_err)?,

@@ -6,7 +6,11 @@
 use satchel_domain::model::Millis;
 use satchel_domain::ports::KeyUse;
 
-pub(crate) fn classify(row: Option<(Option<Millis>, Millis, String)>, resource: &str, now: Millis) -> KeyUse {
+pub(crate) fn classify(
+    row: Option<(Option<Millis>, Millis, String)>,
+    resource: &str,
+    now: Millis,
+) -> KeyUse {
     match row {
         Some((_, _, r)) if r != resource => KeyUse::Unknown,
         Some((Some(_), _, _)) => KeyUse::AlreadyUsed,
@@ -18,7 +22,8 @@ pub(crate) fn classify(row: Option<(Option<Millis>, Millis, String)>, resource: 
     }
 }
 
-pub(crate) const INSERT_SQL: &str = "INSERT INTO download_keys (key_hash, owner_id, resource, expires_at, created)
+pub(crate) const INSERT_SQL: &str =
+    "INSERT INTO download_keys (key_hash, owner_id, resource, expires_at, created)
     VALUES ($1, $2, $3, $4, $5)";
 
 pub(crate) const CONSUME_SQL: &str = "UPDATE download_keys SET used_at = $1
@@ -72,11 +77,12 @@ macro_rules! impl_keys {
                 if let Some(owner_id) = owner {
                     return Ok(satchel_domain::ports::KeyUse::Consumed { owner_id });
                 }
-                let row: Option<(Option<Millis>, Millis, String)> = sqlx::query_as(crate::keys::LOOK_SQL)
-                    .bind(key_hash)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db_err)?;
+                let row: Option<(Option<Millis>, Millis, String)> =
+                    sqlx::query_as(crate::keys::LOOK_SQL)
+                        .bind(key_hash)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db_err)?;
                 Ok(crate::keys::classify(row, resource, now))
             }
 
@@ -86,11 +92,12 @@ macro_rules! impl_keys {
                 resource: &str,
                 now: Millis,
             ) -> Result<satchel_domain::ports::KeyUse> {
-                let row: Option<(Option<Millis>, Millis, String, Id)> = sqlx::query_as(crate::keys::CHECK_SQL)
-                    .bind(key_hash)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db_err)?;
+                let row: Option<(Option<Millis>, Millis, String, Id)> =
+                    sqlx::query_as(crate::keys::CHECK_SQL)
+                        .bind(key_hash)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db_err)?;
                 Ok(match row {
                     Some((None, exp, r, owner_id)) if r == resource && exp > now => {
                         satchel_domain::ports::KeyUse::Usable { owner_id }

@@ -1,10 +1,10 @@
 //! The SQLite engine (the embedded default): opening the file, and what SQLite does differently
 //! (see [`crate::engine::Engine`]). Every statement is in the engine-neutral modules.
 //!
-//! SQLite has one writer at a time: every write transaction begins `BEGIN IMMEDIATE`, which takes the
-//! write lock up front (not at the first write, where two readers upgrading would deadlock), so the
-//! multi-statement writes are atomic without row locks. Only this process's workers claim jobs, and
-//! they are woken directly, so there is no notification channel; every periodic task runs here.
+//! SQLite has one writer at a time: every write transaction begins `BEGIN IMMEDIATE`, which takes
+//! the write lock up front (not at the first write, where two readers upgrading would deadlock), so
+//! the multi-statement writes are atomic without row locks. Only this process's workers claim jobs,
+//! and they are woken directly, so there is no notification channel; every periodic task runs here.
 
 use crate::db_err;
 use crate::engine::Engine;

@@ -1,13 +1,13 @@
-//! The one store: `Store` (users, bundles, artifacts, attachments, tickets and the job queue) written
-//! once for both engines, and [`sql_store!`], which instantiates every port of the crate for an
-//! engine's store type.
+//! The one store: `Store` (users, bundles, artifacts, attachments, tickets and the job queue)
+//! written once for both engines, and `sql_store!`, which instantiates every port of the crate for
+//! an engine's store type.
 //!
 //! Why a `macro_rules!` body rather than a `SqlStore<E: Engine>` generic over `E::Db`: generic sqlx
-//! code needs, on every impl, higher-ranked bounds such as `for<'c> &'c mut
-//! <E::Db as Database>::Connection: Executor<'c, Database = E::Db>` plus `Encode + Decode + Type` for
-//! each Rust type bound or read, and the `Send` futures `async_trait` requires then run into
-//! "not general enough" lifetime errors. Instantiated by the macro, the body below is ordinary,
-//! concrete sqlx code per engine; what the engines do differently comes from [`crate::engine::Engine`]
+//! code needs, on every impl, higher-ranked bounds such as `for<'c> &'c mut <E::Db as
+//! Database>::Connection: Executor<'c, Database = E::Db>` plus `Encode + Decode + Type` for each
+//! Rust type bound or read, and the `Send` futures `async_trait` requires then run into "not
+//! general enough" lifetime errors. Instantiated by the macro, the body below is ordinary, concrete
+//! sqlx code per engine; what the engines do differently comes from [`crate::engine::Engine`]
 //! (`Self::BEGIN`, `Self::NOW`, `Self::lock_bundle`, ...), never from a second copy of a statement.
 //!
 //! Multi-statement writes run in one transaction and take the same locks in one order (the owner's
@@ -104,21 +104,28 @@ macro_rules! impl_store {
             }
 
             async fn list_users(&self) -> Result<Vec<User>> {
-                let rows =
-                    sqlx::query(&format!("SELECT * FROM users ORDER BY login{}", S::BYTE_ORDER))
-                        .fetch_all(&self.pool)
-                        .await
-                        .map_err(db_err)?;
+                let rows = sqlx::query(&format!(
+                    "SELECT * FROM users ORDER BY login{}",
+                    S::BYTE_ORDER
+                ))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?;
                 rows.iter().map(user_from).collect()
             }
 
             async fn delete_user(&self, login: &str) -> Result<Option<Vec<String>>> {
-                let mut tx = self.pool.begin_with(S::BEGIN_LOCKING).await.map_err(db_err)?;
-                let Some(id) = sqlx::query_scalar::<_, i64>("SELECT id FROM users WHERE login = $1")
-                    .bind(login)
-                    .fetch_optional(&mut *tx)
+                let mut tx = self
+                    .pool
+                    .begin_with(S::BEGIN_LOCKING)
                     .await
-                    .map_err(db_err)?
+                    .map_err(db_err)?;
+                let Some(id) =
+                    sqlx::query_scalar::<_, i64>("SELECT id FROM users WHERE login = $1")
+                        .bind(login)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_err)?
                 else {
                     return Ok(None);
                 };
@@ -348,12 +355,11 @@ macro_rules! impl_store {
             }
 
             async fn list_artifacts(&self, bundle: Id) -> Result<Vec<Artifact>> {
-                let rows =
-                    sqlx::query("SELECT * FROM artifacts WHERE bundle_id = $1 ORDER BY id")
-                        .bind(bundle)
-                        .fetch_all(&self.pool)
-                        .await
-                        .map_err(db_err)?;
+                let rows = sqlx::query("SELECT * FROM artifacts WHERE bundle_id = $1 ORDER BY id")
+                    .bind(bundle)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db_err)?;
                 rows.iter().map(artifact_from).collect()
             }
 
@@ -602,14 +608,13 @@ macro_rules! impl_store {
             }
 
             async fn delete_ticket(&self, owner: Id, id: Id) -> Result<Option<Ticket>> {
-                let row = sqlx::query(
-                    "DELETE FROM tickets WHERE id = $1 AND owner_id = $2 RETURNING *",
-                )
-                .bind(id)
-                .bind(owner)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db_err)?;
+                let row =
+                    sqlx::query("DELETE FROM tickets WHERE id = $1 AND owner_id = $2 RETURNING *")
+                        .bind(id)
+                        .bind(owner)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db_err)?;
                 row.as_ref().map(ticket_from).transpose()
             }
 
@@ -653,7 +658,10 @@ macro_rules! impl_store {
                 let now = now_millis();
                 let (sql, to);
                 let mut q = match outcome {
-                    Outcome::Complete { archive, expires_at } => {
+                    Outcome::Complete {
+                        archive,
+                        expires_at,
+                    } => {
                         to = crate::tickets::Move::to(TicketState::Complete, 8);
                         sql = format!(
                             "UPDATE tickets SET {}, percentage = 100, bytes_loaded = bytes_total, eta = NULL,

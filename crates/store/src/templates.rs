@@ -93,12 +93,16 @@ macro_rules! impl_templates {
                 if exists.is_none() {
                     return Ok(None);
                 }
-                let images = sqlx::query(&format!("{}{}", crate::templates::IMAGES_SQL, S::FOR_UPDATE))
-                    .bind(id)
-                    .bind(owner)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
+                let images = sqlx::query(&format!(
+                    "{}{}",
+                    crate::templates::IMAGES_SQL,
+                    S::FOR_UPDATE
+                ))
+                .bind(id)
+                .bind(owner)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?;
                 let images = images.iter().map(ticket_from).collect::<Result<Vec<_>>>()?;
                 // The cascade removes the images' tickets, and their jobs with them.
                 sqlx::query("DELETE FROM container_templates WHERE id = $1")
