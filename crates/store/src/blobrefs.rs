@@ -60,11 +60,12 @@ macro_rules! impl_blob_refs {
             }
 
             async fn live_tickets(&self) -> Result<Vec<Ticket>> {
-                let rows = sqlx::query(crate::blobrefs::LIVE_SQL)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-                rows.iter().map(ticket_from).collect()
+                fetch_vec(
+                    &self.pool,
+                    sqlx::query(crate::blobrefs::LIVE_SQL),
+                    ticket_from,
+                )
+                .await
             }
 
             async fn record_upload(&self, key: &str, upload_id: &str, now: Millis) -> Result<()> {

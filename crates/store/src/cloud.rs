@@ -85,39 +85,34 @@ macro_rules! impl_cloud {
             }
 
             async fn list_keys(&self, owner: Id) -> Result<Vec<SshKey>> {
-                let rows = sqlx::query("SELECT * FROM ssh_keys WHERE owner_id = $1 ORDER BY name")
-                    .bind(owner)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-                rows.iter().map(key_from).collect()
+                fetch_vec(
+                    &self.pool,
+                    sqlx::query("SELECT * FROM ssh_keys WHERE owner_id = $1 ORDER BY name")
+                        .bind(owner),
+                    key_from,
+                )
+                .await
             }
 
             async fn get_key(&self, owner: Id, name_or_fp: &str) -> Result<Option<SshKey>> {
                 // One key's name may be another's fingerprint: the fingerprint match wins.
-                let row = sqlx::query(
+                let q = sqlx::query(
                     "SELECT * FROM ssh_keys WHERE owner_id = $1 AND (fingerprint = $2 OR name = $2)
                      ORDER BY (fingerprint = $2) DESC LIMIT 1",
                 )
                 .bind(owner)
-                .bind(name_or_fp)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db_err)?;
-                row.as_ref().map(key_from).transpose()
+                .bind(name_or_fp);
+                fetch_opt(&self.pool, q, key_from).await
             }
 
             async fn delete_key(&self, owner: Id, name_or_fp: &str) -> Result<bool> {
-                let r = sqlx::query(
+                let q = sqlx::query(
                     "DELETE FROM ssh_keys WHERE id = (SELECT id FROM ssh_keys WHERE owner_id = $1 AND (fingerprint = $2 OR name = $2)
                                                      ORDER BY (fingerprint = $2) DESC LIMIT 1)",
                 )
                 .bind(owner)
-                .bind(name_or_fp)
-                .execute(&self.pool)
-                .await
-                .map_err(db_err)?;
-                Ok(r.rows_affected() > 0)
+                .bind(name_or_fp);
+                Ok(affected(&self.pool, q).await? > 0)
             }
 
             async fn create_image(&self, i: &Image) -> Result<()> {
@@ -143,23 +138,20 @@ macro_rules! impl_cloud {
             }
 
             async fn get_image(&self, id: &str) -> Result<Option<Image>> {
-                let row = sqlx::query("SELECT * FROM images WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-                row.as_ref().map(image_from).transpose()
+                fetch_opt(
+                    &self.pool,
+                    sqlx::query("SELECT * FROM images WHERE id = $1").bind(id),
+                    image_from,
+                )
+                .await
             }
 
             async fn list_images(&self, owner: Id) -> Result<Vec<Image>> {
-                let rows = sqlx::query(
+                let q = sqlx::query(
                     "SELECT * FROM images WHERE owner_id = $1 OR public ORDER BY name, version, created",
                 )
-                .bind(owner)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db_err)?;
-                rows.iter().map(image_from).collect()
+                .bind(owner);
+                fetch_vec(&self.pool, q, image_from).await
             }
 
             async fn set_image_file(
@@ -202,17 +194,14 @@ macro_rules! impl_cloud {
             }
 
             async fn activate_image(&self, owner: Id, id: &str, now: Millis) -> Result<bool> {
-                let r = sqlx::query(
+                let q = sqlx::query(
                     "UPDATE images SET state = 'active', published_at = $1
                      WHERE id = $2 AND owner_id = $3 AND state = 'unactivated' AND file_blob IS NOT NULL",
                 )
                 .bind(now)
                 .bind(id)
-                .bind(owner)
-                .execute(&self.pool)
-                .await
-                .map_err(db_err)?;
-                Ok(r.rows_affected() > 0)
+                .bind(owner);
+                Ok(affected(&self.pool, q).await? > 0)
             }
 
             async fn delete_image(&self, owner: Id, id: &str) -> Result<Option<Option<String>>> {
@@ -251,18 +240,15 @@ macro_rules! impl_cloud {
             ) -> Result<Vec<StorEntry>> {
                 // A negative limit means none (SQLite reads a negative LIMIT so; PostgreSQL rejects
                 // it).
-                let rows = sqlx::query(
+                let q = sqlx::query(
                     "SELECT * FROM stor_entries WHERE owner_id = $1 AND parent = $2 AND name > $3
                      ORDER BY name LIMIT $4",
                 )
                 .bind(owner)
                 .bind(dir)
                 .bind(marker.unwrap_or(""))
-                .bind(if limit < 0 { i64::MAX } else { limit })
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db_err)?;
-                rows.iter().map(entry_from).collect()
+                .bind(if limit < 0 { i64::MAX } else { limit });
+                fetch_vec(&self.pool, q, entry_from).await
             }
 
             async fn stor_put(
@@ -472,13 +458,10 @@ macro_rules! impl_cloud {
             }
 
             async fn unfinished_image_exports(&self) -> Result<Vec<ImageExport>> {
-                let rows = sqlx::query(
+                let q = sqlx::query(
                     "SELECT * FROM image_exports WHERE state IN ('queued', 'running') ORDER BY created",
-                )
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db_err)?;
-                rows.iter().map(export_from).collect()
+                );
+                fetch_vec(&self.pool, q, export_from).await
             }
         }
     };

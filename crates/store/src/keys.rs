@@ -107,12 +107,8 @@ macro_rules! impl_keys {
             }
 
             async fn purge_keys(&self, before: Millis) -> Result<u64> {
-                let r = sqlx::query(crate::keys::PURGE_SQL)
-                    .bind(before)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-                Ok(r.rows_affected())
+                let q = sqlx::query(crate::keys::PURGE_SQL).bind(before);
+                affected(&self.pool, q).await
             }
         }
     };

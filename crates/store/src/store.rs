@@ -32,8 +32,35 @@ macro_rules! sql_store {
             use std::time::Duration;
 
             type S = super::$store;
-            type R = <<S as Engine>::Db as sqlx::Database>::Row;
-            type Tx<'c> = Transaction<'c, <S as Engine>::Db>;
+            type Db = <S as Engine>::Db;
+            type R = <Db as sqlx::Database>::Row;
+            type Tx<'c> = Transaction<'c, Db>;
+            type Query<'q> = sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments<'q>>;
+
+            /// The row `q` returns, if any, mapped.
+            async fn fetch_opt<T>(
+                pool: &sqlx::Pool<Db>,
+                q: Query<'_>,
+                map: fn(&R) -> Result<T>,
+            ) -> Result<Option<T>> {
+                let row = q.fetch_optional(pool).await.map_err(db_err)?;
+                row.as_ref().map(map).transpose()
+            }
+
+            /// Every row `q` returns, mapped.
+            async fn fetch_vec<T>(
+                pool: &sqlx::Pool<Db>,
+                q: Query<'_>,
+                map: fn(&R) -> Result<T>,
+            ) -> Result<Vec<T>> {
+                let rows = q.fetch_all(pool).await.map_err(db_err)?;
+                rows.iter().map(map).collect()
+            }
+
+            /// How many rows `q` changed.
+            async fn affected(pool: &sqlx::Pool<Db>, q: Query<'_>) -> Result<u64> {
+                Ok(q.execute(pool).await.map_err(db_err)?.rows_affected())
+            }
 
             crate::rows::store_rows!();
             crate::rows::cloud_rows!();
@@ -104,14 +131,15 @@ macro_rules! impl_store {
             }
 
             async fn list_users(&self) -> Result<Vec<User>> {
-                let rows = sqlx::query(&format!(
-                    "SELECT * FROM users ORDER BY login{}",
-                    S::BYTE_ORDER
-                ))
-                .fetch_all(&self.pool)
+                fetch_vec(
+                    &self.pool,
+                    sqlx::query(&format!(
+                        "SELECT * FROM users ORDER BY login{}",
+                        S::BYTE_ORDER
+                    )),
+                    user_from,
+                )
                 .await
-                .map_err(db_err)?;
-                rows.iter().map(user_from).collect()
             }
 
             async fn delete_user(&self, login: &str) -> Result<Option<Vec<String>>> {
@@ -191,13 +219,14 @@ macro_rules! impl_store {
             }
 
             async fn set_password(&self, login: &str, password_hash: &str) -> Result<bool> {
-                let r = sqlx::query("UPDATE users SET password_hash = $1 WHERE login = $2")
-                    .bind(password_hash)
-                    .bind(login)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-                Ok(r.rows_affected() > 0)
+                Ok(affected(
+                    &self.pool,
+                    sqlx::query("UPDATE users SET password_hash = $1 WHERE login = $2")
+                        .bind(password_hash)
+                        .bind(login),
+                )
+                .await?
+                    > 0)
             }
 
             async fn create_bundle(
@@ -226,22 +255,24 @@ macro_rules! impl_store {
             }
 
             async fn get_bundle(&self, owner: Id, id: Id) -> Result<Option<Bundle>> {
-                let row = sqlx::query("SELECT * FROM bundles WHERE id = $1 AND owner_id = $2")
-                    .bind(id)
-                    .bind(owner)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-                row.as_ref().map(bundle_from).transpose()
+                fetch_opt(
+                    &self.pool,
+                    sqlx::query("SELECT * FROM bundles WHERE id = $1 AND owner_id = $2")
+                        .bind(id)
+                        .bind(owner),
+                    bundle_from,
+                )
+                .await
             }
 
             async fn list_bundles(&self, owner: Id) -> Result<Vec<Bundle>> {
-                let rows = sqlx::query("SELECT * FROM bundles WHERE owner_id = $1 ORDER BY id")
-                    .bind(owner)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-                rows.iter().map(bundle_from).collect()
+                fetch_vec(
+                    &self.pool,
+                    sqlx::query("SELECT * FROM bundles WHERE owner_id = $1 ORDER BY id")
+                        .bind(owner),
+                    bundle_from,
+                )
+                .await
             }
 
             async fn update_bundle(
@@ -250,7 +281,7 @@ macro_rules! impl_store {
                 id: Id,
                 input: &BundleInput,
             ) -> Result<Option<Bundle>> {
-                let row = sqlx::query(
+                let q = sqlx::query(
                     "UPDATE bundles SET name = COALESCE($1, name), version = COALESCE($2, version),
                         description = COALESCE($3, description), release = COALESCE($4, release),
                         install_location = COALESCE($5, install_location), revision = revision + 1, modified = $6
@@ -263,11 +294,8 @@ macro_rules! impl_store {
                 .bind(&input.install_location)
                 .bind(now_millis())
                 .bind(id)
-                .bind(owner)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db_err)?;
-                row.as_ref().map(bundle_from).transpose()
+                .bind(owner);
+                fetch_opt(&self.pool, q, bundle_from).await
             }
 
             async fn delete_bundle(&self, owner: Id, id: Id) -> Result<Option<Vec<String>>> {
@@ -345,22 +373,24 @@ macro_rules! impl_store {
             }
 
             async fn get_artifact(&self, bundle: Id, id: Id) -> Result<Option<Artifact>> {
-                let row = sqlx::query("SELECT * FROM artifacts WHERE id = $1 AND bundle_id = $2")
-                    .bind(id)
-                    .bind(bundle)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-                row.as_ref().map(artifact_from).transpose()
+                fetch_opt(
+                    &self.pool,
+                    sqlx::query("SELECT * FROM artifacts WHERE id = $1 AND bundle_id = $2")
+                        .bind(id)
+                        .bind(bundle),
+                    artifact_from,
+                )
+                .await
             }
 
             async fn list_artifacts(&self, bundle: Id) -> Result<Vec<Artifact>> {
-                let rows = sqlx::query("SELECT * FROM artifacts WHERE bundle_id = $1 ORDER BY id")
-                    .bind(bundle)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-                rows.iter().map(artifact_from).collect()
+                fetch_vec(
+                    &self.pool,
+                    sqlx::query("SELECT * FROM artifacts WHERE bundle_id = $1 ORDER BY id")
+                        .bind(bundle),
+                    artifact_from,
+                )
+                .await
             }
 
             async fn update_artifact(
@@ -580,31 +610,33 @@ macro_rules! impl_store {
             }
 
             async fn get_ticket(&self, owner: Id, id: Id) -> Result<Option<Ticket>> {
-                let row = sqlx::query("SELECT * FROM tickets WHERE id = $1 AND owner_id = $2")
-                    .bind(id)
-                    .bind(owner)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-                row.as_ref().map(ticket_from).transpose()
+                fetch_opt(
+                    &self.pool,
+                    sqlx::query("SELECT * FROM tickets WHERE id = $1 AND owner_id = $2")
+                        .bind(id)
+                        .bind(owner),
+                    ticket_from,
+                )
+                .await
             }
 
             async fn get_ticket_any(&self, id: Id) -> Result<Option<Ticket>> {
-                let row = sqlx::query("SELECT * FROM tickets WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-                row.as_ref().map(ticket_from).transpose()
+                fetch_opt(
+                    &self.pool,
+                    sqlx::query("SELECT * FROM tickets WHERE id = $1").bind(id),
+                    ticket_from,
+                )
+                .await
             }
 
             async fn list_tickets(&self, owner: Id) -> Result<Vec<Ticket>> {
-                let rows = sqlx::query("SELECT * FROM tickets WHERE owner_id = $1 ORDER BY id")
-                    .bind(owner)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-                rows.iter().map(ticket_from).collect()
+                fetch_vec(
+                    &self.pool,
+                    sqlx::query("SELECT * FROM tickets WHERE owner_id = $1 ORDER BY id")
+                        .bind(owner),
+                    ticket_from,
+                )
+                .await
             }
 
             async fn delete_ticket(&self, owner: Id, id: Id) -> Result<Option<Ticket>> {
@@ -625,16 +657,12 @@ macro_rules! impl_store {
                      WHERE id = $2 AND {}",
                     to.set, to.guard
                 );
-                let mut q = sqlx::query(&sql).bind(now_millis()).bind(id);
-                for b in to.binds {
-                    q = q.bind(b);
-                }
-                let r = q.execute(&self.pool).await.map_err(db_err)?;
-                Ok(r.rows_affected() > 0)
+                let q = sqlx::query(&sql).bind(now_millis()).bind(id);
+                Ok(affected(&self.pool, to.bind(q)).await? > 0)
             }
 
             async fn update_progress(&self, id: Id, p: &Progress) -> Result<bool> {
-                let r = sqlx::query(
+                let q = sqlx::query(
                     "UPDATE tickets SET percentage = $1, bytes_loaded = $2, bytes_total = $3, eta = $4, modified = $5
                      WHERE id = $6 AND state = $7",
                 )
@@ -644,11 +672,8 @@ macro_rules! impl_store {
                 .bind(p.eta)
                 .bind(now_millis())
                 .bind(id)
-                .bind(TicketState::Running.as_str())
-                .execute(&self.pool)
-                .await
-                .map_err(db_err)?;
-                Ok(r.rows_affected() > 0)
+                .bind(TicketState::Running.as_str());
+                Ok(affected(&self.pool, q).await? > 0)
             }
 
             async fn finish_ticket(&self, id: Id, outcome: &Outcome) -> Result<bool> {
@@ -657,7 +682,7 @@ macro_rules! impl_store {
                 // nothing.
                 let now = now_millis();
                 let (sql, to);
-                let mut q = match outcome {
+                let q = match outcome {
                     Outcome::Complete {
                         archive,
                         expires_at,
@@ -696,24 +721,17 @@ macro_rules! impl_store {
                             .bind(id)
                     }
                 };
-                for b in &to.binds {
-                    q = q.bind(*b);
-                }
-                let r = q.execute(&self.pool).await.map_err(db_err)?;
-                Ok(r.rows_affected() > 0)
+                Ok(affected(&self.pool, to.bind(q)).await? > 0)
             }
 
             async fn tickets_to_expire(&self, now: Millis, limit: i64) -> Result<Vec<Ticket>> {
-                let rows = sqlx::query(
+                let q = sqlx::query(
                     "SELECT * FROM tickets WHERE state = $3 AND expires_at <= $1 ORDER BY expires_at LIMIT $2",
                 )
                 .bind(now)
                 .bind(limit)
-                .bind(TicketState::Complete.as_str())
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db_err)?;
-                rows.iter().map(ticket_from).collect()
+                .bind(TicketState::Complete.as_str());
+                fetch_vec(&self.pool, q, ticket_from).await
             }
 
             async fn mark_expired(&self, id: Id) -> Result<bool> {
@@ -722,12 +740,8 @@ macro_rules! impl_store {
                     "UPDATE tickets SET {}, modified = $1 WHERE id = $2 AND {}",
                     to.set, to.guard
                 );
-                let mut q = sqlx::query(&sql).bind(now_millis()).bind(id);
-                for b in to.binds {
-                    q = q.bind(b);
-                }
-                let r = q.execute(&self.pool).await.map_err(db_err)?;
-                Ok(r.rows_affected() > 0)
+                let q = sqlx::query(&sql).bind(now_millis()).bind(id);
+                Ok(affected(&self.pool, to.bind(q)).await? > 0)
             }
 
             async fn cancel_ticket(&self, owner: Id, id: Id) -> Result<Option<Ticket>> {
@@ -737,11 +751,8 @@ macro_rules! impl_store {
                      WHERE id = $2 AND owner_id = $3 AND {}",
                     to.set, to.guard
                 );
-                let mut q = sqlx::query(&sql).bind(now_millis()).bind(id).bind(owner);
-                for b in to.binds {
-                    q = q.bind(b);
-                }
-                q.execute(&self.pool).await.map_err(db_err)?;
+                let q = sqlx::query(&sql).bind(now_millis()).bind(id).bind(owner);
+                affected(&self.pool, to.bind(q)).await?;
                 self.get_ticket(owner, id).await
             }
 
@@ -777,28 +788,30 @@ macro_rules! impl_store {
                     now = S::NOW,
                     skip = S::SKIP_LOCKED
                 );
-                let row = sqlx::query(&sql)
-                    .bind(owner)
-                    .bind(ms(lease))
-                    .bind(i64::from(per_user))
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-                row.as_ref().map(job_from).transpose()
+                fetch_opt(
+                    &self.pool,
+                    sqlx::query(&sql)
+                        .bind(owner)
+                        .bind(ms(lease))
+                        .bind(i64::from(per_user)),
+                    job_from,
+                )
+                .await
             }
 
             async fn heartbeat(&self, job: Id, owner: &str, lease: Duration) -> Result<bool> {
-                let r = sqlx::query(&format!(
+                Ok(affected(
+                    &self.pool,
+                    sqlx::query(&format!(
                     "UPDATE jobs SET lease_expires = {} + $1 WHERE id = $2 AND lease_owner = $3",
                     S::NOW
                 ))
-                .bind(ms(lease))
-                .bind(job)
-                .bind(owner)
-                .execute(&self.pool)
-                .await
-                .map_err(db_err)?;
-                Ok(r.rows_affected() > 0)
+                    .bind(ms(lease))
+                    .bind(job)
+                    .bind(owner),
+                )
+                .await?
+                    > 0)
             }
 
             async fn finish_job(&self, job: Id, owner: &str) -> Result<()> {

@@ -45,16 +45,13 @@ macro_rules! impl_templates {
                 bundle: Id,
                 id: Id,
             ) -> Result<Option<ContainerTemplate>> {
-                let row = sqlx::query(
+                let q = sqlx::query(
                     "SELECT * FROM container_templates WHERE id = $1 AND owner_id = $2 AND bundle_id = $3",
                 )
-                    .bind(id)
-                    .bind(owner)
-                    .bind(bundle)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-                row.as_ref().map(template_from).transpose()
+                .bind(id)
+                .bind(owner)
+                .bind(bundle);
+                fetch_opt(&self.pool, q, template_from).await
             }
 
             async fn list_templates(
@@ -62,15 +59,12 @@ macro_rules! impl_templates {
                 owner: Id,
                 bundle: Id,
             ) -> Result<Vec<ContainerTemplate>> {
-                let rows = sqlx::query(
+                let q = sqlx::query(
                     "SELECT * FROM container_templates WHERE owner_id = $1 AND bundle_id = $2 ORDER BY id",
                 )
-                    .bind(owner)
-                    .bind(bundle)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-                rows.iter().map(template_from).collect()
+                .bind(owner)
+                .bind(bundle);
+                fetch_vec(&self.pool, q, template_from).await
             }
 
             async fn delete_template(
@@ -115,13 +109,14 @@ macro_rules! impl_templates {
             }
 
             async fn list_template_images(&self, owner: Id, template: Id) -> Result<Vec<Ticket>> {
-                let rows = sqlx::query(crate::templates::IMAGES_SQL)
-                    .bind(template)
-                    .bind(owner)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-                rows.iter().map(ticket_from).collect()
+                fetch_vec(
+                    &self.pool,
+                    sqlx::query(crate::templates::IMAGES_SQL)
+                        .bind(template)
+                        .bind(owner),
+                    ticket_from,
+                )
+                .await
             }
         }
     };

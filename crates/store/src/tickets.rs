@@ -3,15 +3,17 @@
 //! bind parameters, so no state name or message is written in a SQL string.
 
 use satchel_domain::model::{TicketKind, TicketState};
+use sqlx::query::Query;
+use sqlx::{Database, Encode, Type};
 
 /// The SQL pieces of one move to `to`, with placeholders numbered from the `first` given to
 /// [`Move::to`]: `set` goes in the UPDATE's SET list (the new state and, if the domain has one, each
-/// kind's message), `guard` in its WHERE (the states the move is allowed from). Bind `binds` in
-/// order after the statement's own parameters.
+/// kind's message), `guard` in its WHERE (the states the move is allowed from). [`Move::bind`] binds
+/// their values after the statement's own parameters.
 pub(crate) struct Move {
     pub set: String,
     pub guard: String,
-    pub binds: Vec<&'static str>,
+    binds: Vec<&'static str>,
 }
 
 impl Move {
@@ -32,6 +34,20 @@ impl Move {
         let guard = in_states(to.entered_from(), first + binds.len());
         binds.extend(to.entered_from().iter().map(|s| s.as_str()));
         Move { set, guard, binds }
+    }
+
+    /// Binds the move's values to `q`, whose own parameters are bound already.
+    pub fn bind<'q, DB>(
+        &self,
+        q: Query<'q, DB, <DB as Database>::Arguments<'q>>,
+    ) -> Query<'q, DB, <DB as Database>::Arguments<'q>>
+    where
+        DB: Database,
+        &'q str: Encode<'q, DB> + Type<DB>,
+    {
+        self.binds
+            .iter()
+            .fold(q, |q, b: &&'static str| q.bind::<&'q str>(b))
     }
 }
 
