@@ -51,10 +51,58 @@ impl Move {
     }
 }
 
+/// The states of a ticket still being worked on: every state that is not final.
+pub(crate) const UNFINISHED: [TicketState; 2] = [TicketState::Queued, TicketState::Running];
+
 /// `state IN ($first, ...)` for `states` (bound by the caller in that order).
 pub(crate) fn in_states(states: &[TicketState], first: usize) -> String {
     let list: Vec<String> = (first..first + states.len())
         .map(|n| format!("${n}"))
         .collect();
     format!("state IN ({})", list.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unfinished_are_the_states_that_are_not_final() {
+        let all = [
+            TicketState::Queued,
+            TicketState::Running,
+            TicketState::Complete,
+            TicketState::Error,
+            TicketState::Cancelled,
+            TicketState::Expired,
+        ];
+        let unfinished: Vec<_> = all.into_iter().filter(|s| !s.is_final()).collect();
+        assert_eq!(unfinished, UNFINISHED);
+    }
+
+    #[test]
+    fn a_move_binds_its_state_messages_and_sources_in_placeholder_order() {
+        let m = Move::to(TicketState::Running, 3);
+        assert_eq!(
+            m.set,
+            "state = $3, message = CASE kind WHEN $4 THEN $5 WHEN $6 THEN $7 END"
+        );
+        assert_eq!(m.guard, "state IN ($8, $9)");
+        assert_eq!(
+            m.binds,
+            [
+                "running",
+                "bundle_export",
+                "export in progress",
+                "container_image",
+                "generation in progress",
+                "queued",
+                "running"
+            ]
+        );
+        // Error's message says what failed: the caller sets it.
+        let m = Move::to(TicketState::Error, 5);
+        assert_eq!(m.set, "state = $5");
+        assert_eq!(m.guard, "state IN ($6, $7)");
+    }
 }
