@@ -214,6 +214,42 @@ impl TicketState {
     pub fn is_final(self) -> bool {
         !matches!(self, TicketState::Queued | TicketState::Running)
     }
+
+    /// The states a ticket may enter this one from: the ticket lifecycle, in one place (the store
+    /// persists a move only if the ticket is still in one of these, in the same statement). A
+    /// ticket is created `Queued`; a retried job marks its ticket `Running` again.
+    pub fn entered_from(self) -> &'static [TicketState] {
+        match self {
+            TicketState::Queued => &[],
+            TicketState::Running
+            | TicketState::Complete
+            | TicketState::Error
+            | TicketState::Cancelled => &[TicketState::Queued, TicketState::Running],
+            TicketState::Expired => &[TicketState::Complete],
+        }
+    }
+
+    /// Whether a ticket in this state may move to `to`.
+    pub fn may_move_to(self, to: TicketState) -> bool {
+        to.entered_from().contains(&self)
+    }
+
+    /// The message a ticket of `kind` shows on entering this state. None for `Error`, whose
+    /// message says what failed.
+    pub fn message(self, kind: TicketKind) -> Option<&'static str> {
+        use TicketKind::{BundleExport as Export, ContainerImage as Image};
+        Some(match (self, kind) {
+            (TicketState::Queued, Export) => "export queued",
+            (TicketState::Queued, Image) => "generation queued",
+            (TicketState::Running, Export) => "export in progress",
+            (TicketState::Running, Image) => "generation in progress",
+            (TicketState::Complete, Export) => "export complete",
+            (TicketState::Complete, Image) => "image generated",
+            (TicketState::Cancelled, _) => "cancelled",
+            (TicketState::Expired, _) => "archive expired and deleted",
+            (TicketState::Error, _) => return None,
+        })
+    }
 }
 
 /// The published archive of a completed ticket.
@@ -235,6 +271,8 @@ pub enum TicketKind {
 }
 
 impl TicketKind {
+    pub const ALL: [TicketKind; 2] = [TicketKind::BundleExport, TicketKind::ContainerImage];
+
     pub fn as_str(self) -> &'static str {
         match self {
             TicketKind::BundleExport => JOB_BUNDLE_EXPORT,

@@ -24,9 +24,7 @@ pub trait Store:
     async fn create_user(&self, new: NewUser) -> Result<User>;
     async fn user_by_login(&self, login: &str) -> Result<Option<UserRecord>>;
     async fn list_users(&self) -> Result<Vec<User>>;
-    async fn user_by_id(&self, id: Id) -> Result<Option<User>> {
-        Ok(self.list_users().await?.into_iter().find(|u| u.id == id))
-    }
+    async fn user_by_id(&self, id: Id) -> Result<Option<User>>;
     /// Deletes the user and everything they own; returns the blob keys to delete.
     async fn delete_user(&self, login: &str) -> Result<Option<Vec<String>>>;
     async fn set_password(&self, login: &str, password_hash: &str) -> Result<bool>;

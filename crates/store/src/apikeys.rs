@@ -1,5 +1,5 @@
 //! `ApiKeyStore` for both engines, written once (`$N` placeholders, which sqlx's SQLite driver
-//! accepts too). Instantiated inside each engine's module, where its `user_from` is.
+//! accepts too). Instantiated by `sql_store!`, next to `user_from`.
 
 /// Inserts only while the owner holds fewer than `$7` keys (one statement; on PostgreSQL two
 /// racing creations may both pass the count, which only bounds the cap loosely).
@@ -26,12 +26,8 @@ pub(crate) const TOUCH_SQL: &str = "UPDATE api_keys SET last_used = $2
     WHERE id = $1 AND (last_used IS NULL OR last_used <= $3)";
 
 macro_rules! impl_apikeys {
-    ($store:ty, $row:ty) => {
-        fn api_key_from(
-            r: &$row,
-            id: &str,
-            created: &str,
-        ) -> Result<satchel_domain::apikeys::ApiKey> {
+    () => {
+        fn api_key_from(r: &R, id: &str, created: &str) -> Result<satchel_domain::apikeys::ApiKey> {
             Ok(satchel_domain::apikeys::ApiKey {
                 id: r.try_get(id).map_err(db_err)?,
                 owner_id: r.try_get("owner_id").map_err(db_err)?,
@@ -44,41 +40,42 @@ macro_rules! impl_apikeys {
             })
         }
 
+        fn api_key_row(r: &R) -> Result<satchel_domain::apikeys::ApiKey> {
+            api_key_from(r, "id", "created")
+        }
+
         #[async_trait]
-        impl satchel_domain::ports::ApiKeyStore for $store {
+        impl satchel_domain::ports::ApiKeyStore for S {
             async fn create_api_key(
                 &self,
                 new: &satchel_domain::apikeys::NewApiKey,
                 max_per_owner: i64,
             ) -> Result<Option<satchel_domain::apikeys::ApiKey>> {
-                let row = sqlx::query(crate::apikeys::CREATE_SQL)
-                    .bind(new.owner_id)
-                    .bind(&new.public_key)
-                    .bind(&new.sealed_secret)
-                    .bind(new.name.as_deref())
-                    .bind(new.description.as_deref())
-                    .bind(new.created)
-                    .bind(max_per_owner)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-                row.as_ref()
-                    .map(|r| api_key_from(r, "id", "created"))
-                    .transpose()
+                fetch_opt(
+                    &self.pool,
+                    sqlx::query(crate::apikeys::CREATE_SQL)
+                        .bind(new.owner_id)
+                        .bind(&new.public_key)
+                        .bind(&new.sealed_secret)
+                        .bind(new.name.as_deref())
+                        .bind(new.description.as_deref())
+                        .bind(new.created)
+                        .bind(max_per_owner),
+                    api_key_row,
+                )
+                .await
             }
 
             async fn list_api_keys(
                 &self,
                 owner: Id,
             ) -> Result<Vec<satchel_domain::apikeys::ApiKey>> {
-                let rows = sqlx::query(crate::apikeys::LIST_SQL)
-                    .bind(owner)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-                rows.iter()
-                    .map(|r| api_key_from(r, "id", "created"))
-                    .collect()
+                fetch_vec(
+                    &self.pool,
+                    sqlx::query(crate::apikeys::LIST_SQL).bind(owner),
+                    api_key_row,
+                )
+                .await
             }
 
             async fn get_api_key(
@@ -86,25 +83,21 @@ macro_rules! impl_apikeys {
                 owner: Id,
                 id: Id,
             ) -> Result<Option<satchel_domain::apikeys::ApiKey>> {
-                let row = sqlx::query(crate::apikeys::GET_SQL)
-                    .bind(owner)
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-                row.as_ref()
-                    .map(|r| api_key_from(r, "id", "created"))
-                    .transpose()
+                fetch_opt(
+                    &self.pool,
+                    sqlx::query(crate::apikeys::GET_SQL).bind(owner).bind(id),
+                    api_key_row,
+                )
+                .await
             }
 
             async fn delete_api_key(&self, owner: Id, id: Id) -> Result<bool> {
-                let r = sqlx::query(crate::apikeys::DELETE_SQL)
-                    .bind(owner)
-                    .bind(id)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-                Ok(r.rows_affected() > 0)
+                Ok(affected(
+                    &self.pool,
+                    sqlx::query(crate::apikeys::DELETE_SQL).bind(owner).bind(id),
+                )
+                .await?
+                    > 0)
             }
 
             async fn api_key_by_public(
@@ -131,14 +124,15 @@ macro_rules! impl_apikeys {
                 now: Millis,
                 unless_after: Millis,
             ) -> Result<bool> {
-                let r = sqlx::query(crate::apikeys::TOUCH_SQL)
-                    .bind(id)
-                    .bind(now)
-                    .bind(unless_after)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-                Ok(r.rows_affected() > 0)
+                Ok(affected(
+                    &self.pool,
+                    sqlx::query(crate::apikeys::TOUCH_SQL)
+                        .bind(id)
+                        .bind(now)
+                        .bind(unless_after),
+                )
+                .await?
+                    > 0)
             }
         }
     };

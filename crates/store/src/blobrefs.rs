@@ -5,24 +5,26 @@
 pub(crate) const KEYS_PER_QUERY: usize = 500;
 
 /// Which of `n` keys (`$1..$n`) a row references, one IN list per column that holds blob keys.
-/// Only a complete ticket keeps its archive: an expired one's was deleted (or is an orphan now),
-/// and an unfinished one has not recorded it yet (the sweep protects live tickets by their keys).
+/// Only a complete ticket (state `$n+1`) keeps its archive: an expired one's was deleted (or is an
+/// orphan now), and an unfinished one has not recorded it yet (the sweep protects live tickets by
+/// their keys).
 pub(crate) fn referenced_sql(n: usize) -> String {
     let list = (1..=n)
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
         .join(", ");
+    let complete = n + 1;
     format!(
         "SELECT blob_key AS k FROM artifacts WHERE blob_key IN ({list})
          UNION SELECT blob_key FROM attachments WHERE blob_key IN ({list})
-         UNION SELECT archive_key FROM tickets WHERE state = 'complete' AND archive_key IN ({list})
+         UNION SELECT archive_key FROM tickets WHERE state = ${complete} AND archive_key IN ({list})
          UNION SELECT file_blob FROM images WHERE file_blob IN ({list})
          UNION SELECT blob_key FROM stor_entries WHERE blob_key IN ({list})"
     )
 }
 
-pub(crate) const LIVE_SQL: &str =
-    "SELECT * FROM tickets WHERE state IN ('queued', 'running') ORDER BY id";
+/// `$1`, `$2`: the unfinished states.
+pub(crate) const LIVE_SQL: &str = "SELECT * FROM tickets WHERE state IN ($1, $2) ORDER BY id";
 
 pub(crate) const RECORD_SQL: &str =
     "INSERT INTO blob_uploads (blob_key, upload_id, started, touched)
@@ -38,11 +40,11 @@ pub(crate) const FORGET_SQL: &str =
 pub(crate) const STALE_SQL: &str = "SELECT blob_key, upload_id, touched FROM blob_uploads
     WHERE touched <= $1 ORDER BY touched, blob_key, upload_id LIMIT $2";
 
-/// Instantiated inside each engine's module, where its `ticket_from` row mapper is.
+/// Instantiated by `sql_store!`, next to the `ticket_from` row mapper.
 macro_rules! impl_blob_refs {
-    ($store:ty) => {
+    () => {
         #[async_trait]
-        impl satchel_domain::ports::BlobRefStore for $store {
+        impl satchel_domain::ports::BlobRefStore for S {
             async fn referenced_blobs(
                 &self,
                 keys: &[String],
@@ -54,17 +56,21 @@ macro_rules! impl_blob_refs {
                     for k in chunk {
                         q = q.bind(k);
                     }
+                    q = q.bind(TicketState::Complete.as_str());
                     out.extend(q.fetch_all(&self.pool).await.map_err(db_err)?);
                 }
                 Ok(out)
             }
 
             async fn live_tickets(&self) -> Result<Vec<Ticket>> {
-                let rows = sqlx::query(crate::blobrefs::LIVE_SQL)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-                rows.iter().map(ticket_from).collect()
+                fetch_vec(
+                    &self.pool,
+                    sqlx::query(crate::blobrefs::LIVE_SQL)
+                        .bind(crate::tickets::UNFINISHED[0].as_str())
+                        .bind(crate::tickets::UNFINISHED[1].as_str()),
+                    ticket_from,
+                )
+                .await
             }
 
             async fn record_upload(&self, key: &str, upload_id: &str, now: Millis) -> Result<()> {

@@ -36,9 +36,9 @@ pub(crate) const RELEASE_SQL: &str = "DELETE FROM idempotency_keys
 pub(crate) const PURGE_SQL: &str = "DELETE FROM idempotency_keys WHERE expires_at <= $1";
 
 macro_rules! impl_idempotency {
-    ($store:ty) => {
+    () => {
         #[async_trait]
-        impl satchel_domain::ports::IdempotencyStore for $store {
+        impl satchel_domain::ports::IdempotencyStore for S {
             async fn claim_idempotency_key(
                 &self,
                 c: &satchel_domain::idempotency::NewClaim,
@@ -113,15 +113,16 @@ macro_rules! impl_idempotency {
                 token: &str,
                 locked_until: Millis,
             ) -> Result<bool> {
-                let r = sqlx::query(crate::idempotency::RENEW_SQL)
-                    .bind(owner)
-                    .bind(key)
-                    .bind(token)
-                    .bind(locked_until)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-                Ok(r.rows_affected() == 1)
+                Ok(affected(
+                    &self.pool,
+                    sqlx::query(crate::idempotency::RENEW_SQL)
+                        .bind(owner)
+                        .bind(key)
+                        .bind(token)
+                        .bind(locked_until),
+                )
+                .await?
+                    == 1)
             }
 
             async fn record_idempotency_key(
@@ -132,18 +133,19 @@ macro_rules! impl_idempotency {
                 body_hash: &str,
                 answer: &satchel_domain::idempotency::Answer,
             ) -> Result<bool> {
-                let r = sqlx::query(crate::idempotency::RECORD_SQL)
-                    .bind(owner)
-                    .bind(key)
-                    .bind(token)
-                    .bind(body_hash)
-                    .bind(i32::from(answer.status))
-                    .bind(answer.headers_text())
-                    .bind(answer.body.as_slice())
-                    .execute(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-                Ok(r.rows_affected() == 1)
+                Ok(affected(
+                    &self.pool,
+                    sqlx::query(crate::idempotency::RECORD_SQL)
+                        .bind(owner)
+                        .bind(key)
+                        .bind(token)
+                        .bind(body_hash)
+                        .bind(i32::from(answer.status))
+                        .bind(answer.headers_text())
+                        .bind(answer.body.as_slice()),
+                )
+                .await?
+                    == 1)
             }
 
             async fn release_idempotency_key(
@@ -152,23 +154,23 @@ macro_rules! impl_idempotency {
                 key: &str,
                 token: &str,
             ) -> Result<bool> {
-                let r = sqlx::query(crate::idempotency::RELEASE_SQL)
-                    .bind(owner)
-                    .bind(key)
-                    .bind(token)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-                Ok(r.rows_affected() == 1)
+                Ok(affected(
+                    &self.pool,
+                    sqlx::query(crate::idempotency::RELEASE_SQL)
+                        .bind(owner)
+                        .bind(key)
+                        .bind(token),
+                )
+                .await?
+                    == 1)
             }
 
             async fn purge_idempotency_keys(&self, now: Millis) -> Result<u64> {
-                let r = sqlx::query(crate::idempotency::PURGE_SQL)
-                    .bind(now)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-                Ok(r.rows_affected())
+                affected(
+                    &self.pool,
+                    sqlx::query(crate::idempotency::PURGE_SQL).bind(now),
+                )
+                .await
             }
         }
     };

@@ -1,17 +1,16 @@
 //! One-time download keys for both engines. The SQL is the same on SQLite and PostgreSQL apart from
-//! placeholders, so one generic implementation serves both: `consume_key` is a single conditional
+//! placeholders, so one implementation serves both: `consume_key` is a single conditional
 //! UPDATE (`used_at IS NULL AND expires_at > now`), which both engines apply atomically per row, so
 //! racing consumers, in one process or across instances, see exactly one success.
 
-use crate::db_err;
-use crate::postgres::PostgresStore;
-use crate::sqlite::SqliteStore;
-use async_trait::async_trait;
-use satchel_domain::model::{now_millis, Id, Millis};
-use satchel_domain::ports::{KeyUse, OneTimeKeys};
-use satchel_domain::Result;
+use satchel_domain::model::Millis;
+use satchel_domain::ports::KeyUse;
 
-fn classify(row: Option<(Option<Millis>, Millis, String)>, resource: &str, now: Millis) -> KeyUse {
+pub(crate) fn classify(
+    row: Option<(Option<Millis>, Millis, String)>,
+    resource: &str,
+    now: Millis,
+) -> KeyUse {
     match row {
         Some((_, _, r)) if r != resource => KeyUse::Unknown,
         Some((Some(_), _, _)) => KeyUse::AlreadyUsed,
@@ -23,10 +22,26 @@ fn classify(row: Option<(Option<Millis>, Millis, String)>, resource: &str, now: 
     }
 }
 
+pub(crate) const INSERT_SQL: &str =
+    "INSERT INTO download_keys (key_hash, owner_id, resource, expires_at, created)
+    VALUES ($1, $2, $3, $4, $5)";
+
+pub(crate) const CONSUME_SQL: &str = "UPDATE download_keys SET used_at = $1
+    WHERE key_hash = $2 AND resource = $3 AND used_at IS NULL AND expires_at > $1 RETURNING owner_id";
+
+pub(crate) const LOOK_SQL: &str =
+    "SELECT used_at, expires_at, resource FROM download_keys WHERE key_hash = $1";
+
+pub(crate) const CHECK_SQL: &str =
+    "SELECT used_at, expires_at, resource, owner_id FROM download_keys WHERE key_hash = $1";
+
+pub(crate) const PURGE_SQL: &str = "DELETE FROM download_keys WHERE expires_at < $1";
+
+/// Instantiated by `sql_store!`.
 macro_rules! impl_keys {
-    ($store:ty, $insert:literal, $consume:literal, $look:literal, $check:literal, $purge:literal) => {
+    () => {
         #[async_trait]
-        impl OneTimeKeys for $store {
+        impl satchel_domain::ports::OneTimeKeys for S {
             async fn issue_key(
                 &self,
                 key_hash: &str,
@@ -34,13 +49,13 @@ macro_rules! impl_keys {
                 resource: &str,
                 expires_at: Millis,
             ) -> Result<()> {
-                sqlx::query($insert)
+                sqlx::query(crate::keys::INSERT_SQL)
                     .bind(key_hash)
                     .bind(owner)
                     .bind(resource)
                     .bind(expires_at)
                     .bind(now_millis())
-                    .execute(self.pool())
+                    .execute(&self.pool)
                     .await
                     .map_err(db_err)?;
                 Ok(())
@@ -51,23 +66,24 @@ macro_rules! impl_keys {
                 key_hash: &str,
                 resource: &str,
                 now: Millis,
-            ) -> Result<KeyUse> {
-                let owner: Option<Id> = sqlx::query_scalar($consume)
+            ) -> Result<satchel_domain::ports::KeyUse> {
+                let owner: Option<Id> = sqlx::query_scalar(crate::keys::CONSUME_SQL)
                     .bind(now)
                     .bind(key_hash)
                     .bind(resource)
-                    .fetch_optional(self.pool())
+                    .fetch_optional(&self.pool)
                     .await
                     .map_err(db_err)?;
                 if let Some(owner_id) = owner {
-                    return Ok(KeyUse::Consumed { owner_id });
+                    return Ok(satchel_domain::ports::KeyUse::Consumed { owner_id });
                 }
-                let row: Option<(Option<Millis>, Millis, String)> = sqlx::query_as($look)
-                    .bind(key_hash)
-                    .fetch_optional(self.pool())
-                    .await
-                    .map_err(db_err)?;
-                Ok(classify(row, resource, now))
+                let row: Option<(Option<Millis>, Millis, String)> =
+                    sqlx::query_as(crate::keys::LOOK_SQL)
+                        .bind(key_hash)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                Ok(crate::keys::classify(row, resource, now))
             }
 
             async fn check_key(
@@ -75,46 +91,26 @@ macro_rules! impl_keys {
                 key_hash: &str,
                 resource: &str,
                 now: Millis,
-            ) -> Result<KeyUse> {
-                let row: Option<(Option<Millis>, Millis, String, Id)> = sqlx::query_as($check)
-                    .bind(key_hash)
-                    .fetch_optional(self.pool())
-                    .await
-                    .map_err(db_err)?;
+            ) -> Result<satchel_domain::ports::KeyUse> {
+                let row: Option<(Option<Millis>, Millis, String, Id)> =
+                    sqlx::query_as(crate::keys::CHECK_SQL)
+                        .bind(key_hash)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db_err)?;
                 Ok(match row {
                     Some((None, exp, r, owner_id)) if r == resource && exp > now => {
-                        KeyUse::Usable { owner_id }
+                        satchel_domain::ports::KeyUse::Usable { owner_id }
                     }
-                    row => classify(row.map(|(u, e, r, _)| (u, e, r)), resource, now),
+                    row => crate::keys::classify(row.map(|(u, e, r, _)| (u, e, r)), resource, now),
                 })
             }
 
             async fn purge_keys(&self, before: Millis) -> Result<u64> {
-                let r = sqlx::query($purge)
-                    .bind(before)
-                    .execute(self.pool())
-                    .await
-                    .map_err(db_err)?;
-                Ok(r.rows_affected())
+                let q = sqlx::query(crate::keys::PURGE_SQL).bind(before);
+                affected(&self.pool, q).await
             }
         }
     };
 }
-
-impl_keys!(
-    SqliteStore,
-    "INSERT INTO download_keys (key_hash, owner_id, resource, expires_at, created) VALUES (?, ?, ?, ?, ?)",
-    "UPDATE download_keys SET used_at = ?1 WHERE key_hash = ?2 AND resource = ?3 AND used_at IS NULL AND expires_at > ?1 RETURNING owner_id",
-    "SELECT used_at, expires_at, resource FROM download_keys WHERE key_hash = ?",
-    "SELECT used_at, expires_at, resource, owner_id FROM download_keys WHERE key_hash = ?",
-    "DELETE FROM download_keys WHERE expires_at < ?"
-);
-
-impl_keys!(
-    PostgresStore,
-    "INSERT INTO download_keys (key_hash, owner_id, resource, expires_at, created) VALUES ($1, $2, $3, $4, $5)",
-    "UPDATE download_keys SET used_at = $1 WHERE key_hash = $2 AND resource = $3 AND used_at IS NULL AND expires_at > $1 RETURNING owner_id",
-    "SELECT used_at, expires_at, resource FROM download_keys WHERE key_hash = $1",
-    "SELECT used_at, expires_at, resource, owner_id FROM download_keys WHERE key_hash = $1",
-    "DELETE FROM download_keys WHERE expires_at < $1"
-);
+pub(crate) use impl_keys;

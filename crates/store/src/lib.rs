@@ -1,19 +1,28 @@
 //! Satchel's metadata store and job queue. [`sqlite::SqliteStore`] is the embedded default (one file,
 //! WAL mode, safe to share with `satchel admin` while the server runs). [`postgres::PostgresStore`]
-//! implements the same `satchel_domain::ports::Store` trait for scale-out (several instances, one
-//! database and queue). Both also implement `satchel_domain::ports::CloudStore` (keys, images, the
-//! object namespace, image exports), in `sqlite_cloud` and `postgres_cloud`.
+//! is the scale-out store (several instances, one database and queue). Both implement every port of
+//! `satchel_domain::ports` (`Store`, `CloudStore`, ...) with the same code.
+//!
+//! Where things are: every SQL statement is written once, for both engines (`$N` placeholders, which
+//! sqlx's SQLite driver accepts too), in the module of its port: `store.rs` (`Store`: users, bundles,
+//! tickets, the job queue), `cloud.rs` (`CloudStore`), `templates.rs`, `usage.rs`, `idempotency.rs`,
+//! `apikeys.rs`, `keys.rs`, `blobrefs.rs`; row mapping in `rows.rs`; ticket state moves, as the
+//! domain defines them, in `tickets.rs`. `store::sql_store!` instantiates all of them for each
+//! engine's store type. What the engines do differently is the [`engine::Engine`] trait, implemented
+//! in `sqlite.rs` and `postgres.rs`, which also hold connecting and migrating.
 
 mod apikeys;
 mod blobrefs;
+mod cloud;
+mod engine;
 mod idempotency;
 mod keys;
 pub mod postgres;
-mod postgres_cloud;
 mod rows;
 pub mod sqlite;
-mod sqlite_cloud;
+mod store;
 mod templates;
+mod tickets;
 mod usage;
 
 use satchel_domain::DomainError;

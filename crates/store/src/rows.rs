@@ -1,12 +1,12 @@
 //! Row -> domain mapping, written once for both engines. The schemas agree on column names and on
 //! the Rust types read (SQLite's INTEGER decodes as i32 and bool as PostgreSQL's INT4 and BOOLEAN
-//! do), so only the row type differs: each engine's module instantiates these with its own.
+//! do), so only the row type `R` differs: `sql_store!` instantiates these with each engine's.
 
 /// `user_from`, `bundle_from`, `blob_from`, `artifact_from`, `attachment_from`, `ticket_from`,
 /// `template_from`, `job_from` for one row type.
 macro_rules! store_rows {
-    ($row:ty) => {
-        fn user_from(r: &$row) -> Result<User> {
+    () => {
+        fn user_from(r: &R) -> Result<User> {
             let ents: String = r.try_get("entitlements").map_err(db_err)?;
             Ok(User {
                 id: r.try_get("id").map_err(db_err)?,
@@ -17,7 +17,7 @@ macro_rules! store_rows {
             })
         }
 
-        fn bundle_from(r: &$row) -> Result<Bundle> {
+        fn bundle_from(r: &R) -> Result<Bundle> {
             Ok(Bundle {
                 id: r.try_get("id").map_err(db_err)?,
                 owner_id: r.try_get("owner_id").map_err(db_err)?,
@@ -32,7 +32,7 @@ macro_rules! store_rows {
             })
         }
 
-        fn blob_from(r: &$row) -> Result<Option<BlobRef>> {
+        fn blob_from(r: &R) -> Result<Option<BlobRef>> {
             let key: Option<String> = r.try_get("blob_key").map_err(db_err)?;
             Ok(match key {
                 None => None,
@@ -58,7 +58,7 @@ macro_rules! store_rows {
             })
         }
 
-        fn artifact_from(r: &$row) -> Result<Artifact> {
+        fn artifact_from(r: &R) -> Result<Artifact> {
             Ok(Artifact {
                 id: r.try_get("id").map_err(db_err)?,
                 bundle_id: r.try_get("bundle_id").map_err(db_err)?,
@@ -73,7 +73,7 @@ macro_rules! store_rows {
             })
         }
 
-        fn attachment_from(r: &$row) -> Result<Attachment> {
+        fn attachment_from(r: &R) -> Result<Attachment> {
             let kind: String = r.try_get("kind").map_err(db_err)?;
             Ok(Attachment {
                 id: r.try_get("id").map_err(db_err)?,
@@ -86,7 +86,7 @@ macro_rules! store_rows {
             })
         }
 
-        fn ticket_from(r: &$row) -> Result<Ticket> {
+        fn ticket_from(r: &R) -> Result<Ticket> {
             let state: String = r.try_get("state").map_err(db_err)?;
             let format: String = r.try_get("format").map_err(db_err)?;
             let key: Option<String> = r.try_get("archive_key").map_err(db_err)?;
@@ -154,7 +154,7 @@ macro_rules! store_rows {
             })
         }
 
-        fn template_from(r: &$row) -> Result<ContainerTemplate> {
+        fn template_from(r: &R) -> Result<ContainerTemplate> {
             let name: Option<String> = r.try_get("distro_name").map_err(db_err)?;
             let distribution = match name {
                 Some(name) => Some(DistributionRef {
@@ -180,7 +180,7 @@ macro_rules! store_rows {
             })
         }
 
-        fn job_from(r: &$row) -> Result<Job> {
+        fn job_from(r: &R) -> Result<Job> {
             Ok(Job {
                 id: r.try_get("id").map_err(db_err)?,
                 kind: r.try_get("kind").map_err(db_err)?,
@@ -209,12 +209,12 @@ pub(crate) use store_rows;
 
 /// `bad`, `key_from`, `image_from`, `entry_from`, `export_from` for one row type.
 macro_rules! cloud_rows {
-    ($row:ty) => {
+    () => {
         fn bad(what: &str, v: &str) -> DomainError {
             DomainError::Storage(format!("unexpected {what} {v:?} in the database"))
         }
 
-        fn key_from(r: &$row) -> Result<SshKey> {
+        fn key_from(r: &R) -> Result<SshKey> {
             Ok(SshKey {
                 id: r.try_get("id").map_err(db_err)?,
                 owner_id: r.try_get("owner_id").map_err(db_err)?,
@@ -225,7 +225,7 @@ macro_rules! cloud_rows {
             })
         }
 
-        fn image_from(r: &$row) -> Result<Image> {
+        fn image_from(r: &R) -> Result<Image> {
             let state: String = r.try_get("state").map_err(db_err)?;
             let blob: Option<String> = r.try_get("file_blob").map_err(db_err)?;
             let file = match blob {
@@ -258,7 +258,7 @@ macro_rules! cloud_rows {
             })
         }
 
-        fn entry_from(r: &$row) -> Result<StorEntry> {
+        fn entry_from(r: &R) -> Result<StorEntry> {
             let kind: String = r.try_get("kind").map_err(db_err)?;
             Ok(StorEntry {
                 owner_id: r.try_get("owner_id").map_err(db_err)?,
@@ -275,7 +275,7 @@ macro_rules! cloud_rows {
             })
         }
 
-        fn export_from(r: &$row) -> Result<ImageExport> {
+        fn export_from(r: &R) -> Result<ImageExport> {
             let state: String = r.try_get("state").map_err(db_err)?;
             Ok(ImageExport {
                 id: r.try_get("id").map_err(db_err)?,

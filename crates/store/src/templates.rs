@@ -1,23 +1,17 @@
-//! Container templates (`TemplateStore`) for both engines, written once: the engines differ only in
-//! placeholders and in how `delete_template` locks (SQLite takes the write lock at `BEGIN IMMEDIATE`;
-//! PostgreSQL locks the template and its image tickets `FOR UPDATE`, so an image finishing meanwhile
-//! either published before its archive key is read here, or finds its ticket gone and removes its own
-//! archive). Instantiated inside each engine's module, where its row mappers are.
+//! Container templates (`TemplateStore`) for both engines, written once. `delete_template` locks the
+//! template and its image tickets (`Engine::FOR_UPDATE`; SQLite's write lock, taken at `BEGIN
+//! IMMEDIATE`, covers them already), so an image finishing meanwhile either published before its
+//! archive key is read here, or finds its ticket gone and removes its own archive. Instantiated by
+//! `sql_store!`, next to the row mappers.
+
+/// A template's images (their tickets), oldest first.
+pub(crate) const IMAGES_SQL: &str =
+    "SELECT * FROM tickets WHERE template_id = $1 AND owner_id = $2 ORDER BY id";
 
 macro_rules! impl_templates {
-    (
-        $store:ty,
-        begin: $begin:literal,
-        create: $create:literal,
-        get: $get:literal,
-        list: $list:literal,
-        lock: $lock:literal,
-        images_locked: $images_locked:literal,
-        delete: $delete:literal,
-        images: $images:literal $(,)?
-    ) => {
+    () => {
         #[async_trait]
-        impl satchel_domain::ports::TemplateStore for $store {
+        impl satchel_domain::ports::TemplateStore for S {
             async fn create_template(
                 &self,
                 owner: Id,
@@ -25,7 +19,11 @@ macro_rules! impl_templates {
                 distribution: Option<&DistributionRef>,
             ) -> Result<ContainerTemplate> {
                 // Only under a bundle of the owner's: the INSERT selects nothing otherwise.
-                let row = sqlx::query($create)
+                let row = sqlx::query(
+                    "INSERT INTO container_templates (owner_id, bundle_id, distro_name, distro_version, distro_arch, created, modified)
+                     SELECT $1, $2, $3, $4, $5, $6, $6 WHERE EXISTS (SELECT 1 FROM bundles WHERE id = $2 AND owner_id = $1)
+                     RETURNING *",
+                )
                     .bind(owner)
                     .bind(bundle)
                     .bind(distribution.map(|d| d.name.clone()))
@@ -47,14 +45,13 @@ macro_rules! impl_templates {
                 bundle: Id,
                 id: Id,
             ) -> Result<Option<ContainerTemplate>> {
-                let row = sqlx::query($get)
-                    .bind(id)
-                    .bind(owner)
-                    .bind(bundle)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-                row.as_ref().map(template_from).transpose()
+                let q = sqlx::query(
+                    "SELECT * FROM container_templates WHERE id = $1 AND owner_id = $2 AND bundle_id = $3",
+                )
+                .bind(id)
+                .bind(owner)
+                .bind(bundle);
+                fetch_opt(&self.pool, q, template_from).await
             }
 
             async fn list_templates(
@@ -62,13 +59,12 @@ macro_rules! impl_templates {
                 owner: Id,
                 bundle: Id,
             ) -> Result<Vec<ContainerTemplate>> {
-                let rows = sqlx::query($list)
-                    .bind(owner)
-                    .bind(bundle)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-                rows.iter().map(template_from).collect()
+                let q = sqlx::query(
+                    "SELECT * FROM container_templates WHERE owner_id = $1 AND bundle_id = $2 ORDER BY id",
+                )
+                .bind(owner)
+                .bind(bundle);
+                fetch_vec(&self.pool, q, template_from).await
             }
 
             async fn delete_template(
@@ -77,8 +73,11 @@ macro_rules! impl_templates {
                 bundle: Id,
                 id: Id,
             ) -> Result<Option<Vec<Ticket>>> {
-                let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
-                let exists = sqlx::query($lock)
+                let mut tx = self.pool.begin_with(S::BEGIN).await.map_err(db_err)?;
+                let exists = sqlx::query(&format!(
+                    "SELECT 1 FROM container_templates WHERE id = $1 AND owner_id = $2 AND bundle_id = $3{}",
+                    S::FOR_UPDATE
+                ))
                     .bind(id)
                     .bind(owner)
                     .bind(bundle)
@@ -88,15 +87,19 @@ macro_rules! impl_templates {
                 if exists.is_none() {
                     return Ok(None);
                 }
-                let images = sqlx::query($images_locked)
-                    .bind(id)
-                    .bind(owner)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
+                let images = sqlx::query(&format!(
+                    "{}{}",
+                    crate::templates::IMAGES_SQL,
+                    S::FOR_UPDATE
+                ))
+                .bind(id)
+                .bind(owner)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?;
                 let images = images.iter().map(ticket_from).collect::<Result<Vec<_>>>()?;
                 // The cascade removes the images' tickets, and their jobs with them.
-                sqlx::query($delete)
+                sqlx::query("DELETE FROM container_templates WHERE id = $1")
                     .bind(id)
                     .execute(&mut *tx)
                     .await
@@ -106,13 +109,14 @@ macro_rules! impl_templates {
             }
 
             async fn list_template_images(&self, owner: Id, template: Id) -> Result<Vec<Ticket>> {
-                let rows = sqlx::query($images)
-                    .bind(template)
-                    .bind(owner)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-                rows.iter().map(ticket_from).collect()
+                fetch_vec(
+                    &self.pool,
+                    sqlx::query(crate::templates::IMAGES_SQL)
+                        .bind(template)
+                        .bind(owner),
+                    ticket_from,
+                )
+                .await
             }
         }
     };

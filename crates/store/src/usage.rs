@@ -8,20 +8,24 @@ pub(crate) const USAGE_SQL: &str = "SELECT
        + (SELECT COALESCE(SUM(t.blob_size), 0) FROM attachments t JOIN bundles b ON b.id = t.bundle_id
             WHERE b.owner_id = $1)
        + (SELECT COALESCE(SUM(archive_size), 0) FROM tickets
-            WHERE owner_id = $1 AND archive_key IS NOT NULL AND state = 'complete')
+            WHERE owner_id = $1 AND archive_key IS NOT NULL AND state = $2)
        + (SELECT COALESCE(SUM(file_size), 0) FROM images WHERE owner_id = $1)
        + (SELECT COALESCE(SUM(size), 0) FROM stor_entries WHERE owner_id = $1) AS BIGINT) AS bytes,
-    (SELECT COUNT(*) FROM tickets WHERE owner_id = $1 AND state = 'complete') AS archives,
-    (SELECT COUNT(*) FROM tickets WHERE owner_id = $1 AND state IN ('queued', 'running'))
+    (SELECT COUNT(*) FROM tickets WHERE owner_id = $1 AND state = $2) AS archives,
+    (SELECT COUNT(*) FROM tickets WHERE owner_id = $1 AND state IN ($3, $4))
         AS outstanding";
 
 macro_rules! impl_usage {
-    ($store:ty) => {
+    () => {
         #[async_trait]
-        impl satchel_domain::ports::UsageStore for $store {
+        impl satchel_domain::ports::UsageStore for S {
             async fn usage(&self, owner: Id) -> Result<Usage> {
+                let [queued, running] = crate::tickets::UNFINISHED;
                 let row = sqlx::query(crate::usage::USAGE_SQL)
                     .bind(owner)
+                    .bind(TicketState::Complete.as_str())
+                    .bind(queued.as_str())
+                    .bind(running.as_str())
                     .fetch_one(&self.pool)
                     .await
                     .map_err(db_err)?;
@@ -41,12 +45,12 @@ pub(crate) const QUEUE_SQL: &str = "SELECT
     (SELECT COUNT(*) FROM jobs WHERE lease_owner IS NOT NULL AND lease_expires >= $1) AS running,
     (SELECT MIN(created) FROM jobs WHERE lease_owner IS NULL OR lease_expires < $1) AS oldest,
     CAST((SELECT COALESCE(SUM(archive_size), 0) FROM tickets
-        WHERE state = 'complete' AND archive_key IS NOT NULL) AS BIGINT) AS archive_bytes";
+        WHERE state = $2 AND archive_key IS NOT NULL) AS BIGINT) AS archive_bytes";
 
 macro_rules! impl_stats {
-    ($store:ty) => {
+    () => {
         #[async_trait]
-        impl satchel_domain::ports::StatsStore for $store {
+        impl satchel_domain::ports::StatsStore for S {
             async fn ping(&self) -> Result<()> {
                 sqlx::query("SELECT 1")
                     .execute(&self.pool)
@@ -76,6 +80,7 @@ macro_rules! impl_stats {
             async fn queue_stats(&self, now: Millis) -> Result<QueueStats> {
                 let r = sqlx::query(crate::usage::QUEUE_SQL)
                     .bind(now)
+                    .bind(TicketState::Complete.as_str())
                     .fetch_one(&self.pool)
                     .await
                     .map_err(db_err)?;

@@ -282,6 +282,9 @@ async fn users_roundtrip(s: Arc<dyn Store>) -> Result<()> {
     assert_eq!(rec.password_hash, "hash-alice");
     assert!(s.user_by_login("ALICE").await?.is_none());
     assert!(s.user_by_login("nobody").await?.is_none());
+    assert_eq!(s.user_by_id(alice.id).await?, Some(alice.clone()));
+    assert_eq!(s.user_by_id(root.id).await?, Some(root.clone()));
+    assert_eq!(s.user_by_id(-1).await?, None);
 
     // Byte order, as SQLite sorts: upper case first.
     let logins: Vec<String> = s.list_users().await?.into_iter().map(|u| u.login).collect();
