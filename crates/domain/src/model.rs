@@ -125,7 +125,7 @@ pub struct ArtifactInput {
     pub install_location: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AttachmentKind {
     License,
     Logo,

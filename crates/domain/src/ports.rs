@@ -38,6 +38,10 @@ pub trait Store:
         input: &BundleInput,
     ) -> Result<Bundle>;
     async fn get_bundle(&self, owner: Id, id: Id) -> Result<Option<Bundle>>;
+    /// For all of `owner`'s bundles at once, what their documents show besides their rows: the
+    /// summed size of their uploaded files (bundles without files are absent) and every license and
+    /// logo. Two statements, whatever the number of bundles.
+    async fn bundle_extras(&self, owner: Id) -> Result<(Vec<(Id, i64)>, Vec<Attachment>)>;
     async fn list_bundles(&self, owner: Id) -> Result<Vec<Bundle>>;
     async fn update_bundle(&self, owner: Id, id: Id, input: &BundleInput)
         -> Result<Option<Bundle>>;

@@ -174,9 +174,8 @@ impl Satchel {
         self.view(b.bundle).await
     }
 
-    /// What a bundle's document shows besides its row: three reads, made concurrently. (A store
-    /// call reading license, logo and file sizes for all of a user's bundles at once would make
-    /// `list_bundles` a constant number of queries; the store has none yet.)
+    /// What a bundle's document shows besides its row: three reads, made concurrently (a list
+    /// reads them for all bundles at once, `list_bundles`).
     async fn view(&self, bundle: Bundle) -> Result<BundleView> {
         let (license, logo, artifacts) = futures::try_join!(
             self.store
@@ -197,16 +196,28 @@ impl Satchel {
         })
     }
 
-    /// The user's bundles, each with what its document shows.
+    /// The user's bundles, each with what its document shows: three statements in all.
     pub async fn list_bundles(&self, who: &Principal, uid: &str) -> Result<Vec<BundleView>> {
-        use futures::{StreamExt, TryStreamExt};
         let owner = self.target(who, uid).await?;
-        let bundles = self.store.list_bundles(owner.id).await?;
-        futures::stream::iter(bundles)
-            .map(|b| self.view(b))
-            .buffered(8)
-            .try_collect()
-            .await
+        let (bundles, (sizes, attachments)) = futures::try_join!(
+            self.store.list_bundles(owner.id),
+            self.store.bundle_extras(owner.id)
+        )?;
+        let sizes: std::collections::HashMap<Id, i64> = sizes.into_iter().collect();
+        let mut attachments: std::collections::HashMap<(Id, AttachmentKind), Attachment> =
+            attachments
+                .into_iter()
+                .map(|a| ((a.bundle_id, a.kind), a))
+                .collect();
+        Ok(bundles
+            .into_iter()
+            .map(|bundle| BundleView {
+                size: sizes.get(&bundle.id).copied().unwrap_or(0),
+                license: attachments.remove(&(bundle.id, AttachmentKind::License)),
+                logo: attachments.remove(&(bundle.id, AttachmentKind::Logo)),
+                bundle,
+            })
+            .collect())
     }
 
     pub async fn create_bundle(&self, owner: &Owner, input: BundleInput) -> Result<BundleView> {

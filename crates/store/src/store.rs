@@ -540,6 +540,38 @@ macro_rules! impl_store {
                 Ok((attachment_from(&row)?, old))
             }
 
+            async fn bundle_extras(&self, owner: Id) -> Result<(Vec<(Id, i64)>, Vec<Attachment>)> {
+                // SUM of BIGINT is NUMERIC on PostgreSQL: cast back.
+                let sizes = sqlx::query(
+                    "SELECT a.bundle_id, CAST(SUM(a.blob_size) AS BIGINT) AS size
+                     FROM artifacts a JOIN bundles b ON b.id = a.bundle_id
+                     WHERE b.owner_id = $1 AND a.blob_key IS NOT NULL GROUP BY a.bundle_id",
+                )
+                .bind(owner)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(|r| {
+                    Ok((
+                        r.try_get::<i64, _>("bundle_id").map_err(db_err)?,
+                        r.try_get::<i64, _>("size").map_err(db_err)?,
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()?;
+                let attachments = fetch_vec(
+                    &self.pool,
+                    sqlx::query(
+                        "SELECT t.* FROM attachments t JOIN bundles b ON b.id = t.bundle_id
+                         WHERE b.owner_id = $1 ORDER BY t.bundle_id, t.kind",
+                    )
+                    .bind(owner),
+                    attachment_from,
+                )
+                .await?;
+                Ok((sizes, attachments))
+            }
+
             async fn get_attachment(
                 &self,
                 bundle: Id,

@@ -108,6 +108,7 @@ suite!(
     bundles_are_scoped_by_owner,
     artifacts_nest_and_delete_returns_child_keys,
     attachments_one_per_kind,
+    bundle_extras_for_all_bundles_at_once,
     tickets_and_jobs_are_created_together,
     ticket_state_changes_are_conditional,
     expiry,
@@ -303,6 +304,62 @@ async fn users_roundtrip(s: Arc<dyn Store>) -> Result<()> {
         s.user_by_login("bob").await?.expect("bob").password_hash,
         "hash-bob"
     );
+    Ok(())
+}
+
+async fn bundle_extras_for_all_bundles_at_once(s: Arc<dyn Store>) -> Result<()> {
+    let alice = user(&s, "alice").await?;
+    let bob = user(&s, "bob").await?;
+    let (b1, b2, empty) = (
+        bundle(&s, alice.id, "one").await?,
+        bundle(&s, alice.id, "two").await?,
+        bundle(&s, alice.id, "empty").await?,
+    );
+    let bobs = bundle(&s, bob.id, "bobs").await?;
+    for (b, name, key) in [
+        (&b1, "a", "k1"),
+        (&b1, "b", "k22"),
+        (&b2, "c", "k333"),
+        (&bobs, "d", "bob"),
+    ] {
+        let f = s
+            .create_artifact(b.id, None, name, &Default::default())
+            .await?;
+        s.set_artifact_blob(b.id, f.id, &blob(key)).await?;
+    }
+    // A file never uploaded counts nothing.
+    s.create_artifact(b2.id, None, "pending", &Default::default())
+        .await?;
+    s.put_attachment(b1.id, AttachmentKind::License, "LICENSE", &blob("lic"))
+        .await?;
+    s.put_attachment(b2.id, AttachmentKind::Logo, "logo.png", &blob("logo"))
+        .await?;
+    s.put_attachment(bobs.id, AttachmentKind::Logo, "bob.png", &blob("bl"))
+        .await?;
+
+    let (mut sizes, attachments) = s.bundle_extras(alice.id).await?;
+    sizes.sort();
+    assert_eq!(sizes, [(b1.id, 200 + 300), (b2.id, 400)]);
+    assert!(!sizes.iter().any(|(id, _)| *id == empty.id));
+    let got: Vec<(Id, AttachmentKind, String)> = attachments
+        .into_iter()
+        .map(|a| (a.bundle_id, a.kind, a.blob.key))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (b1.id, AttachmentKind::License, "lic".to_string()),
+            (b2.id, AttachmentKind::Logo, "logo".to_string()),
+        ]
+    );
+    // Each bundle's own reads agree.
+    assert_eq!(
+        s.get_attachment(b2.id, AttachmentKind::Logo).await?.map(|a| a.blob.key),
+        Some("logo".into())
+    );
+    let (sizes, attachments) = s.bundle_extras(bob.id).await?;
+    assert_eq!(sizes, [(bobs.id, 300)]);
+    assert_eq!(attachments.len(), 1);
     Ok(())
 }
 
