@@ -36,7 +36,7 @@ pub fn hash_password(password: &str) -> Result<String> {
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| DomainError::Internal(format!("hashing password: {e}")))
+        .map_err(|e| DomainError::Internal(format!("hashing password: {e}").into()))
 }
 
 pub fn verify_password(password: &str, hash: &str) -> bool {
@@ -223,7 +223,7 @@ impl Authenticator {
                     "too many logins are being checked; retry shortly",
                 ))
             }
-            Verdict::Failed(m) => Err(DomainError::Internal(m)),
+            Verdict::Failed(m) => Err(DomainError::Internal(m.into())),
         }
     }
 

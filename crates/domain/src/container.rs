@@ -478,7 +478,9 @@ fn layer_members(
                 format!("usr/share/pixmaps/{name}/{file}")
             }
         } else {
-            return Err(DomainError::Internal(format!("unplanned path {}", m.path)));
+            return Err(DomainError::Internal(
+                format!("unplanned path {}", m.path).into(),
+            ));
         };
         out.push(LayerMember { path, blob: m.blob });
     }

@@ -36,11 +36,11 @@ pub enum DomainError {
     #[error("{message}")]
     Rule { code: RuleCode, message: String },
     #[error("storage error: {0}")]
-    Storage(String),
+    Storage(#[source] Cause),
     #[error("blob error: {0}")]
-    Blob(String),
+    Blob(#[source] Cause),
     #[error("internal error: {0}")]
-    Internal(String),
+    Internal(#[source] Cause),
 }
 
 /// The named rules of the CloudAPI domain (IMGAPI's and Manta's error codes). A closed set, so every
@@ -111,11 +111,69 @@ impl DomainError {
     }
 }
 
+/// Why a storage, blob or internal failure happened: a message for the log and, when an error of a
+/// layer below caused it, that error, reachable through `source()` (a driver's own error can be
+/// inspected or downcast; it is not flattened into text).
+#[derive(Debug)]
+pub struct Cause {
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Cause {
+    /// `e` as the cause, with its text as the message.
+    pub fn of(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Cause {
+            message: e.to_string(),
+            source: Some(Box::new(e)),
+        }
+    }
+    /// `e` as the cause, described by `context`.
+    pub fn context(
+        context: impl std::fmt::Display,
+        e: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Cause {
+            message: format!("{context}: {e}"),
+            source: Some(Box::new(e)),
+        }
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<String> for Cause {
+    fn from(message: String) -> Self {
+        Cause {
+            message,
+            source: None,
+        }
+    }
+}
+
+impl From<&str> for Cause {
+    fn from(message: &str) -> Self {
+        message.to_string().into()
+    }
+}
+
 impl From<satchel_blob::BlobError> for DomainError {
     fn from(e: satchel_blob::BlobError) -> Self {
         match e {
             satchel_blob::BlobError::NotFound(k) => {
-                DomainError::Blob(format!("stored object missing: {k}"))
+                DomainError::Blob(format!("stored object missing: {k}").into())
             }
             // What went wrong with a client's upload is the client's to hear, on every face.
             satchel_blob::BlobError::TooLarge(n) => {
@@ -130,7 +188,26 @@ impl From<satchel_blob::BlobError> for DomainError {
                     "the server has no space left to store this; nothing was written".into(),
                 )
             }
-            other => DomainError::Blob(other.to_string()),
+            other => DomainError::Blob(Cause::of(other)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn causes_keep_their_source() {
+        let io = std::io::Error::other("disk on fire");
+        let e = DomainError::Storage(Cause::context("writing", io));
+        assert_eq!(e.to_string(), "storage error: writing: disk on fire");
+        let cause = e.source().expect("the cause");
+        let io = cause.source().expect("the driver's error");
+        assert!(io.downcast_ref::<std::io::Error>().is_some());
+        // A plain message has no source below it.
+        let e = DomainError::Internal("no source".into());
+        assert!(e.source().and_then(|c| c.source()).is_none());
     }
 }

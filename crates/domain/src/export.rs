@@ -203,11 +203,12 @@ pub fn plan(
     let (doc_name, doc) = match format {
         OutputFormat::Json => (
             "bundle.json",
-            serde_json::to_vec_pretty(&doc).map_err(|e| DomainError::Internal(e.to_string()))?,
+            serde_json::to_vec_pretty(&doc)
+                .map_err(|e| DomainError::Internal(crate::Cause::of(e)))?,
         ),
         OutputFormat::Yaml => {
-            let y =
-                serde_yaml::to_string(&doc).map_err(|e| DomainError::Internal(e.to_string()))?;
+            let y = serde_yaml::to_string(&doc)
+                .map_err(|e| DomainError::Internal(crate::Cause::of(e)))?;
             (
                 "bundle.yml",
                 format!("---\n{}", y.trim_start_matches("---\n")).into_bytes(),
@@ -255,7 +256,7 @@ impl From<ArchiveError> for Failure {
     fn from(e: ArchiveError) -> Self {
         match e {
             ArchiveError::Tar(m) => Failure::Permanent(m),
-            other => Failure::Transient(DomainError::Internal(other.to_string())),
+            other => Failure::Transient(DomainError::Internal(crate::Cause::of(other))),
         }
     }
 }
@@ -329,7 +330,7 @@ impl TicketRunner {
             version: &bundle.version,
             files: &manifest,
         })
-        .map_err(|e| Failure::Transient(DomainError::Internal(e.to_string())))?;
+        .map_err(|e| Failure::Transient(DomainError::Internal(crate::Cause::of(e))))?;
 
         let total: i64 = plan
             .members
@@ -521,10 +522,9 @@ fn failed_message(kind: TicketKind) -> &'static str {
 impl JobHandler for TicketRunner {
     async fn run(&self, job: &Job, cancel: CancellationToken) -> Result<()> {
         let Some(id) = job.ticket_id() else {
-            return Err(DomainError::Internal(format!(
-                "a {} job reached the ticket runner",
-                job.subject
-            )));
+            return Err(DomainError::Internal(
+                format!("a {} job reached the ticket runner", job.subject).into(),
+            ));
         };
         let Some(t) = self.store.get_ticket_any(id).await? else {
             return Ok(()); // deleted while queued

@@ -223,7 +223,9 @@ where
                 hasher
             })
             .await
-            .map_err(|e| DomainError::Internal(format!("hashing the request body: {e}")))?;
+            .map_err(|e| {
+                DomainError::Internal(crate::Cause::context("hashing the request body", e))
+            })?;
         }
         if end {
             return Ok(Some(hex::encode(hasher.finalize())));

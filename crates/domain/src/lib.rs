@@ -18,4 +18,4 @@ pub mod quota;
 pub mod service;
 pub mod sweep;
 
-pub use error::{DomainError, Result, RuleCode};
+pub use error::{Cause, DomainError, Result, RuleCode};

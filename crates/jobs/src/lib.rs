@@ -34,7 +34,7 @@ impl Dispatch {
     fn handler(&self, job: &Job) -> Result<&Arc<dyn JobHandler>> {
         self.handlers.get(&job.kind).ok_or_else(|| {
             // A job written by a newer version: retried (and given up) rather than dropped.
-            DomainError::Internal(format!("no handler for jobs of kind {:?}", job.kind))
+            DomainError::Internal(format!("no handler for jobs of kind {:?}", job.kind).into())
         })
     }
 }
@@ -234,9 +234,9 @@ impl Worker {
             let (handler, j, c) = (self.handler.clone(), job.clone(), cancel.clone());
             match tokio::spawn(async move { handler.run(&j, c).await }.in_current_span()).await {
                 Ok(r) => r,
-                Err(e) => Err(DomainError::Internal(format!(
-                    "the job handler panicked: {e}"
-                ))),
+                Err(e) => Err(DomainError::Internal(
+                    format!("the job handler panicked: {e}").into(),
+                )),
             }
         };
         let lost = cancel.is_cancelled();

@@ -75,13 +75,13 @@ macro_rules! impl_idempotency {
                 };
                 let state: String = r.try_get("state").map_err(db_err)?;
                 let state = KeyState::parse(&state).ok_or_else(|| {
-                    DomainError::Storage(format!("unknown idempotency state {state:?}"))
+                    DomainError::Storage(format!("unknown idempotency state {state:?}").into())
                 })?;
                 let status: Option<i32> = r.try_get("status").map_err(db_err)?;
                 let answer = match (state, status) {
                     (KeyState::Done, Some(status)) => Some(Answer {
                         status: u16::try_from(status).map_err(|_| {
-                            DomainError::Storage(format!("bad recorded status {status}"))
+                            DomainError::Storage(format!("bad recorded status {status}").into())
                         })?,
                         headers: Answer::parse_headers(
                             &r.try_get::<Option<String>, _>("headers")

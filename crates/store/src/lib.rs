@@ -37,7 +37,7 @@ pub(crate) fn db_err(e: sqlx::Error) -> DomainError {
             return DomainError::NotFound("it refers to something that was just deleted".into());
         }
     }
-    DomainError::Storage(e.to_string())
+    DomainError::Storage(satchel_domain::Cause::of(e))
 }
 
 /// A duration as whole milliseconds, saturating (the schema's time unit).

@@ -83,7 +83,7 @@ impl PostgresStore {
         MIGRATOR
             .run(&self.pool)
             .await
-            .map_err(|e| DomainError::Storage(format!("migrations: {e}")))
+            .map_err(|e| DomainError::Storage(satchel_domain::Cause::context("migrations", e)))
     }
 
     pub fn pool(&self) -> &PgPool {

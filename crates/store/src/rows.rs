@@ -78,8 +78,9 @@ macro_rules! store_rows {
             Ok(Attachment {
                 id: r.try_get("id").map_err(db_err)?,
                 bundle_id: r.try_get("bundle_id").map_err(db_err)?,
-                kind: AttachmentKind::parse(&kind)
-                    .ok_or_else(|| DomainError::Storage(format!("bad attachment kind {kind}")))?,
+                kind: AttachmentKind::parse(&kind).ok_or_else(|| {
+                    DomainError::Storage(format!("bad attachment kind {kind}").into())
+                })?,
                 name: r.try_get("name").map_err(db_err)?,
                 blob: blob_from(r)?
                     .ok_or_else(|| DomainError::Storage("attachment without blob".into()))?,
@@ -110,7 +111,7 @@ macro_rules! store_rows {
             };
             let kind: String = r.try_get("kind").map_err(db_err)?;
             let kind = TicketKind::parse(&kind)
-                .ok_or_else(|| DomainError::Storage(format!("bad ticket kind {kind}")))?;
+                .ok_or_else(|| DomainError::Storage(format!("bad ticket kind {kind}").into()))?;
             let template: Option<Id> = r.try_get("template_id").map_err(db_err)?;
             let image = match template {
                 Some(template_id) => Some(ImageSpec {
@@ -139,8 +140,9 @@ macro_rules! store_rows {
                 bundle_name: r.try_get("bundle_name").map_err(db_err)?,
                 bundle_version: r.try_get("bundle_version").map_err(db_err)?,
                 format: OutputFormat::parse(Some(&format)).unwrap_or(OutputFormat::Yaml),
-                state: TicketState::parse(&state)
-                    .ok_or_else(|| DomainError::Storage(format!("bad ticket state {state}")))?,
+                state: TicketState::parse(&state).ok_or_else(|| {
+                    DomainError::Storage(format!("bad ticket state {state}").into())
+                })?,
                 percentage: r.try_get("percentage").map_err(db_err)?,
                 bytes_loaded: r.try_get("bytes_loaded").map_err(db_err)?,
                 bytes_total: r.try_get("bytes_total").map_err(db_err)?,
@@ -211,7 +213,7 @@ pub(crate) use store_rows;
 macro_rules! cloud_rows {
     () => {
         fn bad(what: &str, v: &str) -> DomainError {
-            DomainError::Storage(format!("unexpected {what} {v:?} in the database"))
+            DomainError::Storage(format!("unexpected {what} {v:?} in the database").into())
         }
 
         fn key_from(r: &R) -> Result<SshKey> {

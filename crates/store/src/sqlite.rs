@@ -42,7 +42,7 @@ impl SqliteStore {
         MIGRATOR
             .run(&pool)
             .await
-            .map_err(|e| DomainError::Storage(format!("migrations: {e}")))?;
+            .map_err(|e| DomainError::Storage(satchel_domain::Cause::context("migrations", e)))?;
         Ok(SqliteStore { pool })
     }
 

@@ -95,7 +95,7 @@ macro_rules! impl_store {
         impl satchel_domain::ports::Store for S {
             async fn create_user(&self, new: NewUser) -> Result<User> {
                 let ents = serde_json::to_string(&new.entitlements)
-                    .map_err(|e| DomainError::Internal(e.to_string()))?;
+                    .map_err(|e| DomainError::Internal(satchel_domain::Cause::of(e)))?;
                 let row = sqlx::query(
                     "INSERT INTO users (login, password_hash, admin, entitlements, created) VALUES ($1, $2, $3, $4, $5) RETURNING *",
                 )

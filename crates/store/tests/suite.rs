@@ -354,7 +354,9 @@ async fn bundle_extras_for_all_bundles_at_once(s: Arc<dyn Store>) -> Result<()> 
     );
     // Each bundle's own reads agree.
     assert_eq!(
-        s.get_attachment(b2.id, AttachmentKind::Logo).await?.map(|a| a.blob.key),
+        s.get_attachment(b2.id, AttachmentKind::Logo)
+            .await?
+            .map(|a| a.blob.key),
         Some("logo".into())
     );
     let (sizes, attachments) = s.bundle_extras(bob.id).await?;

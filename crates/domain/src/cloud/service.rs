@@ -418,7 +418,7 @@ impl Cloud {
 
         // The manifest: a small object of its own.
         let body = serde_json::to_vec_pretty(&self.manifest(&image))
-            .map_err(|e| DomainError::Internal(e.to_string()))?;
+            .map_err(|e| DomainError::Internal(crate::Cause::of(e)))?;
         let key = Blobs::new_key(&format!("u/{}/stor", who.id));
         let written = self.blobs.put_bytes(&key, Bytes::from(body)).await?;
         let entry = self.object_entry(
@@ -775,10 +775,9 @@ impl crate::ports::JobHandler for ImageExportRunner {
         cancel: tokio_util::sync::CancellationToken,
     ) -> Result<()> {
         let crate::model::JobSubject::ImageExport(id) = &job.subject else {
-            return Err(DomainError::Internal(format!(
-                "a {} job reached the image export runner",
-                job.subject
-            )));
+            return Err(DomainError::Internal(
+                format!("a {} job reached the image export runner", job.subject).into(),
+            ));
         };
         let Some(e) = self.cloud.store.get_image_export_any(id).await? else {
             return Ok(()); // its user was removed meanwhile
