@@ -585,6 +585,25 @@ async fn objects_directories_and_async_export() {
             .status,
         304
     );
+    let lm = got.header("last-modified").unwrap();
+    let r = alice
+        .call(
+            "GET",
+            "/alice/stor/d/x.txt",
+            None,
+            &[("if-modified-since", &lm)],
+        )
+        .await;
+    assert_eq!(r.status, 304);
+    let r = alice
+        .call(
+            "GET",
+            "/alice/stor/d/x.txt",
+            None,
+            &[("if-modified-since", "Thu, 01 Jan 1998 00:00:00 GMT")],
+        )
+        .await;
+    assert_eq!(r.body, body);
     alice
         .mkdir("/alice/stor/d/x.txt")
         .await

@@ -138,6 +138,36 @@ async fn answers_that_send_no_bytes_keep_the_download_id() {
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body, whole.body);
+    // If-Modified-Since, as the same routine decides it for both faces: only without If-None-Match.
+    let lm = whole.header("last-modified").expect("Last-Modified");
+    let r = a
+        .req(
+            "GET",
+            &format!("{img}/downloads"),
+            None,
+            &[("If-Modified-Since", &lm)],
+        )
+        .await;
+    assert_eq!(r.status, 304);
+    assert_eq!(r.header("etag"), Some(etag.clone()));
+    let r = a
+        .req(
+            "GET",
+            &format!("{img}/downloads"),
+            None,
+            &[("If-Modified-Since", "Thu, 01 Jan 1998 00:00:00 GMT")],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let r = a
+        .req(
+            "GET",
+            &format!("{img}/downloads"),
+            None,
+            &[("If-Modified-Since", &lm), ("If-None-Match", "\"other\"")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "If-None-Match decides when both are sent");
 }
 
 #[tokio::test]
