@@ -7,9 +7,10 @@ use crate::wire::ApiError;
 use axum::http::{header, HeaderMap, HeaderName, StatusCode};
 use axum::response::Response;
 use base64::Engine;
-use satchel_blob::Blobs;
+use satchel_blob::BlobStore;
 pub use satchel_ranges::Answer;
 use satchel_ranges::Representation;
+use std::sync::Arc;
 
 pub struct BlobDownload {
     pub key: String,
@@ -59,7 +60,7 @@ pub fn plan(req: &HeaderMap, d: &BlobDownload) -> Answer {
 }
 
 pub async fn serve_blob(
-    blobs: &Blobs,
+    blobs: &Arc<dyn BlobStore>,
     req: &HeaderMap,
     d: BlobDownload,
 ) -> Result<Response, ApiError> {
@@ -68,7 +69,7 @@ pub async fn serve_blob(
 }
 
 pub async fn serve_planned(
-    blobs: &Blobs,
+    blobs: &Arc<dyn BlobStore>,
     answer: Answer,
     d: BlobDownload,
 ) -> Result<Response, ApiError> {

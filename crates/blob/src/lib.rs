@@ -16,7 +16,14 @@ use std::ops::Range;
 use std::sync::Arc;
 
 mod leftovers;
+mod port;
 pub use leftovers::{Listed, Staged, UploadJournal};
+pub use port::BlobStore;
+
+/// A fresh, unique key under `prefix`.
+pub fn new_key(prefix: &str) -> String {
+    format!("{prefix}/{}", uuid::Uuid::new_v4().simple())
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
@@ -227,9 +234,9 @@ impl Blobs {
         }
     }
 
-    /// A fresh, unique key under `prefix`.
+    /// A fresh, unique key under `prefix` (see [`new_key`]).
     pub fn new_key(prefix: &str) -> String {
-        format!("{prefix}/{}", uuid::Uuid::new_v4().simple())
+        new_key(prefix)
     }
 
     /// Streams `body` into `key`, hashing as it goes. Nothing is visible at `key` until the whole

@@ -549,7 +549,7 @@ impl TicketRunner {
     ) -> std::result::Result<ArchiveRef, Failure> {
         let writer = self
             .blobs
-            .writer(lkey)
+            .writer(lkey, satchel_blob::Hashes::DEFAULT)
             .await
             .map_err(|e| Failure::Transient(e.into()))?;
         let mut lw = LayerWriter::new(BlobSink(writer), self.gz);
@@ -627,7 +627,7 @@ impl TicketRunner {
         };
         let writer = self
             .blobs
-            .writer(&key)
+            .writer(&key, satchel_blob::Hashes::DEFAULT)
             .await
             .map_err(|e| Failure::Transient(e.into()))?;
         let mut opts = self.gz;

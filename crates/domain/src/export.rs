@@ -24,7 +24,7 @@ use futures::StreamExt;
 use satchel_archive::{
     file_mode, ArchiveError, GzOptions, MemberWrite, ModeProbe, Probed, Sink, TarGzWriter,
 };
-use satchel_blob::{BlobWriter, Blobs};
+use satchel_blob::{BlobStore, BlobWriter, Hashes};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -272,7 +272,7 @@ pub(crate) struct Meter {
 
 pub struct TicketRunner {
     pub store: Arc<dyn Store>,
-    pub blobs: Blobs,
+    pub blobs: Arc<dyn BlobStore>,
     pub retention: Duration,
     pub gz: GzOptions,
     /// How often progress is written to the ticket.
@@ -341,7 +341,7 @@ impl TicketRunner {
         let key = archive_key(t.owner_id, t.id);
         let writer = self
             .blobs
-            .writer(&key)
+            .writer(&key, Hashes::DEFAULT)
             .await
             .map_err(|e| Failure::Transient(e.into()))?;
         let mut tar = TarGzWriter::new(BlobSink(writer), self.gz);

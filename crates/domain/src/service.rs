@@ -13,7 +13,7 @@ pub use crate::quota::Quota;
 use crate::{DomainError, Result};
 use bytes::Bytes;
 use futures::Stream;
-use satchel_blob::Blobs;
+use satchel_blob::BlobStore;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -57,7 +57,7 @@ impl Default for Config {
 pub struct Satchel {
     pub store: Arc<dyn Store>,
     pub keys: Arc<dyn OneTimeKeys>,
-    pub blobs: Blobs,
+    pub blobs: Arc<dyn BlobStore>,
     pub auth: Authenticator,
     pub config: Config,
     /// Requests per second per user, shared with the CloudAPI face.
@@ -80,7 +80,7 @@ impl Satchel {
     pub fn new(
         store: Arc<dyn Store>,
         keys: Arc<dyn OneTimeKeys>,
-        blobs: Blobs,
+        blobs: Arc<dyn BlobStore>,
         config: Config,
     ) -> Self {
         let auth = Authenticator::new(store.clone(), config.auth.clone());
@@ -326,7 +326,7 @@ impl Satchel {
     }
 
     async fn copy_blob(&self, owner: Id, b: &BlobRef) -> Result<BlobRef> {
-        let key = Blobs::new_key(&user_blob_prefix(owner));
+        let key = satchel_blob::new_key(&user_blob_prefix(owner));
         let stream = self.blobs.get(&b.key, None).await?;
         let w = self.blobs.put_stream(&key, stream, None).await?;
         Ok(BlobRef {
@@ -504,7 +504,7 @@ impl Satchel {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send,
         E: std::fmt::Display,
     {
-        let key = Blobs::new_key(&user_blob_prefix(owner));
+        let key = satchel_blob::new_key(&user_blob_prefix(owner));
         let allowance = self.quota().upload_allowance(owner).await?;
         let w = allowance.check(
             self.blobs

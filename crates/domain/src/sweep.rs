@@ -22,7 +22,7 @@ use crate::ports::Store;
 use crate::service::archive_key;
 use crate::Result;
 use futures::StreamExt;
-use satchel_blob::{BlobError, Blobs, Listed};
+use satchel_blob::{BlobError, BlobStore, Listed};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -77,7 +77,7 @@ async fn live(store: &dyn Store) -> Result<HashSet<String>> {
 /// Removes what nothing owns and nobody touched for `grace` (see the module documentation).
 pub async fn sweep_orphans(
     store: &dyn Store,
-    blobs: &Blobs,
+    blobs: &dyn BlobStore,
     grace: Duration,
 ) -> Result<SweepReport> {
     let cutoff = SystemTime::now()
@@ -93,7 +93,7 @@ pub async fn sweep_orphans(
 
 async fn sweep_objects(
     store: &dyn Store,
-    blobs: &Blobs,
+    blobs: &dyn BlobStore,
     cutoff: SystemTime,
     report: &mut SweepReport,
 ) -> Result<()> {
@@ -117,7 +117,7 @@ async fn sweep_objects(
 
 async fn delete_unowned(
     store: &dyn Store,
-    blobs: &Blobs,
+    blobs: &dyn BlobStore,
     page: &mut Vec<Listed>,
     report: &mut SweepReport,
 ) -> Result<()> {
@@ -146,7 +146,7 @@ async fn delete_unowned(
 
 async fn sweep_staged(
     store: &dyn Store,
-    blobs: &Blobs,
+    blobs: &dyn BlobStore,
     cutoff: SystemTime,
     report: &mut SweepReport,
 ) -> Result<()> {
@@ -177,7 +177,7 @@ async fn sweep_staged(
 
 async fn sweep_uploads(
     store: &dyn Store,
-    blobs: &Blobs,
+    blobs: &dyn BlobStore,
     before: Millis,
     report: &mut SweepReport,
 ) -> Result<()> {

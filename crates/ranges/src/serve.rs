@@ -7,8 +7,9 @@ use axum::body::Body;
 use axum::response::Response;
 use futures::StreamExt;
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
-use satchel_blob::{BlobError, Blobs};
+use satchel_blob::{BlobError, BlobStore};
 use std::ops::RangeInclusive;
+use std::sync::Arc;
 
 /// A stored blob as one HTTP representation.
 pub struct Representation {
@@ -67,7 +68,7 @@ fn put(h: &mut HeaderMap, name: HeaderName, value: &str) {
 /// the face's `416` body for a representation of the given size; this routine adds its
 /// `Content-Range: bytes */size`.
 pub async fn serve(
-    blobs: &Blobs,
+    blobs: &Arc<dyn BlobStore>,
     answer: Answer,
     rep: Representation,
     unsatisfiable: impl FnOnce(u64) -> Response,
@@ -137,7 +138,7 @@ pub async fn serve(
 
 /// A `multipart/byteranges` body: its length, the body, its content type.
 fn multipart(
-    blobs: &Blobs,
+    blobs: &Arc<dyn BlobStore>,
     rep: &Representation,
     ranges: Vec<RangeInclusive<u64>>,
 ) -> (u64, Body, String) {

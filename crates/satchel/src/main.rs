@@ -144,7 +144,8 @@ async fn admin(
         AdminCmd::Sweep { grace } => {
             let grace = humantime::parse_duration(&grace)
                 .with_context(|| format!("invalid duration for --grace: {grace:?}"))?;
-            let r = satchel_domain::sweep::sweep_orphans(store.as_ref(), &blobs, grace).await?;
+            let r =
+                satchel_domain::sweep::sweep_orphans(store.as_ref(), blobs.as_ref(), grace).await?;
             println!(
                 "removed {} unreferenced objects, {} unfinished local uploads, {} unfinished \
                  multipart uploads ({} bytes); {} failed",

@@ -12,7 +12,7 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
-use satchel_blob::Blobs;
+use satchel_blob::BlobStore;
 use satchel_domain::service::Satchel;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -263,7 +263,7 @@ pub async fn metrics_page(satchel: &Satchel, metrics: &Metrics) -> Response {
 }
 
 /// `/readyz`: 200 when a database round trip and a blob-store request both succeed.
-pub async fn readyz(satchel: &Satchel, blobs: &Blobs) -> Response {
+pub async fn readyz(satchel: &Satchel, blobs: &dyn BlobStore) -> Response {
     if let Err(e) = satchel.store.ping().await {
         tracing::warn!(error = %e, "readiness: database unreachable");
         return plain(StatusCode::SERVICE_UNAVAILABLE, "database unreachable");

@@ -5,7 +5,7 @@ use anyhow::Context;
 use axum::response::IntoResponse;
 use satchel_api_cloudapi::CloudState;
 use satchel_api_uforge::AppState;
-use satchel_blob::Blobs;
+use satchel_blob::{BlobStore, Blobs};
 use satchel_domain::cloud::Cloud;
 use satchel_domain::export::TicketRunner;
 use satchel_domain::model::NewUser;
@@ -22,7 +22,8 @@ pub struct Opened {
     pub store: Arc<dyn Store>,
     pub keys: Arc<dyn OneTimeKeys>,
     pub cloud_store: Arc<dyn CloudStore>,
-    pub blobs: Blobs,
+    /// The blob port; `Blobs` (object_store) is named only here, where it is made.
+    pub blobs: Arc<dyn BlobStore>,
     pub max_upload: u64,
     pub quota: satchel_domain::quota::Quota,
     pub rate: Arc<satchel_domain::limits::RateLimiter>,
@@ -78,7 +79,8 @@ pub async fn open(storage: &StorageArgs, dir: &Path) -> anyhow::Result<Opened> {
     };
     // S3 multipart uploads are recorded in the database while they run, so the orphan sweep can
     // abort the ones a crash left (a local store's leftovers are files it finds by itself).
-    let blobs = blobs.with_journal(Arc::new(satchel_domain::sweep::StoreJournal(store.clone())));
+    let blobs: Arc<dyn BlobStore> =
+        Arc::new(blobs.with_journal(Arc::new(satchel_domain::sweep::StoreJournal(store.clone()))));
     Ok(Opened {
         store,
         keys,
@@ -317,7 +319,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                         true
                     });
                 if claimed {
-                    match satchel_domain::sweep::sweep_orphans(store.as_ref(), &blobs, grace).await
+                    match satchel_domain::sweep::sweep_orphans(
+                        store.as_ref(),
+                        blobs.as_ref(),
+                        grace,
+                    )
+                    .await
                     {
                         Ok(r) if r.is_empty() => {}
                         Ok(r) => tracing::info!(
@@ -386,7 +393,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                     None => match req.uri().path() {
                         "/healthz" => crate::ops::plain(axum::http::StatusCode::OK, "ok"),
                         "/api/openapi.json" => axum::Json(openapi.as_ref().clone()).into_response(),
-                        "/readyz" => crate::ops::readyz(&satchel, &blobs).await,
+                        "/readyz" => crate::ops::readyz(&satchel, blobs.as_ref()).await,
                         _ => {
                             let source = req
                                 .extensions()

@@ -14,7 +14,7 @@ use crate::ports::{CloudStore, Store};
 use crate::{DomainError, Result, RuleCode};
 use bytes::Bytes;
 use futures::Stream;
-use satchel_blob::{Blobs, Hashes};
+use satchel_blob::{BlobStore, Hashes};
 use std::sync::Arc;
 
 /// The deterministic UUID CloudAPI shows as an account's id (`owner` of images).
@@ -30,7 +30,7 @@ const TYPES: &[&str] = &["zone-dataset", "lx-dataset", "zvol", "docker", "other"
 pub struct Cloud {
     pub users: Arc<dyn Store>,
     pub store: Arc<dyn CloudStore>,
-    pub blobs: Blobs,
+    pub blobs: Arc<dyn BlobStore>,
     pub max_upload: u64,
     /// The same per-user quotas as the UForge face's (image files and objects count as stored bytes).
     pub quota: crate::quota::Quota,
@@ -260,7 +260,7 @@ impl Cloud {
                 ),
             ));
         }
-        let key = Blobs::new_key(&format!("u/{}/images/{id}", who.id));
+        let key = satchel_blob::new_key(&format!("u/{}/images/{id}", who.id));
         let allowance = self.quotas().upload_allowance(who.id).await?;
         let written = allowance.check(
             self.blobs
@@ -419,7 +419,7 @@ impl Cloud {
         // The manifest: a small object of its own.
         let body = serde_json::to_vec_pretty(&self.manifest(&image))
             .map_err(|e| DomainError::Internal(crate::Cause::of(e)))?;
-        let key = Blobs::new_key(&format!("u/{}/stor", who.id));
+        let key = satchel_blob::new_key(&format!("u/{}/stor", who.id));
         let written = self.blobs.put_bytes(&key, Bytes::from(body)).await?;
         let entry = self.object_entry(
             who,
@@ -685,7 +685,7 @@ impl Cloud {
         if p.is_root() {
             return Err(invalid(format!("{} is a directory", p.full())));
         }
-        let key = Blobs::new_key(&format!("u/{}/stor", who.id));
+        let key = satchel_blob::new_key(&format!("u/{}/stor", who.id));
         let allowance = self.quotas().upload_allowance(who.id).await?;
         let written = allowance.check(
             self.blobs
