@@ -124,10 +124,11 @@ pub struct StatusItems {
     pub status: Vec<OpStatus>,
 }
 
-/// Fields of UForgeUploadObject (License, Logo, SoftwareArtifact share them).
+/// Fields of UForgeUploadObject, which License and Logo are (SoftwareArtifact shares them with
+/// optional digests); the document's root element names which one it is.
 #[derive(Serialize, Default)]
 #[serde(rename_all = "camelCase")]
-pub struct License {
+pub struct UploadObject {
     pub created: String,
     pub db_id: i64,
     pub last_modified: String,
@@ -141,21 +142,8 @@ pub struct License {
     pub uri: String,
 }
 
-#[derive(Serialize, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct Logo {
-    pub created: String,
-    pub db_id: i64,
-    pub last_modified: String,
-    pub md5sum: String,
-    pub sha256sum: String,
-    pub size: i64,
-    pub uploaded: bool,
-    pub uploaded_time: String,
-    pub name: String,
-    pub parent_uri: String,
-    pub uri: String,
-}
+pub type License = UploadObject;
+pub type Logo = UploadObject;
 
 #[derive(Serialize, Default)]
 #[serde(rename_all = "camelCase")]

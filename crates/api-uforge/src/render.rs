@@ -81,9 +81,10 @@ pub(crate) fn artifact_doc(uid: &str, a: &Artifact) -> docs::SoftwareArtifact {
     }
 }
 
-pub(crate) fn license_doc(uid: &str, a: &Attachment) -> docs::License {
+/// A license or logo: one document shape, under the attachment's own path segment.
+fn attachment_doc(uid: &str, a: &Attachment, segment: &str) -> docs::UploadObject {
     let parent = bundle_uri(uid, a.bundle_id);
-    docs::License {
+    docs::UploadObject {
         created: iso(a.blob.uploaded),
         db_id: a.id,
         last_modified: iso(a.blob.uploaded),
@@ -93,26 +94,17 @@ pub(crate) fn license_doc(uid: &str, a: &Attachment) -> docs::License {
         uploaded: true,
         uploaded_time: iso(a.blob.uploaded),
         name: a.name.clone(),
-        uri: format!("{parent}/licenses/{}", a.id),
+        uri: format!("{parent}/{segment}/{}", a.id),
         parent_uri: parent,
     }
 }
 
+pub(crate) fn license_doc(uid: &str, a: &Attachment) -> docs::License {
+    attachment_doc(uid, a, "licenses")
+}
+
 pub(crate) fn logo_doc(uid: &str, a: &Attachment) -> docs::Logo {
-    let l = license_doc(uid, a);
-    docs::Logo {
-        created: l.created,
-        db_id: l.db_id,
-        last_modified: l.last_modified,
-        md5sum: l.md5sum,
-        sha256sum: l.sha256sum,
-        size: l.size,
-        uploaded: true,
-        uploaded_time: l.uploaded_time,
-        name: l.name,
-        uri: format!("{}/logo/{}", l.parent_uri, a.id),
-        parent_uri: l.parent_uri,
-    }
+    attachment_doc(uid, a, "logo")
 }
 
 // ------------------------------------------------------------------ tickets
