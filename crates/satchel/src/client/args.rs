@@ -1,0 +1,128 @@
+//! The client commands as clap declares them.
+
+use clap::{Args, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// How results are shown (every client command).
+#[derive(Args, Clone, Debug, Default)]
+pub struct Output {
+    /// No progress bars and no messages on stderr (errors are still printed).
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// One JSON object per result on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Check a login against a Satchel server and store it (in
+    /// $XDG_CONFIG_HOME/satchel/credentials.toml, mode 0600). SATCHEL_URL, SATCHEL_USER and
+    /// SATCHEL_PASSWORD win over the stored values.
+    Login {
+        /// The server, e.g. https://satchel.example.org (with or without /api).
+        url: String,
+        /// The login name.
+        #[arg(long, short)]
+        user: String,
+        /// Read the password from standard input (one line) instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Forget the stored login.
+    Logout {
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Software bundles.
+    #[command(subcommand)]
+    Bundles(BundlesCmd),
+    /// Export something and download its archive (start, follow, download, verify).
+    #[command(subcommand)]
+    Export(ExportCmd),
+    /// Exports already started.
+    #[command(subcommand)]
+    Exports(ExportsCmd),
+}
+
+#[derive(Subcommand)]
+pub enum BundlesCmd {
+    /// List your software bundles.
+    List {
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum, Debug)]
+pub enum Format {
+    Yaml,
+    Json,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Yaml => "yaml",
+            Format::Json => "json",
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum ExportCmd {
+    /// Export a software bundle: start the export, follow it, download the archive to FILE
+    /// (through FILE.part: re-run the same command to resume an interrupted download) and check
+    /// its sha256 against the server's digest.
+    Bundle {
+        /// The bundle: NAME, NAME@VERSION or its numeric id.
+        bundle: String,
+        /// The format of the bundle's description in the archive.
+        #[arg(long, value_enum, default_value = "yaml")]
+        format: Format,
+        /// Where to write the archive [default: the server's file name, in the current directory].
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ExportsCmd {
+    /// List your exports.
+    List {
+        #[command(flatten)]
+        out: Output,
+    },
+    /// An export's status.
+    Status {
+        id: i64,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Follow an export until it is done and download its archive (resumable, verified).
+    Download {
+        id: i64,
+        /// Where to write the archive [default: the server's file name, in the current directory].
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Stop an export that is still running (UForge has no separate cancel for bundle exports:
+    /// the export is deleted; a finished one is refused, use `delete`).
+    Cancel {
+        id: i64,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Delete an export and its archive.
+    Delete {
+        id: i64,
+        #[command(flatten)]
+        out: Output,
+    },
+}
