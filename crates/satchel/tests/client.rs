@@ -136,6 +136,24 @@ async fn bundle_flow_with_json_output() {
     let creds = u.cfg.path().join("satchel/credentials.toml");
     assert!(!creds.exists());
 
+    // The exit codes are documented on every level.
+    for args in [
+        &["--help"][..],
+        &["export", "bundle", "--help"],
+        &["exports", "download", "--help"],
+    ] {
+        let o = u.run(&[], args, None).await;
+        assert!(o.status.success());
+        assert!(
+            text(&o.stdout).contains("6  verification failed"),
+            "{}",
+            text(&o.stdout)
+        );
+    }
+    // Bad arguments: exit 2.
+    let o = u.run(&[], &["export", "bundle"], None).await;
+    assert_eq!(code(&o), 2, "{}", text(&o.stderr));
+
     // Not logged in: exit 4.
     let o = u.run(&[], &["bundles", "list"], None).await;
     assert_eq!(code(&o), 4, "{}", text(&o.stderr));
@@ -502,4 +520,67 @@ async fn progress_bars_on_a_terminal() {
         seen_running,
         "a bar was on the screen while the command ran"
     );
+}
+
+#[tokio::test]
+async fn container_image_flow() {
+    let s = Server::start(&[]).await;
+    let a = s.client("alice");
+    let msid = a.create_bundle("web", "2.1").await;
+    a.add_file(msid, None, "index.html", b"<h1>hi</h1>\n").await;
+    let r = a
+        .req(
+            "POST",
+            &format!("/users/alice/mysoftware/{msid}/templates"),
+            Some(format!("<ns1:containerTemplate xmlns:ns1=\"{NS}\"/>").into_bytes()),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let tid = r.id().to_string();
+    let u = User::new();
+    u.login(&s, "alice").await;
+
+    let o = u
+        .run(
+            &[],
+            &[
+                "export",
+                "container-image",
+                "web@2.1",
+                &tid,
+                "--name",
+                "site",
+                "-o",
+                "site.tgz",
+                "--json",
+            ],
+            None,
+        )
+        .await;
+    let v = json(&o);
+    assert_eq!(v["verified"], true);
+    let itid = v["image"].as_i64().unwrap();
+    let served = a
+        .get(&format!(
+            "/users/alice/mysoftware/{msid}/templates/{tid}/images/{itid}/downloads"
+        ))
+        .await;
+    assert_eq!(served.status, 200, "{}", served.text());
+    let got = std::fs::read(u.path("site.tgz")).unwrap();
+    assert_eq!(sha256(&got), sha256(&served.body));
+    let members = untar(&got);
+    assert!(members.contains_key("oci-layout"), "{:?}", members.keys());
+    assert!(text(&members["index.json"]).contains("site"));
+
+    // The default file name; an unknown template is not found.
+    let o = u
+        .run(&[], &["export", "container-image", "web", &tid, "-q"], None)
+        .await;
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(u.path("web.oci.tar.gz").exists());
+    let o = u
+        .run(&[], &["export", "container-image", "web", "999999"], None)
+        .await;
+    assert_eq!(code(&o), 3, "{}", text(&o.stderr));
 }

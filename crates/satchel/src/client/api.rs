@@ -83,6 +83,18 @@ impl Export {
     }
 }
 
+/// A container image (`image`).
+#[derive(Deserialize, Default, Debug, Clone)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Image {
+    pub db_id: i64,
+    pub name: String,
+    pub file_extension: String,
+    pub status: Status,
+    /// `users/{uid}/mysoftware/{msid}/templates/{tid}/images/{itid}`.
+    pub uri: String,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", default)]
 struct ExportList {
@@ -234,7 +246,22 @@ impl Api {
     }
 
     async fn doc<T: DeserializeOwned>(&self, m: Method, path: &str) -> Res<T> {
-        let r = self.send(self.request(m, path), path).await?;
+        self.doc_with(m, path, None).await
+    }
+
+    async fn doc_with<T: DeserializeOwned>(
+        &self,
+        m: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Res<T> {
+        let mut rb = self.request(m, path);
+        if let Some(b) = body {
+            rb = rb
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(b.to_string());
+        }
+        let r = self.send(rb, path).await?;
         if !r.status().is_success() {
             return Err(failure(r).await);
         }
@@ -300,13 +327,29 @@ impl Api {
         .await
     }
 
+    /// Generates a container image from template `tid` of bundle `msid`.
+    pub async fn start_image(&self, msid: i64, tid: i64, name: Option<&str>) -> Res<Image> {
+        // Only compressed images can be downloaded (an uncompressed one is refused with a 403).
+        let mut body = serde_json::json!({"compress": true});
+        if let Some(n) = name {
+            body["name"] = serde_json::json!(n);
+        }
+        self.doc_with(
+            Method::POST,
+            &format!("{}/mysoftware/{msid}/templates/{tid}/images", self.me()),
+            Some(body),
+        )
+        .await
+    }
+
     pub async fn export(&self, msid: i64, eid: i64) -> Res<Export> {
         self.get(&self.export_path(msid, eid)).await
     }
 
-    /// One status poll: `If-None-Match` with the last ETag, so an unchanged status is a `304`.
-    pub async fn poll(&self, msid: i64, eid: i64, etag: Option<&str>) -> Res<Poll> {
-        let path = format!("{}/status", self.export_path(msid, eid));
+    /// One status poll of a ticket (an export or an image): `If-None-Match` with the last ETag, so an unchanged status is a `304`.
+    /// `ticket` is the export's or image's path under `/api` (its document's `uri`, with a leading `/`).
+    pub async fn poll(&self, ticket: &str, etag: Option<&str>) -> Res<Poll> {
+        let path = format!("{ticket}/status");
         let mut rb = self.request(Method::GET, &path);
         if let Some(t) = etag {
             rb = rb.header(header::IF_NONE_MATCH, t);
@@ -325,17 +368,16 @@ impl Api {
         Ok(Poll::Changed(s, tag))
     }
 
-    /// Downloads `{export}/downloads` to `out` through `out.part`: resumes a part left by an
+    /// Downloads `{ticket}/downloads` (an export's or an image's archive) to `out` through `out.part`: resumes a part left by an
     /// earlier run (`Range`, with `If-Range` when its ETag is known), checks the sha256 against
     /// `X-Checksum-Sha256`, renames when complete. A mismatch removes the part (exit 6).
     pub async fn download(
         &self,
-        msid: i64,
-        eid: i64,
+        ticket: &str,
         out: &Path,
         bar: impl Fn(u64, u64) -> ProgressBar,
     ) -> Res<Downloaded> {
-        let path = format!("{}/downloads", self.export_path(msid, eid));
+        let path = format!("{ticket}/downloads");
         let (part, tagf) = part_paths(out);
         let mut offset = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
         let etag = std::fs::read_to_string(&tagf)

@@ -1,5 +1,6 @@
 //! The client commands as clap declares them.
 
+use super::EXIT_CODES;
 use clap::{Args, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -19,6 +20,7 @@ pub enum Command {
     /// Check a login against a Satchel server and store it (in
     /// $XDG_CONFIG_HOME/satchel/credentials.toml, mode 0600). SATCHEL_URL, SATCHEL_USER and
     /// SATCHEL_PASSWORD win over the stored values.
+    #[command(after_help = EXIT_CODES)]
     Login {
         /// The server, e.g. https://satchel.example.org (with or without /api).
         url: String,
@@ -32,24 +34,29 @@ pub enum Command {
         out: Output,
     },
     /// Forget the stored login.
+    #[command(after_help = EXIT_CODES)]
     Logout {
         #[command(flatten)]
         out: Output,
     },
     /// Software bundles.
     #[command(subcommand)]
+    #[command(after_help = EXIT_CODES)]
     Bundles(BundlesCmd),
     /// Export something and download its archive (start, follow, download, verify).
     #[command(subcommand)]
+    #[command(after_help = EXIT_CODES)]
     Export(ExportCmd),
     /// Exports already started.
     #[command(subcommand)]
+    #[command(after_help = EXIT_CODES)]
     Exports(ExportsCmd),
 }
 
 #[derive(Subcommand)]
 pub enum BundlesCmd {
     /// List your software bundles.
+    #[command(after_help = EXIT_CODES)]
     List {
         #[command(flatten)]
         out: Output,
@@ -76,6 +83,7 @@ pub enum ExportCmd {
     /// Export a software bundle: start the export, follow it, download the archive to FILE
     /// (through FILE.part: re-run the same command to resume an interrupted download) and check
     /// its sha256 against the server's digest.
+    #[command(after_help = EXIT_CODES)]
     Bundle {
         /// The bundle: NAME, NAME@VERSION or its numeric id.
         bundle: String,
@@ -88,22 +96,42 @@ pub enum ExportCmd {
         #[command(flatten)]
         out: Output,
     },
+    /// Generate a container image (a gzipped OCI image layout archive) from a bundle's container template and
+    /// download it (through FILE.part, resumable, sha256 verified).
+    #[command(after_help = EXIT_CODES)]
+    ContainerImage {
+        /// The bundle: NAME, NAME@VERSION or its numeric id.
+        bundle: String,
+        /// The container template's id (see the bundle's templates).
+        template: i64,
+        /// The image's name [default: the server's, from the bundle].
+        #[arg(long)]
+        name: Option<String>,
+        /// Where to write the archive [default: NAME.oci.tar.gz in the current directory].
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        out: Output,
+    },
 }
 
 #[derive(Subcommand)]
 pub enum ExportsCmd {
     /// List your exports.
+    #[command(after_help = EXIT_CODES)]
     List {
         #[command(flatten)]
         out: Output,
     },
     /// An export's status.
+    #[command(after_help = EXIT_CODES)]
     Status {
         id: i64,
         #[command(flatten)]
         out: Output,
     },
     /// Follow an export until it is done and download its archive (resumable, verified).
+    #[command(after_help = EXIT_CODES)]
     Download {
         id: i64,
         /// Where to write the archive [default: the server's file name, in the current directory].
@@ -114,12 +142,14 @@ pub enum ExportsCmd {
     },
     /// Stop an export that is still running (UForge has no separate cancel for bundle exports:
     /// the export is deleted; a finished one is refused, use `delete`).
+    #[command(after_help = EXIT_CODES)]
     Cancel {
         id: i64,
         #[command(flatten)]
         out: Output,
     },
     /// Delete an export and its archive.
+    #[command(after_help = EXIT_CODES)]
     Delete {
         id: i64,
         #[command(flatten)]

@@ -60,7 +60,37 @@ pub async fn run(cmd: Command) -> Res<()> {
                 "exporting {} {} (export {})",
                 b.name, b.version, e.db_id
             ));
-            follow_and_download(&api, &out, b.db_id, &e, output).await
+            follow_and_download(&api, &out, &e, output).await
+        }
+        Command::Export(ExportCmd::ContainerImage {
+            bundle,
+            template,
+            name,
+            output,
+            out,
+        }) => {
+            let out = Out::new(&out);
+            let api = api()?;
+            let b = resolve_bundle(&api, &bundle).await?;
+            let i = api.start_image(b.db_id, template, name.as_deref()).await?;
+            out.say(format!(
+                "generating image {} of {} {} (image {})",
+                i.name, b.name, b.version, i.db_id
+            ));
+            let path = output.unwrap_or_else(|| {
+                let ext = if i.file_extension.is_empty() {
+                    "oci.tar"
+                } else {
+                    &i.file_extension
+                };
+                let base = satchel_domain::names::archive_file_name(&i.name);
+                let base = base.strip_suffix(".tar.gz").unwrap_or(&base);
+                PathBuf::from(format!("{base}.{ext}"))
+            });
+            let ticket = format!("/{}", i.uri);
+            let d = follow(&api, &out, &ticket, i.db_id, i.status.clone(), path).await?;
+            report(&out, "image", i.db_id, &d);
+            Ok(())
         }
         Command::Exports(c) => exports(c).await,
     }
@@ -231,8 +261,8 @@ async fn exports(c: ExportsCmd) -> Res<()> {
         }
         ExportsCmd::Download { id, output, out } => {
             let out = Out::new(&out);
-            let (msid, e) = find_export(&api, id).await?;
-            follow_and_download(&api, &out, msid, &e, output).await
+            let (_, e) = find_export(&api, id).await?;
+            follow_and_download(&api, &out, &e, output).await
         }
         ExportsCmd::Cancel { id, out } => {
             let out = Out::new(&out);
@@ -266,24 +296,34 @@ async fn exports(c: ExportsCmd) -> Res<()> {
     }
 }
 
-/// Follows an export until it is built (polls with `If-None-Match`, backing off while nothing
-/// changes), then downloads and verifies its archive.
-async fn follow_and_download(
+/// Follows an export to a verified file.
+async fn follow_and_download(api: &Api, out: &Out, e: &Export, output: Option<PathBuf>) -> Res<()> {
+    let path = output
+        .unwrap_or_else(|| PathBuf::from(satchel_domain::names::archive_file_name(&e.bundle_name)));
+    let ticket = format!("/{}", e.uri);
+    let d = follow(api, out, &ticket, e.db_id, e.status.clone(), path).await?;
+    report(out, "export", e.db_id, &d);
+    Ok(())
+}
+
+/// Follows a ticket (an export or an image) until it is built (polls with `If-None-Match`,
+/// backing off while nothing changes), then downloads and verifies its archive.
+async fn follow(
     api: &Api,
     out: &Out,
-    msid: i64,
-    e: &Export,
-    output: Option<PathBuf>,
-) -> Res<()> {
-    let eid = e.db_id;
-    let mut s = e.status.clone();
+    ticket: &str,
+    eid: i64,
+    status: Status,
+    path: PathBuf,
+) -> Res<Downloaded> {
+    let mut s = status;
     if !(s.complete || s.error || s.cancelled) {
         let bar = out.build_bar("building");
         let mut etag: Option<String> = None;
         let (min, max) = (Duration::from_millis(100), Duration::from_secs(2));
         let mut wait = min;
         loop {
-            match api.poll(msid, eid, etag.as_deref()).await? {
+            match api.poll(ticket, etag.as_deref()).await? {
                 Poll::Changed(new, tag) => {
                     etag = tag;
                     s = new;
@@ -316,7 +356,8 @@ async fn follow_and_download(
         return Err(Failure::new(
             SERVER,
             format!(
-                "export {eid} failed: {}",
+                "{} {eid} failed: {}",
+                kind(ticket),
                 s.error_message
                     .or(s.message)
                     .unwrap_or_else(|| "no message".into())
@@ -324,20 +365,17 @@ async fn follow_and_download(
         ));
     }
     if s.cancelled {
-        return Err(Failure::new(SERVER, format!("export {eid} was cancelled")));
+        return Err(Failure::new(
+            SERVER,
+            format!("{} {eid} was cancelled", kind(ticket)),
+        ));
     }
-    let path = output
-        .unwrap_or_else(|| PathBuf::from(satchel_domain::names::archive_file_name(&e.bundle_name)));
-    let d = api
-        .download(msid, eid, &path, |total, done| {
-            out.download_bar(total, done)
-        })
-        .await?;
-    report(out, eid, &d);
-    Ok(())
+    api.download(ticket, &path, |total, done| out.download_bar(total, done))
+        .await
 }
 
-fn report(out: &Out, eid: i64, d: &Downloaded) {
+/// `kind` names the id in the JSON result (`export`, `image`).
+fn report(out: &Out, kind: &str, id: i64, d: &Downloaded) {
     if d.resumed_from > 0 {
         out.say(format!(
             "resumed at byte {} ({} bytes transferred now)",
@@ -357,7 +395,7 @@ fn report(out: &Out, eid: i64, d: &Downloaded) {
     }
     out.result(
         json!({
-            "export": eid,
+            kind: id,
             "file": d.path,
             "size": d.size,
             "transferred": d.transferred,
@@ -367,6 +405,14 @@ fn report(out: &Out, eid: i64, d: &Downloaded) {
         }),
         Some(format!("{}\t{} bytes", display(&d.path), d.size)),
     );
+}
+
+fn kind(ticket: &str) -> &'static str {
+    if ticket.contains("/images/") {
+        "image"
+    } else {
+        "export"
+    }
 }
 
 fn display(p: &Path) -> String {

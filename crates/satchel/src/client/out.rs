@@ -3,7 +3,7 @@
 
 use super::args::Output;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 pub struct Out {
@@ -30,11 +30,15 @@ impl Out {
 
     /// One result: `value` with `--json`, else `text` (if any) on stdout.
     pub fn result(&self, value: serde_json::Value, text: Option<String>) {
-        if self.json {
-            println!("{value}");
+        // A closed pipe (`| head`) ends the output, not the command.
+        let mut o = std::io::stdout().lock();
+        let _ = if self.json {
+            writeln!(o, "{value}")
         } else if let Some(t) = text {
-            println!("{t}");
-        }
+            writeln!(o, "{t}")
+        } else {
+            Ok(())
+        };
     }
 
     fn bar(&self, len: u64, template: &str) -> ProgressBar {
