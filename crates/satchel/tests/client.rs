@@ -584,3 +584,83 @@ async fn container_image_flow() {
         .await;
     assert_eq!(code(&o), 3, "{}", text(&o.stderr));
 }
+
+#[tokio::test]
+async fn cloudapi_export_image_signed_with_the_users_key() {
+    let s = Server::start(&[]).await;
+    let keys = tempfile::tempdir().unwrap();
+    let kp = common::cloud::keygen(keys.path(), "id_ed", "ed25519", None, false);
+    let other = common::cloud::keygen(keys.path(), "id_other", "ed25519", None, false);
+    common::cloud::register(&s, "alice", "laptop", &kp);
+    let alice = common::cloud::Signed::new(&s, "alice", &kp);
+    let data = noise(1 << 20, 21);
+    let id = alice.make_image("foo", "1.0.0", "gzip", &data).await;
+    assert_eq!(alice.mkdir("/alice/stor/images").await.status, 204);
+    let u = User::new();
+    u.login(&s, "alice").await;
+    let key = kp.private.to_string_lossy().to_string();
+
+    let v = json(
+        &u.run(
+            &[],
+            &[
+                "export",
+                "image",
+                &id,
+                "--manta-path",
+                "/alice/stor/images",
+                "--key",
+                &key,
+                "--json",
+            ],
+            None,
+        )
+        .await,
+    );
+    assert_eq!(v["imagePath"], "/alice/stor/images/foo-1.0.0.zfs.gz");
+    assert_eq!(
+        v["manifestPath"],
+        "/alice/stor/images/foo-1.0.0.imgmanifest"
+    );
+    let file = alice.get("/alice/stor/images/foo-1.0.0.zfs.gz").await;
+    assert_eq!(file.status, 200);
+    assert_eq!(sha256(&file.body), sha256(&data));
+
+    // A key the server does not know: exit 4; an unknown image: exit 3 (the server's message).
+    let other = other.private.to_string_lossy().to_string();
+    let o = u
+        .run(
+            &[],
+            &[
+                "export",
+                "image",
+                &id,
+                "--manta-path",
+                "/alice/stor/x",
+                "--key",
+                &other,
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(code(&o), 4, "{}", text(&o.stderr));
+    let o = u
+        .run(
+            &[("SATCHEL_KEY", &key)],
+            &[
+                "export",
+                "image",
+                "00000000-0000-0000-0000-000000000000",
+                "--manta-path",
+                "/alice/stor/x",
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(code(&o), 3, "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("ResourceNotFound"),
+        "{}",
+        text(&o.stderr)
+    );
+}

@@ -113,6 +113,22 @@ pub enum ExportCmd {
         #[command(flatten)]
         out: Output,
     },
+    /// Export a CloudAPI image (ExportImage) to a Manta path on the same server, as
+    /// sdc-exportimage does, and wait until it is written; prints the image and manifest paths.
+    #[command(after_help = EXIT_CODES)]
+    Image {
+        /// The image's UUID.
+        uuid: String,
+        /// Where to write it: a directory (/LOGIN/stor/DIR/) or a file name prefix.
+        #[arg(long)]
+        manta_path: String,
+        /// The SSH private key (OpenSSH format, unencrypted) registered for the user
+        /// [default: $SATCHEL_KEY, else ~/.ssh/id_ed25519, id_ecdsa, id_rsa].
+        #[arg(long)]
+        key: Option<PathBuf>,
+        #[command(flatten)]
+        out: Output,
+    },
 }
 
 #[derive(Subcommand)]

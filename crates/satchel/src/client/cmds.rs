@@ -92,6 +92,38 @@ pub async fn run(cmd: Command) -> Res<()> {
             report(&out, "image", i.db_id, &d);
             Ok(())
         }
+        Command::Export(ExportCmd::Image {
+            uuid,
+            manta_path,
+            key,
+            out,
+        }) => {
+            let out = Out::new(&out);
+            let c = creds::current()?;
+            let cloud = super::cloud::Cloud::new(&c, &super::cloud::key_file(key)?)?;
+            let bar = out.spinner(&format!("exporting image {uuid}"));
+            let doc = cloud
+                .export_image(&uuid, &manta_path, |state| {
+                    bar.set_message(format!("exporting image {uuid}: {state}"))
+                })
+                .await;
+            bar.finish_and_clear();
+            let doc = doc?;
+            let (image, manifest) = (
+                doc["image_path"].as_str().unwrap_or_default(),
+                doc["manifest_path"].as_str().unwrap_or_default(),
+            );
+            out.result(
+                json!({
+                    "image": uuid,
+                    "mantaUrl": doc["manta_url"],
+                    "imagePath": image,
+                    "manifestPath": manifest,
+                }),
+                Some(format!("{image}\n{manifest}")),
+            );
+            Ok(())
+        }
         Command::Exports(c) => exports(c).await,
     }
 }

@@ -5,6 +5,7 @@
 
 mod api;
 pub mod args;
+mod cloud;
 mod cmds;
 mod creds;
 mod out;

@@ -65,6 +65,20 @@ impl Out {
         b
     }
 
+    /// A spinner for work whose size is unknown.
+    pub fn spinner(&self, what: &str) -> ProgressBar {
+        if !self.bars {
+            return ProgressBar::hidden();
+        }
+        let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        b.set_style(
+            ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("a valid template"),
+        );
+        b.set_message(what.to_string());
+        b.enable_steady_tick(Duration::from_millis(100));
+        b
+    }
+
     /// The bar of a download.
     pub fn download_bar(&self, total: u64, done: u64) -> ProgressBar {
         let b = self.bar(
