@@ -664,3 +664,58 @@ async fn cloudapi_export_image_signed_with_the_users_key() {
         text(&o.stderr)
     );
 }
+
+/// `satchel login` on a terminal prompts for the password without echoing it.
+#[tokio::test]
+async fn login_prompts_without_echo() {
+    let s = Server::start(&[]).await;
+    let u = User::new();
+    let sock = format!("satchel-login-{}", std::process::id());
+    let script = format!(
+        "XDG_CONFIG_HOME='{}' '{}' login '{}' --user alice; echo EXIT=$?; sleep 120",
+        u.cfg.path().display(),
+        bin().display(),
+        s.base()
+    );
+    let tmux = |args: &[&str]| {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&sock)
+            .args(args)
+            .output()
+            .expect("tmux (installed by .ci/run)")
+    };
+    let screen = |want: &str| {
+        let deadline = Instant::now() + T;
+        loop {
+            let o = tmux(&["capture-pane", "-p", "-t", "t"]);
+            let screen = text(&o.stdout);
+            if screen.contains(want) {
+                return screen;
+            }
+            assert!(Instant::now() < deadline, "no {want:?} on: {screen}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let o = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "t",
+        "-x",
+        "160",
+        "-y",
+        "10",
+        &script,
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    screen("Password for alice");
+    tmux(&["send-keys", "-t", "t", "alice-pw", "Enter"]);
+    let done = screen("EXIT=");
+    tmux(&["kill-server"]);
+    assert!(!done.contains("alice-pw"), "echoed: {done}");
+    assert!(done.contains("EXIT=0"), "{done}");
+    assert!(done.contains("logged in as alice"), "{done}");
+    let o = u.run(&[], &["bundles", "list"], None).await;
+    assert!(o.status.success(), "{}", text(&o.stderr));
+}

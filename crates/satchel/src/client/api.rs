@@ -111,6 +111,8 @@ struct ExportItems {
 pub enum Poll {
     Changed(Status, Option<String>),
     Unchanged,
+    /// `429` or `503`: ask again after this long (`Retry-After`, else the caller's back-off).
+    Busy(Option<std::time::Duration>),
 }
 
 /// What a download did.
@@ -357,6 +359,15 @@ impl Api {
         let r = self.send(rb, &path).await?;
         if r.status() == StatusCode::NOT_MODIFIED {
             return Ok(Poll::Unchanged);
+        }
+        if matches!(
+            r.status(),
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        ) {
+            let after = header(r.headers(), header::RETRY_AFTER)
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|s| std::time::Duration::from_secs(s.min(60)));
+            return Ok(Poll::Busy(after));
         }
         if !r.status().is_success() {
             return Err(failure(r).await);

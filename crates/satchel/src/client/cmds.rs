@@ -352,7 +352,7 @@ async fn follow(
     if !(s.complete || s.error || s.cancelled) {
         let bar = out.build_bar("building");
         let mut etag: Option<String> = None;
-        let (min, max) = (Duration::from_millis(100), Duration::from_secs(2));
+        let (min, max) = (Duration::from_millis(200), Duration::from_secs(2));
         let mut wait = min;
         loop {
             match api.poll(ticket, etag.as_deref()).await? {
@@ -370,6 +370,10 @@ async fn follow(
                 }
                 Poll::Unchanged => {
                     wait = (wait * 3 / 2).min(max);
+                }
+                Poll::Busy(after) => {
+                    // The server asks for patience: wait as long as it says (or back off).
+                    wait = after.unwrap_or((wait * 2).min(max * 4));
                 }
             }
             if s.complete || s.error || s.cancelled {
