@@ -1,5 +1,7 @@
-//! `satchel`: the one binary. `serve` runs the service; `admin` manages users in the same store.
+//! `satchel`: the one binary. `serve` runs the service; `admin` manages users in the same store;
+//! the client commands (`login`, `bundles`, `export`, `exports`) speak HTTP to a server (`client/`).
 
+mod client;
 mod config;
 mod framing;
 mod http;
@@ -10,7 +12,7 @@ mod sealkey;
 mod serve;
 
 use anyhow::{bail, Context};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use satchel_domain::model::NewUser;
 use std::io::Read;
 use std::path::PathBuf;
@@ -19,7 +21,8 @@ use std::path::PathBuf;
 #[command(
     name = "satchel",
     version,
-    about = "Export and data-portability service"
+    about = "Export and data-portability service",
+    after_help = client::EXIT_CODES
 )]
 struct Cli {
     #[command(subcommand)]
@@ -46,6 +49,13 @@ enum Cmd {
         data_dir: PathBuf,
         #[command(flatten)]
         storage: config::StorageArgs,
+    },
+    #[command(flatten)]
+    Client(client::Command),
+    /// Print a shell completion script (e.g. `satchel completions bash > /etc/bash_completion.d/satchel`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
 }
 
@@ -108,11 +118,27 @@ enum UserCmd {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let cmd = match cli.cmd {
+        Cmd::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "satchel", &mut script);
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            return Ok(());
+        }
+        Cmd::Client(c) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            std::process::exit(rt.block_on(client::run(c)));
+        }
+        cmd => cmd,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        match cli.cmd {
+        match cmd {
             Cmd::Serve(args) => serve::run(*args).await,
             Cmd::Admin {
                 data_dir,
@@ -127,6 +153,7 @@ fn main() -> anyhow::Result<()> {
                 );
                 Ok(())
             }
+            Cmd::Client(_) | Cmd::Completions { .. } => unreachable!("handled above"),
         }
     })
 }
