@@ -352,8 +352,15 @@ async fn follow(
     if !(s.complete || s.error || s.cancelled) {
         let bar = out.build_bar("building");
         let mut etag: Option<String> = None;
-        let (min, max) = (Duration::from_millis(200), Duration::from_secs(2));
-        let mut wait = min;
+        // The first polls come quickly (a small export is done in milliseconds, and an unchanged
+        // poll is a cheap 304), then slow down: to twice a second while the status moves (enough for
+        // a smooth bar), to every 2 s while it does not.
+        let (first, moving, max) = (
+            Duration::from_millis(20),
+            Duration::from_millis(500),
+            Duration::from_secs(2),
+        );
+        let mut wait = first;
         loop {
             match api.poll(ticket, etag.as_deref()).await? {
                 Poll::Changed(new, tag) => {
@@ -366,10 +373,10 @@ async fn follow(
                         bar.set_length(100);
                         bar.set_position(s.percentage.clamp(0, 100) as u64);
                     }
-                    wait = min;
+                    wait = (wait * 2).min(moving);
                 }
                 Poll::Unchanged => {
-                    wait = (wait * 3 / 2).min(max);
+                    wait = (wait * 2).min(max);
                 }
                 Poll::Busy(after) => {
                     // The server asks for patience: wait as long as it says (or back off).
