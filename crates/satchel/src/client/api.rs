@@ -212,13 +212,23 @@ pub fn part_paths(out: &Path) -> (PathBuf, PathBuf) {
 
 // ------------------------------------------------------------------ requests
 
+/// `--fsync`: downloads are flushed to disk before the rename (set once per command).
+pub static DURABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The HTTP client for `base`. The system's root certificates are loaded only for `https://`: reading
+/// and parsing them is most of a short command's start-up, and plain HTTP never uses them.
+pub fn http_client(base: &str) -> Res<reqwest::Client> {
+    reqwest::Client::builder()
+        .user_agent(concat!("satchel-client/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .tls_built_in_root_certs(base.starts_with("https://"))
+        .build()
+        .map_err(|e| Failure::new(USAGE, format!("HTTP client: {e}")))
+}
+
 impl Api {
     pub fn new(c: &Creds) -> Res<Api> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("satchel-client/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .build()
-            .map_err(|e| Failure::new(USAGE, format!("HTTP client: {e}")))?;
+        let http = http_client(&c.url)?;
         Ok(Api {
             http,
             base: c.url.clone(),
@@ -475,35 +485,66 @@ impl Api {
             }
         }
         let pb = bar(total, offset);
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        // Writing and hashing run on a thread of their own, so the network is read while the disk
+        // writes. With `--fsync` the page cache is pushed to disk as it fills (`start_writeback`),
+        // so the sync before the rename waits only for the tail.
+        let durable = DURABLE.load(std::sync::atomic::Ordering::Relaxed);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
+        let writer = std::thread::spawn(move || -> std::io::Result<(std::fs::File, Sha256)> {
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+            let (mut written, mut synced) = (offset, offset);
+            while let Some(chunk) = rx.blocking_recv() {
+                w.write_all(&chunk)?;
+                hasher.update(&chunk);
+                written += chunk.len() as u64;
+                if durable && written - synced >= 16 << 20 {
+                    w.flush()?;
+                    start_writeback(w.get_ref(), synced, written - synced);
+                    synced = written;
+                }
+            }
+            w.flush()?;
+            let f = w.into_inner().map_err(|e| e.into_error())?;
+            if durable {
+                f.sync_all()?;
+            }
+            Ok((f, hasher))
+        });
         let mut transferred = 0u64;
+        let mut failed = None;
         loop {
-            let chunk = match r.chunk().await {
-                Ok(Some(c)) => c,
+            match r.chunk().await {
+                Ok(Some(chunk)) => {
+                    transferred += chunk.len() as u64;
+                    pb.inc(chunk.len() as u64);
+                    if tx.send(chunk).await.is_err() {
+                        break; // the writer stopped: its error is reported below
+                    }
+                }
                 Ok(None) => break,
                 Err(e) => {
-                    let _ = w.flush();
-                    pb.abandon();
-                    let mut f = network(e, &self.url(&path));
-                    f.msg.push_str(&format!(
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the writer thread panicked")));
+        let (f, hasher) = written.map_err(|e| io_err("writing", &part, e))?;
+        drop(f);
+        if let Some(e) = failed {
+            pb.abandon();
+            let mut f = network(e, &self.url(&path));
+            f.msg.push_str(&format!(
                         " (the download stopped after {} bytes, kept in {}: re-run the same command to resume)",
                         offset + transferred,
                         part.display()
                     ));
-                    return Err(f);
-                }
-            };
-            w.write_all(&chunk)
-                .map_err(|e| io_err("writing", &part, e))?;
-            hasher.update(&chunk);
-            transferred += chunk.len() as u64;
-            pb.inc(chunk.len() as u64);
+            return Err(f);
         }
-        let f = w
-            .into_inner()
-            .map_err(|e| io_err("writing", &part, e.into_error()))?;
-        f.sync_all().map_err(|e| io_err("writing", &part, e))?;
-        drop(f);
+
         pb.finish();
         let size = offset + transferred;
         let sha256 = hex::encode(hasher.finalize());
@@ -543,3 +584,21 @@ impl Api {
         })
     }
 }
+
+/// Starts writing `len` bytes at `offset` of `f` back to disk without waiting for it.
+#[cfg(target_os = "linux")]
+fn start_writeback(f: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid open descriptor; the call only schedules writeback of the given range.
+    unsafe {
+        libc::sync_file_range(
+            f.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_: &std::fs::File, _: u64, _: u64) {}

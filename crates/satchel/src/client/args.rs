@@ -13,6 +13,10 @@ pub struct Output {
     /// One JSON object per result on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Flush a downloaded archive to disk before it is renamed from FILE.part to FILE, so a power
+    /// cut cannot leave a FILE that is not whole (as rsync's --fsync; curl and wget do not).
+    #[arg(long)]
+    pub fsync: bool,
 }
 
 #[derive(Subcommand)]

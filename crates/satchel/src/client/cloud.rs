@@ -2,7 +2,7 @@
 //! `Date`, key id `/LOGIN/keys/MD5`), `{code, message}` errors, and ExportImage followed to the end.
 
 use super::creds::Creds;
-use super::{Failure, Res, AUTH, NETWORK, SERVER, USAGE};
+use super::{Failure, Res, AUTH, NETWORK, SERVER};
 use reqwest::{Method, StatusCode};
 use satchel_httpsig::PrivateKey;
 use serde_json::Value;
@@ -63,11 +63,7 @@ impl Cloud {
         let key = PrivateKey::from_openssh(&text)
             .map_err(|e| Failure::new(AUTH, format!("the key {}: {e}", key.display())))?;
         let key_id = format!("/{}/keys/{}", c.user, key.public().md5_fingerprint());
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("satchel-client/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| Failure::new(USAGE, format!("HTTP client: {e}")))?;
+        let http = super::api::http_client(&c.url)?;
         Ok(Cloud {
             http,
             base: c.url.clone(),

@@ -353,10 +353,10 @@ async fn follow(
         let bar = out.build_bar("building");
         let mut etag: Option<String> = None;
         // The first polls come quickly (a small export is done in milliseconds, and an unchanged
-        // poll is a cheap 304), then slow down: to twice a second while the status moves (enough for
-        // a smooth bar), to every 2 s while it does not.
+        // poll is a cheap 304), then slow down by half each time: to twice a second while the
+        // status moves (enough for a smooth bar), to every 2 s while it does not.
         let (first, moving, max) = (
-            Duration::from_millis(20),
+            Duration::from_millis(10),
             Duration::from_millis(500),
             Duration::from_secs(2),
         );
@@ -373,10 +373,10 @@ async fn follow(
                         bar.set_length(100);
                         bar.set_position(s.percentage.clamp(0, 100) as u64);
                     }
-                    wait = (wait * 2).min(moving);
+                    wait = (wait * 3 / 2).min(moving);
                 }
                 Poll::Unchanged => {
-                    wait = (wait * 2).min(max);
+                    wait = (wait * 3 / 2).min(max);
                 }
                 Poll::Busy(after) => {
                     // The server asks for patience: wait as long as it says (or back off).

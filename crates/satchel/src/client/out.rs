@@ -14,6 +14,7 @@ pub struct Out {
 
 impl Out {
     pub fn new(o: &Output) -> Out {
+        super::api::DURABLE.store(o.fsync, std::sync::atomic::Ordering::Relaxed);
         Out {
             quiet: o.quiet,
             json: o.json,
