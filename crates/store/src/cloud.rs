@@ -221,14 +221,7 @@ macro_rules! impl_cloud {
             }
 
             async fn stor_get(&self, owner: Id, path: &str) -> Result<Option<StorEntry>> {
-                let row =
-                    sqlx::query("SELECT * FROM stor_entries WHERE owner_id = $1 AND path = $2")
-                        .bind(owner)
-                        .bind(path)
-                        .fetch_optional(&self.pool)
-                        .await
-                        .map_err(db_err)?;
-                row.as_ref().map(entry_from).transpose()
+                fetch_opt(&self.pool, sqlx::query("SELECT * FROM stor_entries WHERE owner_id = $1 AND path = $2") .bind(owner) .bind(path), entry_from).await
             }
 
             async fn stor_list(
@@ -446,14 +439,7 @@ macro_rules! impl_cloud {
             }
 
             async fn get_image_export(&self, owner: Id, id: &str) -> Result<Option<ImageExport>> {
-                let row =
-                    sqlx::query("SELECT * FROM image_exports WHERE id = $1 AND owner_id = $2")
-                        .bind(id)
-                        .bind(owner)
-                        .fetch_optional(&self.pool)
-                        .await
-                        .map_err(db_err)?;
-                row.as_ref().map(export_from).transpose()
+                fetch_opt(&self.pool, sqlx::query("SELECT * FROM image_exports WHERE id = $1 AND owner_id = $2") .bind(id) .bind(owner), export_from).await
             }
 
             async fn update_image_export(&self, e: &ImageExport) -> Result<()> {

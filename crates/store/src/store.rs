@@ -577,14 +577,10 @@ macro_rules! impl_store {
                 bundle: Id,
                 kind: AttachmentKind,
             ) -> Result<Option<Attachment>> {
-                let row =
-                    sqlx::query("SELECT * FROM attachments WHERE bundle_id = $1 AND kind = $2")
-                        .bind(bundle)
-                        .bind(kind.as_str())
-                        .fetch_optional(&self.pool)
-                        .await
-                        .map_err(db_err)?;
-                row.as_ref().map(attachment_from).transpose()
+                let q = sqlx::query("SELECT * FROM attachments WHERE bundle_id = $1 AND kind = $2")
+                    .bind(bundle)
+                    .bind(kind.as_str());
+                fetch_opt(&self.pool, q, attachment_from).await
             }
 
             async fn delete_attachment(
@@ -678,14 +674,7 @@ macro_rules! impl_store {
             }
 
             async fn delete_ticket(&self, owner: Id, id: Id) -> Result<Option<Ticket>> {
-                let row =
-                    sqlx::query("DELETE FROM tickets WHERE id = $1 AND owner_id = $2 RETURNING *")
-                        .bind(id)
-                        .bind(owner)
-                        .fetch_optional(&self.pool)
-                        .await
-                        .map_err(db_err)?;
-                row.as_ref().map(ticket_from).transpose()
+                fetch_opt(&self.pool, sqlx::query("DELETE FROM tickets WHERE id = $1 AND owner_id = $2 RETURNING *") .bind(id) .bind(owner), ticket_from).await
             }
 
             async fn mark_running(&self, id: Id) -> Result<bool> {
