@@ -80,9 +80,9 @@ impl Default for PoolConfig {
     }
 }
 
-/// A running pool. `wake()` after enqueuing so an idle worker starts at once.
+/// A running pool. Whoever enqueues notifies the pool's waker (`start_with_waker`) so an idle
+/// worker starts at once.
 pub struct WorkerPool {
-    wake: Arc<Notify>,
     stop: CancellationToken,
     tasks: JoinSet<()>,
     pub owner: String,
@@ -118,21 +118,7 @@ impl WorkerPool {
                 w.run().await
             });
         }
-        WorkerPool {
-            wake,
-            stop,
-            tasks,
-            owner,
-        }
-    }
-
-    pub fn wake(&self) {
-        self.wake.notify_waiters();
-        self.wake.notify_one();
-    }
-
-    pub fn waker(&self) -> Arc<Notify> {
-        self.wake.clone()
+        WorkerPool { stop, tasks, owner }
     }
 
     pub async fn shutdown(mut self) {
