@@ -14,6 +14,7 @@ use futures::TryStreamExt;
 use satchel_domain::cloud::service::rfc3339;
 use satchel_domain::cloud::{EntryKind, StorEntry};
 use satchel_domain::model::User;
+use satchel_ranges::serve::http_date;
 use satchel_ranges::Representation;
 use serde_json::json;
 use std::collections::HashMap;
@@ -40,12 +41,6 @@ fn target(caller: &Caller, p: &HashMap<String, String>) -> Result<(User, String)
 
 fn hv(s: &str) -> Result<HeaderValue, CloudError> {
     HeaderValue::from_str(s).map_err(|_| CloudError::new(Code::InternalError, "bad header value"))
-}
-
-fn http_date(ms: i64) -> String {
-    httpdate::fmt_http_date(
-        std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64),
-    )
 }
 
 fn md5_b64(hex_md5: &str) -> Option<String> {
