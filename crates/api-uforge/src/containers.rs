@@ -321,11 +321,13 @@ async fn image_status(
 
 /// Cancels the generation; answers the status as it is afterwards.
 async fn cancel_image(State(st): State<AppState>, Auth(who): Auth, Fmt(f): Fmt, p: ImagePath) -> R {
-    let i = st
+    let c = st
         .satchel
         .cancel_image(&who, &p.uid, p.msid, p.tid, p.itid)
         .await?;
-    Ok(Doc::ok(f, "status", image_status_doc(&p.uid, &i)).into_response())
+    let mut doc = image_status_doc(&p.uid, &c.ticket);
+    doc.message = c.message();
+    Ok(Doc::ok(f, "status", doc).into_response())
 }
 
 #[derive(Deserialize)]

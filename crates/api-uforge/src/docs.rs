@@ -453,3 +453,63 @@ pub struct ApiKeyPairIn {
     pub name: Option<String>,
     pub description: Option<String>,
 }
+
+/// `softwareBundleImport` (an UForgeUploadObject): the import ticket of a bundle archive.
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SoftwareBundleImport {
+    pub created: String,
+    pub db_id: i64,
+    pub last_modified: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256sum: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<i64>,
+    pub status: OpStatus,
+    pub uploaded: bool,
+    pub parent_uri: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference_uri: Option<String>,
+    pub upload_uri: String,
+    pub status_uri: String,
+    pub imported: bool,
+    pub uri: String,
+}
+
+/// `applianceImport` (an UForgeUploadObject): the import ticket of a template archive.
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplianceImport {
+    pub created: String,
+    pub db_id: i64,
+    pub last_modified: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256sum: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<i64>,
+    pub status: OpStatus,
+    pub uploaded: bool,
+    pub use_major: bool,
+    pub reuse_bundles: bool,
+    #[serde(rename = "force_rw")]
+    pub force_rw: bool,
+    pub imported: bool,
+    pub parent_uri: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference_uri: Option<String>,
+    pub upload_uri: String,
+    pub uri: String,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplianceImports {
+    pub total: i64,
+    pub appliance_imports: ApplianceImportItems,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplianceImportItems {
+    pub appliance_import: Vec<ApplianceImport>,
+}

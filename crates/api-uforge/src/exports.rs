@@ -6,8 +6,8 @@ use crate::download::serve_blob;
 use crate::extract::{Auth, BundlePath, ExportPath, Fmt};
 use crate::idempotency::Idem;
 use crate::render::{
-    appliance_export_doc, archive_download, export_doc, export_uri, op_status, status_reply,
-    ticket_status_doc,
+    appliance_export_doc, archive_download, cancel_reply, export_doc, export_uri, op_status,
+    status_reply, ticket_status_doc,
 };
 use crate::wire::{ApiError, Doc, Format};
 use crate::AppState;
@@ -32,6 +32,11 @@ pub fn routes(ms: &str) -> Table<AppState> {
             &format!("{e}/status"),
             "A bundle export's status (ETag, 304)",
             export_status,
+        )
+        .delete(
+            &format!("{e}/status"),
+            "Cancel a bundle export",
+            cancel_export,
         )
         .get(
             &format!("{e}/downloads"),
@@ -106,6 +111,20 @@ async fn export_status(
     let t = st.satchel.export(&who, &p.uid, p.msid, p.eid).await?;
     let doc = ticket_status_doc(&t, &export_uri(&p.uid, &t));
     status_reply(f, &headers, &t, doc)
+}
+
+/// Cancels the export; answers its status as it is afterwards (saying so when it had finished).
+async fn cancel_export(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Fmt(f): Fmt,
+    p: ExportPath,
+) -> R {
+    let c = st
+        .satchel
+        .cancel_export(&who, &p.uid, p.msid, p.eid)
+        .await?;
+    cancel_reply(f, &export_uri(&p.uid, &c.ticket), &c)
 }
 
 async fn download_export(

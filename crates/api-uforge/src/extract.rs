@@ -149,6 +149,7 @@ struct Segments {
     eid: Option<String>,
     tid: Option<String>,
     itid: Option<String>,
+    iid: Option<String>,
     file: Option<String>,
 }
 
@@ -244,6 +245,11 @@ typed_path!(
 typed_path!(
     /// `.../templates/{tid}/images/{itid}/downloads/{file}`
     ImageFilePath { msid: "mySoftware id", tid: "container template id", itid: "image id"; file }
+);
+
+typed_path!(
+    /// `/users/{uid}/bundleimports/{iid}` and `/users/{uid}/imports/{iid}`
+    ImportPath { iid: "import id" }
 );
 
 // ------------------------------------------------------------------ bodies

@@ -2,7 +2,8 @@
 //! It only translates: extract (`extract.rs`: caller, format, typed ids), call
 //! `satchel_domain::service::Satchel` (which decides ownership and returns resolved handles),
 //! render (`render.rs`). One handler file per resource: `users`, `bundles`, `artifacts`,
-//! `attachments` (license, logo), `exports`, `containers` (templates, images), `apikeys`.
+//! `attachments` (license, logo), `exports`, `containers` (templates, images), `apikeys`, `imports`
+//! (bundle and template archives made into new bundles and appliances).
 
 mod apikeys;
 mod artifacts;
@@ -14,6 +15,7 @@ mod download;
 mod exports;
 mod extract;
 mod idempotency;
+mod imports;
 mod render;
 mod users;
 pub mod wire;
@@ -44,6 +46,7 @@ fn routes() -> Table<AppState> {
         .merge(exports::routes(ms))
         .merge(containers::routes(ms))
         .merge(apikeys::routes())
+        .merge(imports::routes())
 }
 
 /// The `/api` router, with every non-2xx answer rendered as a `uforgeError`.

@@ -140,19 +140,19 @@ pub(crate) fn ticket_status_doc(t: &Ticket, uri: &str) -> docs::OpStatus {
 }
 
 pub(crate) fn export_uri(uid: &str, t: &Ticket) -> String {
-    format!("{}/exports/{}", bundle_uri(uid, t.bundle_id), t.id)
+    format!("{}/exports/{}", bundle_uri(uid, t.subject_id), t.id)
 }
 
 pub(crate) fn export_doc(uid: &str, t: &Ticket) -> docs::SoftwareBundleExport {
-    let parent = bundle_uri(uid, t.bundle_id);
+    let parent = bundle_uri(uid, t.subject_id);
     let uri = export_uri(uid, t);
     docs::SoftwareBundleExport {
         created: iso(t.created),
         db_id: t.id,
         digest: t.archive.as_ref().map(|a| format!("sha256:{}", a.sha256)),
         last_modified: iso(t.modified),
-        bundle_name: t.bundle_name.clone(),
-        bundle_version: t.bundle_version.clone(),
+        bundle_name: t.subject_name.clone(),
+        bundle_version: t.subject_version.clone(),
         download_uri: format!("{uri}/downloads"),
         location: None,
         parent_uri: parent,
@@ -224,6 +224,14 @@ pub(crate) fn status_reply(f: Format, headers: &HeaderMap, t: &Ticket, doc: docs
         .into_response())
 }
 
+/// The answer to a cancel: the ticket's status document (not conditional), whose message says
+/// when there was nothing to cancel.
+pub(crate) fn cancel_reply(f: Format, uri: &str, c: &Cancelled) -> R {
+    let mut doc = ticket_status_doc(&c.ticket, uri);
+    doc.message = c.message();
+    Ok(Doc::ok(f, "status", doc).into_response())
+}
+
 // ------------------------------------------------------------------ containers
 
 pub(crate) fn template_uri(uid: &str, msid: Id, tid: Id) -> String {
@@ -259,7 +267,7 @@ pub(crate) fn docker_format(uri: Option<String>) -> docs::ImageFormat {
 
 /// An image's URI and its parent's (the template).
 fn image_uris(uid: &str, i: &Ticket) -> (String, String) {
-    let parent = template_uri(uid, i.bundle_id, i.template_id().unwrap_or(0));
+    let parent = template_uri(uid, i.subject_id, i.template_id().unwrap_or(0));
     (format!("{parent}/images/{}", i.id), parent)
 }
 
@@ -267,7 +275,7 @@ fn image_uris(uid: &str, i: &Ticket) -> (String, String) {
 pub(crate) fn image_doc(uid: &str, i: &Ticket, key: Option<&str>) -> docs::Image {
     let spec = i.image.clone().unwrap_or(ImageSpec {
         template_id: 0,
-        name: i.bundle_name.clone(),
+        name: i.subject_name.clone(),
         format: FORMAT_DOCKER.into(),
         compress: false,
     });
@@ -311,7 +319,7 @@ pub(crate) fn image_doc(uid: &str, i: &Ticket, key: Option<&str>) -> docs::Image
         name: spec.name,
         status_uri: format!("{uri}/status"),
         uri,
-        version: i.bundle_version.clone(),
+        version: i.subject_version.clone(),
     }
 }
 

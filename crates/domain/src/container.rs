@@ -201,6 +201,7 @@ impl Satchel {
         let i = self
             .store
             .create_ticket(&NewTicket {
+                import: None,
                 owner_id: t.owner_id,
                 kind: TicketKind::ContainerImage,
                 image: Some(ImageSpec {
@@ -209,9 +210,9 @@ impl Satchel {
                     format,
                     compress: req.compress,
                 }),
-                bundle_id: b.id,
-                bundle_name: b.name.clone(),
-                bundle_version: b.version.clone(),
+                subject_id: b.id,
+                subject_name: b.name.clone(),
+                subject_version: b.version.clone(),
                 format: OutputFormat::Yaml,
                 max_attempts: self.config.max_attempts,
             })
@@ -273,7 +274,8 @@ impl Satchel {
         Ok(())
     }
 
-    /// Cancels a queued or running generation; a finished one is left as it is.
+    /// Cancels a queued or running generation; a finished one is left as it is (and the answer
+    /// says so).
     pub async fn cancel_image(
         &self,
         who: &Principal,
@@ -281,13 +283,9 @@ impl Satchel {
         msid: Id,
         tid: Id,
         itid: Id,
-    ) -> Result<Ticket> {
+    ) -> Result<Cancelled> {
         let i = self.image(who, uid, msid, tid, itid).await?;
-        self.require(who, ENT_SOFTWARE_UPLOAD)?;
-        self.store
-            .cancel_ticket(i.owner_id, i.id)
-            .await?
-            .ok_or_else(|| DomainError::not_found(format!("image {itid}")))
+        self.cancel_resolved(who, i).await
     }
 
     /// The archive of an image if it may be downloaded ([`Ticket::downloadable_archive`]), else why not.
@@ -385,7 +383,7 @@ impl Satchel {
             .store
             .get_ticket(owner.id, itid)
             .await?
-            .filter(|i| i.bundle_id == msid && i.template_id() == Some(tid))
+            .filter(|i| i.subject_id == msid && i.template_id() == Some(tid))
             .ok_or_else(unknown_key)?;
         let a = Self::download_of(&i, file_name)?;
         let key_hash = hash_key(key);
@@ -502,9 +500,11 @@ impl TicketRunner {
             .ok_or_else(|| Failure::Permanent("the image has no specification".into()))?;
         let bundle = self
             .store
-            .get_bundle(t.owner_id, t.bundle_id)
+            .get_bundle(t.owner_id, t.subject_id)
             .await?
-            .ok_or_else(|| Failure::Permanent(format!("mySoftware {} was deleted", t.bundle_id)))?;
+            .ok_or_else(|| {
+                Failure::Permanent(format!("mySoftware {} was deleted", t.subject_id))
+            })?;
         let template = self
             .store
             .get_template(t.owner_id, bundle.id, spec.template_id)

@@ -289,9 +289,11 @@ impl TicketRunner {
     ) -> std::result::Result<ArchiveRef, Failure> {
         let bundle = self
             .store
-            .get_bundle(t.owner_id, t.bundle_id)
+            .get_bundle(t.owner_id, t.subject_id)
             .await?
-            .ok_or_else(|| Failure::Permanent(format!("mySoftware {} was deleted", t.bundle_id)))?;
+            .ok_or_else(|| {
+                Failure::Permanent(format!("mySoftware {} was deleted", t.subject_id))
+            })?;
         let artifacts = self.store.list_artifacts(bundle.id).await?;
         let license = self
             .store
@@ -384,6 +386,17 @@ impl TicketRunner {
             size: fin.size as i64,
             sha256: fin.sha256,
         })
+    }
+
+    /// Appliance exports: built in `appliance_export.rs` once appliances exist.
+    async fn build_appliance_export(
+        &self,
+        _t: &Ticket,
+        _cancel: &CancellationToken,
+    ) -> std::result::Result<ArchiveRef, Failure> {
+        Err(Failure::Permanent(
+            "appliance exports are not available yet".into(),
+        ))
     }
 
     /// Starts measuring a build of `total` bytes, reporting 0% to the ticket.
@@ -511,13 +524,15 @@ impl TicketRunner {
 
 fn failed_message(kind: TicketKind) -> &'static str {
     match kind {
-        TicketKind::BundleExport => "export failed",
+        TicketKind::BundleExport | TicketKind::ApplianceExport => "export failed",
         TicketKind::ContainerImage => "image generation failed",
+        TicketKind::BundleImport | TicketKind::TemplateImport => "import failed",
     }
 }
 
-/// Runs both kinds of ticket: bundle exports and container images share the lifecycle (claim,
-/// running, progress, publish-or-discard, retry); only what is built differs.
+/// Runs every kind of ticket: exports, container images and imports share the lifecycle (claim,
+/// running, progress, publish-or-discard, cancel, retry); only what is built differs. An import
+/// publishes no archive: it completes its ticket in the transaction that writes what it created.
 #[async_trait]
 impl JobHandler for TicketRunner {
     async fn run(&self, job: &Job, cancel: CancellationToken) -> Result<()> {
@@ -530,22 +545,31 @@ impl JobHandler for TicketRunner {
             return Ok(()); // deleted while queued
         };
         if t.state.is_final() {
-            return Ok(()); // finished by an earlier attempt that died before removing its job
+            // Finished by an earlier attempt that died before removing its job, or cancelled while
+            // queued: an import's upload is not needed any more.
+            self.discard_upload(&t).await;
+            return Ok(());
         }
         if !self.store.mark_running(t.id).await? {
             return Ok(());
         }
         let built = match t.kind {
-            TicketKind::BundleExport => self.build_export(&t, &cancel).await,
-            TicketKind::ContainerImage => self.build_image(&t, &cancel).await,
+            TicketKind::BundleExport => self.build_export(&t, &cancel).await.map(Some),
+            TicketKind::ContainerImage => self.build_image(&t, &cancel).await.map(Some),
+            TicketKind::ApplianceExport => self.build_appliance_export(&t, &cancel).await.map(Some),
+            TicketKind::BundleImport | TicketKind::TemplateImport => {
+                self.run_import(&t, &cancel).await.map(|()| None)
+            }
         };
         match built {
-            Ok(archive) => {
+            Ok(None) => {
+                self.discard_upload(&t).await;
+                Ok(())
+            }
+            Ok(Some(archive)) => {
                 let expires_at = match t.kind {
-                    TicketKind::BundleExport => {
-                        Some(now_millis() + self.retention.as_millis() as i64)
-                    }
                     TicketKind::ContainerImage => None,
+                    _ => Some(now_millis() + self.retention.as_millis() as i64),
                 };
                 if !self
                     .store
@@ -581,7 +605,10 @@ impl JobHandler for TicketRunner {
                     Some(now) if !now.state.is_final() => Err(DomainError::Internal(
                         "interrupted before it finished; it will be retried".into(),
                     )),
-                    _ => Ok(()),
+                    _ => {
+                        self.discard_upload(&t).await;
+                        Ok(())
+                    }
                 }
             }
             Err(Failure::Permanent(msg)) => {
@@ -594,6 +621,7 @@ impl JobHandler for TicketRunner {
                         },
                     )
                     .await?;
+                self.discard_upload(&t).await;
                 Ok(())
             }
             Err(Failure::Transient(e)) => Err(e),
@@ -614,6 +642,9 @@ impl JobHandler for TicketRunner {
                 },
             )
             .await?;
+        if let Some(t) = self.store.get_ticket_any(id).await? {
+            self.discard_upload(&t).await;
+        }
         Ok(())
     }
 }

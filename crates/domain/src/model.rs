@@ -181,6 +181,8 @@ impl OutputFormat {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TicketState {
+    /// An import created but whose archive is not uploaded yet (it has no job).
+    AwaitingUpload,
     Queued,
     Running,
     Complete,
@@ -192,6 +194,7 @@ pub enum TicketState {
 impl TicketState {
     pub fn as_str(self) -> &'static str {
         match self {
+            TicketState::AwaitingUpload => "awaiting_upload",
             TicketState::Queued => "queued",
             TicketState::Running => "running",
             TicketState::Complete => "complete",
@@ -202,6 +205,7 @@ impl TicketState {
     }
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
+            "awaiting_upload" => TicketState::AwaitingUpload,
             "queued" => TicketState::Queued,
             "running" => TicketState::Running,
             "complete" => TicketState::Complete,
@@ -212,19 +216,28 @@ impl TicketState {
         })
     }
     pub fn is_final(self) -> bool {
-        !matches!(self, TicketState::Queued | TicketState::Running)
+        !matches!(
+            self,
+            TicketState::AwaitingUpload | TicketState::Queued | TicketState::Running
+        )
     }
 
     /// The states a ticket may enter this one from: the ticket lifecycle, in one place (the store
     /// persists a move only if the ticket is still in one of these, in the same statement). A
-    /// ticket is created `Queued`; a retried job marks its ticket `Running` again.
+    /// ticket is created `Queued` (an import `AwaitingUpload`, queued once its archive is in); a
+    /// retried job marks its ticket `Running` again.
     pub fn entered_from(self) -> &'static [TicketState] {
         match self {
-            TicketState::Queued => &[],
-            TicketState::Running
-            | TicketState::Complete
-            | TicketState::Error
-            | TicketState::Cancelled => &[TicketState::Queued, TicketState::Running],
+            TicketState::AwaitingUpload => &[],
+            TicketState::Queued => &[TicketState::AwaitingUpload],
+            TicketState::Running | TicketState::Complete | TicketState::Error => {
+                &[TicketState::Queued, TicketState::Running]
+            }
+            TicketState::Cancelled => &[
+                TicketState::AwaitingUpload,
+                TicketState::Queued,
+                TicketState::Running,
+            ],
             TicketState::Expired => &[TicketState::Complete],
         }
     }
@@ -237,18 +250,44 @@ impl TicketState {
     /// The message a ticket of `kind` shows on entering this state. None for `Error`, whose
     /// message says what failed.
     pub fn message(self, kind: TicketKind) -> Option<&'static str> {
-        use TicketKind::{BundleExport as Export, ContainerImage as Image};
+        use TicketKind::*;
         Some(match (self, kind) {
-            (TicketState::Queued, Export) => "export queued",
-            (TicketState::Queued, Image) => "generation queued",
-            (TicketState::Running, Export) => "export in progress",
-            (TicketState::Running, Image) => "generation in progress",
-            (TicketState::Complete, Export) => "export complete",
-            (TicketState::Complete, Image) => "image generated",
+            (TicketState::AwaitingUpload, _) => "waiting for the archive upload",
+            (TicketState::Queued, BundleExport | ApplianceExport) => "export queued",
+            (TicketState::Queued, ContainerImage) => "generation queued",
+            (TicketState::Queued, BundleImport | TemplateImport) => "import queued",
+            (TicketState::Running, BundleExport | ApplianceExport) => "export in progress",
+            (TicketState::Running, ContainerImage) => "generation in progress",
+            (TicketState::Running, BundleImport | TemplateImport) => "import in progress",
+            (TicketState::Complete, BundleExport | ApplianceExport) => "export complete",
+            (TicketState::Complete, ContainerImage) => "image generated",
+            (TicketState::Complete, BundleImport | TemplateImport) => "import complete",
             (TicketState::Cancelled, _) => "cancelled",
             (TicketState::Expired, _) => "archive expired and deleted",
             (TicketState::Error, _) => return None,
         })
+    }
+}
+
+/// What `cancel` did, for the face to say.
+#[derive(Debug, Clone)]
+pub struct Cancelled {
+    /// The ticket as it is afterwards.
+    pub ticket: Ticket,
+    /// False: it had finished already (or was cancelled before), and nothing changed.
+    pub now: bool,
+}
+
+impl Cancelled {
+    /// The status message: the ticket's own, or why nothing was cancelled.
+    pub fn message(&self) -> Option<String> {
+        if self.now {
+            return self.ticket.message.clone();
+        }
+        Some(format!(
+            "nothing to cancel: the ticket is already {}",
+            self.ticket.state.as_str()
+        ))
     }
 }
 
@@ -261,31 +300,60 @@ pub struct ArchiveRef {
     pub sha256: String,
 }
 
-/// What a ticket builds. Both kinds share the ticket lifecycle, the job queue and downloads.
+/// What a ticket works on. Every kind shares the ticket lifecycle, the job queue, status polls,
+/// cancel and (for the kinds that publish an archive) downloads and expiry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TicketKind {
     /// A software bundle's `.tar.gz` export (kept for the retention period).
     BundleExport,
     /// A container image generated from a template (kept until deleted).
     ContainerImage,
+    /// An appliance template's `.tar.gz` export (kept for the retention period).
+    ApplianceExport,
+    /// An uploaded bundle archive made into a new bundle (`subject_id` once complete).
+    BundleImport,
+    /// An uploaded template archive made into a new appliance and its bundles.
+    TemplateImport,
 }
 
 impl TicketKind {
-    pub const ALL: [TicketKind; 2] = [TicketKind::BundleExport, TicketKind::ContainerImage];
+    pub const ALL: [TicketKind; 5] = [
+        TicketKind::BundleExport,
+        TicketKind::ContainerImage,
+        TicketKind::ApplianceExport,
+        TicketKind::BundleImport,
+        TicketKind::TemplateImport,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             TicketKind::BundleExport => JOB_BUNDLE_EXPORT,
             TicketKind::ContainerImage => JOB_CONTAINER_IMAGE,
+            TicketKind::ApplianceExport => JOB_APPLIANCE_EXPORT,
+            TicketKind::BundleImport => JOB_BUNDLE_IMPORT,
+            TicketKind::TemplateImport => JOB_TEMPLATE_IMPORT,
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            JOB_BUNDLE_EXPORT => Some(TicketKind::BundleExport),
-            JOB_CONTAINER_IMAGE => Some(TicketKind::ContainerImage),
-            _ => None,
-        }
+        TicketKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
+    /// Imports consume an upload and create things; the other kinds publish an archive.
+    pub fn is_import(self) -> bool {
+        matches!(self, TicketKind::BundleImport | TicketKind::TemplateImport)
+    }
+}
+
+/// How an import treats what it finds (hammr's `imported`, `force`, `reusebundles`, `usemajor`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportSpec {
+    /// `hammr ... import` (true) or `hammr ... create` (false): the same work, told apart in messages.
+    pub imported: bool,
+    /// Replace an appliance (or bundle) of the same name and version.
+    pub force: bool,
+    /// Reuse the user's bundles of the same name and version instead of importing them again.
+    pub reuse_bundles: bool,
+    /// Accepted and recorded; distributions are matched by name and version as given.
+    pub use_major: bool,
 }
 
 /// What a container-image ticket generates.
@@ -298,6 +366,35 @@ pub struct ImageSpec {
     pub format: String,
     /// Generated as a `.tar.gz`; an uncompressed image is kept but not downloadable.
     pub compress: bool,
+}
+
+/// A bundle an import creates, with everything in it, written in one transaction
+/// (`ImportStore::complete_bundle_import`). Every file's content is already in blob storage.
+#[derive(Debug, Clone, Default)]
+pub struct NewBundleParts {
+    pub name: String,
+    pub version: String,
+    pub description: Option<String>,
+    pub release: Option<String>,
+    pub install_location: Option<String>,
+    /// Parents come before their children.
+    pub artifacts: Vec<NewArtifactPart>,
+    pub license: Option<(String, BlobRef)>,
+    pub logo: Option<(String, BlobRef)>,
+}
+
+/// One file or folder of a [`NewBundleParts`].
+#[derive(Debug, Clone)]
+pub struct NewArtifactPart {
+    pub name: String,
+    /// `file` or `folder`.
+    pub kind: String,
+    /// Index of the parent folder in `NewBundleParts::artifacts` (always an earlier one).
+    pub parent: Option<usize>,
+    pub tag: Option<String>,
+    pub install_location: Option<String>,
+    /// Set for files.
+    pub blob: Option<BlobRef>,
 }
 
 /// A container template: a bundle packaged as a container image, on an optional base distribution.
@@ -326,9 +423,15 @@ pub struct Ticket {
     pub kind: TicketKind,
     /// Set for container images.
     pub image: Option<ImageSpec>,
-    pub bundle_id: Id,
-    pub bundle_name: String,
-    pub bundle_version: String,
+    /// Set for imports.
+    pub import: Option<ImportSpec>,
+    /// What the ticket works on: the bundle (bundle exports, container images), the appliance
+    /// (appliance exports), or what an import created (0 until it completes).
+    pub subject_id: Id,
+    /// The subject's name and version as they were when the ticket was made (for an import, once
+    /// known: what the archive describes).
+    pub subject_name: String,
+    pub subject_version: String,
     pub format: OutputFormat,
     pub state: TicketState,
     pub percentage: i32,
@@ -423,9 +526,10 @@ pub struct NewTicket {
     pub owner_id: Id,
     pub kind: TicketKind,
     pub image: Option<ImageSpec>,
-    pub bundle_id: Id,
-    pub bundle_name: String,
-    pub bundle_version: String,
+    pub import: Option<ImportSpec>,
+    pub subject_id: Id,
+    pub subject_name: String,
+    pub subject_version: String,
     pub format: OutputFormat,
     pub max_attempts: i32,
 }
@@ -495,3 +599,6 @@ impl std::fmt::Display for JobSubject {
 pub const JOB_BUNDLE_EXPORT: &str = "bundle_export";
 pub const JOB_CONTAINER_IMAGE: &str = "container_image";
 pub const JOB_IMAGE_EXPORT: &str = "image_export";
+pub const JOB_APPLIANCE_EXPORT: &str = "appliance_export";
+pub const JOB_BUNDLE_IMPORT: &str = "bundle_import";
+pub const JOB_TEMPLATE_IMPORT: &str = "template_import";

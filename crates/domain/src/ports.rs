@@ -16,6 +16,7 @@ pub trait Store:
     + IdempotencyStore
     + ApiKeyStore
     + BlobRefStore
+    + ImportStore
     + Send
     + Sync
     + 'static
@@ -237,6 +238,31 @@ pub trait TemplateStore: Send + Sync + 'static {
     /// Deletes the template with its images (tickets and jobs); returns the images deleted.
     async fn delete_template(&self, owner: Id, bundle: Id, id: Id) -> Result<Option<Vec<Ticket>>>;
     async fn list_template_images(&self, owner: Id, template: Id) -> Result<Vec<Ticket>>;
+}
+
+/// The writes that make imports all-or-nothing: the uploaded archive queues the import, and what the
+/// import creates appears together with its ticket's completion, in one transaction, or not at all
+/// (a job killed and retried can never create twice). A supertrait of `Store`, written once.
+#[async_trait]
+pub trait ImportStore: Send + Sync + 'static {
+    /// awaiting_upload -> queued with `upload` as its archive, and its job, in one transaction.
+    /// None: no such import of `owner`; otherwise the ticket as it is afterwards (not `Queued`:
+    /// it had an archive already, or was cancelled).
+    async fn queue_import(
+        &self,
+        owner: Id,
+        id: Id,
+        upload: &ArchiveRef,
+        max_attempts: i32,
+    ) -> Result<Option<Ticket>>;
+    /// Creates the bundle with its files, license and logo and completes the running import
+    /// `ticket` with it (its upload dropped from the ticket), in one transaction. None, with
+    /// nothing written, when the ticket is no longer running (cancelled, deleted, finished).
+    async fn complete_bundle_import(
+        &self,
+        ticket: Id,
+        bundle: &NewBundleParts,
+    ) -> Result<Option<Bundle>>;
 }
 
 /// What the job runtime calls for each claimed job. `cancel` fires when the lease is lost or the

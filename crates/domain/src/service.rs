@@ -76,6 +76,12 @@ pub fn archive_key(owner: Id, ticket: Id) -> String {
     format!("u/{owner}/exports/{ticket}/archive.tar.gz")
 }
 
+/// Where an import keeps its upload and the files it unpacks (the sweep spares the prefix while the
+/// import is live; once it completes, the rows it wrote reference the files).
+pub fn import_prefix(owner: Id, ticket: Id) -> String {
+    format!("u/{owner}/imports/{ticket}/")
+}
+
 impl Satchel {
     pub fn new(
         store: Arc<dyn Store>,
@@ -505,6 +511,21 @@ impl Satchel {
         E: std::fmt::Display,
     {
         let key = satchel_blob::new_key(&user_blob_prefix(owner));
+        self.store_upload_at(owner, &key, body).await
+    }
+
+    /// Streams an upload to `key`, within the user's quota and `--max-upload`.
+    pub(crate) async fn store_upload_at<S, E>(
+        &self,
+        owner: Id,
+        key: &str,
+        body: S,
+    ) -> Result<BlobRef>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        let key = key.to_string();
         let allowance = self.quota().upload_allowance(owner).await?;
         let w = allowance.check(
             self.blobs
@@ -637,12 +658,13 @@ impl Satchel {
         let t = self
             .store
             .create_ticket(&NewTicket {
+                import: None,
                 owner_id: owner.id,
                 kind: TicketKind::BundleExport,
                 image: None,
-                bundle_id: b.id,
-                bundle_name: b.name.clone(),
-                bundle_version: b.version.clone(),
+                subject_id: b.id,
+                subject_name: b.name.clone(),
+                subject_version: b.version.clone(),
                 format,
                 max_attempts: self.config.max_attempts,
             })
@@ -654,7 +676,7 @@ impl Satchel {
     pub async fn export(&self, who: &Principal, uid: &str, msid: Id, eid: Id) -> Result<Ticket> {
         let owner = self.target(who, uid).await?;
         match self.store.get_ticket(owner.id, eid).await? {
-            Some(t) if t.bundle_id == msid && t.kind == TicketKind::BundleExport => Ok(t),
+            Some(t) if t.subject_id == msid && t.kind == TicketKind::BundleExport => Ok(t),
             _ => Err(DomainError::not_found(format!(
                 "export {eid} of mySoftware {msid}"
             ))),
@@ -705,6 +727,35 @@ impl Satchel {
                 t.percentage
             ))),
         }
+    }
+
+    /// Cancels a ticket of the caller's (already resolved): queued or running becomes `cancelled`
+    /// (a running job notices within its next progress report and removes its partial output); a
+    /// finished one is left as it is, which the answer says.
+    pub(crate) async fn cancel_resolved(&self, who: &Principal, t: Ticket) -> Result<Cancelled> {
+        self.require(who, ENT_SOFTWARE_UPLOAD)?;
+        let was = t.state;
+        let ticket = self
+            .store
+            .cancel_ticket(t.owner_id, t.id)
+            .await?
+            .ok_or_else(|| DomainError::not_found(format!("ticket {}", t.id)))?;
+        Ok(Cancelled {
+            now: !was.is_final() && ticket.state == TicketState::Cancelled,
+            ticket,
+        })
+    }
+
+    /// Cancels a bundle export.
+    pub async fn cancel_export(
+        &self,
+        who: &Principal,
+        uid: &str,
+        msid: Id,
+        eid: Id,
+    ) -> Result<Cancelled> {
+        let t = self.export(who, uid, msid, eid).await?;
+        self.cancel_resolved(who, t).await
     }
 
     /// Deletes the ticket; a running job notices and stops, and its archive is removed.

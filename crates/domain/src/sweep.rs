@@ -56,21 +56,37 @@ impl SweepReport {
     }
 }
 
-/// The keys the jobs of queued or running tickets may write.
-fn live_keys(tickets: &[Ticket]) -> HashSet<String> {
-    let mut out = HashSet::new();
+/// The keys the jobs of queued or running tickets may write: fixed keys for the archives they
+/// publish, a key prefix for what an import stores (its upload and the files it unpacks).
+#[derive(Debug, Default)]
+struct Live {
+    keys: HashSet<String>,
+    prefixes: Vec<String>,
+}
+
+impl Live {
+    fn contains(&self, key: &str) -> bool {
+        self.keys.contains(key) || self.prefixes.iter().any(|p| key.starts_with(p.as_str()))
+    }
+}
+
+fn live_keys(tickets: &[Ticket]) -> Live {
+    let mut out = Live::default();
     for t in tickets {
         match t.kind {
-            TicketKind::BundleExport => {
-                out.insert(archive_key(t.owner_id, t.id));
+            TicketKind::BundleExport | TicketKind::ApplianceExport => {
+                out.keys.insert(archive_key(t.owner_id, t.id));
             }
-            TicketKind::ContainerImage => out.extend(image_blobs(t)),
+            TicketKind::ContainerImage => out.keys.extend(image_blobs(t)),
+            TicketKind::BundleImport | TicketKind::TemplateImport => out
+                .prefixes
+                .push(crate::service::import_prefix(t.owner_id, t.id)),
         }
     }
     out
 }
 
-async fn live(store: &dyn Store) -> Result<HashSet<String>> {
+async fn live(store: &dyn Store) -> Result<Live> {
     Ok(live_keys(&store.live_tickets().await?))
 }
 
@@ -248,9 +264,10 @@ mod tests {
             owner_id: 7,
             kind,
             image: None,
-            bundle_id: 1,
-            bundle_name: "b".into(),
-            bundle_version: "1".into(),
+            import: None,
+            subject_id: 1,
+            subject_name: "b".into(),
+            subject_version: "1".into(),
             format: OutputFormat::Yaml,
             state: TicketState::Running,
             percentage: 0,
@@ -267,11 +284,18 @@ mod tests {
         let keys = live_keys(&[
             t(1, TicketKind::BundleExport),
             t(2, TicketKind::ContainerImage),
+            t(3, TicketKind::BundleImport),
+            t(4, TicketKind::ApplianceExport),
         ]);
+        assert!(keys.contains("u/7/imports/3/upload.tar.gz"));
+        assert!(keys.contains("u/7/imports/3/files/abc"));
+        assert!(!keys.contains("u/7/imports/30/files/abc"));
+        assert!(keys.contains("u/7/exports/4/archive.tar.gz"));
         assert!(keys.contains("u/7/exports/1/archive.tar.gz"));
         assert!(keys.contains("u/7/images/2/image.oci.tar"));
         assert!(keys.contains("u/7/images/2/image.oci.tar.gz"));
         assert!(keys.contains("u/7/images/2/layer.tar.gz.partial"));
-        assert_eq!(keys.len(), 4);
+        assert_eq!(keys.keys.len(), 5);
+        assert_eq!(keys.prefixes, ["u/7/imports/3/"]);
     }
 }

@@ -26,6 +26,8 @@ mod hardening;
 mod http_details;
 #[path = "idempotency.rs"]
 mod idempotency;
+#[path = "imports.rs"]
+mod imports;
 #[path = "operations.rs"]
 mod operations;
 #[path = "sdc.rs"]

@@ -16,6 +16,7 @@ mod blobrefs;
 mod cloud;
 mod engine;
 mod idempotency;
+mod imports;
 mod keys;
 pub mod postgres;
 mod rows;

@@ -131,14 +131,34 @@ macro_rules! store_rows {
                 }),
                 None => None,
             };
+            let import = match r
+                .try_get::<Option<bool>, _>("import_imported")
+                .map_err(db_err)?
+            {
+                Some(imported) => {
+                    let flag = |c: &str| -> Result<bool> {
+                        Ok(r.try_get::<Option<bool>, _>(c)
+                            .map_err(db_err)?
+                            .unwrap_or(false))
+                    };
+                    Some(ImportSpec {
+                        imported,
+                        force: flag("import_force")?,
+                        reuse_bundles: flag("import_reuse_bundles")?,
+                        use_major: flag("import_use_major")?,
+                    })
+                }
+                None => None,
+            };
             Ok(Ticket {
                 id: r.try_get("id").map_err(db_err)?,
                 owner_id: r.try_get("owner_id").map_err(db_err)?,
                 kind,
                 image,
-                bundle_id: r.try_get("bundle_id").map_err(db_err)?,
-                bundle_name: r.try_get("bundle_name").map_err(db_err)?,
-                bundle_version: r.try_get("bundle_version").map_err(db_err)?,
+                import,
+                subject_id: r.try_get("subject_id").map_err(db_err)?,
+                subject_name: r.try_get("subject_name").map_err(db_err)?,
+                subject_version: r.try_get("subject_version").map_err(db_err)?,
                 format: OutputFormat::parse(Some(&format)).unwrap_or(OutputFormat::Yaml),
                 state: TicketState::parse(&state).ok_or_else(|| {
                     DomainError::Storage(format!("bad ticket state {state}").into())

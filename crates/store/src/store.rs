@@ -67,6 +67,7 @@ macro_rules! sql_store {
             crate::store::impl_store!();
             crate::cloud::impl_cloud!();
             crate::templates::impl_templates!();
+            crate::imports::impl_imports!();
             crate::usage::impl_usage!();
             crate::usage::impl_stats!();
             crate::idempotency::impl_idempotency!();
@@ -601,44 +602,57 @@ macro_rules! impl_store {
 
             async fn create_ticket(&self, new: &NewTicket) -> Result<Ticket> {
                 let now = now_millis();
-                let queued = TicketState::Queued;
+                // An import waits for its archive: no job until it is uploaded (`queue_import`).
+                let state = if new.kind.is_import() {
+                    TicketState::AwaitingUpload
+                } else {
+                    TicketState::Queued
+                };
+                let imp = new.import;
                 let mut tx = self.pool.begin_with(S::BEGIN).await.map_err(db_err)?;
                 let row = sqlx::query(
-                    "INSERT INTO tickets (owner_id, bundle_id, bundle_name, bundle_version, format, state, message, created, modified,
-                                          kind, template_id, image_name, image_format, compress)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11, $12, $13) RETURNING *",
+                    "INSERT INTO tickets (owner_id, subject_id, subject_name, subject_version, format, state, message, created, modified,
+                                          kind, template_id, image_name, image_format, compress,
+                                          import_imported, import_force, import_reuse_bundles, import_use_major)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) RETURNING *",
                 )
                 .bind(new.owner_id)
-                .bind(new.bundle_id)
-                .bind(&new.bundle_name)
-                .bind(&new.bundle_version)
+                .bind(new.subject_id)
+                .bind(&new.subject_name)
+                .bind(&new.subject_version)
                 .bind(new.format.as_str())
-                .bind(queued.as_str())
-                .bind(queued.message(new.kind))
+                .bind(state.as_str())
+                .bind(state.message(new.kind))
                 .bind(now)
                 .bind(new.kind.as_str())
                 .bind(new.image.as_ref().map(|i| i.template_id))
                 .bind(new.image.as_ref().map(|i| i.name.clone()))
                 .bind(new.image.as_ref().map(|i| i.format.clone()))
                 .bind(new.image.as_ref().map(|i| i.compress))
+                .bind(imp.map(|i| i.imported))
+                .bind(imp.map(|i| i.force))
+                .bind(imp.map(|i| i.reuse_bundles))
+                .bind(imp.map(|i| i.use_major))
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db_err)?;
                 let ticket = ticket_from(&row)?;
-                sqlx::query(&format!(
-                    "INSERT INTO jobs (kind, owner_id, ticket_id, max_attempts, run_after, created) VALUES ($1, $2, $3, $4, {}, $5)",
-                    S::NOW
-                ))
-                .bind(new.kind.as_str())
-                .bind(ticket.owner_id)
-                .bind(ticket.id)
-                .bind(new.max_attempts)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-                // Delivered at commit, so no listener wakes before the job is visible.
-                S::notify_jobs(&mut tx, ticket.id).await?;
+                if state == TicketState::Queued {
+                    sqlx::query(&format!(
+                        "INSERT INTO jobs (kind, owner_id, ticket_id, max_attempts, run_after, created) VALUES ($1, $2, $3, $4, {}, $5)",
+                        S::NOW
+                    ))
+                    .bind(new.kind.as_str())
+                    .bind(ticket.owner_id)
+                    .bind(ticket.id)
+                    .bind(new.max_attempts)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                    // Delivered at commit, so no listener wakes before the job is visible.
+                    S::notify_jobs(&mut tx, ticket.id).await?;
+                }
                 tx.commit().await.map_err(db_err)?;
                 Ok(ticket)
             }

@@ -51,7 +51,8 @@ impl Move {
     }
 }
 
-/// The states of a ticket still being worked on: every state that is not final.
+/// The states of a ticket whose job is still working on it: every state that is not final, but an
+/// import's wait for its upload (it has no job yet).
 pub(crate) const UNFINISHED: [TicketState; 2] = [TicketState::Queued, TicketState::Running];
 
 /// `state IN ($first, ...)` for `states` (bound by the caller in that order).
@@ -69,6 +70,7 @@ mod tests {
     #[test]
     fn unfinished_are_the_states_that_are_not_final() {
         let all = [
+            TicketState::AwaitingUpload,
             TicketState::Queued,
             TicketState::Running,
             TicketState::Complete,
@@ -76,7 +78,10 @@ mod tests {
             TicketState::Cancelled,
             TicketState::Expired,
         ];
-        let unfinished: Vec<_> = all.into_iter().filter(|s| !s.is_final()).collect();
+        let unfinished: Vec<_> = all
+            .into_iter()
+            .filter(|s| !s.is_final() && *s != TicketState::AwaitingUpload)
+            .collect();
         assert_eq!(unfinished, UNFINISHED);
     }
 
@@ -85,9 +90,10 @@ mod tests {
         let m = Move::to(TicketState::Running, 3);
         assert_eq!(
             m.set,
-            "state = $3, message = CASE kind WHEN $4 THEN $5 WHEN $6 THEN $7 END"
+            "state = $3, message = CASE kind WHEN $4 THEN $5 WHEN $6 THEN $7 WHEN $8 THEN $9 \
+             WHEN $10 THEN $11 WHEN $12 THEN $13 END"
         );
-        assert_eq!(m.guard, "state IN ($8, $9)");
+        assert_eq!(m.guard, "state IN ($14, $15)");
         assert_eq!(
             m.binds,
             [
@@ -96,6 +102,12 @@ mod tests {
                 "export in progress",
                 "container_image",
                 "generation in progress",
+                "appliance_export",
+                "export in progress",
+                "bundle_import",
+                "import in progress",
+                "template_import",
+                "import in progress",
                 "queued",
                 "running"
             ]

@@ -121,6 +121,8 @@ suite!(
     templates_are_scoped_and_own_their_images,
     deleting_a_bundle_deletes_its_templates_and_images,
     cancel_is_conditional_and_scoped,
+    imports_wait_for_their_upload_then_queue_a_job,
+    a_bundle_import_completes_with_its_bundle_in_one_transaction,
     usage_counts_what_each_user_holds,
     claims_are_fair_across_users,
     idempotency_keys_claim_record_and_expire,
@@ -181,12 +183,13 @@ fn folder() -> ArtifactInput {
 
 async fn ticket(s: &Arc<dyn Store>, owner: Id, bundle: &Bundle) -> Result<Ticket> {
     s.create_ticket(&NewTicket {
+        import: None,
         owner_id: owner,
         kind: TicketKind::BundleExport,
         image: None,
-        bundle_id: bundle.id,
-        bundle_name: bundle.name.clone(),
-        bundle_version: bundle.version.clone(),
+        subject_id: bundle.id,
+        subject_name: bundle.name.clone(),
+        subject_version: bundle.version.clone(),
         format: OutputFormat::Json,
         max_attempts: 3,
     })
@@ -229,6 +232,7 @@ async fn image_ticket(
     compress: bool,
 ) -> Result<Ticket> {
     s.create_ticket(&NewTicket {
+        import: None,
         owner_id: owner,
         kind: TicketKind::ContainerImage,
         image: Some(ImageSpec {
@@ -237,9 +241,9 @@ async fn image_ticket(
             format: "docker".into(),
             compress,
         }),
-        bundle_id: bundle.id,
-        bundle_name: bundle.name.clone(),
-        bundle_version: bundle.version.clone(),
+        subject_id: bundle.id,
+        subject_name: bundle.name.clone(),
+        subject_version: bundle.version.clone(),
         format: OutputFormat::Yaml,
         max_attempts: 3,
     })
@@ -648,10 +652,10 @@ async fn tickets_and_jobs_are_created_together(s: Arc<dyn Store>) -> Result<()> 
     let before = now_millis();
     let t1 = ticket(&s, a.id, &b).await?;
     assert_eq!(
-        (t1.owner_id, t1.bundle_id, t1.bundle_name.as_str()),
+        (t1.owner_id, t1.subject_id, t1.subject_name.as_str()),
         (a.id, b.id, "app")
     );
-    assert_eq!(t1.bundle_version, "1.0");
+    assert_eq!(t1.subject_version, "1.0");
     assert_eq!(t1.format, OutputFormat::Json);
     assert_eq!(t1.state, TicketState::Queued);
     assert_eq!(t1.message.as_deref(), Some("export queued"));
@@ -891,6 +895,140 @@ async fn deleting_a_bundle_deletes_its_templates_and_images(s: Arc<dyn Store>) -
     assert!(s.list_templates(a.id, b.id).await?.is_empty());
     // Exports outlive their bundle, as before.
     assert!(s.get_ticket_any(export.id).await?.is_some());
+    Ok(())
+}
+
+async fn import_ticket(s: &Arc<dyn Store>, owner: Id) -> Result<Ticket> {
+    s.create_ticket(&NewTicket {
+        import: Some(ImportSpec {
+            imported: true,
+            force: false,
+            reuse_bundles: true,
+            use_major: false,
+        }),
+        owner_id: owner,
+        kind: TicketKind::BundleImport,
+        image: None,
+        subject_id: 0,
+        subject_name: String::new(),
+        subject_version: String::new(),
+        format: OutputFormat::Yaml,
+        max_attempts: 3,
+    })
+    .await
+}
+
+async fn imports_wait_for_their_upload_then_queue_a_job(s: Arc<dyn Store>) -> Result<()> {
+    let a = user(&s, "alice").await?;
+    let b = user(&s, "bob").await?;
+    let t = import_ticket(&s, a.id).await?;
+    assert_eq!(t.state, TicketState::AwaitingUpload);
+    assert_eq!(t.message.as_deref(), Some("waiting for the archive upload"));
+    let spec = t.import.expect("import spec");
+    assert!(spec.imported && spec.reuse_bundles && !spec.force);
+    // No job until the archive is in.
+    assert!(s.claim_job("w", LONG).await?.is_none());
+    // Another user's import does not exist.
+    assert!(s
+        .queue_import(b.id, t.id, &archive("up"), 3)
+        .await?
+        .is_none());
+    let q = s
+        .queue_import(a.id, t.id, &archive("up"), 3)
+        .await?
+        .expect("queued");
+    assert_eq!(q.state, TicketState::Queued);
+    assert_eq!(q.message.as_deref(), Some("import queued"));
+    assert_eq!(q.archive.as_ref().map(|a| a.key.as_str()), Some("up"));
+    // A second upload moves nothing and queues no second job.
+    let again = s
+        .queue_import(a.id, t.id, &archive("up2"), 3)
+        .await?
+        .expect("found");
+    assert_eq!(again.state, TicketState::Queued);
+    assert_eq!(again.archive.as_ref().map(|a| a.key.as_str()), Some("up"));
+    let job = s.claim_job("w", LONG).await?.expect("a job");
+    assert_eq!(job.ticket_id(), Some(t.id));
+    assert_eq!(job.kind, "bundle_import");
+    assert!(s.claim_job("w", LONG).await?.is_none());
+    // The import waiting for its upload is not live work (no job writes for it) but can be cancelled.
+    let t2 = import_ticket(&s, a.id).await?;
+    assert!(!s.live_tickets().await?.iter().any(|l| l.id == t2.id));
+    let c = s.cancel_ticket(a.id, t2.id).await?.expect("found");
+    assert_eq!(c.state, TicketState::Cancelled);
+    assert!(s
+        .queue_import(a.id, t2.id, &archive("late"), 3)
+        .await?
+        .is_some_and(|t| t.state == TicketState::Cancelled));
+    Ok(())
+}
+
+async fn a_bundle_import_completes_with_its_bundle_in_one_transaction(
+    s: Arc<dyn Store>,
+) -> Result<()> {
+    let a = user(&s, "alice").await?;
+    let t = import_ticket(&s, a.id).await?;
+    let parts = NewBundleParts {
+        name: "imported é".into(),
+        version: "2.0".into(),
+        description: Some("d".into()),
+        release: None,
+        install_location: Some("/opt".into()),
+        artifacts: vec![
+            NewArtifactPart {
+                name: "conf".into(),
+                kind: "folder".into(),
+                parent: None,
+                tag: None,
+                install_location: None,
+                blob: None,
+            },
+            NewArtifactPart {
+                name: "x.cfg".into(),
+                kind: "file".into(),
+                parent: Some(0),
+                tag: Some("softwarefile".into()),
+                install_location: None,
+                blob: Some(blob("k1")),
+            },
+        ],
+        license: Some(("LICENSE".into(), blob("k2"))),
+        logo: None,
+    };
+    // Not running yet: nothing is written.
+    assert!(s.complete_bundle_import(t.id, &parts).await?.is_none());
+    assert!(s.list_bundles(a.id).await?.is_empty());
+    s.queue_import(a.id, t.id, &archive("up"), 3).await?;
+    assert!(s.mark_running(t.id).await?);
+    let b = s
+        .complete_bundle_import(t.id, &parts)
+        .await?
+        .expect("created");
+    assert_eq!((b.name.as_str(), b.version.as_str()), ("imported é", "2.0"));
+    let arts = s.list_artifacts(b.id).await?;
+    assert_eq!(arts.len(), 2);
+    assert_eq!(arts[1].parent_id, Some(arts[0].id));
+    assert_eq!(arts[1].blob.as_ref().map(|b| b.key.as_str()), Some("k1"));
+    let lic = s
+        .get_attachment(b.id, AttachmentKind::License)
+        .await?
+        .expect("license");
+    assert_eq!(lic.blob.key, "k2");
+    let done = s.get_ticket(a.id, t.id).await?.expect("ticket");
+    assert_eq!(done.state, TicketState::Complete);
+    assert_eq!(done.subject_id, b.id);
+    assert_eq!(done.subject_name, "imported é");
+    assert!(
+        done.archive.is_none(),
+        "the upload is dropped from the ticket"
+    );
+    // A second completion (a retried job) creates nothing more.
+    assert!(s.complete_bundle_import(t.id, &parts).await?.is_none());
+    assert_eq!(s.list_bundles(a.id).await?.len(), 1);
+    let refs = s
+        .referenced_blobs(&["k1".into(), "k2".into(), "up".into()])
+        .await?;
+    assert!(refs.contains("k1") && refs.contains("k2") && !refs.contains("up"));
     Ok(())
 }
 
