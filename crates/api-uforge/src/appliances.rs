@@ -139,7 +139,11 @@ fn distribution(d: &docs::ApplianceIn) -> Option<DistributionRef> {
 /// The bundle ids a document lists, if it lists any (`None`: leave the list as it is).
 fn bundle_ids(d: &docs::ApplianceIn) -> Result<Option<Vec<Id>>, ApiError> {
     let from_uri = |u: &str| {
-        let last = u.trim_end_matches('/').rsplit('/').next().unwrap_or_default();
+        let last = u
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or_default();
         parse_id("mySoftware id", last)
     };
     if let Some(list) = &d.my_software_list {
@@ -217,7 +221,10 @@ async fn create_appliance(
         distribution: distribution(&d),
     };
     let bundles = bundle_ids(&d)?.unwrap_or_default();
-    let profile = d.os_profile.as_ref().map(|p| p.name.clone().unwrap_or_default());
+    let profile = d
+        .os_profile
+        .as_ref()
+        .map(|p| p.name.clone().unwrap_or_default());
     let profile = profile.map(|n| {
         if n.is_empty() {
             satchel_domain::appliance::DEFAULT_OS_PROFILE.to_string()
@@ -306,11 +313,7 @@ async fn attach_bundle(
     bundles_reply(&st, f, &p.uid, &a).await
 }
 
-async fn detach_bundle(
-    State(st): State<AppState>,
-    Auth(who): Auth,
-    p: ApplianceBundlePath,
-) -> R {
+async fn detach_bundle(State(st): State<AppState>, Auth(who): Auth, p: ApplianceBundlePath) -> R {
     let a = st.satchel.appliance(&who, &p.uid, p.aid).await?;
     st.satchel.detach_bundle(&a, p.msid).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -347,11 +350,13 @@ async fn set_profile(
     let a = st.satchel.appliance(&who, &p.uid, p.aid).await?;
     let d: docs::OsProfileIn = write_doc(&st, &who, &headers, body, "linuxProfile", false).await?;
     let profile = st.satchel.set_os_profile(&a, d.name).await?;
-    Ok(
-        Doc::ok(f, "linuxProfile", linux_profile_doc(&p.uid, a.appliance(), &profile))
-            .with_status(StatusCode::CREATED)
-            .into_response(),
+    Ok(Doc::ok(
+        f,
+        "linuxProfile",
+        linux_profile_doc(&p.uid, a.appliance(), &profile),
     )
+    .with_status(StatusCode::CREATED)
+    .into_response())
 }
 
 async fn get_profile(
@@ -543,4 +548,62 @@ async fn download_script_named(
         .boot_script_body(&a, p.bsid, Some(&p.file))
         .await?;
     serve_blob(&st.satchel.blobs, &headers, file_download(&s.name, &blob)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(name: &str, arch: Option<&str>) -> docs::ApplianceIn {
+        docs::ApplianceIn {
+            distribution_name: Some(name.into()),
+            arch_name: arch.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn distribution_from_its_name() {
+        let d = distribution(&named("CentOS 7", Some("x86_64"))).unwrap();
+        assert_eq!(
+            (d.name.as_str(), d.version.as_str(), d.arch.as_str()),
+            ("CentOS", "7", "x86_64")
+        );
+        let d = distribution(&named("Red Hat Enterprise Linux 8.4", None)).unwrap();
+        assert_eq!(
+            (d.name.as_str(), d.version.as_str()),
+            ("Red Hat Enterprise Linux", "8.4")
+        );
+        let d = distribution(&named("Debian", None)).unwrap();
+        assert_eq!((d.name.as_str(), d.version.as_str()), ("Debian", ""));
+        assert!(distribution(&docs::ApplianceIn::default()).is_none());
+    }
+
+    #[test]
+    fn bundles_by_id_or_uri() {
+        let d = docs::ApplianceIn {
+            my_software_list: Some(docs::MySoftwareRefs {
+                my_software: vec![
+                    docs::MySoftwareRef {
+                        db_id: Some(4),
+                        uri: None,
+                    },
+                    docs::MySoftwareRef {
+                        db_id: None,
+                        uri: Some("users/a/mysoftware/9".into()),
+                    },
+                ],
+            }),
+            ..Default::default()
+        };
+        assert_eq!(bundle_ids(&d).unwrap(), Some(vec![4, 9]));
+        let bad = docs::ApplianceIn {
+            my_software_uris: Some(docs::UriList {
+                uri: vec!["users/a/mysoftware/x".into()],
+            }),
+            ..Default::default()
+        };
+        assert!(bundle_ids(&bad).is_err());
+        assert_eq!(bundle_ids(&docs::ApplianceIn::default()).unwrap(), None);
+    }
 }

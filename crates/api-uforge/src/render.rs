@@ -6,8 +6,8 @@ use crate::download::BlobDownload;
 use crate::wire::{ApiError, Doc, Format};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use satchel_domain::container::FORMAT_DOCKER;
 use satchel_domain::appliance::{Appliance, ApplianceParts, BootScript, OsPackage, OsProfile};
+use satchel_domain::container::FORMAT_DOCKER;
 use satchel_domain::model::*;
 use sha2::{Digest, Sha256};
 

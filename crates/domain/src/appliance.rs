@@ -573,3 +573,74 @@ impl Satchel {
         Ok((s, blob))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(name: &str, script: &str, pkg: &str) -> NewApplianceParts {
+        NewApplianceParts {
+            appliance: NewAppliance {
+                name: name.into(),
+                version: "1-cafe\u{301}".into(),
+                ..Default::default()
+            },
+            bundles: vec![1, 2],
+            os_profile: Some(NewOsProfile {
+                name: DEFAULT_OS_PROFILE.into(),
+                packages: vec![OsPackage {
+                    name: pkg.into(),
+                    ..Default::default()
+                }],
+            }),
+            boot_scripts: vec![(
+                NewBootScript {
+                    name: script.into(),
+                    order: 1,
+                    kind: BootType::FirstBoot,
+                },
+                BlobRef {
+                    key: "k".into(),
+                    size: 1,
+                    sha256: String::new(),
+                    md5: String::new(),
+                    uploaded: 0,
+                },
+            )],
+        }
+    }
+
+    #[test]
+    fn names_enter_as_nfc() {
+        let p = parts("cafe\u{301}", "run-e\u{301}.sh", "pa\u{301}ckage")
+            .checked()
+            .unwrap();
+        assert_eq!(p.appliance.name, "caf\u{e9}");
+        assert_eq!(p.appliance.version, "1-caf\u{e9}");
+        assert_eq!(p.boot_scripts[0].0.name, "run-\u{e9}.sh");
+        assert_eq!(
+            p.os_profile.map(|o| o.packages[0].name.clone()),
+            Some("p\u{e1}ckage".to_string())
+        );
+        assert_eq!(p.bundles, [1, 2]);
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        for p in [
+            parts(" ", "a.sh", "vim"),
+            parts("web", "../a.sh", "vim"),
+            parts("web", "a.sh", ""),
+        ] {
+            assert!(matches!(p.checked(), Err(DomainError::Invalid(_))));
+        }
+    }
+
+    #[test]
+    fn boot_types() {
+        for t in [BootType::FirstBoot, BootType::EveryBoot] {
+            assert_eq!(BootType::parse(t.as_str()), Some(t));
+        }
+        assert_eq!(BootType::parse("sometimes"), None);
+    }
+}
