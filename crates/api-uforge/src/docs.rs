@@ -454,6 +454,207 @@ pub struct ApiKeyPairIn {
     pub description: Option<String>,
 }
 
+// ------------------------------------------------------------------ appliance templates
+
+/// `UriList`: a list of `uri` children (`imageUris`, `mySoftwareUris`, `bootScriptUris`...).
+#[derive(Serialize, Deserialize, Default, Debug)]
+#[serde(default)]
+pub struct UriList {
+    pub uri: Vec<String>,
+}
+
+/// `appliance`: UForgeObject's fields, then Appliance's, in schema order. `imageUris` is always
+/// present (hammr's `template delete` counts it); `nbUpdates`, `imported`, `shared` too (hammr's
+/// `template list` shows them).
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Appliance {
+    pub created: String,
+    pub db_id: i64,
+    pub last_modified: String,
+    pub arch_name: String,
+    pub base_my_software_uri: String,
+    pub base_os_profile_uri: String,
+    pub boot_scripts_uri: String,
+    pub boot_script_uris: UriList,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub distribution_name: String,
+    pub exports_uri: String,
+    pub image_uris: UriList,
+    pub imported: bool,
+    pub my_software_uris: UriList,
+    pub name: String,
+    pub nb_security_updates: i64,
+    pub nb_updates: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub os_profile_uri: Option<String>,
+    pub shared: bool,
+    pub uri: String,
+    pub version: String,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Appliances {
+    pub total: i64,
+    pub appliances: ApplianceItems,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplianceItems {
+    pub appliance: Vec<Appliance>,
+}
+
+/// `linuxProfile` (LinuxProfile, a DistribProfile): the appliance's OS profile.
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LinuxProfile {
+    pub created: String,
+    pub db_id: i64,
+    pub last_modified: String,
+    pub active: bool,
+    pub appliance_uri: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+    pub name: String,
+    pub uri: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    pub packages_uri: String,
+}
+
+/// `pkg` (Pkg): what an OS profile's package list records.
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Pkg {
+    pub size: i64,
+    pub uploaded: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// `packages` (PkgList).
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Packages {
+    pub pkgs: PkgItems,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PkgItems {
+    pub pkg: Vec<Pkg>,
+}
+
+/// `bootScript` (BootScript, a SoftwareArtifact): the body's digests once uploaded.
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BootScript {
+    pub created: String,
+    pub db_id: i64,
+    pub last_modified: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub md5sum: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256sum: Option<String>,
+    pub size: i64,
+    pub uploaded: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uploaded_time: Option<String>,
+    pub uri: String,
+    pub binary_uri: String,
+    pub parent_uri: String,
+    pub name: String,
+    pub full_name: String,
+    pub boot_order: i64,
+    pub boot_type: String,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BootScripts {
+    pub total: i64,
+    pub boot_scripts: BootScriptItems,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BootScriptItems {
+    pub boot_script: Vec<BootScript>,
+}
+
+/// A bundle named in an appliance document: by `dbId`, or by its `uri` (`.../mysoftware/{id}`).
+#[derive(Deserialize, Default, Debug)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MySoftwareRef {
+    pub db_id: Option<i64>,
+    pub uri: Option<String>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MySoftwareRefs {
+    pub my_software: Vec<MySoftwareRef>,
+}
+
+/// The name of an OS profile, embedded in an appliance or posted alone.
+#[derive(Deserialize, Default, Debug)]
+#[serde(rename_all = "camelCase", default)]
+pub struct OsProfileIn {
+    pub name: Option<String>,
+}
+
+/// What an appliance request may say. The distribution is `distributionName` (e.g. `CentOS 7`)
+/// with `archName`, or a `distribution` element as container templates take it; the bundles are
+/// `mySoftwareList` or `mySoftwareUris` (either replaces the appliance's list).
+#[derive(Deserialize, Default, Debug)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ApplianceIn {
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub description: Option<String>,
+    pub distribution_name: Option<String>,
+    pub arch_name: Option<String>,
+    pub distribution: Option<Distribution>,
+    pub os_profile: Option<OsProfileIn>,
+    pub my_software_list: Option<MySoftwareRefs>,
+    pub my_software_uris: Option<UriList>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PkgIn {
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub arch: Option<String>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PkgItemsIn {
+    pub pkg: Vec<PkgIn>,
+}
+
+/// `packages` as a request: the profile's whole new list.
+#[derive(Deserialize, Default, Debug)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PackagesIn {
+    pub pkgs: Option<PkgItemsIn>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(rename_all = "camelCase", default)]
+pub struct BootScriptIn {
+    pub name: Option<String>,
+    pub boot_order: Option<i64>,
+    pub boot_type: Option<String>,
+}
+
 /// `softwareBundleImport` (an UForgeUploadObject): the import ticket of a bundle archive.
 #[derive(Serialize, Default)]
 #[serde(rename_all = "camelCase")]

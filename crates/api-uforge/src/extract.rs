@@ -150,6 +150,9 @@ struct Segments {
     tid: Option<String>,
     itid: Option<String>,
     iid: Option<String>,
+    aid: Option<String>,
+    osid: Option<String>,
+    bsid: Option<String>,
     file: Option<String>,
 }
 
@@ -245,6 +248,26 @@ typed_path!(
 typed_path!(
     /// `.../templates/{tid}/images/{itid}/downloads/{file}`
     ImageFilePath { msid: "mySoftware id", tid: "container template id", itid: "image id"; file }
+);
+typed_path!(
+    /// `/users/{uid}/appliances/{aid}`
+    AppliancePath { aid: "appliance id" }
+);
+typed_path!(
+    /// `.../appliances/{aid}/mysoftware/{msid}`
+    ApplianceBundlePath { aid: "appliance id", msid: "mySoftware id" }
+);
+typed_path!(
+    /// `.../appliances/{aid}/osprofile/{osid}`
+    OsProfilePath { aid: "appliance id", osid: "osProfile id" }
+);
+typed_path!(
+    /// `.../appliances/{aid}/bootscripts/{bsid}`
+    BootScriptPath { aid: "appliance id", bsid: "bootScript id" }
+);
+typed_path!(
+    /// `.../appliances/{aid}/bootscripts/{bsid}/bin/{file}`
+    BootScriptFilePath { aid: "appliance id", bsid: "bootScript id"; file }
 );
 
 typed_path!(

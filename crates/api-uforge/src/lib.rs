@@ -2,10 +2,12 @@
 //! It only translates: extract (`extract.rs`: caller, format, typed ids), call
 //! `satchel_domain::service::Satchel` (which decides ownership and returns resolved handles),
 //! render (`render.rs`). One handler file per resource: `users`, `bundles`, `artifacts`,
-//! `attachments` (license, logo), `exports`, `containers` (templates, images), `apikeys`, `imports`
+//! `attachments` (license, logo), `exports`, `containers` (templates, images), `apikeys`,
+//! `appliances` (appliance templates, their OS profile, packages and boot scripts), `imports`
 //! (bundle and template archives made into new bundles and appliances).
 
 mod apikeys;
+mod appliances;
 mod artifacts;
 mod attachments;
 mod bundles;
@@ -47,6 +49,7 @@ fn routes() -> Table<AppState> {
         .merge(containers::routes(ms))
         .merge(apikeys::routes())
         .merge(imports::routes())
+        .merge(appliances::routes())
 }
 
 /// The `/api` router, with every non-2xx answer rendered as a `uforgeError`.

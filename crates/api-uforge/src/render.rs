@@ -6,6 +6,7 @@ use crate::download::BlobDownload;
 use crate::wire::{ApiError, Doc, Format};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use satchel_domain::appliance::{Appliance, ApplianceParts, BootScript, OsPackage, OsProfile};
 use satchel_domain::container::FORMAT_DOCKER;
 use satchel_domain::model::*;
 use sha2::{Digest, Sha256};
@@ -360,5 +361,121 @@ pub(crate) fn archive_download(
         content_type,
         file_name: a.file_name.clone(),
         last_modified: t.modified,
+    }
+}
+
+// ------------------------------------------------------------------ appliance templates
+
+pub(crate) fn appliance_uri(uid: &str, aid: Id) -> String {
+    format!("users/{uid}/appliances/{aid}")
+}
+
+fn os_profile_uri(uid: &str, p: &OsProfile) -> String {
+    format!("{}/osprofile/{}", appliance_uri(uid, p.appliance_id), p.id)
+}
+
+/// `distributionName` as UForge shows it: the name and version (`CentOS 7`).
+fn distribution_name(d: Option<&DistributionRef>) -> String {
+    match d {
+        Some(d) if !d.version.is_empty() => format!("{} {}", d.name, d.version),
+        Some(d) => d.name.clone(),
+        None => String::new(),
+    }
+}
+
+pub(crate) fn appliance_doc(uid: &str, p: &ApplianceParts) -> docs::Appliance {
+    let a = &p.appliance;
+    let uri = appliance_uri(uid, a.id);
+    docs::Appliance {
+        created: iso(a.created),
+        db_id: a.id,
+        last_modified: iso(a.modified),
+        arch_name: a
+            .distribution
+            .as_ref()
+            .map(|d| d.arch.clone())
+            .unwrap_or_default(),
+        base_my_software_uri: format!("{uri}/mysoftware"),
+        base_os_profile_uri: format!("{uri}/osprofile"),
+        boot_scripts_uri: format!("{uri}/bootscripts"),
+        boot_script_uris: docs::UriList {
+            uri: p
+                .boot_scripts
+                .iter()
+                .map(|s| format!("{uri}/bootscripts/{}", s.id))
+                .collect(),
+        },
+        description: a.description.clone(),
+        distribution_name: distribution_name(a.distribution.as_ref()),
+        exports_uri: format!("{uri}/exports"),
+        image_uris: docs::UriList::default(),
+        imported: false,
+        my_software_uris: docs::UriList {
+            uri: p.bundles.iter().map(|b| bundle_uri(uid, b.id)).collect(),
+        },
+        name: a.name.clone(),
+        nb_security_updates: 0,
+        nb_updates: 0,
+        os_profile_uri: p.os_profile.as_ref().map(|o| os_profile_uri(uid, o)),
+        shared: false,
+        version: a.version.clone(),
+        uri,
+    }
+}
+
+pub(crate) fn linux_profile_doc(uid: &str, a: &Appliance, p: &OsProfile) -> docs::LinuxProfile {
+    let uri = os_profile_uri(uid, p);
+    let d = a.distribution.as_ref();
+    docs::LinuxProfile {
+        created: iso(p.created),
+        db_id: p.id,
+        last_modified: iso(p.modified),
+        active: true,
+        appliance_uri: appliance_uri(uid, a.id),
+        arch: d.map(|d| d.arch.clone()).filter(|s| !s.is_empty()),
+        name: p.name.clone(),
+        version: d.map(|d| d.version.clone()).filter(|s| !s.is_empty()),
+        packages_uri: format!("{uri}/pkgs"),
+        uri,
+    }
+}
+
+pub(crate) fn packages_doc(pkgs: &[OsPackage]) -> docs::Packages {
+    docs::Packages {
+        pkgs: docs::PkgItems {
+            pkg: pkgs
+                .iter()
+                .map(|p| docs::Pkg {
+                    size: 0,
+                    uploaded: false,
+                    arch: p.arch.clone(),
+                    name: p.name.clone(),
+                    version: p.version.clone(),
+                })
+                .collect(),
+        },
+    }
+}
+
+pub(crate) fn boot_script_doc(uid: &str, s: &BootScript) -> docs::BootScript {
+    let parent = appliance_uri(uid, s.appliance_id);
+    let uri = format!("{parent}/bootscripts/{}", s.id);
+    let b = s.blob.as_ref();
+    docs::BootScript {
+        created: iso(s.created),
+        db_id: s.id,
+        last_modified: iso(s.modified),
+        md5sum: b.map(|b| b.md5.clone()),
+        sha256sum: b.map(|b| b.sha256.clone()),
+        size: b.map(|b| b.size).unwrap_or(0),
+        uploaded: b.is_some(),
+        uploaded_time: b.map(|b| iso(b.uploaded)),
+        binary_uri: format!("{uri}/bin/{}", s.name),
+        parent_uri: parent,
+        name: s.name.clone(),
+        full_name: s.name.clone(),
+        boot_order: s.order,
+        boot_type: s.kind.as_str().to_string(),
+        uri,
     }
 }

@@ -4,6 +4,7 @@
 //! reached through the [`ports`] traits; blobs through `satchel-blob` (the `object_store` crate).
 
 pub mod apikeys;
+pub mod appliance;
 pub mod auth;
 pub mod cloud;
 pub mod container;

@@ -35,7 +35,7 @@ pub struct QueueStats {
 /// What one user holds, as quotas count it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
-    /// Uploaded files, attachments, archives, CloudAPI image files and objects.
+    /// Uploaded files, attachments, boot script bodies, archives, CloudAPI image files and objects.
     pub bytes: i64,
     /// Completed archives kept (exports and images).
     pub archives: i64,

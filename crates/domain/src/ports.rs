@@ -1,6 +1,7 @@
 //! The narrow traits the outer layers implement: metadata + job queue in one database (`Store`), and
 //! the handler the job runtime calls (`JobHandler`). SQLite and PostgreSQL implement `Store` alike.
 
+use crate::appliance::*;
 use crate::cloud::model::*;
 use crate::model::*;
 use crate::Result;
@@ -11,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 #[async_trait]
 pub trait Store:
     TemplateStore
+    + ApplianceStore
     + UsageStore
     + StatsStore
     + IdempotencyStore
@@ -240,6 +242,84 @@ pub trait TemplateStore: Send + Sync + 'static {
     async fn list_template_images(&self, owner: Id, template: Id) -> Result<Vec<Ticket>>;
 }
 
+/// Appliance templates (`crate::appliance`), scoped by owner; their parts (bundle links, OS profile,
+/// packages, boot scripts) by the appliance, which the domain has resolved for the owner. A
+/// supertrait of `Store`, written once for both engines.
+#[async_trait]
+pub trait ApplianceStore: Send + Sync + 'static {
+    async fn create_appliance(&self, owner: Id, new: &NewAppliance) -> Result<Appliance>;
+    async fn get_appliance(&self, owner: Id, id: Id) -> Result<Option<Appliance>>;
+    /// By id.
+    async fn list_appliances(&self, owner: Id) -> Result<Vec<Appliance>>;
+    /// The oldest of the owner's appliances with exactly this name and version.
+    async fn find_appliance(
+        &self,
+        owner: Id,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<Appliance>>;
+    async fn update_appliance(
+        &self,
+        owner: Id,
+        id: Id,
+        input: &ApplianceInput,
+    ) -> Result<Option<Appliance>>;
+    /// Deletes the appliance with its profile and boot scripts (never its bundles); returns the
+    /// boot scripts' blob keys to delete, or None when there was no such appliance.
+    async fn delete_appliance(&self, owner: Id, id: Id) -> Result<Option<Vec<String>>>;
+    /// Everything an export needs, read in one snapshot.
+    async fn appliance_parts(&self, owner: Id, id: Id) -> Result<Option<ApplianceParts>>;
+    /// Writes the appliance, its bundle links (bundles of `owner`, else NotFound), OS profile,
+    /// packages and boot scripts (bodies already uploaded) in one transaction. With
+    /// `replace = Some(old)`, deletes `owner`'s appliance `old` in the same transaction (NotFound
+    /// if there is none) and returns the blob keys nothing references any more.
+    async fn create_appliance_with_parts(
+        &self,
+        owner: Id,
+        new: &NewApplianceParts,
+        replace: Option<Id>,
+    ) -> Result<(Appliance, Vec<String>)>;
+
+    // ---- bundles of an appliance (the caller resolved the appliance for `owner`)
+    /// Replaces the appliance's bundle list (bundles of `owner`, else NotFound; in this order,
+    /// repeated ids once).
+    async fn set_appliance_bundles(&self, owner: Id, appliance: Id, bundles: &[Id]) -> Result<()>;
+    /// Appends a bundle of `owner` (NotFound otherwise); already attached: unchanged.
+    async fn attach_bundle(&self, owner: Id, appliance: Id, bundle: Id) -> Result<()>;
+    /// False when the bundle was not attached.
+    async fn detach_bundle(&self, appliance: Id, bundle: Id) -> Result<bool>;
+
+    // ---- OS profile (one per appliance) and its packages
+    async fn get_os_profile(&self, appliance: Id) -> Result<Option<OsProfile>>;
+    /// Creates the profile, or renames it (its packages stay).
+    async fn set_os_profile(&self, appliance: Id, name: &str) -> Result<OsProfile>;
+    async fn delete_os_profile(&self, appliance: Id) -> Result<bool>;
+    async fn list_os_packages(&self, profile: Id) -> Result<Vec<OsPackage>>;
+    /// Replaces the profile's package list.
+    async fn set_os_packages(&self, profile: Id, pkgs: &[OsPackage]) -> Result<()>;
+
+    // ---- boot scripts
+    async fn create_boot_script(&self, appliance: Id, new: &NewBootScript) -> Result<BootScript>;
+    async fn get_boot_script(&self, appliance: Id, id: Id) -> Result<Option<BootScript>>;
+    /// By boot order, then id.
+    async fn list_boot_scripts(&self, appliance: Id) -> Result<Vec<BootScript>>;
+    async fn update_boot_script(
+        &self,
+        appliance: Id,
+        id: Id,
+        input: &BootScriptInput,
+    ) -> Result<Option<BootScript>>;
+    /// Ok(Some(body's blob key, if any)) when deleted.
+    async fn delete_boot_script(&self, appliance: Id, id: Id) -> Result<Option<Option<String>>>;
+    /// Points the script at a new body; Ok(Some(previous key, if any)), or Ok(None): no such script.
+    async fn set_boot_script_blob(
+        &self,
+        appliance: Id,
+        id: Id,
+        blob: &BlobRef,
+    ) -> Result<Option<Option<String>>>;
+}
+
 /// The writes that make imports all-or-nothing: the uploaded archive queues the import, and what the
 /// import creates appears together with its ticket's completion, in one transaction, or not at all
 /// (a job killed and retried can never create twice). A supertrait of `Store`, written once.
@@ -379,7 +459,7 @@ pub trait OneTimeKeys: Send + Sync + 'static {
 /// parts for ever). A supertrait of `Store`, written once for both engines.
 #[async_trait]
 pub trait BlobRefStore: Send + Sync + 'static {
-    /// Which of `keys` a row references: an artifact's or attachment's file, a complete ticket's
+    /// Which of `keys` a row references: an artifact's, attachment's or boot script's file, a complete ticket's
     /// archive, an image's file, an object. (An expired or failed ticket's archive is not kept.)
     async fn referenced_blobs(&self, keys: &[String]) -> Result<std::collections::HashSet<String>>;
     /// Tickets whose job may still write their archive (queued or running).

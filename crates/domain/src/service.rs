@@ -182,7 +182,7 @@ impl Satchel {
 
     /// What a bundle's document shows besides its row: three reads, made concurrently (a list
     /// reads them for all bundles at once, `list_bundles`).
-    async fn view(&self, bundle: Bundle) -> Result<BundleView> {
+    pub(crate) async fn view(&self, bundle: Bundle) -> Result<BundleView> {
         let (license, logo, artifacts) = futures::try_join!(
             self.store
                 .get_attachment(bundle.id, AttachmentKind::License),
@@ -505,7 +505,7 @@ impl Satchel {
             .ok_or_else(|| DomainError::not_found(format!("softwareArtifact {said}")))
     }
 
-    async fn store_upload<S, E>(&self, owner: Id, body: S) -> Result<BlobRef>
+    pub(crate) async fn store_upload<S, E>(&self, owner: Id, body: S) -> Result<BlobRef>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Send,
         E: std::fmt::Display,

@@ -32,6 +32,10 @@ pub(crate) trait Engine {
     /// what the lock's previous holder committed (under REPEATABLE READ the snapshot would date from
     /// before the wait).
     const BEGIN_LOCKING: &'static str;
+    /// Begins a read-only transaction whose reads all see one snapshot (several SELECTs that must
+    /// agree, such as an appliance with its parts): SQLite's deferred read transaction, PostgreSQL's
+    /// REPEATABLE READ.
+    const BEGIN_SNAPSHOT: &'static str;
     /// Appended to a SELECT that must lock the rows it reads until the transaction ends.
     const FOR_UPDATE: &'static str;
     /// Appended to the job claim's candidate SELECT (aliased `j`): concurrent claimers skip each

@@ -5,13 +5,14 @@
 //!
 //! Where things are: every SQL statement is written once, for both engines (`$N` placeholders, which
 //! sqlx's SQLite driver accepts too), in the module of its port: `store.rs` (`Store`: users, bundles,
-//! tickets, the job queue), `cloud.rs` (`CloudStore`), `templates.rs`, `usage.rs`, `idempotency.rs`,
+//! tickets, the job queue), `cloud.rs` (`CloudStore`), `templates.rs`, `appliances.rs`, `usage.rs`, `idempotency.rs`,
 //! `apikeys.rs`, `keys.rs`, `blobrefs.rs`; row mapping in `rows.rs`; ticket state moves, as the
 //! domain defines them, in `tickets.rs`. `store::sql_store!` instantiates all of them for each
 //! engine's store type. What the engines do differently is the [`engine::Engine`] trait, implemented
 //! in `sqlite.rs` and `postgres.rs`, which also hold connecting and migrating.
 
 mod apikeys;
+mod appliances;
 mod blobrefs;
 mod cloud;
 mod engine;

@@ -149,6 +149,7 @@ impl Engine for PostgresStore {
 
     const BEGIN: &'static str = "BEGIN";
     const BEGIN_LOCKING: &'static str = "BEGIN ISOLATION LEVEL READ COMMITTED";
+    const BEGIN_SNAPSHOT: &'static str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
     const FOR_UPDATE: &'static str = " FOR UPDATE";
     const SKIP_LOCKED: &'static str = " FOR UPDATE OF j SKIP LOCKED";
     const NOW: &'static str = "satchel_now_ms()";

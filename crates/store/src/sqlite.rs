@@ -56,6 +56,7 @@ impl Engine for SqliteStore {
 
     const BEGIN: &'static str = "BEGIN IMMEDIATE";
     const BEGIN_LOCKING: &'static str = "BEGIN IMMEDIATE";
+    const BEGIN_SNAPSHOT: &'static str = "BEGIN DEFERRED";
     const FOR_UPDATE: &'static str = "";
     const SKIP_LOCKED: &'static str = "";
     /// The system clock, as the rest of the process reads it (same machine), in whole milliseconds.

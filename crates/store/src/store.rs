@@ -68,6 +68,7 @@ macro_rules! sql_store {
             crate::cloud::impl_cloud!();
             crate::templates::impl_templates!();
             crate::imports::impl_imports!();
+            crate::appliances::impl_appliances!();
             crate::usage::impl_usage!();
             crate::usage::impl_stats!();
             crate::idempotency::impl_idempotency!();
@@ -192,11 +193,22 @@ macro_rules! impl_store {
                 .execute(&mut *tx)
                 .await
                 .map_err(db_err)?;
+                // Locking the appliances waits out boot script body switches in flight
+                // (`set_boot_script_blob` locks its appliance), so their keys read below are final.
+                sqlx::query(&format!(
+                    "SELECT 1 FROM appliances WHERE owner_id = $1 ORDER BY id{}",
+                    S::FOR_UPDATE
+                ))
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
                 // UNION, not UNION ALL, from the images on: an image's file shared with the objects
                 // exported from it is one blob, listed once.
                 let mut keys: Vec<String> = sqlx::query_scalar(
                     "SELECT a.blob_key FROM artifacts a JOIN bundles b ON a.bundle_id = b.id WHERE b.owner_id = $1 AND a.blob_key IS NOT NULL
                      UNION ALL SELECT t.blob_key FROM attachments t JOIN bundles b ON t.bundle_id = b.id WHERE b.owner_id = $1
+                     UNION ALL SELECT s.blob_key FROM boot_scripts s JOIN appliances p ON s.appliance_id = p.id WHERE p.owner_id = $1 AND s.blob_key IS NOT NULL
                      UNION SELECT file_blob FROM images WHERE owner_id = $1 AND file_blob IS NOT NULL
                      UNION SELECT blob_key FROM stor_entries WHERE owner_id = $1 AND blob_key IS NOT NULL",
                 )

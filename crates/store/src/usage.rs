@@ -7,6 +7,8 @@ pub(crate) const USAGE_SQL: &str = "SELECT
             WHERE b.owner_id = $1 AND a.blob_key IS NOT NULL)
        + (SELECT COALESCE(SUM(t.blob_size), 0) FROM attachments t JOIN bundles b ON b.id = t.bundle_id
             WHERE b.owner_id = $1)
+       + (SELECT COALESCE(SUM(s.blob_size), 0) FROM boot_scripts s JOIN appliances p ON p.id = s.appliance_id
+            WHERE p.owner_id = $1 AND s.blob_key IS NOT NULL)
        + (SELECT COALESCE(SUM(archive_size), 0) FROM tickets
             WHERE owner_id = $1 AND archive_key IS NOT NULL AND state = $2)
        + (SELECT COALESCE(SUM(file_size), 0) FROM images WHERE owner_id = $1)

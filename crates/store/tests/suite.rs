@@ -6,6 +6,7 @@
 //! traits. Engine-specific behaviour (LISTEN/NOTIFY wake-ups, SQLite's polling default) is tested at
 //! the end.
 
+use satchel_domain::appliance::*;
 use satchel_domain::cloud::model::*;
 use satchel_domain::idempotency::{Answer, KeyState, NewClaim};
 use satchel_domain::model::*;
@@ -129,6 +130,9 @@ suite!(
     idempotency_claim_race_has_one_winner,
     idempotency_protocol_waits_replays_and_releases,
     apikeys_are_scoped_capped_and_revocable,
+    appliances_are_scoped_and_hold_their_parts,
+    appliance_with_parts_is_all_or_nothing,
+    boot_script_bodies_are_referenced_counted_and_deleted_with_the_user,
     ],
     cloud: [
     keys_are_scoped_by_owner,
@@ -3303,5 +3307,299 @@ async fn one_time_key_race_has_one_winner(
         }
         assert_eq!(won, 1, "round {round}: exactly one of 100 consumers wins");
     }
+    Ok(())
+}
+
+// ---- appliance templates
+
+fn new_appliance(name: &str) -> NewAppliance {
+    NewAppliance {
+        name: name.into(),
+        version: "1.0".into(),
+        description: Some("an appliance".into()),
+        distribution: Some(DistributionRef {
+            name: "CentOS".into(),
+            version: "7".into(),
+            arch: "x86_64".into(),
+        }),
+    }
+}
+
+fn script(name: &str, order: i64, kind: BootType) -> NewBootScript {
+    NewBootScript {
+        name: name.into(),
+        order,
+        kind,
+    }
+}
+
+fn pkg(name: &str, version: Option<&str>) -> OsPackage {
+    OsPackage {
+        name: name.into(),
+        version: version.map(str::to_string),
+        arch: Some("x86_64".into()),
+    }
+}
+
+fn ids(bundles: &[Bundle]) -> Vec<Id> {
+    bundles.iter().map(|b| b.id).collect()
+}
+
+async fn appliances_are_scoped_and_hold_their_parts(s: Arc<dyn Store>) -> Result<()> {
+    let alice = user(&s, "alice").await?;
+    let bob = user(&s, "bob").await?;
+    let (b1, b2, b3) = (
+        bundle(&s, alice.id, "one").await?,
+        bundle(&s, alice.id, "two").await?,
+        bundle(&s, alice.id, "three").await?,
+    );
+    let bobs = bundle(&s, bob.id, "bobs").await?;
+    let a = s.create_appliance(alice.id, &new_appliance("web")).await?;
+    assert_eq!(a.name, "web");
+    assert_eq!(
+        a.distribution.as_ref().map(|d| d.arch.as_str()),
+        Some("x86_64")
+    );
+
+    // Scoped by owner: bob sees nothing of alice's.
+    assert!(s.get_appliance(bob.id, a.id).await?.is_none());
+    assert!(s.appliance_parts(bob.id, a.id).await?.is_none());
+    assert!(s.list_appliances(bob.id).await?.is_empty());
+    assert!(s
+        .update_appliance(bob.id, a.id, &ApplianceInput::default())
+        .await?
+        .is_none());
+    assert!(s.delete_appliance(bob.id, a.id).await?.is_none());
+    assert_eq!(
+        s.find_appliance(alice.id, "web", "1.0")
+            .await?
+            .map(|x| x.id),
+        Some(a.id)
+    );
+    assert!(s.find_appliance(alice.id, "web", "2.0").await?.is_none());
+    assert!(s.find_appliance(bob.id, "web", "1.0").await?.is_none());
+
+    let up = s
+        .update_appliance(
+            alice.id,
+            a.id,
+            &ApplianceInput {
+                version: Some("1.1".into()),
+                ..Default::default()
+            },
+        )
+        .await?
+        .expect("updated");
+    assert_eq!((up.name.as_str(), up.version.as_str()), ("web", "1.1"));
+    assert_eq!(up.description.as_deref(), Some("an appliance"));
+
+    // Bundles: ordered, repeated ids once, another user's bundle is not found (and changes nothing).
+    s.set_appliance_bundles(alice.id, a.id, &[b2.id, b1.id, b2.id])
+        .await?;
+    let parts = s.appliance_parts(alice.id, a.id).await?.expect("parts");
+    assert_eq!(ids(&parts.bundles), [b2.id, b1.id]);
+    let e = s
+        .set_appliance_bundles(alice.id, a.id, &[b3.id, bobs.id])
+        .await;
+    assert!(matches!(e, Err(DomainError::NotFound(_))), "{e:?}");
+    let e = s.attach_bundle(alice.id, a.id, bobs.id).await;
+    assert!(matches!(e, Err(DomainError::NotFound(_))), "{e:?}");
+    let parts = s.appliance_parts(alice.id, a.id).await?.expect("parts");
+    assert_eq!(ids(&parts.bundles), [b2.id, b1.id]);
+    s.attach_bundle(alice.id, a.id, b3.id).await?;
+    s.attach_bundle(alice.id, a.id, b3.id).await?;
+    let parts = s.appliance_parts(alice.id, a.id).await?.expect("parts");
+    assert_eq!(ids(&parts.bundles), [b2.id, b1.id, b3.id]);
+    assert!(s.detach_bundle(a.id, b1.id).await?);
+    assert!(!s.detach_bundle(a.id, b1.id).await?);
+    // Deleting a bundle detaches it.
+    s.delete_bundle(alice.id, b2.id).await?;
+    let parts = s.appliance_parts(alice.id, a.id).await?.expect("parts");
+    assert_eq!(ids(&parts.bundles), [b3.id]);
+
+    // OS profile: one per appliance, renamed in place, packages replaced as a whole.
+    assert!(s.get_os_profile(a.id).await?.is_none());
+    let p = s.set_os_profile(a.id, "Minimal").await?;
+    let p2 = s.set_os_profile(a.id, "Server").await?;
+    assert_eq!((p2.id, p2.name.as_str()), (p.id, "Server"));
+    s.set_os_packages(p.id, &[pkg("vim", Some("8.0")), pkg("curl", None)])
+        .await?;
+    s.set_os_packages(p.id, &[pkg("nginx", None), pkg("bash", Some("5"))])
+        .await?;
+    assert_eq!(
+        s.list_os_packages(p.id).await?,
+        [pkg("nginx", None), pkg("bash", Some("5"))]
+    );
+
+    // Boot scripts: by order then id; a body switch returns the previous key.
+    let late = s
+        .create_boot_script(a.id, &script("late.sh", 20, BootType::EveryBoot))
+        .await?;
+    let early = s
+        .create_boot_script(a.id, &script("early.sh", 10, BootType::FirstBoot))
+        .await?;
+    assert!(late.blob.is_none());
+    let order: Vec<_> = s
+        .list_boot_scripts(a.id)
+        .await?
+        .into_iter()
+        .map(|b| b.id)
+        .collect();
+    assert_eq!(order, [early.id, late.id]);
+    assert_eq!(
+        s.set_boot_script_blob(a.id, late.id, &blob("bs1")).await?,
+        Some(None)
+    );
+    assert_eq!(
+        s.set_boot_script_blob(a.id, late.id, &blob("bs2")).await?,
+        Some(Some("bs1".to_string()))
+    );
+    assert_eq!(
+        s.set_boot_script_blob(a.id, 999_999, &blob("bs3")).await?,
+        None
+    );
+    let changed = s
+        .update_boot_script(
+            a.id,
+            late.id,
+            &BootScriptInput {
+                order: Some(1),
+                kind: Some(BootType::FirstBoot),
+                ..Default::default()
+            },
+        )
+        .await?
+        .expect("updated");
+    assert_eq!(
+        (changed.order, changed.kind, changed.name.as_str()),
+        (1, BootType::FirstBoot, "late.sh")
+    );
+    assert_eq!(changed.blob.map(|b| b.key), Some("bs2".to_string()));
+
+    let parts = s.appliance_parts(alice.id, a.id).await?.expect("parts");
+    assert_eq!(parts.os_profile.map(|p| p.name), Some("Server".to_string()));
+    assert_eq!(parts.packages.len(), 2);
+    assert_eq!(
+        parts.boot_scripts.iter().map(|b| b.id).collect::<Vec<_>>(),
+        [late.id, early.id]
+    );
+
+    assert_eq!(s.delete_boot_script(a.id, early.id).await?, Some(None));
+    assert_eq!(s.delete_boot_script(a.id, early.id).await?, None);
+
+    // Deleting the appliance returns its bodies' keys and leaves its bundles alone.
+    assert_eq!(
+        s.delete_appliance(alice.id, a.id).await?,
+        Some(vec!["bs2".to_string()])
+    );
+    assert!(s.get_appliance(alice.id, a.id).await?.is_none());
+    assert!(s.get_os_profile(a.id).await?.is_none());
+    assert!(s.list_boot_scripts(a.id).await?.is_empty());
+    assert!(s.get_bundle(alice.id, b3.id).await?.is_some());
+    assert!(s.delete_appliance(alice.id, a.id).await?.is_none());
+    Ok(())
+}
+
+async fn appliance_with_parts_is_all_or_nothing(s: Arc<dyn Store>) -> Result<()> {
+    let alice = user(&s, "alice").await?;
+    let bob = user(&s, "bob").await?;
+    let b = bundle(&s, alice.id, "app").await?;
+    let bobs = bundle(&s, bob.id, "bobs").await?;
+    let parts = |bundles: Vec<Id>, keys: &[&str]| NewApplianceParts {
+        appliance: new_appliance("imported"),
+        bundles,
+        os_profile: Some(NewOsProfile {
+            name: "Minimal".into(),
+            packages: vec![pkg("vim", None)],
+        }),
+        boot_scripts: keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                (
+                    script(&format!("{k}.sh"), i as i64, BootType::FirstBoot),
+                    blob(k),
+                )
+            })
+            .collect(),
+    };
+
+    // A bundle of another user fails the whole write.
+    let e = s
+        .create_appliance_with_parts(alice.id, &parts(vec![b.id, bobs.id], &["x"]), None)
+        .await;
+    assert!(matches!(e, Err(DomainError::NotFound(_))), "{e:?}");
+    assert!(s.list_appliances(alice.id).await?.is_empty());
+    assert!(s.referenced_blobs(&["x".to_string()]).await?.is_empty());
+
+    let (first, gone) = s
+        .create_appliance_with_parts(alice.id, &parts(vec![b.id], &["k1", "k2"]), None)
+        .await?;
+    assert!(gone.is_empty());
+    let got = s.appliance_parts(alice.id, first.id).await?.expect("parts");
+    assert_eq!(ids(&got.bundles), [b.id]);
+    assert_eq!(got.packages, [pkg("vim", None)]);
+    assert_eq!(
+        got.boot_scripts
+            .iter()
+            .map(|x| x.blob.as_ref().map(|b| b.key.as_str()))
+            .collect::<Vec<_>>(),
+        [Some("k1"), Some("k2")]
+    );
+
+    // Replacing another user's appliance, or a missing one, fails and writes nothing.
+    let theirs = s.create_appliance(bob.id, &new_appliance("theirs")).await?;
+    let e = s
+        .create_appliance_with_parts(alice.id, &parts(vec![b.id], &["k3"]), Some(theirs.id))
+        .await;
+    assert!(matches!(e, Err(DomainError::NotFound(_))), "{e:?}");
+    assert!(s.get_appliance(bob.id, theirs.id).await?.is_some());
+    assert_eq!(s.list_appliances(alice.id).await?.len(), 1);
+    // A failed replacement keeps the old appliance.
+    let e = s
+        .create_appliance_with_parts(alice.id, &parts(vec![bobs.id], &["k3"]), Some(first.id))
+        .await;
+    assert!(matches!(e, Err(DomainError::NotFound(_))), "{e:?}");
+    assert!(s.get_appliance(alice.id, first.id).await?.is_some());
+
+    // Replacing: the old one goes in the same transaction; keys the new one reuses are kept.
+    let (second, gone) = s
+        .create_appliance_with_parts(alice.id, &parts(vec![b.id], &["k2", "k3"]), Some(first.id))
+        .await?;
+    assert_eq!(gone, ["k1"]);
+    assert!(s.get_appliance(alice.id, first.id).await?.is_none());
+    let list = s.list_appliances(alice.id).await?;
+    assert_eq!(list.iter().map(|a| a.id).collect::<Vec<_>>(), [second.id]);
+    assert_eq!(
+        s.find_appliance(alice.id, "imported", "1.0")
+            .await?
+            .map(|a| a.id),
+        Some(second.id)
+    );
+    assert!(s.get_bundle(alice.id, b.id).await?.is_some());
+    Ok(())
+}
+
+async fn boot_script_bodies_are_referenced_counted_and_deleted_with_the_user(
+    s: Arc<dyn Store>,
+) -> Result<()> {
+    let alice = user(&s, "alice").await?;
+    let bob = user(&s, "bob").await?;
+    let a = s.create_appliance(alice.id, &new_appliance("web")).await?;
+    let bs = s
+        .create_boot_script(a.id, &script("run.sh", 1, BootType::EveryBoot))
+        .await?;
+    let before = s.usage(alice.id).await?.bytes;
+    s.set_boot_script_blob(a.id, bs.id, &blob("body")).await?;
+    assert_eq!(s.usage(alice.id).await?.bytes, before + blob("body").size);
+    assert_eq!(s.usage(bob.id).await?.bytes, 0);
+    let refs = s
+        .referenced_blobs(&["body".to_string(), "other".to_string()])
+        .await?;
+    assert_eq!(refs, HashSet::from(["body".to_string()]));
+
+    let keys = s.delete_user("alice").await?.expect("alice existed");
+    assert_eq!(keys, ["body"]);
+    assert!(s.referenced_blobs(&["body".to_string()]).await?.is_empty());
     Ok(())
 }
