@@ -70,7 +70,10 @@ fn gz(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
-fn read(data: &[u8], limits: &Limits) -> Result<(ReadSummary, Vec<(String, Vec<u8>)>), ReadError> {
+/// The summary and what `on_file` was given (path, bytes).
+type Read = (ReadSummary, Vec<(String, Vec<u8>)>);
+
+fn read(data: &[u8], limits: &Limits) -> Result<Read, ReadError> {
     let mut seen = Vec::new();
     let s = read_archive(data, limits, |m, r| {
         let mut v = Vec::new();
@@ -327,7 +330,7 @@ fn bombs_are_refused() {
     refused(&gz(&t), &l, Rule::RatioExceeded, Some("zeros"));
     // Incompressible data over the total.
     let mut x: u32 = 1;
-    let noise: Vec<u8> = (0..(1_500_000))
+    let noise: Vec<u8> = (0..1_500_000)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 17;
@@ -368,7 +371,7 @@ fn long_deep_and_non_utf8_paths_are_refused() {
     assert_eq!(read(&gz(&t), &l).unwrap().1[0].0, ok);
     let t = tar_of(&[pax(&[("path", ok.as_bytes())]), file("x", b"1")]);
     assert_eq!(read(&gz(&t), &l).unwrap().1[0].0, ok);
-    let deep = vec!["d"; 9].join("/");
+    let deep = ["d"; 9].join("/");
     refused(
         &gz(&tar_of(&[file(&deep, b"")])),
         &l,
