@@ -10,6 +10,7 @@ pub mod container;
 pub mod error;
 pub mod export;
 pub mod idempotency;
+pub mod import;
 pub mod limits;
 pub mod model;
 pub mod names;
