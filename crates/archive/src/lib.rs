@@ -7,6 +7,7 @@
 //! *stored* deflate blocks: no CPU is spent trying to shrink what will not shrink.
 
 pub mod oci;
+pub mod reader;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};

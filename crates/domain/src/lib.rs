@@ -5,12 +5,14 @@
 
 pub mod apikeys;
 pub mod appliance;
+pub mod appliance_export;
 pub mod auth;
 pub mod cloud;
 pub mod container;
 pub mod error;
 pub mod export;
 pub mod idempotency;
+pub mod import;
 pub mod importer;
 pub mod limits;
 pub mod model;
