@@ -3,7 +3,7 @@
 
 use crate::docs;
 use crate::download::serve_blob;
-use crate::extract::{Auth, BundlePath, ExportPath, Fmt};
+use crate::extract::{ApplianceExportPath, AppliancePath, Auth, BundlePath, ExportPath, Fmt};
 use crate::idempotency::Idem;
 use crate::render::{
     appliance_export_doc, archive_download, cancel_reply, export_doc, export_uri, op_status,
@@ -52,6 +52,35 @@ pub fn routes(ms: &str) -> Table<AppState> {
             "/api/users/{uid}/exports/statuses",
             "The statuses of the user's exports",
             list_export_statuses,
+        )
+}
+
+/// Appliance exports (seed 002): the same ticket machinery, under `/users/{uid}/appliances/{aid}`.
+pub fn appliance_routes() -> Table<AppState> {
+    let exports = "/api/users/{uid}/appliances/{aid}/exports";
+    let e = format!("{exports}/{{eid}}");
+    Table::new()
+        .post(
+            exports,
+            "Start an appliance export (a ticket)",
+            create_appliance_export,
+        )
+        .get(&e, "An appliance export", get_appliance_export)
+        .delete(&e, "Delete an appliance export", delete_appliance_export)
+        .get(
+            &format!("{e}/status"),
+            "An appliance export's status (ETag, 304)",
+            appliance_export_status,
+        )
+        .delete(
+            &format!("{e}/status"),
+            "Cancel an appliance export",
+            cancel_appliance_export,
+        )
+        .get(
+            &format!("{e}/downloads"),
+            "Download an appliance export's archive (Range)",
+            download_appliance_export,
         )
 }
 
@@ -187,4 +216,103 @@ async fn list_export_statuses(
         statuses: docs::StatusItems { status: items },
     };
     Ok(Doc::ok(f, "statuses", doc).into_response())
+}
+
+// ------------------------------------------------------------------ appliance exports
+
+fn output_format(q: &ExportQuery) -> Result<OutputFormat, ApiError> {
+    OutputFormat::parse(q.output_format.as_deref()).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "unsupported outputFormat {:?}: use yaml or json",
+            q.output_format.clone().unwrap_or_default()
+        ))
+    })
+}
+
+async fn create_appliance_export(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    idem: Idem,
+    Fmt(f): Fmt,
+    Query(q): Query<ExportQuery>,
+    p: AppliancePath,
+) -> R {
+    idem.once(&st, &who, async {
+        let a = st.satchel.appliance(&who, &p.uid, p.aid).await?;
+        let format = output_format(&q)?;
+        let t = st.satchel.create_appliance_export(&a, format).await?;
+        let doc = appliance_export_doc(&p.uid, &t);
+        let location = format!("/api/{}", doc.uri);
+        Ok(Doc::ok(f, "applianceExport", doc)
+            .with_status(StatusCode::CREATED)
+            .header(header::LOCATION, &location)
+            .into_response())
+    })
+    .await
+}
+
+async fn get_appliance_export(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Fmt(f): Fmt,
+    p: ApplianceExportPath,
+) -> R {
+    let t = st
+        .satchel
+        .appliance_export(&who, &p.uid, p.aid, p.eid)
+        .await?;
+    Ok(Doc::ok(f, "applianceExport", appliance_export_doc(&p.uid, &t)).into_response())
+}
+
+async fn appliance_export_status(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Fmt(f): Fmt,
+    headers: HeaderMap,
+    p: ApplianceExportPath,
+) -> R {
+    let t = st
+        .satchel
+        .appliance_export(&who, &p.uid, p.aid, p.eid)
+        .await?;
+    let doc = ticket_status_doc(&t, &export_uri(&p.uid, &t));
+    status_reply(f, &headers, &t, doc)
+}
+
+async fn cancel_appliance_export(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Fmt(f): Fmt,
+    p: ApplianceExportPath,
+) -> R {
+    let c = st
+        .satchel
+        .cancel_appliance_export(&who, &p.uid, p.aid, p.eid)
+        .await?;
+    cancel_reply(f, &export_uri(&p.uid, &c.ticket), &c)
+}
+
+async fn download_appliance_export(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    headers: HeaderMap,
+    p: ApplianceExportPath,
+) -> R {
+    let (t, a) = st
+        .satchel
+        .appliance_export_archive(&who, &p.uid, p.aid, p.eid)
+        .await?;
+    let d = archive_download(&t, &a, "application/x-gzip");
+    serve_blob(&st.satchel.blobs, &headers, d).await
+}
+
+async fn delete_appliance_export(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    p: ApplianceExportPath,
+) -> R {
+    st.satchel
+        .delete_appliance_export(&who, &p.uid, p.aid, p.eid)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

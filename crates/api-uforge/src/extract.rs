@@ -271,6 +271,10 @@ typed_path!(
 );
 
 typed_path!(
+    /// `/users/{uid}/appliances/{aid}/exports/{eid}`
+    ApplianceExportPath { aid: "appliance id", eid: "export id" }
+);
+typed_path!(
     /// `/users/{uid}/bundleimports/{iid}` and `/users/{uid}/imports/{iid}`
     ImportPath { iid: "import id" }
 );

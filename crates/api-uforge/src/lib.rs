@@ -46,6 +46,7 @@ fn routes() -> Table<AppState> {
         .merge(artifacts::routes(ms))
         .merge(attachments::routes(ms))
         .merge(exports::routes(ms))
+        .merge(exports::appliance_routes())
         .merge(containers::routes(ms))
         .merge(apikeys::routes())
         .merge(imports::routes())

@@ -140,12 +140,20 @@ pub(crate) fn ticket_status_doc(t: &Ticket, uri: &str) -> docs::OpStatus {
     doc
 }
 
+/// What an export ticket exports: its bundle's or its appliance's URI.
+fn export_parent(uid: &str, t: &Ticket) -> String {
+    match t.kind {
+        TicketKind::ApplianceExport => appliance_uri(uid, t.subject_id),
+        _ => bundle_uri(uid, t.subject_id),
+    }
+}
+
 pub(crate) fn export_uri(uid: &str, t: &Ticket) -> String {
-    format!("{}/exports/{}", bundle_uri(uid, t.subject_id), t.id)
+    format!("{}/exports/{}", export_parent(uid, t), t.id)
 }
 
 pub(crate) fn export_doc(uid: &str, t: &Ticket) -> docs::SoftwareBundleExport {
-    let parent = bundle_uri(uid, t.subject_id);
+    let parent = export_parent(uid, t);
     let uri = export_uri(uid, t);
     docs::SoftwareBundleExport {
         created: iso(t.created),

@@ -56,8 +56,9 @@ struct LicenseEntry {
     source: String,
 }
 
+/// A bundle's descriptor, as `bundle.yml` holds it and as each entry of a template's `bundles`.
 #[derive(Debug, Serialize)]
-struct BundleDoc {
+pub(crate) struct BundleDoc {
     name: String,
     version: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -80,12 +81,37 @@ pub struct ManifestEntry {
     pub sha256: String,
 }
 
+/// `manifest.json`: every other member with its size and sha256. `bundle` names the bundle of a
+/// bundle export, `template` the appliance of a template export.
 #[derive(Debug, Serialize)]
 struct Manifest<'a> {
     format: &'static str,
-    bundle: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bundle: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    template: Option<&'a str>,
     version: &'a str,
     files: &'a [ManifestEntry],
+}
+
+/// What an archive is, for its manifest.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ArchiveOf<'a> {
+    Bundle { name: &'a str, version: &'a str },
+    Template { name: &'a str, version: &'a str },
+}
+
+/// A document as YAML (with hammr's leading `---`) or JSON.
+pub(crate) fn render_doc<T: Serialize>(doc: &T, format: OutputFormat) -> Result<Vec<u8>> {
+    Ok(match format {
+        OutputFormat::Json => serde_json::to_vec_pretty(doc)
+            .map_err(|e| DomainError::Internal(crate::Cause::of(e)))?,
+        OutputFormat::Yaml => {
+            let y = serde_yaml::to_string(doc)
+                .map_err(|e| DomainError::Internal(crate::Cause::of(e)))?;
+            format!("---\n{}", y.trim_start_matches("---\n")).into_bytes()
+        }
+    })
 }
 
 /// The bundle document, its file name, and the members to stream, in archive order.
@@ -103,6 +129,28 @@ pub fn plan(
     logo: Option<&Attachment>,
     format: OutputFormat,
 ) -> Result<Plan> {
+    let mut seen = std::collections::HashSet::new();
+    let (doc, members) = bundle_plan(bundle, artifacts, license, logo, &mut seen)?;
+    let doc_name = match format {
+        OutputFormat::Json => "bundle.json",
+        OutputFormat::Yaml => "bundle.yml",
+    };
+    Ok(Plan {
+        doc_name,
+        doc: render_doc(&doc, format)?,
+        members,
+    })
+}
+
+/// One bundle's descriptor and members, under `bundles/<name>/`; `seen` holds the archive paths
+/// already taken (a template's bundles share one archive).
+pub(crate) fn bundle_plan(
+    bundle: &Bundle,
+    artifacts: &[Artifact],
+    license: Option<&Attachment>,
+    logo: Option<&Attachment>,
+    seen: &mut std::collections::HashSet<String>,
+) -> Result<(BundleDoc, Vec<PlannedMember>)> {
     let root = format!("bundles/{}", path_segment(&bundle.name));
     let base = format!("{root}/{}", path_segment(&bundle.version));
     let mut children: HashMap<Option<Id>, Vec<&Artifact>> = HashMap::new();
@@ -113,7 +161,6 @@ pub fn plan(
         children.entry(parent).or_default().push(a);
     }
     let mut members = Vec::new();
-    let mut seen = std::collections::HashSet::new();
     fn walk(
         parent: Option<Id>,
         dir: &str,
@@ -161,7 +208,7 @@ pub fn plan(
         }
         Ok(out)
     }
-    let files = walk(None, &base, &children, &mut members, &mut seen, 0)?;
+    let files = walk(None, &base, &children, &mut members, seen, 0)?;
     let mut license_entry = None;
     if let Some(l) = license {
         let path = format!("{root}/{}", path_segment(&l.name));
@@ -200,26 +247,7 @@ pub fn plan(
         source_logo,
         files,
     };
-    let (doc_name, doc) = match format {
-        OutputFormat::Json => (
-            "bundle.json",
-            serde_json::to_vec_pretty(&doc)
-                .map_err(|e| DomainError::Internal(crate::Cause::of(e)))?,
-        ),
-        OutputFormat::Yaml => {
-            let y = serde_yaml::to_string(&doc)
-                .map_err(|e| DomainError::Internal(crate::Cause::of(e)))?;
-            (
-                "bundle.yml",
-                format!("---\n{}", y.trim_start_matches("---\n")).into_bytes(),
-            )
-        }
-    };
-    Ok(Plan {
-        doc_name,
-        doc,
-        members,
-    })
+    Ok((doc, members))
 }
 
 pub(crate) struct BlobSink(pub(crate) BlobWriter);
@@ -263,11 +291,11 @@ impl From<ArchiveError> for Failure {
 
 /// How far a build is, for its ticket's progress.
 pub(crate) struct Meter {
-    ticket: Id,
-    loaded: i64,
-    total: i64,
-    started: Instant,
-    last_report: Instant,
+    pub(crate) ticket: Id,
+    pub(crate) loaded: i64,
+    pub(crate) total: i64,
+    pub(crate) started: Instant,
+    pub(crate) last_report: Instant,
 }
 
 pub struct TicketRunner {
@@ -279,6 +307,8 @@ pub struct TicketRunner {
     pub progress_every: Duration,
     /// Test hook: pause this long after each chunk (makes "kill mid-export" tests deterministic).
     pub throttle: Option<Duration>,
+    /// What an import archive may be (size, members, expansion ratio, ...).
+    pub import_limits: satchel_archive::reader::Limits,
 }
 
 impl TicketRunner {
@@ -311,13 +341,45 @@ impl TicketRunner {
             t.format,
         )?;
         let mtime = (bundle.modified / 1000).max(0) as u64;
+        let of = ArchiveOf::Bundle {
+            name: &bundle.name,
+            version: &bundle.version,
+        };
+        self.write_archive(
+            t,
+            of,
+            &[(plan.doc_name, plan.doc)],
+            &plan.members,
+            mtime,
+            crate::names::archive_file_name(&bundle.name),
+            cancel,
+        )
+        .await
+    }
 
-        let mut manifest: Vec<ManifestEntry> = vec![ManifestEntry {
-            path: plan.doc_name.to_string(),
-            size: plan.doc.len() as i64,
-            sha256: hex::encode(Sha256::digest(&plan.doc)),
-        }];
-        for m in &plan.members {
+    /// Streams an export archive to its key: the root documents, `manifest.json` (every other
+    /// member with its size and sha256), then the members from blob storage, through the parallel
+    /// gzip encoder into an upload published only when complete (dropped on any failure or cancel).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn write_archive(
+        &self,
+        t: &Ticket,
+        of: ArchiveOf<'_>,
+        docs: &[(&str, Vec<u8>)],
+        members: &[PlannedMember],
+        mtime: u64,
+        file_name: String,
+        cancel: &CancellationToken,
+    ) -> std::result::Result<ArchiveRef, Failure> {
+        let mut manifest: Vec<ManifestEntry> = docs
+            .iter()
+            .map(|(name, doc)| ManifestEntry {
+                path: name.to_string(),
+                size: doc.len() as i64,
+                sha256: hex::encode(Sha256::digest(doc)),
+            })
+            .collect();
+        for m in members {
             if let Some(b) = &m.blob {
                 manifest.push(ManifestEntry {
                     path: m.path.clone(),
@@ -326,16 +388,24 @@ impl TicketRunner {
                 });
             }
         }
+        let (format, bundle, template, version) = match of {
+            ArchiveOf::Bundle { name, version } => {
+                ("satchel-bundle-export/1", Some(name), None, version)
+            }
+            ArchiveOf::Template { name, version } => {
+                ("satchel-template-export/1", None, Some(name), version)
+            }
+        };
         let manifest_doc = serde_json::to_vec_pretty(&Manifest {
-            format: "satchel-bundle-export/1",
-            bundle: &bundle.name,
-            version: &bundle.version,
+            format,
+            bundle,
+            template,
+            version,
             files: &manifest,
         })
         .map_err(|e| Failure::Transient(DomainError::Internal(crate::Cause::of(e))))?;
 
-        let total: i64 = plan
-            .members
+        let total: i64 = members
             .iter()
             .filter_map(|m| m.blob.as_ref())
             .map(|b| b.size)
@@ -349,10 +419,12 @@ impl TicketRunner {
         let mut tar = TarGzWriter::new(BlobSink(writer), self.gz);
 
         let result: std::result::Result<(), Failure> = async {
-            tar.add_bytes(plan.doc_name, &plan.doc, mtime).await?;
+            for (name, doc) in docs {
+                tar.add_bytes(name, doc, mtime).await?;
+            }
             tar.add_bytes("manifest.json", &manifest_doc, mtime).await?;
             let mut meter = self.meter(t.id, total).await?;
-            for m in &plan.members {
+            for m in members {
                 let Some(blob) = &m.blob else {
                     tar.add_dir(&m.path, mtime).await?;
                     continue;
@@ -382,21 +454,10 @@ impl TicketRunner {
         debug_assert_eq!(written.size, fin.size);
         Ok(ArchiveRef {
             key,
-            file_name: crate::names::archive_file_name(&bundle.name),
+            file_name,
             size: fin.size as i64,
             sha256: fin.sha256,
         })
-    }
-
-    /// Appliance exports: built in `appliance_export.rs` once appliances exist.
-    async fn build_appliance_export(
-        &self,
-        _t: &Ticket,
-        _cancel: &CancellationToken,
-    ) -> std::result::Result<ArchiveRef, Failure> {
-        Err(Failure::Permanent(
-            "appliance exports are not available yet".into(),
-        ))
     }
 
     /// Starts measuring a build of `total` bytes, reporting 0% to the ticket.
@@ -490,7 +551,7 @@ impl TicketRunner {
         Ok(())
     }
 
-    async fn report(&self, m: &Meter) -> std::result::Result<(), Failure> {
+    pub(crate) async fn report(&self, m: &Meter) -> std::result::Result<(), Failure> {
         let (loaded, total) = (m.loaded, m.total);
         let pct = ((loaded as f64 / total.max(1) as f64) * 100.0)
             .floor()

@@ -11,12 +11,20 @@
 //! written so far are deleted; a crash leaves them under a live prefix until the ticket ends, and
 //! the orphan sweep takes them after.
 
+use crate::appliance::{
+    BootType, NewAppliance, NewApplianceParts, NewBootScript, NewOsProfile, OsPackage,
+};
 use crate::export::{Failure, TicketRunner};
+use crate::import::{self, ArtifactKind, BundlePlan, ImportPlan, PlannedMember, TemplatePlan};
 use crate::model::*;
 use crate::service::{import_prefix, Satchel};
 use crate::{DomainError, Result};
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, StreamExt};
+use satchel_archive::reader::{read_archive, ReadError, ReadSummary};
+use satchel_blob::{BlobStore, Hashes};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
 impl Satchel {
@@ -177,13 +185,412 @@ impl TicketRunner {
         }
     }
 
+    /// Creates the template's appliance with its bundles (new ones from the archive, or with
+    /// `reusebundles` the user's own of the same name and version) and boot scripts, replacing an
+    /// appliance of the same name and version with `force` (without it, such an appliance is a
+    /// refusal), all with the ticket's completion in one transaction.
+    async fn complete_template_import(
+        &self,
+        t: &Ticket,
+        plan: &TemplatePlan,
+        files: &HashMap<String, BlobRef>,
+    ) -> std::result::Result<(), Failure> {
+        let spec = t.import.unwrap_or_default();
+        let owner = t.owner_id;
+        let mine = if spec.reuse_bundles {
+            self.store.list_bundles(owner).await?
+        } else {
+            Vec::new()
+        };
+        let mut bundles = Vec::with_capacity(plan.bundles.len());
+        for b in &plan.bundles {
+            let (name, version) = (crate::names::nfc(&b.name), crate::names::nfc(&b.version));
+            match mine.iter().find(|m| m.name == name && m.version == version) {
+                Some(m) => bundles.push(ImportedBundle::Existing(m.id)),
+                None => bundles.push(ImportedBundle::New(Box::new(bundle_parts(b, files)?))),
+            }
+        }
+        let mut boot_scripts = Vec::with_capacity(plan.boot_scripts.len());
+        for (i, s) in plan.boot_scripts.iter().enumerate() {
+            let kind = match s.kind.as_deref() {
+                None => BootType::FirstBoot,
+                Some(k) => BootType::parse(&k.to_ascii_lowercase()).ok_or_else(|| {
+                    Failure::Permanent(format!(
+                        "boot script {}: type {k:?} is neither firstboot nor everyboot",
+                        s.name
+                    ))
+                })?,
+            };
+            let script = NewBootScript {
+                name: s.name.clone(),
+                order: s.order.map(i64::from).unwrap_or(i as i64 + 1),
+                kind,
+            };
+            boot_scripts.push((script, stored(files, &s.script.member)?));
+        }
+        let os = &plan.os;
+        let os_profile = match (&os.profile, os.pkgs.is_empty()) {
+            (None, true) => None,
+            // Packages belong to a profile; hammr's templates name one, others get the smallest.
+            (p, _) => Some(NewOsProfile {
+                name: p.clone().unwrap_or_else(|| "Minimal".into()),
+                packages: os
+                    .pkgs
+                    .iter()
+                    .map(|p| OsPackage {
+                        name: p.name.clone(),
+                        version: p.version.clone(),
+                        arch: p.arch.clone(),
+                    })
+                    .collect(),
+            }),
+        };
+        let distribution = (!os.name.is_empty()).then(|| DistributionRef {
+            name: os.name.clone(),
+            version: os.version.clone(),
+            arch: os.arch.clone(),
+        });
+        let parts = NewApplianceParts {
+            appliance: NewAppliance {
+                name: plan.name.clone(),
+                version: plan.version.clone(),
+                description: plan.description.clone(),
+                distribution,
+            },
+            bundles: Vec::new(),
+            os_profile,
+            boot_scripts,
+        }
+        .checked()?;
+        let existing = self
+            .store
+            .find_appliance(owner, &parts.appliance.name, &parts.appliance.version)
+            .await?;
+        let replace = match (existing, spec.force) {
+            (Some(a), true) => Some(a.id),
+            (Some(a), false) => {
+                return Err(Failure::Permanent(format!(
+                    "an appliance {} {} exists already (id {}); import with force to replace it",
+                    a.name, a.version, a.id
+                )))
+            }
+            (None, _) => None,
+        };
+        match self
+            .store
+            .complete_template_import(t.id, &bundles, &parts, replace)
+            .await?
+        {
+            Some((_, gone)) => {
+                for key in gone {
+                    let _ = self.blobs.delete(&key).await;
+                }
+                Ok(())
+            }
+            None => Err(Failure::Cancelled),
+        }
+    }
+
     /// Runs an import: read, check, create, complete; see the module documentation.
     pub(crate) async fn run_import(
         &self,
         t: &Ticket,
         cancel: &CancellationToken,
     ) -> std::result::Result<(), Failure> {
-        let _ = (t, cancel);
-        Err(Failure::Permanent("imports are not available yet".into()))
+        let upload = t
+            .archive
+            .clone()
+            .ok_or_else(|| Failure::Permanent("the import has no uploaded archive".into()))?;
+        let written = Written::default();
+        let outcome = self.import_once(t, &upload, &written, cancel).await;
+        let stored = written.keys();
+        // Nothing of a failed or cancelled attempt stays: the files it stored go with it. After a
+        // success, what the import did not keep goes too (members of reused bundles, a template's
+        // logo, which appliances do not hold).
+        let keep = match &outcome {
+            Ok(()) => self
+                .store
+                .referenced_blobs(&stored)
+                .await
+                .unwrap_or_else(|_| stored.iter().cloned().collect()),
+            Err(_) => Default::default(),
+        };
+        for key in stored.iter().filter(|k| !keep.contains(*k)) {
+            let _ = self.blobs.delete(key).await;
+        }
+        outcome
+    }
+
+    async fn import_once(
+        &self,
+        t: &Ticket,
+        upload: &ArchiveRef,
+        written: &Written,
+        cancel: &CancellationToken,
+    ) -> std::result::Result<(), Failure> {
+        let read = self.read_upload(t, upload, written, cancel).await?;
+        let files = written.by_path(&read);
+        let plan = import::plan_import(&read)
+            .map_err(|e| Failure::Permanent(format!("the archive was refused: {e}")))?;
+        match (t.kind, plan) {
+            (TicketKind::BundleImport, ImportPlan::Bundle(b)) => {
+                let parts = bundle_parts(&b, &files)?;
+                match self.store.complete_bundle_import(t.id, &parts).await? {
+                    Some(_) => Ok(()),
+                    None => Err(Failure::Cancelled),
+                }
+            }
+            (TicketKind::TemplateImport, ImportPlan::Template(p)) => {
+                self.complete_template_import(t, &p, &files).await
+            }
+            (_, ImportPlan::Template(_)) => Err(Failure::Permanent(
+                "the archive holds a template (template.yml); import it under /imports".into(),
+            )),
+            (_, ImportPlan::Bundle(_)) => Err(Failure::Permanent(
+                "the archive holds a bundle (bundle.yml); import it under /bundleimports".into(),
+            )),
+        }
+    }
+
+    /// Streams the upload through the hostile-safe reader on a blocking thread, storing each file
+    /// member in a blob of its own as it passes; progress is the share of the upload read.
+    async fn read_upload(
+        &self,
+        t: &Ticket,
+        upload: &ArchiveRef,
+        written: &Written,
+        cancel: &CancellationToken,
+    ) -> std::result::Result<ReadSummary, Failure> {
+        let mut stream = self
+            .blobs
+            .get(&upload.key, None)
+            .await
+            .map_err(|e| match e {
+                satchel_blob::BlobError::NotFound(_) => {
+                    Failure::Permanent("the uploaded archive is missing".into())
+                }
+                other => Failure::Transient(other.into()),
+            })?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
+        let limits = self.import_limits.clone();
+        let (blobs, prefix) = (self.blobs.clone(), import_prefix(t.owner_id, t.id));
+        let (w, stop) = (written.clone(), cancel.clone());
+        let handle = tokio::runtime::Handle::current();
+        let reader = tokio::task::spawn_blocking(move || {
+            let input = ChannelRead {
+                rx,
+                cur: Bytes::new(),
+            };
+            read_archive(input, &limits, |m, r| {
+                let key = format!("{prefix}files/{}", w.next_index());
+                let stored = store_member(&handle, &*blobs, &key, r, &stop)
+                    .map_err(|e| ReadError::caller(&m.path, e))?;
+                w.push(m.path.clone(), key, stored);
+                Ok(())
+            })
+        });
+        let mut meter = self.meter(t.id, upload.size).await?;
+        let feed = async {
+            while let Some(chunk) = stream.next().await {
+                if cancel.is_cancelled() {
+                    return Err(Failure::Cancelled);
+                }
+                let chunk = chunk.map_err(|e| Failure::Transient(e.into()))?;
+                meter.loaded += chunk.len() as i64;
+                if tx.send(Ok(chunk)).await.is_err() {
+                    // The reader stopped (refused the archive): its answer says why.
+                    return Ok(());
+                }
+                if let Some(d) = self.throttle {
+                    tokio::time::sleep(d).await;
+                }
+                if meter.last_report.elapsed() >= self.progress_every {
+                    meter.last_report = std::time::Instant::now();
+                    self.report(&meter).await?;
+                }
+            }
+            Ok(())
+        };
+        let fed = feed.await;
+        drop(tx);
+        if fed.is_err() {
+            cancel.cancel();
+        }
+        let read = reader.await.map_err(|e| {
+            Failure::Transient(DomainError::Internal(
+                format!("the import reader stopped: {e}").into(),
+            ))
+        })?;
+        fed?;
+        read.map_err(|e| {
+            if cancel.is_cancelled() {
+                Failure::Cancelled
+            } else {
+                Failure::Permanent(format!("the archive was refused: {e}"))
+            }
+        })
+    }
+}
+
+/// The stored blob of a planned member (the reader stored every file member it passed).
+fn stored(files: &HashMap<String, BlobRef>, member: &str) -> std::result::Result<BlobRef, Failure> {
+    files
+        .get(member)
+        .cloned()
+        .ok_or_else(|| Failure::Permanent(format!("the archive member {member} was not stored")))
+}
+
+/// What a checked bundle plan creates, its files pointing at the blobs stored for their members.
+/// OS packages named by a bundle (`ospkg`) carry no content and are not kept.
+pub(crate) fn bundle_parts(
+    plan: &BundlePlan,
+    files: &HashMap<String, BlobRef>,
+) -> std::result::Result<NewBundleParts, Failure> {
+    // Plan indices to kept indices (packages are skipped, so later indices shift).
+    let mut index: Vec<Option<usize>> = Vec::with_capacity(plan.artifacts.len());
+    let mut artifacts = Vec::with_capacity(plan.artifacts.len());
+    for a in &plan.artifacts {
+        let kind = match a.kind {
+            ArtifactKind::File => "file",
+            ArtifactKind::Folder => "folder",
+            ArtifactKind::OsPackage => {
+                index.push(None);
+                continue;
+            }
+        };
+        let blob = match (a.kind, &a.member) {
+            (ArtifactKind::File, Some(m)) => Some(stored(files, m)?),
+            (ArtifactKind::File, None) => {
+                return Err(Failure::Permanent(format!(
+                    "the file {} has no archive member",
+                    a.name
+                )))
+            }
+            _ => None,
+        };
+        index.push(Some(artifacts.len()));
+        artifacts.push(NewArtifactPart {
+            name: crate::names::nfc(&a.name),
+            kind: kind.into(),
+            parent: a.parent.and_then(|p| index.get(p).copied().flatten()),
+            tag: a.tag.clone(),
+            install_location: a.install_location.clone(),
+            blob,
+        });
+    }
+    let attach =
+        |m: &Option<PlannedMember>| -> std::result::Result<Option<(String, BlobRef)>, Failure> {
+            m.as_ref()
+                .map(|m| Ok((crate::names::nfc(&m.name), stored(files, &m.member)?)))
+                .transpose()
+        };
+    Ok(NewBundleParts {
+        name: crate::names::nfc(&plan.name),
+        version: crate::names::nfc(&plan.version),
+        description: plan.description.clone(),
+        release: plan.release.clone(),
+        install_location: plan.install_location.clone(),
+        artifacts,
+        license: attach(&plan.license)?,
+        logo: attach(&plan.logo)?,
+    })
+}
+
+/// Stores one member's bytes in a new blob, on the reader's blocking thread: reads are plain
+/// blocking reads (the reader pulls the upload from a channel), each write waits on the runtime.
+/// The sha256 comes from the reader, which hashes every member anyway, so the writer adds only md5.
+fn store_member(
+    rt: &tokio::runtime::Handle,
+    blobs: &dyn BlobStore,
+    key: &str,
+    r: &mut dyn std::io::Read,
+    cancel: &CancellationToken,
+) -> std::result::Result<satchel_blob::Written, String> {
+    let hashes = Hashes {
+        sha256: false,
+        md5: true,
+        sha1: false,
+    };
+    let mut w = rt
+        .block_on(blobs.writer(key, hashes))
+        .map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let failed = loop {
+        if cancel.is_cancelled() {
+            break "cancelled".to_string();
+        }
+        let n = match r.read(&mut buf) {
+            Ok(0) => return rt.block_on(w.finish()).map_err(|e| e.to_string()),
+            Ok(n) => n,
+            Err(e) => break e.to_string(),
+        };
+        if let Err(e) = rt.block_on(w.write(Bytes::copy_from_slice(&buf[..n]))) {
+            break e.to_string();
+        }
+    };
+    rt.block_on(w.abort());
+    Err(failed)
+}
+
+/// The file members an attempt stored: (archive path, blob key, what the writer measured), shared
+/// with the blocking reader.
+#[derive(Clone, Default)]
+struct Written(Arc<Mutex<Vec<(String, String, satchel_blob::Written)>>>);
+
+impl Written {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(String, String, satchel_blob::Written)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn next_index(&self) -> usize {
+        self.lock().len()
+    }
+    fn push(&self, path: String, key: String, w: satchel_blob::Written) {
+        self.lock().push((path, key, w));
+    }
+    fn keys(&self) -> Vec<String> {
+        self.lock().iter().map(|(_, k, _)| k.clone()).collect()
+    }
+    /// Every stored member as a blob reference, with the sha256 the reader computed.
+    fn by_path(&self, read: &ReadSummary) -> HashMap<String, BlobRef> {
+        let sha: HashMap<&str, &[u8; 32]> = read
+            .members
+            .iter()
+            .map(|m| (m.path.as_str(), &m.sha256))
+            .collect();
+        let now = now_millis();
+        self.lock()
+            .iter()
+            .map(|(path, key, w)| {
+                let blob = BlobRef {
+                    key: key.clone(),
+                    size: w.size as i64,
+                    sha256: sha.get(path.as_str()).map(hex::encode).unwrap_or_default(),
+                    md5: w.md5.clone(),
+                    uploaded: now,
+                };
+                (path.clone(), blob)
+            })
+            .collect()
+    }
+}
+
+/// `std::io::Read` over the chunks an async task sends (the upload's blob stream).
+struct ChannelRead {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    cur: Bytes,
+}
+
+impl std::io::Read for ChannelRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.cur = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur.split_to(n));
+        Ok(n)
     }
 }

@@ -383,6 +383,14 @@ pub struct NewBundleParts {
     pub logo: Option<(String, BlobRef)>,
 }
 
+/// A bundle of an imported template: created from the archive, or (with `reusebundles`) one the
+/// user has already.
+#[derive(Debug, Clone)]
+pub enum ImportedBundle {
+    New(Box<NewBundleParts>),
+    Existing(Id),
+}
+
 /// One file or folder of a [`NewBundleParts`].
 #[derive(Debug, Clone)]
 pub struct NewArtifactPart {

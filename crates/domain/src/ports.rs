@@ -343,6 +343,18 @@ pub trait ImportStore: Send + Sync + 'static {
         ticket: Id,
         bundle: &NewBundleParts,
     ) -> Result<Option<Bundle>>;
+    /// Creates the template's new bundles and the appliance holding them (in `bundles`' order, its
+    /// own `bundles` list ignored), replacing appliance `replace` of the same owner if given, and
+    /// completes the running import `ticket` with it, in one transaction. None, with nothing
+    /// written, when the ticket is no longer running; otherwise the appliance and the blob keys the
+    /// replaced appliance no longer needs.
+    async fn complete_template_import(
+        &self,
+        ticket: Id,
+        bundles: &[ImportedBundle],
+        appliance: &crate::appliance::NewApplianceParts,
+        replace: Option<Id>,
+    ) -> Result<Option<(crate::appliance::Appliance, Vec<String>)>>;
 }
 
 /// What the job runtime calls for each claimed job. `cancel` fires when the lease is lost or the

@@ -683,8 +683,17 @@ impl Satchel {
         }
     }
 
+    /// The user's exports: of appliances (what UForge lists here) and of bundles.
     pub async fn list_exports(&self, who: &Principal, uid: &str) -> Result<Vec<Ticket>> {
-        self.tickets_of(who, uid, TicketKind::BundleExport).await
+        let owner = self.target(who, uid).await?;
+        let mut ts = self.store.list_tickets(owner.id).await?;
+        ts.retain(|t| {
+            matches!(
+                t.kind,
+                TicketKind::ApplianceExport | TicketKind::BundleExport
+            )
+        });
+        Ok(ts)
     }
 
     /// The user's tickets of one kind.
@@ -709,11 +718,15 @@ impl Satchel {
         eid: Id,
     ) -> Result<(Ticket, ArchiveRef)> {
         let t = self.export(who, uid, msid, eid).await?;
+        let a = Self::ready_archive(&t)?;
+        Ok((t, a))
+    }
+
+    /// An export's archive if it may be downloaded, else why not (the rule for every export kind).
+    pub(crate) fn ready_archive(t: &Ticket) -> Result<ArchiveRef> {
+        let eid = t.id;
         match (t.state, &t.archive) {
-            (TicketState::Complete, Some(a)) => {
-                let a = a.clone();
-                Ok((t, a))
-            }
+            (TicketState::Complete, Some(a)) => Ok(a.clone()),
             (TicketState::Expired, _) => Err(DomainError::Gone(format!(
                 "the archive of export {eid} has expired and was deleted; request a new export"
             ))),
@@ -730,7 +743,7 @@ impl Satchel {
     }
 
     /// Cancels a ticket of the caller's (already resolved): queued or running becomes `cancelled`
-    /// (a running job notices within its next progress report and removes its partial output); a
+    /// (a running job notices at its next progress report and removes its partial output); a
     /// finished one is left as it is, which the answer says.
     pub(crate) async fn cancel_resolved(&self, who: &Principal, t: Ticket) -> Result<Cancelled> {
         self.require(who, ENT_SOFTWARE_UPLOAD)?;

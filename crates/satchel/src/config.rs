@@ -91,6 +91,16 @@ pub struct ServeArgs {
     /// Largest accepted file upload in bytes [default: 64 GiB].
     #[arg(long, env = "SATCHEL_MAX_UPLOAD")]
     pub max_upload: Option<u64>,
+    /// Largest decompressed size of an import archive in bytes [default: 64 GiB].
+    #[arg(long, env = "SATCHEL_IMPORT_MAX_BYTES")]
+    pub import_max_bytes: Option<u64>,
+    /// Most members (files, folders) in an import archive [default: 100000].
+    #[arg(long, env = "SATCHEL_IMPORT_MAX_MEMBERS")]
+    pub import_max_members: Option<u64>,
+    /// Largest decompressed/compressed ratio of an import archive, past its first 8 MiB (a gzip
+    /// bomb's tell) [default: 1000].
+    #[arg(long, env = "SATCHEL_IMPORT_MAX_RATIO")]
+    pub import_max_ratio: Option<u64>,
     /// Job lease; a job whose worker stops heart-beating is taken over after this [default: 30s].
     #[arg(long, env = "SATCHEL_JOB_LEASE")]
     pub job_lease: Option<String>,
@@ -177,6 +187,7 @@ pub struct Settings {
     pub workers: usize,
     pub max_attempts: i32,
     pub max_upload: u64,
+    pub import_limits: satchel_archive::reader::Limits,
     pub job_lease: Duration,
     pub export_throttle: Option<Duration>,
     pub gzip_level: i32,
@@ -265,6 +276,16 @@ impl ServeArgs {
             workers: self.workers.unwrap_or(2),
             max_attempts: self.max_attempts.unwrap_or(3).max(1),
             max_upload: self.max_upload.unwrap_or(64 << 30),
+            import_limits: {
+                let d = satchel_archive::reader::Limits::default();
+                satchel_archive::reader::Limits {
+                    max_total_bytes: self.import_max_bytes.unwrap_or(d.max_total_bytes),
+                    max_member_bytes: self.import_max_bytes.unwrap_or(d.max_member_bytes),
+                    max_members: self.import_max_members.unwrap_or(d.max_members),
+                    max_ratio: self.import_max_ratio.unwrap_or(d.max_ratio).max(1),
+                    ..d
+                }
+            },
             job_lease: dur("job-lease", self.job_lease.as_deref().unwrap_or("30s"))?,
             gzip_level: match self.gzip_level.unwrap_or(6) {
                 l @ 1..=12 => l,

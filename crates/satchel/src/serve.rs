@@ -212,6 +212,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         progress_every: Duration::from_millis(250),
         throttle: s.export_throttle,
+        import_limits: s.import_limits.clone(),
     });
     if s.workers == 0 {
         if opened.shared {
@@ -235,9 +236,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         wake: wake.clone(),
         ..opened.cloud()
     });
-    let handlers = satchel_jobs::Dispatch::new()
-        .with(satchel_domain::model::JOB_BUNDLE_EXPORT, runner.clone())
-        .with(satchel_domain::model::JOB_CONTAINER_IMAGE, runner)
+    // Every ticket kind runs on the ticket runner.
+    let handlers = satchel_domain::model::TicketKind::ALL
+        .into_iter()
+        .fold(satchel_jobs::Dispatch::new(), |d, k| {
+            d.with(k.as_str(), runner.clone())
+        })
         .with(
             satchel_domain::model::JOB_IMAGE_EXPORT,
             Arc::new(satchel_domain::cloud::service::ImageExportRunner {

@@ -192,6 +192,70 @@ macro_rules! impl_appliances {
         }
 
         /// Deletes the owner's appliance; its boot scripts' blob keys, or None if there is none.
+    /// `create_appliance_with_parts` inside `tx` (template imports write their bundles in
+    /// the same transaction).
+    pub(crate) async fn insert_appliance_parts(
+        tx: &mut Tx<'_>,
+        owner: Id,
+        new: &NewApplianceParts,
+        replace: Option<Id>,
+    ) -> Result<(Appliance, Vec<String>)> {
+            let mut gone = match replace {
+                Some(old) => delete_appliance_tx(tx, owner, old)
+                    .await?
+                    .ok_or_else(|| DomainError::not_found(format!("appliance {old}")))?,
+                None => Vec::new(),
+            };
+            let a = &new.appliance;
+            let d = a.distribution.as_ref();
+            let now = now_millis();
+            let row = sqlx::query(
+                "INSERT INTO appliances (owner_id, name, version, description, distro_name, distro_version, distro_arch, created, modified)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING *",
+            )
+            .bind(owner)
+            .bind(&a.name)
+            .bind(&a.version)
+            .bind(&a.description)
+            .bind(d.map(|d| d.name.clone()))
+            .bind(d.map(|d| d.version.clone()))
+            .bind(d.map(|d| d.arch.clone()))
+            .bind(now)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db_err)?;
+            let appliance = appliance_from(&row)?;
+            replace_links(tx, owner, appliance.id, &new.bundles).await?;
+            if let Some(p) = &new.os_profile {
+                let pid: i64 = sqlx::query_scalar(
+                    "INSERT INTO appliance_os_profiles (appliance_id, name, created, modified) VALUES ($1, $2, $3, $3) RETURNING id",
+                )
+                .bind(appliance.id)
+                .bind(&p.name)
+                .bind(now)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(db_err)?;
+                insert_packages(tx, pid, &p.packages).await?;
+            }
+            for (s, blob) in &new.boot_scripts {
+                insert_boot_script(tx, appliance.id, s, Some(blob)).await?;
+            }
+            // A key the new parts reuse, or that another script still holds, stays.
+            let mut kept = Vec::new();
+            for k in gone.drain(..) {
+                let used = sqlx::query("SELECT 1 FROM boot_scripts WHERE blob_key = $1")
+                    .bind(&k)
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(db_err)?;
+                if used.is_none() {
+                    kept.push(k);
+                }
+            }
+            Ok((appliance, kept))
+        }
+
         async fn delete_appliance_tx(
             tx: &mut Tx<'_>,
             owner: Id,
@@ -362,61 +426,9 @@ macro_rules! impl_appliances {
                 replace: Option<Id>,
             ) -> Result<(Appliance, Vec<String>)> {
                 let mut tx = self.pool.begin_with(S::BEGIN_LOCKING).await.map_err(db_err)?;
-                let mut gone = match replace {
-                    Some(old) => delete_appliance_tx(&mut tx, owner, old)
-                        .await?
-                        .ok_or_else(|| DomainError::not_found(format!("appliance {old}")))?,
-                    None => Vec::new(),
-                };
-                let a = &new.appliance;
-                let d = a.distribution.as_ref();
-                let now = now_millis();
-                let row = sqlx::query(
-                    "INSERT INTO appliances (owner_id, name, version, description, distro_name, distro_version, distro_arch, created, modified)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING *",
-                )
-                .bind(owner)
-                .bind(&a.name)
-                .bind(&a.version)
-                .bind(&a.description)
-                .bind(d.map(|d| d.name.clone()))
-                .bind(d.map(|d| d.version.clone()))
-                .bind(d.map(|d| d.arch.clone()))
-                .bind(now)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db_err)?;
-                let appliance = appliance_from(&row)?;
-                replace_links(&mut tx, owner, appliance.id, &new.bundles).await?;
-                if let Some(p) = &new.os_profile {
-                    let pid: i64 = sqlx::query_scalar(
-                        "INSERT INTO appliance_os_profiles (appliance_id, name, created, modified) VALUES ($1, $2, $3, $3) RETURNING id",
-                    )
-                    .bind(appliance.id)
-                    .bind(&p.name)
-                    .bind(now)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
-                    insert_packages(&mut tx, pid, &p.packages).await?;
-                }
-                for (s, blob) in &new.boot_scripts {
-                    insert_boot_script(&mut tx, appliance.id, s, Some(blob)).await?;
-                }
-                // A key the new parts reuse, or that another script still holds, stays.
-                let mut kept = Vec::new();
-                for k in gone.drain(..) {
-                    let used = sqlx::query("SELECT 1 FROM boot_scripts WHERE blob_key = $1")
-                        .bind(&k)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(db_err)?;
-                    if used.is_none() {
-                        kept.push(k);
-                    }
-                }
+                let done = insert_appliance_parts(&mut tx, owner, new, replace).await?;
                 tx.commit().await.map_err(db_err)?;
-                Ok((appliance, kept))
+                Ok(done)
             }
 
             async fn set_appliance_bundles(

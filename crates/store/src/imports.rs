@@ -196,6 +196,34 @@ macro_rules! impl_imports {
                 tx.commit().await.map_err(db_err)?;
                 Ok(Some(b))
             }
+
+            async fn complete_template_import(
+                &self,
+                ticket: Id,
+                bundles: &[ImportedBundle],
+                appliance: &satchel_domain::appliance::NewApplianceParts,
+                replace: Option<Id>,
+            ) -> Result<Option<(satchel_domain::appliance::Appliance, Vec<String>)>> {
+                let mut tx = self.pool.begin_with(S::BEGIN_LOCKING).await.map_err(db_err)?;
+                let Some(owner) = lock_running_import(&mut tx, ticket).await? else {
+                    return Ok(None);
+                };
+                let mut ids = Vec::with_capacity(bundles.len());
+                for b in bundles {
+                    ids.push(match b {
+                        ImportedBundle::Existing(id) => *id,
+                        ImportedBundle::New(parts) => {
+                            insert_bundle_parts(&mut tx, owner, parts).await?.id
+                        }
+                    });
+                }
+                let mut parts = appliance.clone();
+                parts.bundles = ids;
+                let (a, gone) = insert_appliance_parts(&mut tx, owner, &parts, replace).await?;
+                complete_import(&mut tx, ticket, a.id, &a.name, &a.version).await?;
+                tx.commit().await.map_err(db_err)?;
+                Ok(Some((a, gone)))
+            }
         }
     };
 }
