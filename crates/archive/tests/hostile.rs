@@ -17,6 +17,10 @@ fn entry(name: &[u8], kind: u8, declared: u64, data: &[u8]) -> Vec<u8> {
     h.set_size(declared);
     h.set_mtime(0);
     h.set_entry_type(tar::EntryType::new(kind));
+    if kind == b'S' {
+        // A well-formed GNU sparse header with no blocks.
+        h.as_gnu_mut().unwrap().realsize = *b"00000000000\0";
+    }
     if kind == b'1' || kind == b'2' {
         h.as_old_mut().linkname[..6].copy_from_slice(b"target");
     }
@@ -232,6 +236,12 @@ fn links_devices_and_fifos_are_refused() {
         &l,
         Rule::SpecialFile,
         Some("v"),
+    );
+    refused(
+        &gz(&tar_of(&[entry(b"sp", b'S', 0, b"")])),
+        &l,
+        Rule::SpecialFile,
+        Some("sp"),
     );
 }
 
