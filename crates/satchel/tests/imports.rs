@@ -47,11 +47,11 @@ async fn archive_gone(s: &Server, eid: i64, since: Instant) -> Duration {
     }
 }
 
-/// A bundle export of 1 GiB cancelled mid-way: the ticket says cancelled at once, the worker stops
-/// within a second (its partial archive removed), the download answers 409, and cancelling again
-/// or cancelling a finished export changes nothing and says so.
+/// A bundle export and an appliance export of 1 GiB cancelled mid-way: the ticket says cancelled at
+/// once, the worker stops within a second (its partial archive removed), the download answers 409,
+/// and cancelling again or cancelling a finished export changes nothing and says so.
 #[tokio::test]
-async fn cancelling_a_bundle_export_stops_it_within_a_second() {
+async fn cancelling_an_export_stops_it_within_a_second() {
     // The throttle (per chunk) keeps the 1 GiB export running long enough to cancel it mid-way.
     let s = Server::start(&["--export-throttle", "5ms"]).await;
     let a = s.client("alice");
@@ -92,6 +92,50 @@ async fn cancelling_a_bundle_export_stops_it_within_a_second() {
         "{}",
         r.text()
     );
+
+    // The same for an appliance holding the 1 GiB bundle.
+    let body = format!(
+        "<ns1:appliance xmlns:ns1=\"{NS}\"><name>big app</name><version>1</version>\
+         <mySoftwareUris><uri>users/alice/mysoftware/{msid}</uri></mySoftwareUris></ns1:appliance>"
+    );
+    let r = a
+        .req(
+            "POST",
+            "/users/alice/appliances",
+            Some(body.into_bytes()),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let aid = r.id();
+    let r = a
+        .req(
+            "POST",
+            &format!("/users/alice/appliances/{aid}/exports"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let aeid = r.id();
+    let ap = format!("/users/alice/appliances/{aid}/exports/{aeid}");
+    wait_running(&a, &format!("{ap}/status")).await;
+    let r = a.req("DELETE", &format!("{ap}/status"), None, &[]).await;
+    let cancelled_at = Instant::now();
+    assert_eq!(
+        r.field("cancelled").as_deref(),
+        Some("true"),
+        "{}",
+        r.text()
+    );
+    let took = archive_gone(&s, aeid, cancelled_at).await;
+    assert!(
+        took <= Duration::from_secs(1),
+        "the appliance export took {took:?} to stop"
+    );
+    a.get(&format!("{ap}/downloads"))
+        .await
+        .assert_uforge_error(409);
 
     // A finished export stays finished.
     let small = a.create_bundle("small", "1").await;
@@ -600,4 +644,300 @@ async fn a_template_round_trips_through_export_and_import() {
     // Lists.
     let l = b.get("/users/bob/imports").await;
     assert_eq!(count(&l, "applianceImport"), 3, "{}", l.text());
+}
+
+// ------------------------------------------------------------------ generated round trips
+
+/// A generated bundle: files at nested paths (folder names and file names with unicode and spaces),
+/// some empty, and maybe a license and a logo.
+#[derive(Debug, Clone)]
+struct GenBundle {
+    name: String,
+    files: Vec<(Vec<String>, Vec<u8>)>,
+    license: bool,
+    logo: bool,
+}
+
+/// The descriptor entries of the files under `dir` (folders first appear where first used).
+fn yaml_files(
+    files: &[(Vec<String>, Vec<u8>)],
+    base: &str,
+    depth: usize,
+    prefix: &[String],
+) -> Vec<serde_yaml::Value> {
+    use serde_yaml::{Mapping, Value};
+    let mut out = Vec::new();
+    let mut folders: Vec<String> = Vec::new();
+    for (path, _) in files
+        .iter()
+        .filter(|(p, _)| p.len() > depth && p[..depth] == *prefix)
+    {
+        let name = &path[depth];
+        let rel = path[..=depth].join("/");
+        let mut m = Mapping::new();
+        m.insert("name".into(), Value::String(name.clone()));
+        m.insert("source".into(), Value::String(format!("{base}/{rel}")));
+        if path.len() == depth + 1 {
+            out.push(Value::Mapping(m));
+        } else if !folders.contains(name) {
+            folders.push(name.clone());
+            let sub = yaml_files(files, base, depth + 1, &path[..=depth]);
+            m.insert("files".into(), Value::Sequence(sub));
+            out.push(Value::Mapping(m));
+        }
+    }
+    out
+}
+
+impl GenBundle {
+    /// The bundle descriptor and the archive members it names.
+    fn parts(&self) -> (serde_yaml::Value, Vec<(String, Vec<u8>)>) {
+        let base = format!("bundles/{}/1.0", self.name);
+        let mut doc = serde_yaml::Mapping::new();
+        doc.insert("name".into(), self.name.clone().into());
+        doc.insert("version".into(), "1.0".into());
+        doc.insert(
+            "files".into(),
+            serde_yaml::Value::Sequence(yaml_files(&self.files, &base, 0, &[])),
+        );
+        let mut members: Vec<(String, Vec<u8>)> = self
+            .files
+            .iter()
+            .map(|(p, d)| (format!("{base}/{}", p.join("/")), d.clone()))
+            .collect();
+        if self.license {
+            let mut l = serde_yaml::Mapping::new();
+            l.insert(
+                "source".into(),
+                format!("bundles/{}/LICENSE", self.name).into(),
+            );
+            doc.insert("license".into(), l.into());
+            members.push((format!("bundles/{}/LICENSE", self.name), b"BSD\n".to_vec()));
+        }
+        if self.logo {
+            doc.insert(
+                "sourceLogo".into(),
+                format!("bundles/{}/logo.png", self.name).into(),
+            );
+            members.push((
+                format!("bundles/{}/logo.png", self.name),
+                b"\x89PNG".to_vec(),
+            ));
+        }
+        (serde_yaml::Value::Mapping(doc), members)
+    }
+}
+
+fn archive_of(doc_name: &str, doc: &serde_yaml::Value, members: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let yml = serde_yaml::to_string(doc).unwrap();
+    let mut all: Vec<(&str, &[u8])> = vec![(doc_name, yml.as_bytes())];
+    all.extend(members.iter().map(|(p, d)| (p.as_str(), d.as_slice())));
+    gz_tar(&all)
+}
+
+fn gen_bundle(n: usize) -> impl proptest::strategy::Strategy<Value = GenBundle> {
+    use proptest::prelude::*;
+    let seg = prop::sample::select(vec!["conf", "dir é", "深 层", "a b", "ünï"]);
+    let file = (
+        prop::collection::vec(seg, 0..3),
+        prop::sample::select(vec!["f", "file é", "spa ce", "中文", "x.sh"]),
+        prop_oneof![Just(0usize), 1usize..3000],
+    );
+    (
+        prop::sample::select(vec!["bündle", "my app", "app 应用"]),
+        prop::collection::vec(file, 0..n),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(name, files, license, logo)| GenBundle {
+            name: name.to_string(),
+            files: files
+                .into_iter()
+                .enumerate()
+                .map(|(i, (dirs, f, len))| {
+                    let mut p: Vec<String> = dirs.into_iter().map(String::from).collect();
+                    // Unique file names; folders never share a name with a file.
+                    p.push(format!("{f} {i}"));
+                    (p, noise(len, i as u64 + 1))
+                })
+                .collect(),
+            license,
+            logo,
+        })
+}
+
+/// Imports `archive` as alice (create), exports, imports that as bob, exports again: both exports
+/// hold the same members, byte for byte, and every generated file is in them.
+async fn round_trip(s: &Server, base: &str, archive: Vec<u8>, expect: &[(String, Vec<u8>)]) {
+    let (a, b) = (s.client("alice"), s.client("bob"));
+    let (st, doc) = import(&a, base, "imported=False&force=True", archive).await;
+    assert_eq!(
+        st.field("complete").as_deref(),
+        Some("true"),
+        "{}",
+        st.text()
+    );
+    let id = ref_id(&doc);
+    let first = if base == "imports" {
+        export_appliance(&a, id, "yaml").await
+    } else {
+        export_bundle(&a, id).await
+    };
+    let (st, doc) = import(&b, base, "imported=True&force=True", first.clone()).await;
+    assert_eq!(
+        st.field("complete").as_deref(),
+        Some("true"),
+        "{}",
+        st.text()
+    );
+    let id2 = ref_id(&doc);
+    let second = if base == "imports" {
+        export_appliance(&b, id2, "yaml").await
+    } else {
+        export_bundle(&b, id2).await
+    };
+    let (m1, m2) = (members(&first), members(&second));
+    assert_eq!(m1, m2, "export -> import -> export changed the archive");
+    let contents: std::collections::BTreeSet<&[u8]> = m1.values().map(Vec::as_slice).collect();
+    for (path, data) in expect {
+        assert!(contents.contains(data.as_slice()), "{path} lost");
+    }
+}
+
+/// The round trip over generated bundles and templates (a few cases: each is four HTTP imports and
+/// exports against the real server).
+#[test]
+fn generated_bundles_and_templates_round_trip() {
+    use proptest::test_runner::{Config, TestRunner};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let s = rt.block_on(Server::start(&["--quota-tickets", "0", "--user-rate", "0"]));
+    let mut runner = TestRunner::new(Config {
+        cases: 6,
+        ..Config::default()
+    });
+    let case = (gen_bundle(40), gen_bundle(10), proptest::bool::ANY);
+    runner
+        .run(&case, |(b1, b2, template)| {
+            let (d1, m1) = b1.parts();
+            if !template {
+                rt.block_on(round_trip(&s, "bundleimports", archive_of("bundle.yml", &d1, &m1), &m1));
+                return Ok(());
+            }
+            let (mut d2, m2) = b2.parts();
+            // Two bundles of one template must not share a name.
+            if let serde_yaml::Value::Mapping(m) = &mut d2 {
+                m.insert("version".into(), "2.0".into());
+            }
+            let m2: Vec<_> = m2
+                .into_iter()
+                .map(|(p, d)| (p.replacen("/1.0/", "/2.0/", 1), d))
+                .collect();
+            let d2 = serde_yaml::from_str::<serde_yaml::Value>(
+                &serde_yaml::to_string(&d2).unwrap().replace("/1.0/", "/2.0/"),
+            )
+            .unwrap();
+            let stack = serde_yaml::from_str::<serde_yaml::Value>(
+                "stack:\n  name: tpl ü\n  version: '1'\n  os: {name: Debian, version: '12', arch: x86_64, profile: Minimal, pkgs: [curl]}\n  config:\n  - {name: boot one.sh, source: config/boot one.sh, order: 1, type: firstboot}\n",
+            )
+            .unwrap();
+            let mut stack = stack;
+            stack["stack"]["bundles"] = serde_yaml::Value::Sequence(vec![d1, d2]);
+            let mut members = m1.clone();
+            members.extend(m2);
+            members.push(("config/boot one.sh".into(), b"#!/bin/sh\n".to_vec()));
+            rt.block_on(round_trip(&s, "imports", archive_of("template.yml", &stack, &members), &members));
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// Thousands of files in one bundle, nested: the round trip holds, and the import stays one pass.
+#[tokio::test]
+async fn thousands_of_files_round_trip() {
+    let s = Server::start(&[]).await;
+    let b = GenBundle {
+        name: "many".into(),
+        files: (0..2500)
+            .map(|i| {
+                (
+                    vec![
+                        format!("d{}", i % 7),
+                        format!("sub {}", i % 3),
+                        format!("f{i}.txt"),
+                    ],
+                    format!("file {i}\n").into_bytes(),
+                )
+            })
+            .collect(),
+        license: true,
+        logo: false,
+    };
+    let (d, m) = b.parts();
+    round_trip(&s, "bundleimports", archive_of("bundle.yml", &d, &m), &m).await;
+}
+
+/// `kill -9` while an import runs: after the restart it completes once (one bundle), or ends in
+/// error; never two bundles, and nothing is left of the dead attempt.
+#[tokio::test]
+async fn an_import_killed_mid_way_completes_once_after_restart() {
+    let mut s = Server::start(&["--export-throttle", "15ms"]).await;
+    let a = s.client("alice");
+    let b = GenBundle {
+        name: "killed".into(),
+        files: (0..40)
+            .map(|i| (vec![format!("f{i}")], noise(400_000, i)))
+            .collect(),
+        license: false,
+        logo: false,
+    };
+    let (d, m) = b.parts();
+    let archive = archive_of("bundle.yml", &d, &m);
+    let r = a
+        .req(
+            "POST",
+            "/users/alice/bundleimports?imported=true",
+            None,
+            &[],
+        )
+        .await;
+    let id = r.id();
+    let one = format!("/users/alice/bundleimports/{id}");
+    let up = a
+        .req("POST", &format!("{one}/uploads"), Some(archive), &[])
+        .await;
+    assert_eq!(up.status, 200, "{}", up.text());
+    wait_running(&a, &format!("{one}/status")).await;
+    s.kill9();
+    s.spawn().await;
+    let deadline = Instant::now() + T;
+    let st = loop {
+        let st = a.get(&format!("{one}/status")).await;
+        if st.field("complete").as_deref() == Some("true")
+            || st.field("error").as_deref() == Some("true")
+        {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "{}", st.text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let list = a.get("/users/alice/mysoftware").await;
+    let n = count(&list, "mySoftware");
+    if st.field("complete").as_deref() == Some("true") {
+        assert_eq!(n, 1, "{}", list.text());
+        let msid = ref_id(&a.get(&one).await);
+        let out = members(&export_bundle(&a, msid).await);
+        for (p, data) in &m {
+            assert_eq!(out.get(p), Some(data), "{p}");
+        }
+    } else {
+        assert_eq!(n, 0, "{}", list.text());
+    }
+    // The files stored: exactly the bundle's (the dead attempt's were rewritten in place).
+    let stored = s
+        .blobs()
+        .await
+        .into_iter()
+        .filter(|(k, _)| k.contains("/imports/") && !k.contains('#'))
+        .count();
+    assert!(stored <= m.len(), "{stored} blobs for {} files", m.len());
 }
