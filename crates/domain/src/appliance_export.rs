@@ -311,3 +311,78 @@ impl Satchel {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blob(k: &str) -> BlobRef {
+        BlobRef {
+            key: k.into(),
+            size: 1,
+            sha256: "s".into(),
+            md5: "m".into(),
+            uploaded: 0,
+        }
+    }
+
+    fn content(id: Id, version: &str) -> BundleContent {
+        BundleContent {
+            bundle: Bundle {
+                id,
+                owner_id: 1,
+                name: "same".into(),
+                version: version.into(),
+                description: None,
+                release: None,
+                install_location: None,
+                revision: 1,
+                created: 0,
+                modified: 0,
+            },
+            artifacts: Vec::new(),
+            license: Some(Attachment {
+                id,
+                bundle_id: id,
+                kind: AttachmentKind::License,
+                name: "LICENSE".into(),
+                blob: blob(&format!("l{id}")),
+            }),
+            logo: None,
+        }
+    }
+
+    #[test]
+    fn two_versions_of_one_bundle_keep_their_own_license() {
+        let parts = ApplianceParts {
+            appliance: Appliance {
+                id: 1,
+                owner_id: 1,
+                name: "a".into(),
+                version: "1".into(),
+                description: None,
+                distribution: None,
+                created: 0,
+                modified: 0,
+            },
+            bundles: Vec::new(),
+            os_profile: None,
+            packages: Vec::new(),
+            boot_scripts: Vec::new(),
+        };
+        let p = plan_template(
+            &parts,
+            &[content(1, "1"), content(2, "2")],
+            OutputFormat::Yaml,
+        )
+        .unwrap();
+        let paths: Vec<_> = p.members.iter().map(|m| m.path.as_str()).collect();
+        assert_eq!(paths, ["bundles/same/LICENSE", "bundles/same/2/LICENSE"]);
+        let doc: serde_yaml::Value = serde_yaml::from_slice(&p.doc).unwrap();
+        assert_eq!(
+            doc["stack"]["bundles"][1]["license"]["source"],
+            "bundles/same/2/LICENSE"
+        );
+        assert!(doc["stack"].get("os").is_none());
+    }
+}

@@ -209,34 +209,28 @@ pub(crate) fn bundle_plan(
         Ok(out)
     }
     let files = walk(None, &base, &children, &mut members, seen, 0)?;
-    let mut license_entry = None;
-    if let Some(l) = license {
-        let path = format!("{root}/{}", path_segment(&l.name));
-        if !seen.insert(path.clone()) {
-            return Err(DomainError::Invalid(format!(
-                "the license maps to an archive path already used: {path}"
-            )));
+    // License and logo sit beside the version folder (hammr's layout); in a template holding two
+    // versions of one bundle that place is taken by the first, so the second's go in its version
+    // folder (the descriptor names each path, so readers follow either).
+    let mut place = |what: &str, a: &Attachment| -> Result<String> {
+        let file = path_segment(&a.name);
+        for path in [format!("{root}/{file}"), format!("{base}/{file}")] {
+            if seen.insert(path.clone()) {
+                members.push(PlannedMember {
+                    path: path.clone(),
+                    blob: Some(a.blob.clone()),
+                });
+                return Ok(path);
+            }
         }
-        members.push(PlannedMember {
-            path: path.clone(),
-            blob: Some(l.blob.clone()),
-        });
-        license_entry = Some(LicenseEntry { source: path });
-    }
-    let mut source_logo = None;
-    if let Some(l) = logo {
-        let path = format!("{root}/{}", path_segment(&l.name));
-        if !seen.insert(path.clone()) {
-            return Err(DomainError::Invalid(format!(
-                "the logo maps to an archive path already used: {path}"
-            )));
-        }
-        members.push(PlannedMember {
-            path: path.clone(),
-            blob: Some(l.blob.clone()),
-        });
-        source_logo = Some(path);
-    }
+        Err(DomainError::Invalid(format!(
+            "the {what} {file} maps to an archive path already used"
+        )))
+    };
+    let license_entry = license
+        .map(|l| place("license", l).map(|source| LicenseEntry { source }))
+        .transpose()?;
+    let source_logo = logo.map(|l| place("logo", l)).transpose()?;
     let doc = BundleDoc {
         name: bundle.name.clone(),
         version: bundle.version.clone(),

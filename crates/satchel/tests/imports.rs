@@ -828,10 +828,28 @@ fn generated_bundles_and_templates_round_trip() {
             if let serde_yaml::Value::Mapping(m) = &mut d2 {
                 m.insert("version".into(), "2.0".into());
             }
-            let m2: Vec<_> = m2
-                .into_iter()
-                .map(|(p, d)| (p.replacen("/1.0/", "/2.0/", 1), d))
-                .collect();
+            // Its files in its own version folder; its license and logo too, since the first
+            // bundle may have the same name (two versions of one bundle in one template).
+            let relocate = |p: &str| {
+                let p = p.replacen("/1.0/", "/2.0/", 1);
+                match p.rsplit_once('/') {
+                    Some((dir, f)) if !dir.ends_with("/2.0") && !dir.contains("/2.0/") => {
+                        format!("{dir}/2.0/{f}")
+                    }
+                    _ => p,
+                }
+            };
+            let m2: Vec<_> = m2.into_iter().map(|(p, d)| (relocate(&p), d)).collect();
+            let mut d2 = d2;
+            if let serde_yaml::Value::Mapping(m) = &mut d2 {
+                if let Some(serde_yaml::Value::Mapping(l)) = m.get_mut("license") {
+                    let src = l["source"].as_str().unwrap_or_default().to_string();
+                    l.insert("source".into(), relocate(&src).into());
+                }
+                if let Some(serde_yaml::Value::String(logo)) = m.get_mut("sourceLogo") {
+                    *logo = relocate(logo);
+                }
+            }
             let d2 = serde_yaml::from_str::<serde_yaml::Value>(
                 &serde_yaml::to_string(&d2).unwrap().replace("/1.0/", "/2.0/"),
             )
