@@ -319,9 +319,13 @@ impl Api {
         self.get(&format!("{}/mysoftware/{id}", self.me())).await
     }
 
+    /// The user's bundle exports (the server's list also holds appliance exports, which the
+    /// client's commands do not handle).
     pub async fn exports(&self) -> Res<Vec<Export>> {
         let l: ExportList = self.get(&format!("{}/exports", self.me())).await?;
-        Ok(l.appliance_exports.appliance_export)
+        let mut all = l.appliance_exports.appliance_export;
+        all.retain(|e| e.bundle_id().is_some());
+        Ok(all)
     }
 
     pub fn export_path(&self, msid: i64, eid: i64) -> String {
