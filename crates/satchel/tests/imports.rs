@@ -959,3 +959,102 @@ async fn an_import_killed_mid_way_completes_once_after_restart() {
         .count();
     assert!(stored <= m.len(), "{stored} blobs for {} files", m.len());
 }
+
+/// Imports are owned and entitled like bundles, take one archive, and a cancelled one takes none.
+#[tokio::test]
+async fn imports_are_scoped_entitled_and_take_one_archive() {
+    let s = Server::start(&[]).await;
+    let (a, b, c) = (s.client("alice"), s.client("bob"), s.client("carol"));
+    c.req("POST", "/users/carol/bundleimports", None, &[])
+        .await
+        .assert_uforge_error(403);
+    let r = a
+        .req("POST", "/users/alice/imports?force=maybe", None, &[])
+        .await;
+    r.assert_uforge_error(400);
+    assert!(r.error_message().contains("force"), "{}", r.text());
+    let id = a
+        .req("POST", "/users/alice/bundleimports", None, &[])
+        .await
+        .id();
+    let one = format!("/users/alice/bundleimports/{id}");
+    // Not bob's, and not a template import.
+    b.get(&one).await.assert_uforge_error(404);
+    b.req("POST", &format!("{one}/uploads"), Some(b"x".to_vec()), &[])
+        .await
+        .assert_uforge_error(404);
+    a.get(&format!("/users/alice/imports/{id}"))
+        .await
+        .assert_uforge_error(404);
+    let st = a.get(&format!("{one}/status")).await;
+    assert_eq!(
+        st.field("message").as_deref(),
+        Some("waiting for the archive upload")
+    );
+    // Cancelled before its upload: an upload is refused and stores nothing.
+    let r = a.req("DELETE", &format!("{one}/status"), None, &[]).await;
+    assert_eq!(
+        r.field("cancelled").as_deref(),
+        Some("true"),
+        "{}",
+        r.text()
+    );
+    a.req(
+        "POST",
+        &format!("{one}/uploads"),
+        Some(gz_tar(&[(
+            "bundle.yml",
+            b"name: x\nversion: '1'\nfiles: []\n",
+        )])),
+        &[],
+    )
+    .await
+    .assert_uforge_error(409);
+    // One archive per import.
+    let id = a
+        .req("POST", "/users/alice/bundleimports", None, &[])
+        .await
+        .id();
+    let one = format!("/users/alice/bundleimports/{id}");
+    let archive = gz_tar(&[("bundle.yml", b"name: x\nversion: '1'\nfiles: []\n")]);
+    let r = a
+        .req(
+            "POST",
+            &format!("{one}/uploads"),
+            Some(archive.clone()),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    a.req("POST", &format!("{one}/uploads"), Some(archive), &[])
+        .await
+        .assert_uforge_error(409);
+    // Deleting the record keeps what it made.
+    let deadline = Instant::now() + T;
+    while a
+        .get(&format!("{one}/status"))
+        .await
+        .field("complete")
+        .as_deref()
+        != Some("true")
+    {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let msid = ref_id(&a.get(&one).await);
+    assert_eq!(a.req("DELETE", &one, None, &[]).await.status, 204);
+    assert_eq!(
+        a.get(&format!("/users/alice/mysoftware/{msid}"))
+            .await
+            .status,
+        200
+    );
+    a.get(&one).await.assert_uforge_error(404);
+    let left: Vec<_> = s
+        .blobs()
+        .await
+        .into_iter()
+        .filter(|(k, _)| k.contains("upload.tar.gz"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
