@@ -9,7 +9,7 @@
 
 use crate::names::{nfc, validate_file_name, validate_label};
 use crate::{DomainError, Result};
-use satchel_archive::reader::{MemberKind, ReadMember, ReadSummary, ROOT_DOCS};
+use satchel_archive::reader::{MemberKind, ReadMember, ReadSummary};
 use serde::{Deserialize, Deserializer};
 use std::collections::{HashMap, HashSet};
 
@@ -357,23 +357,6 @@ impl<'a> Members<'a> {
         let m = m.ok_or_else(|| invalid(format!("{}: {what} must be a file", self.doc)))?;
         Ok(planned_member(&path, m))
     }
-
-    /// Every file member (root documents aside) must be something the descriptor names.
-    fn all_claimed(&self) -> Result<()> {
-        let mut unclaimed: Vec<&&str> = self
-            .by_path
-            .keys()
-            .filter(|p| !ROOT_DOCS.contains(p) && !self.claimed.contains_key(**p))
-            .collect();
-        unclaimed.sort();
-        match unclaimed.first() {
-            None => Ok(()),
-            Some(p) => Err(invalid(format!(
-                "the archive member {p:?} is not named by {}",
-                self.doc
-            ))),
-        }
-    }
 }
 
 fn planned_member(path: &str, m: &ReadMember) -> PlannedMember {
@@ -459,9 +442,11 @@ pub fn check_bundle(
         check_manifest(m, members)?;
     }
     let mut ms = Members::new(members, "bundle descriptor");
-    let plan = bundle_plan(doc, &mut ms, "bundle")?;
-    ms.all_claimed()?;
-    Ok(plan)
+    // Members the descriptor does not name are not imported (the job removes their blobs): hammr
+    // 3.8.13 adds a folder recursively *and* names its nested files under other paths (`conf` +
+    // `sub` gives `confsub/b.cfg`), so its own archives carry members nothing names. A manifest,
+    // when present, still has to list every member.
+    bundle_plan(doc, &mut ms, "bundle")
 }
 
 /// Checks a template descriptor (its bundles, boot scripts, logo) against the members read.
@@ -557,7 +542,6 @@ pub fn check_template(
         .as_ref()
         .map(|l| ms.attachment("stack.sourceLogo", &l.0))
         .transpose()?;
-    ms.all_claimed()?;
     Ok(TemplatePlan {
         name,
         version,
