@@ -72,12 +72,16 @@ fn kind_of(path: &str) -> TicketKind {
     }
 }
 
-/// hammr sends Python booleans (`True`/`False`); other clients `true`/`1`.
+/// hammr sends Python booleans (`True`/`False`); other clients `true`/`1`. The SDK spells the
+/// last two `reuseBundles` and `useMajor` (its `Imports.Import` keyword arguments); the lowercase
+/// forms are accepted too.
 #[derive(Deserialize, Default)]
 struct ImportQuery {
     imported: Option<String>,
     force: Option<String>,
+    #[serde(alias = "reuseBundles")]
     reusebundles: Option<String>,
+    #[serde(alias = "useMajor")]
     usemajor: Option<String>,
 }
 
