@@ -219,6 +219,7 @@ async fn create_appliance(
         version,
         description: d.description.clone(),
         distribution: distribution(&d),
+        imported: false,
     };
     let bundles = bundle_ids(&d)?.unwrap_or_default();
     let profile = d

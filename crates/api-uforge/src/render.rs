@@ -51,7 +51,7 @@ pub(crate) fn bundle_doc(uid: &str, v: &BundleView) -> docs::MySoftware {
         clone_uri: format!("{uri}/clone"),
         license: v.license.as_ref().map(|l| license_doc(uid, l)),
         logo: v.logo.as_ref().map(|l| logo_doc(uid, l)),
-        imported: false,
+        imported: b.imported,
         uri,
     }
 }
@@ -417,7 +417,7 @@ pub(crate) fn appliance_doc(uid: &str, p: &ApplianceParts) -> docs::Appliance {
         distribution_name: distribution_name(a.distribution.as_ref()),
         exports_uri: format!("{uri}/exports"),
         image_uris: docs::UriList::default(),
-        imported: false,
+        imported: a.imported,
         my_software_uris: docs::UriList {
             uri: p.bundles.iter().map(|b| bundle_uri(uid, b.id)).collect(),
         },

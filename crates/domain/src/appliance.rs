@@ -21,6 +21,8 @@ pub struct Appliance {
     pub version: String,
     pub description: Option<String>,
     pub distribution: Option<DistributionRef>,
+    /// Made by `hammr template import` (an import with `imported=true`).
+    pub imported: bool,
     pub created: Millis,
     pub modified: Millis,
 }
@@ -32,6 +34,8 @@ pub struct NewAppliance {
     pub version: String,
     pub description: Option<String>,
     pub distribution: Option<DistributionRef>,
+    /// Set by template imports with `imported=true`.
+    pub imported: bool,
 }
 
 /// A change to an appliance: `None` leaves a field as it is.

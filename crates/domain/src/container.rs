@@ -685,6 +685,7 @@ mod tests {
             release: None,
             install_location: None,
             revision: 1,
+            imported: false,
             created: 0,
             modified: 0,
         };

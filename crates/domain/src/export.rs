@@ -740,6 +740,7 @@ mod tests {
             release: None,
             install_location: None,
             revision: 1,
+            imported: false,
             created: 0,
             modified: 0,
         };
@@ -790,6 +791,7 @@ mod tests {
             release: None,
             install_location: None,
             revision: 1,
+            imported: false,
             created: 0,
             modified: 0,
         };

@@ -207,7 +207,11 @@ impl TicketRunner {
             let (name, version) = (crate::names::nfc(&b.name), crate::names::nfc(&b.version));
             match mine.iter().find(|m| m.name == name && m.version == version) {
                 Some(m) => bundles.push(ImportedBundle::Existing(m.id)),
-                None => bundles.push(ImportedBundle::New(Box::new(bundle_parts(b, files)?))),
+                None => bundles.push(ImportedBundle::New(Box::new(bundle_parts(
+                    b,
+                    files,
+                    spec.imported,
+                )?))),
             }
         }
         let mut boot_scripts = Vec::with_capacity(plan.boot_scripts.len());
@@ -256,6 +260,7 @@ impl TicketRunner {
                 version: plan.version.clone(),
                 description: plan.description.clone(),
                 distribution,
+                imported: spec.imported,
             },
             bundles: Vec::new(),
             os_profile,
@@ -334,7 +339,7 @@ impl TicketRunner {
             .map_err(|e| Failure::Permanent(format!("the archive was refused: {e}")))?;
         match (t.kind, plan) {
             (TicketKind::BundleImport, ImportPlan::Bundle(b)) => {
-                let parts = bundle_parts(&b, &files)?;
+                let parts = bundle_parts(&b, &files, t.import.is_some_and(|i| i.imported))?;
                 match self.store.complete_bundle_import(t.id, &parts).await? {
                     Some(_) => Ok(()),
                     None => Err(Failure::Cancelled),
@@ -445,6 +450,7 @@ fn stored(files: &HashMap<String, BlobRef>, member: &str) -> std::result::Result
 pub(crate) fn bundle_parts(
     plan: &BundlePlan,
     files: &HashMap<String, BlobRef>,
+    imported: bool,
 ) -> std::result::Result<NewBundleParts, Failure> {
     // Plan indices to kept indices (packages are skipped, so later indices shift).
     let mut index: Vec<Option<usize>> = Vec::with_capacity(plan.artifacts.len());
@@ -485,6 +491,7 @@ pub(crate) fn bundle_parts(
                 .transpose()
         };
     Ok(NewBundleParts {
+        imported,
         name: crate::names::nfc(&plan.name),
         version: crate::names::nfc(&plan.version),
         description: plan.description.clone(),

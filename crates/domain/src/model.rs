@@ -89,6 +89,8 @@ pub struct Bundle {
     pub release: Option<String>,
     pub install_location: Option<String>,
     pub revision: i64,
+    /// Made by `hammr bundle import` (an import with `imported=true`).
+    pub imported: bool,
     pub created: Millis,
     pub modified: Millis,
 }
@@ -372,6 +374,8 @@ pub struct ImageSpec {
 /// (`ImportStore::complete_bundle_import`). Every file's content is already in blob storage.
 #[derive(Debug, Clone, Default)]
 pub struct NewBundleParts {
+    /// The import was `hammr ... import` (not `create`).
+    pub imported: bool,
     pub name: String,
     pub version: String,
     pub description: Option<String>,

@@ -35,6 +35,7 @@ macro_rules! impl_appliances {
                 version: r.try_get("version").map_err(db_err)?,
                 description: r.try_get("description").map_err(db_err)?,
                 distribution,
+                imported: r.try_get("imported").map_err(db_err)?,
                 created: r.try_get("created").map_err(db_err)?,
                 modified: r.try_get("modified").map_err(db_err)?,
             })
@@ -210,8 +211,8 @@ macro_rules! impl_appliances {
             let d = a.distribution.as_ref();
             let now = now_millis();
             let row = sqlx::query(
-                "INSERT INTO appliances (owner_id, name, version, description, distro_name, distro_version, distro_arch, created, modified)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING *",
+                "INSERT INTO appliances (owner_id, name, version, description, distro_name, distro_version, distro_arch, created, modified, imported)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9) RETURNING *",
             )
             .bind(owner)
             .bind(&a.name)
@@ -221,6 +222,7 @@ macro_rules! impl_appliances {
             .bind(d.map(|d| d.version.clone()))
             .bind(d.map(|d| d.arch.clone()))
             .bind(now)
+            .bind(a.imported)
             .fetch_one(&mut **tx)
             .await
             .map_err(db_err)?;

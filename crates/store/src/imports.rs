@@ -14,8 +14,8 @@ macro_rules! impl_imports {
         ) -> Result<Bundle> {
             let now = now_millis();
             let row = sqlx::query(
-                "INSERT INTO bundles (owner_id, name, version, description, release, install_location, created, modified)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING *",
+                "INSERT INTO bundles (owner_id, name, version, description, release, install_location, created, modified, imported)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) RETURNING *",
             )
             .bind(owner)
             .bind(&parts.name)
@@ -24,6 +24,7 @@ macro_rules! impl_imports {
             .bind(&parts.release)
             .bind(&parts.install_location)
             .bind(now)
+            .bind(parts.imported)
             .fetch_one(&mut **tx)
             .await
             .map_err(db_err)?;

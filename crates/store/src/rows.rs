@@ -27,6 +27,7 @@ macro_rules! store_rows {
                 release: r.try_get("release").map_err(db_err)?,
                 install_location: r.try_get("install_location").map_err(db_err)?,
                 revision: r.try_get("revision").map_err(db_err)?,
+                imported: r.try_get("imported").map_err(db_err)?,
                 created: r.try_get("created").map_err(db_err)?,
                 modified: r.try_get("modified").map_err(db_err)?,
             })

@@ -973,6 +973,7 @@ async fn a_bundle_import_completes_with_its_bundle_in_one_transaction(
     let a = user(&s, "alice").await?;
     let t = import_ticket(&s, a.id).await?;
     let parts = NewBundleParts {
+        imported: true,
         name: "imported é".into(),
         version: "2.0".into(),
         description: Some("d".into()),
@@ -1009,6 +1010,8 @@ async fn a_bundle_import_completes_with_its_bundle_in_one_transaction(
         .await?
         .expect("created");
     assert_eq!((b.name.as_str(), b.version.as_str()), ("imported é", "2.0"));
+    assert!(b.imported);
+    assert!(!bundle(&s, a.id, "made").await?.imported);
     let arts = s.list_artifacts(b.id).await?;
     assert_eq!(arts.len(), 2);
     assert_eq!(arts[1].parent_id, Some(arts[0].id));
@@ -3322,6 +3325,7 @@ fn new_appliance(name: &str) -> NewAppliance {
             version: "7".into(),
             arch: "x86_64".into(),
         }),
+        imported: false,
     }
 }
 
