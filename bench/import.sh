@@ -9,6 +9,7 @@
 # Knobs (environment): SIZE_MIB=512  RUNS=3 (median of N rounds)  SHAPES="default mixed"  POLL=0.05
 #                      SKIP_BUILD=0  KEEP_DATA=0 (keep bench/out/data)  KEEP_ARCHIVE=0  KEEP_CORPUS=1
 #                      PERF=0 (1: one extra import under perf record, top of the report in the table)
+#                      SETTLE=0 (seconds to wait after each delete before the next timed step)
 #                      STRICT=0 (1: exit 2 when a goal is missed)  SATCHEL_* pass through to `satchel serve`
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,7 @@ RUNS=${RUNS:-3}
 SHAPES=${SHAPES:-default mixed}
 POLL=${POLL:-0.05}
 PERF=${PERF:-0}
+SETTLE=${SETTLE:-0}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP_DATA=${KEEP_DATA:-0}
 KEEP_ARCHIVE=${KEEP_ARCHIVE:-0}
@@ -48,7 +50,7 @@ for shape in $SHAPES; do
         *) echo "unknown shape $shape (default, mixed)" >&2; exit 1 ;;
     esac
     args=(--port "$PORT" --pid "$PID" --corpus "$dir" --label "$shape" --out "$OUT" --user "$USER_NAME"
-          --password "$PASSWORD" --runs "$RUNS" --poll "$POLL")
+          --password "$PASSWORD" --runs "$RUNS" --poll "$POLL" --settle "$SETTLE")
     [ "$KEEP_ARCHIVE" = 1 ] && args+=(--keep-archive)
     [ "$PERF" = 1 ] && args+=(--perf)
     python3 bench/import_client.py "${args[@]}"

@@ -355,6 +355,9 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--poll", type=float, default=0.05)
     ap.add_argument("--keep-archive", action="store_true")
+    ap.add_argument("--settle", type=float, default=0.0,
+                    help="seconds to wait after each mass delete before the next timed step (ext4 skips inodes "
+                         "deleted in the last ~30 s when it allocates new ones, which costs both sides)")
     ap.add_argument("--perf", action="store_true", help="one extra, untimed import under `perf record -g` of the server")
     a = ap.parse_args()
 
@@ -381,15 +384,18 @@ def main():
     archive_bytes = os.path.getsize(archive)
     print("  %d bytes (%.2fx) in %.2fs" % (archive_bytes, expanded / archive_bytes, pigz_s), flush=True)
 
-    ref, ref_cpu, runs = [], [], []
+    ref, ref_cpu, ref_sync, runs = [], [], [], []
     check = None
     for i in range(a.runs):
         tag = "(run %d/%d)" % (i + 1, a.runs)
         sh("cat '%s' > /dev/null; sync" % archive)  # both sides read the archive from memory, clean disk
         shutil.rmtree(extract, ignore_errors=True)
         os.makedirs(extract)
-        ref.append(timed("tar -xzf '%s' -C '%s' && sync" % (archive, extract)))
+        t_x = timed("tar -xzf '%s' -C '%s'" % (archive, extract))
         ref_cpu.append(timed.cpu)
+        t_sync = timed("sync")  # the blocks reach the disk: the reference's data is durable when it ends
+        ref.append(t_x + t_sync)
+        ref_sync.append(t_sync)
         if i == 0:  # the reference really extracted everything
             for r in rels[:: max(1, len(rels) // 50)]:
                 p = os.path.join(extract, PREFIX, bundle_path(r, sizes[r]))
@@ -397,6 +403,7 @@ def main():
                     die("reference extraction: %s has the wrong size" % p)
         shutil.rmtree(extract, ignore_errors=True)
         sh("sync")
+        time.sleep(a.settle)
         m = satchel_import(s, base, a.pid, archive, a.poll)
         if i == 0:
             check = check_bundle(s, base, m["bundle"], rels, sizes)
@@ -404,10 +411,11 @@ def main():
                 die("the imported bundle: " + check)
         delete_import(s, base, m)
         runs.append(m)
-        print("  %s tar -xzf+sync %.2fs | satchel %.2fs (upload %.2fs + job %.2fs), server cpu %.1fs, VmHWM %s"
+        print("  %s tar -xzf,sync %.2fs | satchel %.2fs (upload %.2fs + job %.2fs), server cpu %.1fs, VmHWM %s"
               % (tag, ref[-1], m["total_s"], m["upload_s"], m["job_s"], m["server_cpu_s"],
                  "%.1f MiB" % (m["vmhwm_kib"] / 1024) if m["vmhwm_kib"] else "n/a"), flush=True)
         sh("sync")
+        time.sleep(a.settle)
     perf_top = None
     if a.perf:
         perf_top = profile(s, base, a.pid, archive, a.poll, os.path.join(a.out, "import-%s-perf" % a.label))
@@ -424,15 +432,18 @@ def main():
     res = {
         "label": a.label, "corpus": a.corpus, "corpus_files": len(rels), "expanded_bytes": expanded,
         "archive_bytes": archive_bytes, "archive_members": n, "pigz_s": round(pigz_s, 3), "pigz_cpu_s": round(pigz_cpu, 2),
-        "runs": a.runs,
+        "runs": a.runs, "settle_s": a.settle,
         "reference_s": round(ref_s, 3), "reference_s_all": [round(x, 3) for x in ref],
         "reference_cpu_s": round(med(ref_cpu), 2),
+        "reference_sync_s": round(med(ref_sync), 3), "reference_sync_s_all": [round(x, 3) for x in ref_sync],
         "satchel_total_s": round(tot, 3), "satchel_total_s_all": [round(r["total_s"], 3) for r in runs],
         "satchel_job_s": round(job, 3), "satchel_job_s_all": [round(r["job_s"], 3) for r in runs],
         "satchel_upload_s": round(up, 3),
         "satchel_server_cpu_s": round(med([r["server_cpu_s"] for r in runs]), 2),
         "threads_cpu_s_last_run": last["threads_cpu_s"],
         "ratio_total": round(ref_s / tot, 3), "ratio_job": round(ref_s / job, 3),
+        # Satchel's local blob store does not fsync: against the extraction alone, without its sync
+        "ratio_total_vs_nosync": round(med([x - y for x, y in zip(ref, ref_sync)]) / tot, 3),
         "peak_rss_mib": round(peak_kib / 1024, 1),
         "peak_rss_per_run_mib": [round(r["vmhwm_kib"] / 1024, 1) if r["vmhwm_kib"] else None for r in runs],
         "peak_rss_sampled_mib": round(max(r["peak_rss_sampled_kib"] for r in runs) / 1024, 1),
@@ -447,19 +458,23 @@ def main():
     L.append("[%s] %s: %d files, %.1f MiB expanded; archive %.1f MiB (%d files in it, %.2fx); %d CPUs; median of %d run(s)"
              % (a.label, a.corpus, len(rels), expanded / MIB, archive_bytes / MIB, n, expanded / archive_bytes,
                 os.cpu_count(), a.runs))
+    if a.settle:
+        L.append("(%.0f s pause after each delete before the next timed step)" % a.settle)
     L.append("%-42s %8s %10s %11s %7s" % ("", "seconds", "arch MiB/s", "exp. MiB/s", "cpu s"))
     L.append("%-42s %8.2f %10.1f %11.1f %7.2f" % ("make archive: tar | pigz -6 -p 2 (info)", pigz_s,
                                                   mb(archive_bytes, pigz_s), mb(expanded, pigz_s), pigz_cpu))
-    L.append("%-42s %8.2f %10.1f %11.1f %7.2f" % ("reference: tar -xzf + sync", ref_s, mb(archive_bytes, ref_s),
+    L.append("%-42s %8.2f %10.1f %11.1f %7.2f" % ("reference: tar -xzf, then sync", ref_s, mb(archive_bytes, ref_s),
                                                   mb(expanded, ref_s), res["reference_cpu_s"]))
+    L.append("%-42s %8.2f %10s %11s %7s" % ("  of which the final sync", res["reference_sync_s"], "", "", ""))
     L.append("%-42s %8.2f %10.1f %11.1f %7.2f" % ("satchel: upload start -> complete", tot, mb(archive_bytes, tot),
                                                   mb(expanded, tot), res["satchel_server_cpu_s"]))
     L.append("%-42s %8.2f %10.1f %11.1f %7s" % ("  of which upload (request -> answer)", up, mb(archive_bytes, up),
                                                 mb(expanded, up), ""))
     L.append("%-42s %8.2f %10.1f %11.1f %7s" % ("  of which job (upload answer -> complete)", job, mb(archive_bytes, job),
                                                 mb(expanded, job), ""))
-    L.append("ratio satchel/reference speed (ref_s / satchel_s)  %5.2f  (job alone %.2f)  goal >= 1.0  %s"
-             % (res["ratio_total"], res["ratio_job"], ok(res["goals"]["ratio_ge_1"])))
+    L.append("ratio satchel/reference speed (ref_s / satchel_s)  %5.2f  goal >= 1.0  %s   (job alone %.2f; "
+             "vs tar -xzf without its sync %.2f)" % (res["ratio_total"], ok(res["goals"]["ratio_ge_1"]), res["ratio_job"],
+                                                     res["ratio_total_vs_nosync"]))
     L.append("peak server RSS (VmHWM, reset each run)     %6.1f MiB  goal <= 100  %s   (per run %s; sampled VmRSS max %.1f)"
              % (res["peak_rss_mib"], ok(res["goals"]["peak_rss_le_100mib"]),
                 "/".join("%.1f" % x for x in res["peak_rss_per_run_mib"] if x), res["peak_rss_sampled_mib"]))
