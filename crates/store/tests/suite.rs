@@ -1031,7 +1031,11 @@ async fn a_bundle_import_completes_with_its_bundle_in_one_transaction(
     );
     // A second completion (a retried job) creates nothing more.
     assert!(s.complete_bundle_import(t.id, &parts).await?.is_none());
-    assert_eq!(s.list_bundles(a.id).await?.len(), 1);
+    assert_eq!(
+        s.list_bundles(a.id).await?.len(),
+        2,
+        "the imported one and \"made\""
+    );
     let refs = s
         .referenced_blobs(&["k1".into(), "k2".into(), "up".into()])
         .await?;
