@@ -714,3 +714,41 @@ pub struct ApplianceImports {
 pub struct ApplianceImportItems {
     pub appliance_import: Vec<ApplianceImport>,
 }
+
+/// `takeout`: a Satchel ticket with no UForge counterpart (UForge has the seed-002 steps by hand).
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Takeout {
+    pub created: String,
+    pub db_id: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    pub last_modified: String,
+    pub format: String,
+    pub include: Vec<String>,
+    pub download_uri: String,
+    pub status: OpStatus,
+    pub uri: String,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Takeouts {
+    pub total: i64,
+    pub takeouts: TakeoutItems,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TakeoutItems {
+    pub takeout: Vec<Takeout>,
+}
+
+/// `takeoutEstimate`: what a takeout would hold now.
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TakeoutEstimate {
+    pub include: Vec<String>,
+    pub items: i64,
+    pub bytes: i64,
+}

@@ -275,6 +275,10 @@ typed_path!(
     ApplianceExportPath { aid: "appliance id", eid: "export id" }
 );
 typed_path!(
+    /// `/users/{uid}/takeouts/{tid}`
+    TakeoutPath { tid: "takeout id" }
+);
+typed_path!(
     /// `/users/{uid}/bundleimports/{iid}` and `/users/{uid}/imports/{iid}`
     ImportPath { iid: "import id" }
 );

@@ -4,7 +4,8 @@
 //! render (`render.rs`). One handler file per resource: `users`, `bundles`, `artifacts`,
 //! `attachments` (license, logo), `exports`, `containers` (templates, images), `apikeys`,
 //! `appliances` (appliance templates, their OS profile, packages and boot scripts), `imports`
-//! (bundle and template archives made into new bundles and appliances).
+//! (bundle and template archives made into new bundles and appliances), `takeouts` (everything in one
+//! archive).
 
 mod apikeys;
 mod appliances;
@@ -19,6 +20,7 @@ mod extract;
 mod idempotency;
 mod imports;
 mod render;
+mod takeouts;
 mod users;
 pub mod wire;
 
@@ -50,6 +52,7 @@ fn routes() -> Table<AppState> {
         .merge(containers::routes(ms))
         .merge(apikeys::routes())
         .merge(imports::routes())
+        .merge(takeouts::routes())
         .merge(appliances::routes())
 }
 

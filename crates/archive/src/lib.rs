@@ -8,6 +8,7 @@
 
 pub mod oci;
 pub mod reader;
+pub mod zip;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};

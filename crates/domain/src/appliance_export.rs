@@ -239,6 +239,7 @@ impl Satchel {
             .store
             .create_ticket(&NewTicket {
                 import: None,
+                takeout: None,
                 owner_id: owner.id,
                 kind: TicketKind::ApplianceExport,
                 image: None,

@@ -202,6 +202,7 @@ impl Satchel {
             .store
             .create_ticket(&NewTicket {
                 import: None,
+                takeout: None,
                 owner_id: t.owner_id,
                 kind: TicketKind::ContainerImage,
                 image: Some(ImageSpec {

@@ -365,6 +365,26 @@ impl TicketRunner {
         file_name: String,
         cancel: &CancellationToken,
     ) -> std::result::Result<ArchiveRef, Failure> {
+        let key = archive_key(t.owner_id, t.id);
+        self.write_archive_to(t, of, docs, members, mtime, file_name, key, None, cancel)
+            .await
+    }
+
+    /// [`Self::write_archive`] to `key`, counting progress on `meter` if given (a takeout counts
+    /// all its parts on one) or on a meter of its own.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn write_archive_to(
+        &self,
+        t: &Ticket,
+        of: ArchiveOf<'_>,
+        docs: &[(&str, Vec<u8>)],
+        members: &[PlannedMember],
+        mtime: u64,
+        file_name: String,
+        key: String,
+        meter: Option<&mut Meter>,
+        cancel: &CancellationToken,
+    ) -> std::result::Result<ArchiveRef, Failure> {
         let mut manifest: Vec<ManifestEntry> = docs
             .iter()
             .map(|(name, doc)| ManifestEntry {
@@ -404,7 +424,6 @@ impl TicketRunner {
             .filter_map(|m| m.blob.as_ref())
             .map(|b| b.size)
             .sum::<i64>();
-        let key = archive_key(t.owner_id, t.id);
         let writer = self
             .blobs
             .writer(&key, Hashes::DEFAULT)
@@ -417,13 +436,20 @@ impl TicketRunner {
                 tar.add_bytes(name, doc, mtime).await?;
             }
             tar.add_bytes("manifest.json", &manifest_doc, mtime).await?;
-            let mut meter = self.meter(t.id, total).await?;
+            let mut own;
+            let meter = match meter {
+                Some(m) => m,
+                None => {
+                    own = self.meter(t.id, total).await?;
+                    &mut own
+                }
+            };
             for m in members {
                 let Some(blob) = &m.blob else {
                     tar.add_dir(&m.path, mtime).await?;
                     continue;
                 };
-                self.copy_member(&mut tar, &m.path, blob, mtime, &mut meter, cancel)
+                self.copy_member(&mut tar, &m.path, blob, mtime, meter, cancel)
                     .await?;
                 if cancel.is_cancelled() {
                     return Err(Failure::Cancelled);
@@ -582,6 +608,7 @@ fn failed_message(kind: TicketKind) -> &'static str {
         TicketKind::BundleExport | TicketKind::ApplianceExport => "export failed",
         TicketKind::ContainerImage => "image generation failed",
         TicketKind::BundleImport | TicketKind::TemplateImport => "import failed",
+        TicketKind::Takeout => "takeout failed",
     }
 }
 
@@ -612,6 +639,7 @@ impl JobHandler for TicketRunner {
             TicketKind::BundleExport => self.build_export(&t, &cancel).await.map(Some),
             TicketKind::ContainerImage => self.build_image(&t, &cancel).await.map(Some),
             TicketKind::ApplianceExport => self.build_appliance_export(&t, &cancel).await.map(Some),
+            TicketKind::Takeout => self.build_takeout(&t, &cancel).await.map(Some),
             TicketKind::BundleImport | TicketKind::TemplateImport => {
                 self.run_import(&t, &cancel).await.map(|()| None)
             }

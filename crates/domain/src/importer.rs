@@ -48,6 +48,7 @@ impl Satchel {
                 kind,
                 image: None,
                 import: Some(spec),
+                takeout: None,
                 subject_id: 0,
                 subject_name: String::new(),
                 subject_version: String::new(),

@@ -21,5 +21,6 @@ pub mod ports;
 pub mod quota;
 pub mod service;
 pub mod sweep;
+pub mod takeout;
 
 pub use error::{Cause, DomainError, Result, RuleCode};

@@ -258,6 +258,9 @@ impl TicketState {
             (TicketState::Queued, BundleExport | ApplianceExport) => "export queued",
             (TicketState::Queued, ContainerImage) => "generation queued",
             (TicketState::Queued, BundleImport | TemplateImport) => "import queued",
+            (TicketState::Queued, Takeout) => "takeout queued",
+            (TicketState::Running, Takeout) => "takeout in progress",
+            (TicketState::Complete, Takeout) => "takeout complete",
             (TicketState::Running, BundleExport | ApplianceExport) => "export in progress",
             (TicketState::Running, ContainerImage) => "generation in progress",
             (TicketState::Running, BundleImport | TemplateImport) => "import in progress",
@@ -316,15 +319,19 @@ pub enum TicketKind {
     BundleImport,
     /// An uploaded template archive made into a new appliance and its bundles.
     TemplateImport,
+    /// Everything a user owns in one archive (zip or tar.gz), each bundle and template inside as
+    /// its own export (kept for the retention period).
+    Takeout,
 }
 
 impl TicketKind {
-    pub const ALL: [TicketKind; 5] = [
+    pub const ALL: [TicketKind; 6] = [
         TicketKind::BundleExport,
         TicketKind::ContainerImage,
         TicketKind::ApplianceExport,
         TicketKind::BundleImport,
         TicketKind::TemplateImport,
+        TicketKind::Takeout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -334,6 +341,7 @@ impl TicketKind {
             TicketKind::ApplianceExport => JOB_APPLIANCE_EXPORT,
             TicketKind::BundleImport => JOB_BUNDLE_IMPORT,
             TicketKind::TemplateImport => JOB_TEMPLATE_IMPORT,
+            TicketKind::Takeout => JOB_TAKEOUT,
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -343,6 +351,72 @@ impl TicketKind {
     pub fn is_import(self) -> bool {
         matches!(self, TicketKind::BundleImport | TicketKind::TemplateImport)
     }
+}
+
+/// The archive format of a takeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TakeoutFormat {
+    #[serde(rename = "zip")]
+    Zip,
+    #[serde(rename = "tar.gz")]
+    TarGz,
+}
+
+impl TakeoutFormat {
+    pub fn parse(s: Option<&str>) -> Option<Self> {
+        match s.map(str::to_ascii_lowercase).as_deref() {
+            None | Some("") | Some("zip") => Some(TakeoutFormat::Zip),
+            Some("tar.gz") | Some("tgz") | Some("targz") => Some(TakeoutFormat::TarGz),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TakeoutFormat::Zip => "zip",
+            TakeoutFormat::TarGz => "tar.gz",
+        }
+    }
+}
+
+/// What a takeout may hold. (Cloud accounts join when they exist.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TakeoutPart {
+    Bundles,
+    Templates,
+    Images,
+}
+
+impl TakeoutPart {
+    pub const ALL: [TakeoutPart; 3] = [
+        TakeoutPart::Bundles,
+        TakeoutPart::Templates,
+        TakeoutPart::Images,
+    ];
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "bundles" | "mysoftware" => Some(TakeoutPart::Bundles),
+            "templates" | "appliances" => Some(TakeoutPart::Templates),
+            "images" | "container-images" => Some(TakeoutPart::Images),
+            _ => None,
+        }
+    }
+    /// Its folder in the archive.
+    pub fn folder(self) -> &'static str {
+        match self {
+            TakeoutPart::Bundles => "bundles",
+            TakeoutPart::Templates => "templates",
+            TakeoutPart::Images => "container-images",
+        }
+    }
+}
+
+/// What a takeout packs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TakeoutSpec {
+    pub format: TakeoutFormat,
+    /// Sorted, each once.
+    pub include: Vec<TakeoutPart>,
 }
 
 /// How an import treats what it finds (hammr's `imported`, `force`, `reusebundles`, `usemajor`).
@@ -437,6 +511,8 @@ pub struct Ticket {
     pub image: Option<ImageSpec>,
     /// Set for imports.
     pub import: Option<ImportSpec>,
+    /// Set for takeouts.
+    pub takeout: Option<TakeoutSpec>,
     /// What the ticket works on: the bundle (bundle exports, container images), the appliance
     /// (appliance exports), or what an import created (0 until it completes).
     pub subject_id: Id,
@@ -539,6 +615,7 @@ pub struct NewTicket {
     pub kind: TicketKind,
     pub image: Option<ImageSpec>,
     pub import: Option<ImportSpec>,
+    pub takeout: Option<TakeoutSpec>,
     pub subject_id: Id,
     pub subject_name: String,
     pub subject_version: String,
@@ -614,3 +691,4 @@ pub const JOB_IMAGE_EXPORT: &str = "image_export";
 pub const JOB_APPLIANCE_EXPORT: &str = "appliance_export";
 pub const JOB_BUNDLE_IMPORT: &str = "bundle_import";
 pub const JOB_TEMPLATE_IMPORT: &str = "template_import";
+pub const JOB_TAKEOUT: &str = "takeout";

@@ -659,6 +659,7 @@ impl Satchel {
             .store
             .create_ticket(&NewTicket {
                 import: None,
+                takeout: None,
                 owner_id: owner.id,
                 kind: TicketKind::BundleExport,
                 image: None,

@@ -81,6 +81,10 @@ fn live_keys(tickets: &[Ticket]) -> Live {
             TicketKind::BundleImport | TicketKind::TemplateImport => out
                 .prefixes
                 .push(crate::service::import_prefix(t.owner_id, t.id)),
+            // Its archive and the parts it builds on the way, beside it.
+            TicketKind::Takeout => out
+                .prefixes
+                .push(crate::takeout::parts_prefix(t.owner_id, t.id)),
         }
     }
     out
@@ -265,6 +269,7 @@ mod tests {
             kind,
             image: None,
             import: None,
+            takeout: None,
             subject_id: 1,
             subject_name: "b".into(),
             subject_version: "1".into(),

@@ -32,3 +32,5 @@ mod imports;
 mod operations;
 #[path = "sdc.rs"]
 mod sdc;
+#[path = "takeouts.rs"]
+mod takeouts;

@@ -151,12 +151,21 @@ macro_rules! store_rows {
                 }
                 None => None,
             };
+            let takeout = match r.try_get::<Option<String>, _>("params").map_err(db_err)? {
+                Some(p) if kind == TicketKind::Takeout => {
+                    Some(serde_json::from_str(&p).map_err(|e| {
+                        DomainError::Storage(format!("bad takeout params: {e}").into())
+                    })?)
+                }
+                _ => None,
+            };
             Ok(Ticket {
                 id: r.try_get("id").map_err(db_err)?,
                 owner_id: r.try_get("owner_id").map_err(db_err)?,
                 kind,
                 image,
                 import,
+                takeout,
                 subject_id: r.try_get("subject_id").map_err(db_err)?,
                 subject_name: r.try_get("subject_name").map_err(db_err)?,
                 subject_version: r.try_get("subject_version").map_err(db_err)?,

@@ -621,12 +621,18 @@ macro_rules! impl_store {
                     TicketState::Queued
                 };
                 let imp = new.import;
+                let params = match &new.takeout {
+                    Some(t) => Some(serde_json::to_string(t).map_err(|e| {
+                        DomainError::Internal(satchel_domain::Cause::of(e))
+                    })?),
+                    None => None,
+                };
                 let mut tx = self.pool.begin_with(S::BEGIN).await.map_err(db_err)?;
                 let row = sqlx::query(
                     "INSERT INTO tickets (owner_id, subject_id, subject_name, subject_version, format, state, message, created, modified,
                                           kind, template_id, image_name, image_format, compress,
-                                          import_imported, import_force, import_reuse_bundles, import_use_major)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) RETURNING *",
+                                          import_imported, import_force, import_reuse_bundles, import_use_major, params)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) RETURNING *",
                 )
                 .bind(new.owner_id)
                 .bind(new.subject_id)
@@ -645,6 +651,7 @@ macro_rules! impl_store {
                 .bind(imp.map(|i| i.force))
                 .bind(imp.map(|i| i.reuse_bundles))
                 .bind(imp.map(|i| i.use_major))
+                .bind(params)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db_err)?;

@@ -188,6 +188,7 @@ fn folder() -> ArtifactInput {
 async fn ticket(s: &Arc<dyn Store>, owner: Id, bundle: &Bundle) -> Result<Ticket> {
     s.create_ticket(&NewTicket {
         import: None,
+        takeout: None,
         owner_id: owner,
         kind: TicketKind::BundleExport,
         image: None,
@@ -237,6 +238,7 @@ async fn image_ticket(
 ) -> Result<Ticket> {
     s.create_ticket(&NewTicket {
         import: None,
+        takeout: None,
         owner_id: owner,
         kind: TicketKind::ContainerImage,
         image: Some(ImageSpec {
@@ -904,6 +906,7 @@ async fn deleting_a_bundle_deletes_its_templates_and_images(s: Arc<dyn Store>) -
 
 async fn import_ticket(s: &Arc<dyn Store>, owner: Id) -> Result<Ticket> {
     s.create_ticket(&NewTicket {
+        takeout: None,
         import: Some(ImportSpec {
             imported: true,
             force: false,

@@ -368,6 +368,40 @@ fn planned_member(path: &str, m: &ReadMember) -> PlannedMember {
     }
 }
 
+/// A template's `os`, checked (hammr's mandatory name, version and arch).
+fn os_plan(d: &str, os: &OsDescriptor) -> Result<OsPlan> {
+    let os = OsPlan {
+        name: required(d, "stack.os.name", &os.name)?.to_string(),
+        version: required(d, "stack.os.version", &os.version)?.to_string(),
+        arch: required(d, "stack.os.arch", &os.arch)?.to_string(),
+        profile: text(&os.profile),
+        pkgs: os
+            .pkgs
+            .iter()
+            .map(|p| match p {
+                PackageDescriptor::Name(n) => PackagePlan {
+                    name: n.0.clone(),
+                    version: None,
+                    arch: None,
+                },
+                PackageDescriptor::Spec {
+                    name,
+                    version,
+                    arch,
+                } => PackagePlan {
+                    name: name.0.clone(),
+                    version: text(version),
+                    arch: text(arch),
+                },
+            })
+            .collect(),
+    };
+    validate_label("stack.os.name", &os.name)?;
+    validate_label("stack.os.version", &os.version)?;
+    validate_label("stack.os.arch", &os.arch)?;
+    Ok(os)
+}
+
 /// A descriptor's `source` as a member path (the reader's normalisation); `None` if it escapes.
 fn normalise_source(s: &str) -> Option<String> {
     if s.starts_with('/') {
@@ -467,39 +501,18 @@ pub fn check_template(
     validate_label("stack.name", &name)?;
     let version = nfc(required(d, "stack.version", &stack.version)?);
     validate_label("stack.version", &version)?;
-    let os = stack
-        .os
-        .as_ref()
-        .ok_or_else(|| invalid(format!("{d}: no attribute [os] for [stack]")))?;
-    let os = OsPlan {
-        name: required(d, "stack.os.name", &os.name)?.to_string(),
-        version: required(d, "stack.os.version", &os.version)?.to_string(),
-        arch: required(d, "stack.os.arch", &os.arch)?.to_string(),
-        profile: text(&os.profile),
-        pkgs: os
-            .pkgs
-            .iter()
-            .map(|p| match p {
-                PackageDescriptor::Name(n) => PackagePlan {
-                    name: n.0.clone(),
-                    version: None,
-                    arch: None,
-                },
-                PackageDescriptor::Spec {
-                    name,
-                    version,
-                    arch,
-                } => PackagePlan {
-                    name: name.0.clone(),
-                    version: text(version),
-                    arch: text(arch),
-                },
-            })
-            .collect(),
+    // hammr requires `os`; Satchel's export of an appliance recorded without a distribution has
+    // none (nothing to invent), and reads back as such an appliance again.
+    let os = match stack.os.as_ref() {
+        None => OsPlan {
+            name: String::new(),
+            version: String::new(),
+            arch: String::new(),
+            profile: None,
+            pkgs: Vec::new(),
+        },
+        Some(os) => os_plan(d, os)?,
     };
-    validate_label("stack.os.name", &os.name)?;
-    validate_label("stack.os.version", &os.version)?;
-    validate_label("stack.os.arch", &os.arch)?;
     for p in &os.pkgs {
         validate_label("stack.os.pkgs name", &p.name)?;
     }

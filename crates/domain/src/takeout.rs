@@ -1,0 +1,558 @@
+//! Takeouts: everything a user owns in one archive, one request (seed 002 in one call). A takeout is
+//! a ticket (`TicketKind::Takeout`) on the same machinery as exports: queued with its job, progress,
+//! cancel, download, expiry. Its archive (`.zip`, the default, or `.tar.gz`):
+//!
+//! ```text
+//! index.json                                  user, time, Satchel version, what is in and what is not,
+//!                                             every entry (kind, id, name, version, path, size, sha256)
+//! bundles/<name>-<version>-<id>.tar.gz        each bundle exactly as its export makes it (re-imports)
+//! templates/<name>-<version>-<id>.tar.gz      each appliance exactly as its export makes it
+//! container-images/<name>-<id>.oci.tar.gz     each generated container image's archive
+//! ```
+//!
+//! Each inner export is built with the export's own writer (`write_archive_to`) to a part beside the
+//! takeout's archive, then streamed into it (stored: it is compressed already) and deleted; memory
+//! stays flat whatever the sizes. Cloud accounts are not held by Satchel yet: `index.json` says so.
+
+use crate::appliance_export::{plan_template, BundleContent};
+use crate::export::{plan, ArchiveOf, BlobSink, Failure, PlannedMember, TicketRunner};
+use crate::model::*;
+use crate::names::path_segment;
+use crate::service::{archive_key, Satchel};
+use crate::{DomainError, Result};
+use async_trait::async_trait;
+use satchel_archive::zip::ZipStreamWriter;
+use satchel_archive::{ArchiveError, MemberWrite, Mode, TarGzWriter};
+use satchel_blob::Hashes;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+/// Where a takeout's archive and the parts it builds live (the sweep spares it while it runs).
+pub fn parts_prefix(owner: Id, ticket: Id) -> String {
+    format!("u/{owner}/exports/{ticket}/")
+}
+
+/// What a takeout would hold, before it starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Estimate {
+    pub items: i64,
+    /// Bytes of the files the archive will carry (uncompressed), and of the image archives.
+    pub bytes: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct IndexEntry {
+    kind: &'static str,
+    id: Id,
+    name: String,
+    version: String,
+    path: String,
+    size: i64,
+    sha256: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Excluded {
+    kind: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct Index<'a> {
+    format: &'static str,
+    user: &'a str,
+    created: String,
+    satchel: &'static str,
+    includes: Vec<&'static str>,
+    excluded: Vec<Excluded>,
+    entries: &'a [IndexEntry],
+}
+
+/// The outer archive, in either format (one per running takeout: its size does not matter).
+#[allow(clippy::large_enum_variant)]
+enum Outer {
+    Tar(TarGzWriter<BlobSink>),
+    Zip(ZipStreamWriter<BlobSink>),
+}
+
+#[async_trait]
+impl MemberWrite for Outer {
+    async fn begin_member(
+        &mut self,
+        path: &str,
+        size: u64,
+        mtime: u64,
+        mode: u32,
+    ) -> std::result::Result<(), ArchiveError> {
+        match self {
+            Outer::Tar(w) => w.begin_member(path, size, mtime, mode).await,
+            Outer::Zip(w) => w.begin_member(path, size, mtime, mode).await,
+        }
+    }
+    async fn member_data(
+        &mut self,
+        data: &[u8],
+        mode: Mode,
+    ) -> std::result::Result<(), ArchiveError> {
+        match self {
+            Outer::Tar(w) => w.member_data(data, mode).await,
+            Outer::Zip(w) => w.member_data(data, mode).await,
+        }
+    }
+    async fn end_member(&mut self) -> std::result::Result<(), ArchiveError> {
+        match self {
+            Outer::Tar(w) => w.end_member().await,
+            Outer::Zip(w) => w.end_member().await,
+        }
+    }
+}
+
+impl Outer {
+    async fn add_bytes(
+        &mut self,
+        path: &str,
+        data: &[u8],
+        mtime: u64,
+    ) -> std::result::Result<(), ArchiveError> {
+        match self {
+            Outer::Tar(w) => w.add_bytes(path, data, mtime).await,
+            Outer::Zip(w) => w.add_bytes(path, data).await,
+        }
+    }
+    async fn abort(self) {
+        match self {
+            Outer::Tar(w) => w.into_sink().0.abort().await,
+            Outer::Zip(w) => w.into_sink().0.abort().await,
+        }
+    }
+    /// Finishes the archive and publishes it: (size, sha256).
+    async fn finish(self) -> std::result::Result<(u64, String), Failure> {
+        let (sink, size, sha256) = match self {
+            Outer::Tar(w) => {
+                let f = w.finish().await?;
+                (f.sink, f.size, f.sha256)
+            }
+            Outer::Zip(w) => {
+                let f = w.finish().await?;
+                (f.sink, f.size, f.sha256)
+            }
+        };
+        sink.0
+            .finish()
+            .await
+            .map_err(|e| Failure::Transient(e.into()))?;
+        Ok((size, sha256))
+    }
+}
+
+/// One inner archive of a takeout, planned.
+struct Part {
+    kind: &'static str,
+    id: Id,
+    name: String,
+    version: String,
+    path: String,
+    build: PartBuild,
+}
+
+enum PartBuild {
+    /// Built here with the export's writer, from its plan.
+    Export {
+        of_template: bool,
+        doc: (&'static str, Vec<u8>),
+        members: Vec<PlannedMember>,
+        mtime: u64,
+    },
+    /// Copied as it is (a container image's archive).
+    Existing(ArchiveRef),
+}
+
+impl TicketRunner {
+    async fn bundle_content(&self, b: &Bundle) -> Result<BundleContent> {
+        Ok(BundleContent {
+            artifacts: self.store.list_artifacts(b.id).await?,
+            license: self
+                .store
+                .get_attachment(b.id, AttachmentKind::License)
+                .await?,
+            logo: self
+                .store
+                .get_attachment(b.id, AttachmentKind::Logo)
+                .await?,
+            bundle: b.clone(),
+        })
+    }
+
+    /// Every part the takeout will hold, and the bytes its files weigh.
+    async fn takeout_parts(&self, owner: Id, spec: &TakeoutSpec) -> Result<(Vec<Part>, i64)> {
+        let mut parts = Vec::new();
+        let mut bytes = 0i64;
+        let weigh = |c: &BundleContent| -> i64 {
+            c.artifacts
+                .iter()
+                .filter_map(|a| a.blob.as_ref())
+                .map(|b| b.size)
+                .sum::<i64>()
+                + c.license
+                    .iter()
+                    .chain(c.logo.iter())
+                    .map(|a| a.blob.size)
+                    .sum::<i64>()
+        };
+        if spec.include.contains(&TakeoutPart::Bundles) {
+            for b in self.store.list_bundles(owner).await? {
+                let c = self.bundle_content(&b).await?;
+                bytes += weigh(&c);
+                let p = plan(
+                    &b,
+                    &c.artifacts,
+                    c.license.as_ref(),
+                    c.logo.as_ref(),
+                    OutputFormat::Yaml,
+                )?;
+                parts.push(Part {
+                    kind: "bundle",
+                    id: b.id,
+                    path: format!(
+                        "bundles/{}-{}-{}.tar.gz",
+                        path_segment(&b.name),
+                        path_segment(&b.version),
+                        b.id
+                    ),
+                    name: b.name.clone(),
+                    version: b.version.clone(),
+                    build: PartBuild::Export {
+                        of_template: false,
+                        doc: (p.doc_name, p.doc),
+                        members: p.members,
+                        mtime: (b.modified / 1000).max(0) as u64,
+                    },
+                });
+            }
+        }
+        if spec.include.contains(&TakeoutPart::Templates) {
+            for a in self.store.list_appliances(owner).await? {
+                let Some(ap) = self.store.appliance_parts(owner, a.id).await? else {
+                    continue; // deleted meanwhile
+                };
+                let mut contents = Vec::with_capacity(ap.bundles.len());
+                for b in &ap.bundles {
+                    let c = self.bundle_content(b).await?;
+                    bytes += weigh(&c);
+                    contents.push(c);
+                }
+                bytes += ap
+                    .boot_scripts
+                    .iter()
+                    .filter_map(|s| s.blob.as_ref())
+                    .map(|b| b.size)
+                    .sum::<i64>();
+                let p = plan_template(&ap, &contents, OutputFormat::Yaml)?;
+                parts.push(Part {
+                    kind: "template",
+                    id: a.id,
+                    path: format!(
+                        "templates/{}-{}-{}.tar.gz",
+                        path_segment(&a.name),
+                        path_segment(&a.version),
+                        a.id
+                    ),
+                    name: a.name.clone(),
+                    version: a.version.clone(),
+                    build: PartBuild::Export {
+                        of_template: true,
+                        doc: (p.doc_name, p.doc),
+                        members: p.members,
+                        mtime: (a.modified / 1000).max(0) as u64,
+                    },
+                });
+            }
+        }
+        if spec.include.contains(&TakeoutPart::Images) {
+            for i in self.store.list_tickets(owner).await? {
+                if i.kind != TicketKind::ContainerImage || i.state != TicketState::Complete {
+                    continue;
+                }
+                let Some(a) = i.archive.clone() else { continue };
+                let name = i.image.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+                let ext = if a.file_name.ends_with(".gz") {
+                    "oci.tar.gz"
+                } else {
+                    "oci.tar"
+                };
+                bytes += a.size;
+                parts.push(Part {
+                    kind: "container-image",
+                    id: i.id,
+                    path: format!("container-images/{}-{}.{ext}", path_segment(&name), i.id),
+                    name,
+                    version: i.subject_version.clone(),
+                    build: PartBuild::Existing(a),
+                });
+            }
+        }
+        Ok((parts, bytes))
+    }
+
+    pub(crate) async fn build_takeout(
+        &self,
+        t: &Ticket,
+        cancel: &CancellationToken,
+    ) -> std::result::Result<ArchiveRef, Failure> {
+        let spec = t
+            .takeout
+            .clone()
+            .ok_or_else(|| Failure::Permanent("the takeout has no parameters".into()))?;
+        let user = self
+            .store
+            .user_by_id(t.owner_id)
+            .await?
+            .ok_or_else(|| Failure::Permanent("the user was deleted".into()))?;
+        let (parts, bytes) = self.takeout_parts(t.owner_id, &spec).await?;
+        // Files are read once into their part and the parts once into the takeout (at most their
+        // size again): one figure across all of it.
+        let mut meter = self.meter(t.id, bytes.saturating_mul(2)).await?;
+        let key = archive_key(t.owner_id, t.id);
+        let writer = self
+            .blobs
+            .writer(&key, Hashes::DEFAULT)
+            .await
+            .map_err(|e| Failure::Transient(e.into()))?;
+        let mut outer = match spec.format {
+            TakeoutFormat::TarGz => Outer::Tar(TarGzWriter::new(BlobSink(writer), self.gz)),
+            TakeoutFormat::Zip => Outer::Zip(ZipStreamWriter::new(BlobSink(writer))),
+        };
+        let mtime = (now_millis() / 1000).max(0) as u64;
+        let mut entries = Vec::with_capacity(parts.len());
+        let mut built: Option<String> = None;
+        let result: std::result::Result<(), Failure> = async {
+            for (n, p) in parts.iter().enumerate() {
+                let archive = match &p.build {
+                    PartBuild::Existing(a) => a.clone(),
+                    PartBuild::Export {
+                        of_template,
+                        doc,
+                        members,
+                        mtime: part_mtime,
+                    } => {
+                        let of = if *of_template {
+                            ArchiveOf::Template {
+                                name: &p.name,
+                                version: &p.version,
+                            }
+                        } else {
+                            ArchiveOf::Bundle {
+                                name: &p.name,
+                                version: &p.version,
+                            }
+                        };
+                        let part_key =
+                            format!("{}parts/{n}.tar.gz", parts_prefix(t.owner_id, t.id));
+                        built = Some(part_key.clone());
+                        self.write_archive_to(
+                            t,
+                            of,
+                            std::slice::from_ref(&(doc.0, doc.1.clone())),
+                            members,
+                            *part_mtime,
+                            p.path.clone(),
+                            part_key,
+                            Some(&mut meter),
+                            cancel,
+                        )
+                        .await?
+                    }
+                };
+                let blob = BlobRef {
+                    key: archive.key.clone(),
+                    size: archive.size,
+                    sha256: archive.sha256.clone(),
+                    md5: String::new(),
+                    uploaded: 0,
+                };
+                self.copy_member(&mut outer, &p.path, &blob, mtime, &mut meter, cancel)
+                    .await?;
+                if let Some(k) = built.take() {
+                    let _ = self.blobs.delete(&k).await;
+                }
+                entries.push(IndexEntry {
+                    kind: p.kind,
+                    id: p.id,
+                    name: p.name.clone(),
+                    version: p.version.clone(),
+                    path: p.path.clone(),
+                    size: archive.size,
+                    sha256: archive.sha256,
+                });
+                if cancel.is_cancelled() {
+                    return Err(Failure::Cancelled);
+                }
+            }
+            let index = Index {
+                format: "satchel-takeout/1",
+                user: &user.login,
+                created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                satchel: env!("CARGO_PKG_VERSION"),
+                includes: spec.include.iter().map(|k| k.folder()).collect(),
+                excluded: vec![Excluded {
+                    kind: "accounts",
+                    reason: "cloud accounts are not held by this version of Satchel",
+                }],
+                entries: &entries,
+            };
+            let doc = serde_json::to_vec_pretty(&index)
+                .map_err(|e| Failure::Transient(DomainError::Internal(crate::Cause::of(e))))?;
+            outer.add_bytes("index.json", &doc, mtime).await?;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            if let Some(k) = built {
+                let _ = self.blobs.delete(&k).await;
+            }
+            outer.abort().await;
+            return Err(e);
+        }
+        let (size, sha256) = outer.finish().await?;
+        let ext = match spec.format {
+            TakeoutFormat::Zip => "zip",
+            TakeoutFormat::TarGz => "tar.gz",
+        };
+        let stem: String = crate::names::archive_file_name(&user.login)
+            .trim_end_matches(".tar.gz")
+            .to_string();
+        Ok(ArchiveRef {
+            key,
+            file_name: format!("takeout-{stem}.{ext}"),
+            size: size as i64,
+            sha256,
+        })
+    }
+}
+
+impl Satchel {
+    /// Queues a takeout of what `uid` owns (and wakes a worker); the ticket is returned at once.
+    pub async fn create_takeout(
+        &self,
+        who: &Principal,
+        uid: &str,
+        spec: TakeoutSpec,
+    ) -> Result<Ticket> {
+        let owner = self.target(who, uid).await?;
+        self.require(who, ENT_SOFTWARE_UPLOAD)?;
+        self.quota().check_ticket(owner.id).await?;
+        let mut include = spec.include;
+        include.sort();
+        include.dedup();
+        if include.is_empty() {
+            return Err(DomainError::Invalid(
+                "a takeout must include something".into(),
+            ));
+        }
+        let t = self
+            .store
+            .create_ticket(&NewTicket {
+                owner_id: owner.id,
+                kind: TicketKind::Takeout,
+                image: None,
+                import: None,
+                takeout: Some(TakeoutSpec {
+                    format: spec.format,
+                    include,
+                }),
+                subject_id: owner.id,
+                subject_name: owner.login.clone(),
+                subject_version: String::new(),
+                format: OutputFormat::Yaml,
+                max_attempts: self.config.max_attempts,
+            })
+            .await?;
+        Ok(self.queued(t))
+    }
+
+    pub async fn takeout(&self, who: &Principal, uid: &str, id: Id) -> Result<Ticket> {
+        let owner = self.target(who, uid).await?;
+        match self.store.get_ticket(owner.id, id).await? {
+            Some(t) if t.kind == TicketKind::Takeout => Ok(t),
+            _ => Err(DomainError::not_found(format!("takeout {id}"))),
+        }
+    }
+
+    pub async fn list_takeouts(&self, who: &Principal, uid: &str) -> Result<Vec<Ticket>> {
+        self.tickets_of(who, uid, TicketKind::Takeout).await
+    }
+
+    pub async fn takeout_archive(
+        &self,
+        who: &Principal,
+        uid: &str,
+        id: Id,
+    ) -> Result<(Ticket, ArchiveRef)> {
+        let t = self.takeout(who, uid, id).await?;
+        let a = Self::ready_archive(&t)?;
+        Ok((t, a))
+    }
+
+    pub async fn cancel_takeout(&self, who: &Principal, uid: &str, id: Id) -> Result<Cancelled> {
+        let t = self.takeout(who, uid, id).await?;
+        self.cancel_resolved(who, t).await
+    }
+
+    pub async fn delete_takeout(&self, who: &Principal, uid: &str, id: Id) -> Result<()> {
+        let t = self.takeout(who, uid, id).await?;
+        self.require(who, ENT_SOFTWARE_UPLOAD)?;
+        let gone = self
+            .store
+            .delete_ticket(t.owner_id, id)
+            .await?
+            .ok_or_else(|| DomainError::not_found(format!("takeout {id}")))?;
+        self.delete_blobs(vec![archive_key(gone.owner_id, gone.id)])
+            .await;
+        Ok(())
+    }
+
+    /// What a takeout of `include` would hold now: items and bytes.
+    pub async fn estimate_takeout(
+        &self,
+        who: &Principal,
+        uid: &str,
+        include: &[TakeoutPart],
+    ) -> Result<Estimate> {
+        let owner = self.target(who, uid).await?;
+        let mut e = Estimate::default();
+        if include.contains(&TakeoutPart::Bundles) {
+            let (sizes, atts) = self.store.bundle_extras(owner.id).await?;
+            e.items += self.store.list_bundles(owner.id).await?.len() as i64;
+            e.bytes += sizes.iter().map(|(_, s)| *s).sum::<i64>();
+            e.bytes += atts.iter().map(|a| a.blob.size).sum::<i64>();
+        }
+        if include.contains(&TakeoutPart::Templates) {
+            for a in self.store.list_appliances(owner.id).await? {
+                e.items += 1;
+                if let Some(p) = self.store.appliance_parts(owner.id, a.id).await? {
+                    for b in &p.bundles {
+                        e.bytes += self
+                            .store
+                            .list_artifacts(b.id)
+                            .await?
+                            .iter()
+                            .filter_map(|x| x.blob.as_ref())
+                            .map(|x| x.size)
+                            .sum::<i64>();
+                    }
+                }
+            }
+        }
+        if include.contains(&TakeoutPart::Images) {
+            for i in self.store.list_tickets(owner.id).await? {
+                if i.kind == TicketKind::ContainerImage && i.state == TicketState::Complete {
+                    if let Some(a) = &i.archive {
+                        e.items += 1;
+                        e.bytes += a.size;
+                    }
+                }
+            }
+        }
+        Ok(e)
+    }
+}

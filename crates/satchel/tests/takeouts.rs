@@ -1,0 +1,261 @@
+//! Takeouts over HTTP against the real server (embedded default; again on PostgreSQL + Garage through
+//! `scaleout.rs`): everything a user owns in one zip or tar.gz whose `index.json` agrees with it,
+//! read by `unzip -t` and Python's `zipfile`, each inner export re-importing.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(120);
+
+async fn wait(c: &Client, status: &str) -> Resp {
+    let deadline = Instant::now() + T;
+    loop {
+        let r = c.get(status).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        if ["complete", "error", "cancelled"]
+            .iter()
+            .any(|f| r.field(f).as_deref() == Some("true"))
+        {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "{}", r.text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Alice's belongings: three bundles, an appliance holding two of them, a generated image.
+async fn belongings(a: &Client) {
+    let m1 = a.create_bundle("first é", "1.0").await;
+    a.add_file(m1, None, "run.sh", b"#!/bin/sh\necho 1\n").await;
+    a.add_file(m1, None, "big.bin", &noise(2 << 20, 5)).await;
+    let m2 = a.create_bundle("second", "2").await;
+    let dir = a.create_artifact(m2, None, "conf", "folder").await;
+    a.add_file(m2, Some(dir), "x.cfg", b"x=1\n").await;
+    let m3 = a.create_bundle("third", "3").await;
+    a.add_file(m3, None, "empty", b"").await;
+    let body = format!(
+        "<ns1:appliance xmlns:ns1=\"{NS}\"><name>web</name><version>1</version>\
+         <mySoftwareUris><uri>users/alice/mysoftware/{m1}</uri><uri>users/alice/mysoftware/{m2}</uri></mySoftwareUris></ns1:appliance>"
+    );
+    let r = a
+        .req(
+            "POST",
+            "/users/alice/appliances",
+            Some(body.into_bytes()),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = a
+        .req(
+            "POST",
+            &format!("/users/alice/mysoftware/{m3}/templates"),
+            Some(Vec::new()),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let tid = r.id();
+    let images = format!("/users/alice/mysoftware/{m3}/templates/{tid}/images");
+    let doc = format!(
+        "<ns1:image xmlns:ns1=\"{NS}\"><compress>true</compress><format><name>docker</name></format><name>img</name></ns1:image>"
+    );
+    let r = a.req("POST", &images, Some(doc.into_bytes()), &[]).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let st = wait(a, &format!("{images}/{}/status", r.id())).await;
+    assert_eq!(
+        st.field("complete").as_deref(),
+        Some("true"),
+        "{}",
+        st.text()
+    );
+}
+
+async fn takeout(a: &Client, query: &str) -> (i64, Vec<u8>) {
+    let r = a
+        .req("POST", &format!("/users/alice/takeouts?{query}"), None, &[])
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.id();
+    let st = wait(a, &format!("/users/alice/takeouts/{id}/status")).await;
+    assert_eq!(
+        st.field("complete").as_deref(),
+        Some("true"),
+        "{}",
+        st.text()
+    );
+    assert_eq!(st.field("percentage").as_deref(), Some("100"));
+    let r = a
+        .get(&format!("/users/alice/takeouts/{id}/downloads"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&r.body));
+    let doc = a.get(&format!("/users/alice/takeouts/{id}")).await;
+    assert_eq!(doc.field("digest"), Some(format!("sha256:{sha}")));
+    (id, r.body)
+}
+
+fn unzip(data: &[u8]) -> BTreeMap<String, Vec<u8>> {
+    let mut ar = zip::ZipArchive::new(std::io::Cursor::new(data)).unwrap();
+    let mut out = BTreeMap::new();
+    for i in 0..ar.len() {
+        let mut f = ar.by_index(i).unwrap();
+        let mut body = Vec::new();
+        f.read_to_end(&mut body).unwrap();
+        out.insert(f.name().unwrap().to_string(), body);
+    }
+    out
+}
+
+/// `index.json` lists every other member with its true size and sha256, and what is left out.
+fn check_index(members: &BTreeMap<String, Vec<u8>>) -> serde_json::Value {
+    let index: serde_json::Value = serde_json::from_slice(&members["index.json"]).unwrap();
+    assert_eq!(index["user"], "alice");
+    assert_eq!(index["format"], "satchel-takeout/1");
+    assert_eq!(index["excluded"][0]["kind"], "accounts");
+    let entries = index["entries"].as_array().unwrap();
+    assert_eq!(entries.len() + 1, members.len(), "{index}");
+    for e in entries {
+        let path = e["path"].as_str().unwrap();
+        let data = &members[path];
+        assert_eq!(e["size"].as_u64(), Some(data.len() as u64), "{path}");
+        assert_eq!(
+            e["sha256"].as_str().unwrap(),
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(data)),
+            "{path}"
+        );
+    }
+    index
+}
+
+#[tokio::test]
+async fn a_takeout_holds_everything_and_each_part_reimports() {
+    let s = Server::start(&[]).await;
+    let (a, b) = (s.client("alice"), s.client("bob"));
+    belongings(&a).await;
+
+    let e = a.get("/users/alice/takeouts/estimate").await;
+    assert_eq!(e.status, 200, "{}", e.text());
+    assert_eq!(e.field("items").as_deref(), Some("5"), "{}", e.text());
+    assert!(e.field("bytes").unwrap().parse::<i64>().unwrap() > 2 << 20);
+    s.client("carol")
+        .req("POST", "/users/carol/takeouts", None, &[])
+        .await
+        .assert_uforge_error(403);
+    a.req("POST", "/users/alice/takeouts?format=rar", None, &[])
+        .await
+        .assert_uforge_error(400);
+    a.req("POST", "/users/alice/takeouts?include=secrets", None, &[])
+        .await
+        .assert_uforge_error(400);
+
+    // zip (the default): unzip -t, Python's zipfile, the index, every part re-imports.
+    let (id, zip) = takeout(&a, "").await;
+    let path = s.dir.path().join("takeout.zip");
+    std::fs::write(&path, &zip).unwrap();
+    let out = std::process::Command::new("unzip")
+        .arg("-t")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let py = std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); assert z.testzip() is None; print(len(z.namelist()))")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&py.stdout).trim(), "6");
+    let members = unzip(&zip);
+    let index = check_index(&members);
+    let kinds: Vec<&str> = index["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["bundle", "bundle", "bundle", "template", "container-image"]
+    );
+    for (path, data) in &members {
+        let base = if path.starts_with("bundles/") {
+            "bundleimports"
+        } else if path.starts_with("templates/") {
+            "imports"
+        } else {
+            continue;
+        };
+        let r = b
+            .req(
+                "POST",
+                &format!("/users/bob/{base}?imported=true"),
+                None,
+                &[],
+            )
+            .await;
+        let one = format!("/users/bob/{base}/{}", r.id());
+        let up = b
+            .req("POST", &format!("{one}/uploads"), Some(data.clone()), &[])
+            .await;
+        assert_eq!(up.status, 200, "{}", up.text());
+        let st = wait(&b, &format!("{one}/status")).await;
+        assert_eq!(
+            st.field("complete").as_deref(),
+            Some("true"),
+            "{path}: {}",
+            st.text()
+        );
+    }
+    let image = members
+        .iter()
+        .find(|(p, _)| p.starts_with("container-images/"))
+        .unwrap();
+    assert!(image.0.ends_with(".oci.tar.gz"), "{}", image.0);
+    assert_eq!(&image.1[..2], b"\x1f\x8b");
+
+    // Only bundles, as tar.gz.
+    let (_, tgz) = takeout(&a, "format=tar.gz&include=bundles").await;
+    let members = untar(&tgz);
+    let index = check_index(&members);
+    assert_eq!(index["includes"], serde_json::json!(["bundles"]));
+    assert!(members
+        .keys()
+        .all(|p| p == "index.json" || p.starts_with("bundles/")));
+
+    // Listed, then deleted with its archive.
+    let l = a.get("/users/alice/takeouts").await;
+    assert_eq!(l.text().matches("<takeout>").count(), 2, "{}", l.text());
+    b.get(&format!("/users/alice/takeouts/{id}"))
+        .await
+        .assert_uforge_error(404);
+    assert_eq!(
+        a.req("DELETE", &format!("/users/alice/takeouts/{id}"), None, &[])
+            .await
+            .status,
+        204
+    );
+    a.get(&format!("/users/alice/takeouts/{id}/downloads"))
+        .await
+        .assert_uforge_error(404);
+    let left: Vec<_> = s
+        .blobs()
+        .await
+        .into_iter()
+        .filter(|(k, _)| k.contains(&format!("/exports/{id}/")))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
