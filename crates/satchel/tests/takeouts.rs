@@ -1,6 +1,6 @@
 //! Takeouts over HTTP against the real server (embedded default; again on PostgreSQL + Garage through
 //! `scaleout.rs`): everything a user owns in one zip or tar.gz whose `index.json` agrees with it,
-//! read by `unzip -t` and Python's `zipfile`, each inner export re-importing.
+//! read by `unzip -t`, 7-Zip and Python's `zipfile`, each inner export re-importing.
 
 mod common;
 
@@ -167,6 +167,12 @@ async fn a_takeout_holds_everything_and_each_part_reimports() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+    let sz = std::process::Command::new("7z")
+        .arg("t")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(sz.status.success(), "{}", String::from_utf8_lossy(&sz.stdout));
     let py = std::process::Command::new("python3")
         .arg("-c")
         .arg("import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); assert z.testzip() is None; print(len(z.namelist()))")
