@@ -15,7 +15,7 @@
 //! serialises them as SQLite's single writer does.
 
 /// Every port (`Store`, `CloudStore`, `TemplateStore`, `UsageStore`, `StatsStore`,
-/// `IdempotencyStore`, `ApiKeyStore`, `OneTimeKeys`, `BlobRefStore`) for the engine's store type
+/// `IdempotencyStore`, `ApiKeyStore`, `AccountStore`, `OneTimeKeys`, `BlobRefStore`) for the engine's store type
 /// `$store`, named in its module. Expands to a private module there, so the row mappers and helpers
 /// of the two engines never meet.
 macro_rules! sql_store {
@@ -74,6 +74,7 @@ macro_rules! sql_store {
             crate::idempotency::impl_idempotency!();
             crate::blobrefs::impl_blob_refs!();
             crate::apikeys::impl_apikeys!();
+            crate::accounts::impl_accounts!();
             crate::keys::impl_keys!();
         }
     };
