@@ -24,6 +24,14 @@ pub const MAX_CERTS_PER_ACCOUNT: usize = 8;
 pub const MAX_CERT_BYTES: usize = 64 * 1024;
 /// Longest non-secret field or secret text.
 const MAX_FIELD: usize = 4096;
+/// The schema's certificate types.
+pub const CERT_TYPES: &[&str] = &[
+    "ec2KeyPairPrivateKey",
+    "ec2PrivateKey",
+    "googleCertificate",
+    "uForgeCertificate",
+    "x509",
+];
 /// What a masked secret reads as.
 pub const MASK: &str = "********";
 
@@ -448,7 +456,12 @@ fn check_cert(c: &CertInput) -> Result<(String, Option<String>)> {
         .ok_or_else(|| DomainError::Invalid("a certificate needs a name".into()))?;
     crate::names::validate_label("certificate name", name)?;
     if let Some(t) = &c.cert_type {
-        check_text("certificate type", t, 64)?;
+        if !CERT_TYPES.contains(&t.as_str()) {
+            return Err(DomainError::Invalid(format!(
+                "certificate type must be one of {}",
+                CERT_TYPES.join(", ")
+            )));
+        }
     }
     if c.content.as_ref().is_some_and(|s| s.len() > MAX_CERT_BYTES) {
         return Err(DomainError::TooLarge(format!(

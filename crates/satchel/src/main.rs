@@ -75,6 +75,25 @@ enum AdminCmd {
         #[arg(long, default_value = "1h")]
         grace: String,
     },
+    /// The key sealing cloud account secrets.
+    #[command(subcommand)]
+    Secrets(SecretsCmd),
+}
+
+#[derive(Subcommand)]
+enum SecretsCmd {
+    /// Re-seal every cloud account secret under a new key, in one pass. Resumable: a rerun skips
+    /// what the new key already seals. Safe while servers run (each row is rewritten only if
+    /// still sealed with the current key); once it reports no value left, give the servers the
+    /// new key (e.g. replace the key file) and restart them.
+    Rotate {
+        /// The current key (as `serve` takes it).
+        #[command(flatten)]
+        current: config::SecretsKeyArgs,
+        /// The new key's file (64 hex digits); created with mode 0600 if it does not exist.
+        #[arg(long)]
+        new_key_file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -168,6 +187,33 @@ async fn admin(
     let cmd = match cmd {
         AdminCmd::User(c) => c,
         AdminCmd::Key(k) => return admin_key(opened, k).await,
+        AdminCmd::Secrets(SecretsCmd::Rotate {
+            current,
+            new_key_file,
+        }) => {
+            // The current key must exist: a rotation never makes one up.
+            let given = current.secrets_key.is_some() || current.secrets_key_file.is_some();
+            let old = if given || opened.shared {
+                sealkey::secrets_key(&current, &data_dir, true)?
+            } else {
+                sealkey::read_existing(&data_dir.join("secrets.key"))?
+            };
+            let new = sealkey::load_or_create(&new_key_file)?;
+            let done = satchel_domain::accounts::rotate(store.as_ref(), &old, &new).await?;
+            println!(
+                "re-sealed {} secrets from key {} to key {}",
+                done.resealed,
+                old.key_id(),
+                new.key_id()
+            );
+            if done.foreign > 0 {
+                bail!(
+                    "{} secrets are sealed with neither key and were left as they are",
+                    done.foreign
+                );
+            }
+            return Ok(());
+        }
         AdminCmd::Sweep { grace } => {
             let grace = humantime::parse_duration(&grace)
                 .with_context(|| format!("invalid duration for --grace: {grace:?}"))?;

@@ -153,7 +153,15 @@ impl Server {
             Some("root-pw\n"),
         );
         assert!(out.status.success());
-        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        // Scale-out instances must be given the cloud account secrets key (they never make one
+        // up); every instance of a test shares this one.
+        if SCALEOUT && !extra.iter().any(|a| a == "--secrets-key-file") {
+            let key = dir.path().join("shared-secrets.key");
+            let hex: String = (0..32).map(|_| format!("{:02x}", rand_byte())).collect();
+            std::fs::write(&key, hex).unwrap();
+            extra.extend(["--secrets-key-file".into(), key.display().to_string()]);
+        }
         let mut s = Server {
             child: None,
             dir,
@@ -218,7 +226,12 @@ impl Server {
         if !SCALEOUT {
             panic!("a second instance needs the shared scale-out engines");
         }
-        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if !extra.iter().any(|a| a == "--secrets-key-file") {
+            if let Some(i) = self.extra.iter().position(|a| a == "--secrets-key-file") {
+                extra.extend(self.extra[i..i + 2].iter().cloned());
+            }
+        }
         let mut s = Server {
             child: None,
             dir: tempfile::tempdir().unwrap(),
@@ -580,4 +593,11 @@ fn walk_files(dir: &std::path::Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// A random byte (for test keys), from the OS.
+fn rand_byte() -> u8 {
+    let mut b = [0u8; 1];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut b).unwrap();
+    b[0]
 }
