@@ -321,7 +321,7 @@ mod tests {
         let bad = doc.replace("ns1:CredAccountAws", "ns1:CredAccountMars");
         let d: docs::CredAccountIn =
             parse_body(&HeaderMap::new(), bad.as_bytes(), "credAccount").unwrap();
-        let e = input(d).err().expect("refused");
+        let e = input(d).expect_err("refused");
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
 
         let json = r#"{"type":"CredAccountVSphere","name":"v","port":443,"password":"pw"}"#;

@@ -503,7 +503,7 @@ pub(crate) fn cert_doc(
 ) -> docs::CertificateDoc {
     docs::CertificateDoc {
         uri: format!("{}/certs/{}", account_uri(&owner.login, account), c.id),
-        ..cert_doc_inner(&c, content)
+        ..cert_doc_inner(c, content)
     }
 }
 

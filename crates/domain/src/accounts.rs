@@ -259,7 +259,7 @@ fn seal_with(
 
 fn open_with(key: &SealKey, (what, field): (&str, &str), sealed: &Sealed) -> Result<Secret> {
     key.open_bound(&aad(what, &sealed.uid, field), &sealed.blob)
-        .map(|z| Secret(z))
+        .map(Secret)
         .ok_or_else(|| {
             DomainError::Internal(format!(
                 "a sealed {what} secret does not open with the server's secrets key (sealed by key {}, \
@@ -404,12 +404,15 @@ fn check_text(what: &str, v: &str, max: usize) -> Result<()> {
     Ok(())
 }
 
+/// The non-secret fields of an account, by schema name.
+type PlainFields = BTreeMap<String, String>;
+
 /// Splits `values` into the subtype's non-secret fields and its secrets (JSON, to be sealed),
 /// checking each. Fields the subtype does not have are ignored, as the SDK's bindings would.
 fn split_values(
     kind: AccountKind,
     values: &BTreeMap<String, Secret>,
-) -> Result<(BTreeMap<String, String>, Zeroizing<Vec<u8>>)> {
+) -> Result<(PlainFields, Zeroizing<Vec<u8>>)> {
     let mut plain = BTreeMap::new();
     let mut secrets: BTreeMap<&str, Zeroizing<String>> = BTreeMap::new();
     for field in kind.fields() {
