@@ -728,8 +728,8 @@ pub struct TargetPlatformRef {
 }
 
 /// `certificate` inside an account: UForgeObject's and UForgeUploadObject's fields, then
-/// Certificate's, in schema order. `content` (base64) only when revealed.
-#[derive(Serialize, Default, Debug)]
+/// Certificate's, in schema order. `content` (base64) only when revealed (hence no `Debug`).
+#[derive(Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct CertificateDoc {
     pub created: String,
@@ -745,7 +745,7 @@ pub struct CertificateDoc {
     pub uri: String,
 }
 
-#[derive(Serialize, Default, Debug)]
+#[derive(Serialize, Default)]
 pub struct CertificateItems {
     pub certificate: Vec<CertificateDoc>,
 }
@@ -753,8 +753,7 @@ pub struct CertificateItems {
 /// `credAccount` of any subtype. Its fields differ per subtype, so it serialises as a map in the
 /// schema's order (base type, `CredAccountCert`'s certificates, then the subtype's own); in XML it
 /// carries `xsi:type` (declared on the element itself, so it also holds inside `credAccounts`),
-/// in JSON a `type` member.
-#[derive(Debug)]
+/// in JSON a `type` member. Not `Debug`: a revealed document holds secrets in the clear.
 pub struct CredAccountDoc {
     pub xml: bool,
     pub xsi_type: &'static str,
@@ -799,14 +798,14 @@ impl Serialize for CredAccountDoc {
     }
 }
 
-#[derive(Serialize, Default, Debug)]
+#[derive(Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct CredAccounts {
     pub total: i64,
     pub cred_accounts: CredAccountItems,
 }
 
-#[derive(Serialize, Default, Debug)]
+#[derive(Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct CredAccountItems {
     pub cred_account: Vec<CredAccountDoc>,

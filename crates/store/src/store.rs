@@ -204,6 +204,8 @@ macro_rules! impl_store {
                 .execute(&mut *tx)
                 .await
                 .map_err(db_err)?;
+                // Cloud accounts and their certificate files go by the cascade: they are rows only
+                // (sealed in the database), with no blob to collect.
                 // UNION, not UNION ALL, from the images on: an image's file shared with the objects
                 // exported from it is one blob, listed once.
                 let mut keys: Vec<String> = sqlx::query_scalar(
