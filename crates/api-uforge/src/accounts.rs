@@ -334,6 +334,25 @@ mod tests {
         let i = input(d).unwrap();
         assert_eq!(i.kind, Some(AccountKind::VSphere));
         assert_eq!(i.values["port"].expose(), b"443");
+
+        // A secret of the wrong JSON type is taken as text, never echoed in a type error.
+        for odd in ["12.75", "true"] {
+            let json = format!(r#"{{"type":"CredAccountK5","name":"k","password":{odd}}}"#);
+            let d: docs::CredAccountIn = parse_body(&h, json.as_bytes(), "credAccount").unwrap();
+            assert_eq!(
+                input(d).unwrap().values["password"].expose(),
+                odd.as_bytes()
+            );
+        }
+        let e = parse_body::<docs::CredAccountIn>(
+            &h,
+            br#"{"type":"CredAccountK5","password":{"nested":"s3cr3t-value"}}"#,
+            "credAccount",
+        )
+        .err()
+        .map(|e| e.message)
+        .unwrap_or_default();
+        assert!(!e.contains("s3cr3t-value"), "{e}");
     }
 
     #[test]
