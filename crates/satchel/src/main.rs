@@ -40,6 +40,9 @@ enum Cmd {
         data_dir: PathBuf,
         #[command(flatten)]
         storage: config::StorageArgs,
+        /// The cloud account secrets key (as `serve` takes it): `secrets rotate`'s current key.
+        #[command(flatten)]
+        secrets: config::SecretsKeyArgs,
         #[command(subcommand)]
         cmd: AdminCmd,
     },
@@ -87,9 +90,6 @@ enum SecretsCmd {
     /// still sealed with the current key); once it reports no value left, give the servers the
     /// new key (e.g. replace the key file) and restart them.
     Rotate {
-        /// The current key (as `serve` takes it).
-        #[command(flatten)]
-        current: config::SecretsKeyArgs,
         /// The new key's file (64 hex digits); created with mode 0600 if it does not exist.
         #[arg(long)]
         new_key_file: PathBuf,
@@ -162,8 +162,9 @@ fn main() -> anyhow::Result<()> {
             Cmd::Admin {
                 data_dir,
                 storage,
+                secrets,
                 cmd,
-            } => admin(data_dir, storage, cmd).await,
+            } => admin(data_dir, storage, secrets, cmd).await,
             Cmd::Migrate { data_dir, storage } => {
                 let o = serve::open(&storage, &data_dir).await?;
                 println!(
@@ -180,6 +181,7 @@ fn main() -> anyhow::Result<()> {
 async fn admin(
     data_dir: PathBuf,
     storage: config::StorageArgs,
+    current: config::SecretsKeyArgs,
     cmd: AdminCmd,
 ) -> anyhow::Result<()> {
     let opened = serve::open(&storage, &data_dir).await?;
@@ -187,10 +189,7 @@ async fn admin(
     let cmd = match cmd {
         AdminCmd::User(c) => c,
         AdminCmd::Key(k) => return admin_key(opened, k).await,
-        AdminCmd::Secrets(SecretsCmd::Rotate {
-            current,
-            new_key_file,
-        }) => {
+        AdminCmd::Secrets(SecretsCmd::Rotate { new_key_file }) => {
             // The current key must exist: a rotation never makes one up.
             let given = current.secrets_key.is_some() || current.secrets_key_file.is_some();
             let old = if given || opened.shared {

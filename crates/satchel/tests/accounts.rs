@@ -355,8 +355,8 @@ fn assert_nowhere(stored: &[(String, Vec<u8>)], secrets: &[&str]) {
 
 /// The key file the server seals with: given to it (scale-out), or generated in its data dir.
 fn key_file(s: &Server) -> PathBuf {
-    match s.extra.iter().position(|a| a == "--secrets-key-file") {
-        Some(i) => PathBuf::from(&s.extra[i + 1]),
+    match s.storage.iter().position(|a| a == "--secrets-key-file") {
+        Some(i) => PathBuf::from(&s.storage[i + 1]),
         None => s.dir.path().join("secrets.key"),
     }
 }
@@ -415,16 +415,10 @@ async fn secrets_rest_nowhere_in_plaintext_and_survive_a_key_rotation() {
 
     // Rotation: every value re-sealed under the new key, then a rerun finds nothing left.
     let new_key = s.dir.path().join("rotated.key");
-    let key_flag = key_file(&s).display().to_string();
     let new_flag = new_key.display().to_string();
-    let rotate = [
-        "secrets",
-        "rotate",
-        "--secrets-key-file",
-        key_flag.as_str(),
-        "--new-key-file",
-        new_flag.as_str(),
-    ];
+    // The current key as the server has it: the scale-out storage flags carry its file, the
+    // embedded default is the data directory's.
+    let rotate = ["secrets", "rotate", "--new-key-file", new_flag.as_str()];
     let out = s.admin(&rotate, None);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -474,7 +468,7 @@ async fn scale_out_without_a_secrets_key_does_not_start() {
         .arg("127.0.0.1:1")
         .arg("--data-dir")
         .arg(dir.path())
-        .args(&s.storage)
+        .args(without_secrets_key(&s.storage))
         .env_remove("SATCHEL_SECRETS_KEY")
         .env_remove("SATCHEL_SECRETS_KEY_FILE")
         .output()
@@ -483,4 +477,18 @@ async fn scale_out_without_a_secrets_key_does_not_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--secrets-key-file"), "{err}");
     assert!(!dir.path().join("secrets.key").exists(), "no key made up");
+}
+
+/// Storage flags without the secrets key file.
+fn without_secrets_key(flags: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut it = flags.iter();
+    while let Some(f) = it.next() {
+        if f == "--secrets-key-file" {
+            it.next();
+        } else {
+            out.push(f.clone());
+        }
+    }
+    out
 }

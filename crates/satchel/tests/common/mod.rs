@@ -97,9 +97,11 @@ const fn starts_with(s: &str, prefix: &str) -> bool {
 /// embedded default: tests/scaleout.rs includes the other test files as modules.
 pub const SCALEOUT: bool = starts_with(env!("CARGO_CRATE_NAME"), "scaleout");
 
-/// The storage flags of one test server: a fresh PostgreSQL database and a fresh Garage prefix in
-/// scale-out runs (the database handle keeps it alive), nothing for the embedded default.
-async fn storage_flags() -> (
+/// The storage flags of one test server (also given to `satchel admin`): a fresh PostgreSQL
+/// database, a fresh Garage prefix and a secrets key file in `dir` in scale-out runs (the database handle keeps it alive), nothing for the embedded default.
+async fn storage_flags(
+    dir: &std::path::Path,
+) -> (
     Vec<String>,
     Option<satchel_testkit::TestDatabase>,
     Option<String>,
@@ -112,7 +114,14 @@ async fn storage_flags() -> (
         .expect("a test database");
     let (url, t) = satchel_testkit::garage::test_bucket_url().expect("Garage");
     let prefix = url.rsplit('/').next().unwrap_or_default().to_string();
+    // Scale-out instances must be given the cloud account secrets key (they never make one up);
+    // every instance on this database shares this one (`second` copies these flags).
+    let key = dir.join("shared-secrets.key");
+    let hex: String = (0..32).map(|_| format!("{:02x}", rand_byte())).collect();
+    std::fs::write(&key, hex).unwrap();
     let flags = vec![
+        "--secrets-key-file".into(),
+        key.display().to_string(),
         "--database-url".into(),
         db.url.clone(),
         "--blob-url".into(),
@@ -133,7 +142,7 @@ impl Server {
     /// A server with users alice and bob (software_upload), carol (no entitlement) and root (admin).
     pub async fn start(extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let (storage, db, blob_prefix) = storage_flags().await;
+        let (storage, db, blob_prefix) = storage_flags(dir.path()).await;
         for (login, ents) in [("alice", true), ("bob", true), ("carol", false)] {
             let mut args = vec!["user", "add", login, "--password-stdin"];
             if ents {
@@ -153,15 +162,7 @@ impl Server {
             Some("root-pw\n"),
         );
         assert!(out.status.success());
-        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        // Scale-out instances must be given the cloud account secrets key (they never make one
-        // up); every instance of a test shares this one.
-        if SCALEOUT && !extra.iter().any(|a| a == "--secrets-key-file") {
-            let key = dir.path().join("shared-secrets.key");
-            let hex: String = (0..32).map(|_| format!("{:02x}", rand_byte())).collect();
-            std::fs::write(&key, hex).unwrap();
-            extra.extend(["--secrets-key-file".into(), key.display().to_string()]);
-        }
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let mut s = Server {
             child: None,
             dir,
@@ -226,12 +227,7 @@ impl Server {
         if !SCALEOUT {
             panic!("a second instance needs the shared scale-out engines");
         }
-        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        if !extra.iter().any(|a| a == "--secrets-key-file") {
-            if let Some(i) = self.extra.iter().position(|a| a == "--secrets-key-file") {
-                extra.extend(self.extra[i..i + 2].iter().cloned());
-            }
-        }
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let mut s = Server {
             child: None,
             dir: tempfile::tempdir().unwrap(),
