@@ -752,3 +752,288 @@ pub struct TakeoutEstimate {
     pub items: i64,
     pub bytes: i64,
 }
+// ------------------------------------------------------------------ cloud accounts
+
+/// `targetPlatform` as an account shows it: its name and platform type.
+#[derive(Serialize, Deserialize, Default, Debug, Clone)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TargetPlatformRef {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+/// `certificate` inside an account: UForgeObject's and UForgeUploadObject's fields, then
+/// Certificate's, in schema order. `content` (base64) only when revealed (hence no `Debug`).
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateDoc {
+    pub created: String,
+    pub db_id: i64,
+    pub last_modified: String,
+    pub size: i64,
+    pub uploaded: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    pub name: String,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    pub uri: String,
+}
+
+#[derive(Serialize, Default)]
+pub struct CertificateItems {
+    pub certificate: Vec<CertificateDoc>,
+}
+
+/// `credAccount` of any subtype. Its fields differ per subtype, so it serialises as a map in the
+/// schema's order (base type, `CredAccountCert`'s certificates, then the subtype's own); in XML it
+/// carries `xsi:type` (declared on the element itself, so it also holds inside `credAccounts`),
+/// in JSON a `type` member. Not `Debug`: a revealed document holds secrets in the clear.
+pub struct CredAccountDoc {
+    pub xml: bool,
+    pub xsi_type: &'static str,
+    pub created: String,
+    pub db_id: i64,
+    pub last_modified: String,
+    pub name: String,
+    pub uri: String,
+    pub target_platform: TargetPlatformRef,
+    pub certificates: Option<CertificateItems>,
+    /// (field, value) in schema order. Revealed secrets are here only for the owner's `reveal`.
+    pub values: Vec<(&'static str, String)>,
+}
+
+pub const XSI: &str = "http://www.w3.org/2001/XMLSchema-instance";
+
+impl Serialize for CredAccountDoc {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        if self.xml {
+            m.serialize_entry("@xmlns:xsi", XSI)?;
+            m.serialize_entry("@xsi:type", &format!("ns0:{}", self.xsi_type))?;
+        } else {
+            m.serialize_entry("type", self.xsi_type)?;
+        }
+        m.serialize_entry("created", &self.created)?;
+        m.serialize_entry("dbId", &self.db_id)?;
+        m.serialize_entry("lastModified", &self.last_modified)?;
+        m.serialize_entry("name", &self.name)?;
+        m.serialize_entry("uri", &self.uri)?;
+        m.serialize_entry("targetPlatform", &self.target_platform)?;
+        if let Some(c) = &self.certificates {
+            if !c.certificate.is_empty() {
+                m.serialize_entry("certificates", c)?;
+            }
+        }
+        for (k, v) in &self.values {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CredAccounts {
+    pub total: i64,
+    pub cred_accounts: CredAccountItems,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CredAccountItems {
+    pub cred_account: Vec<CredAccountDoc>,
+}
+
+/// A certificate in a request (`content` is base64, as the schema's base64Binary).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CertificateIn {
+    pub name: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub content: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct CertificateInItems {
+    pub certificate: Vec<CertificateIn>,
+}
+
+/// What a `credAccount` request may carry: every field of every subtype (which ones count is the
+/// subtype's, decided by the domain). Not `Debug`: it holds secrets in the clear.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CredAccountIn {
+    /// `xsi:type` in XML (`ns1:CredAccountAws`), `type` in JSON.
+    #[serde(rename = "@xsi:type", alias = "@type", alias = "type")]
+    pub xsi_type: Option<String>,
+    pub name: Option<String>,
+    pub target_platform: Option<TargetPlatformRef>,
+    pub certificates: Option<CertificateInItems>,
+    #[serde(rename = "accessKeyId", deserialize_with = "text_or_number")]
+    pub access_key_id: Option<String>,
+    #[serde(rename = "accountNumber", deserialize_with = "text_or_number")]
+    pub account_number: Option<String>,
+    #[serde(rename = "keyPairName", deserialize_with = "text_or_number")]
+    pub key_pair_name: Option<String>,
+    #[serde(rename = "secretAccessKeyId", deserialize_with = "text_or_number")]
+    pub secret_access_key_id: Option<String>,
+    #[serde(rename = "tenantId", deserialize_with = "text_or_number")]
+    pub tenant_id: Option<String>,
+    #[serde(rename = "subscriptionId", deserialize_with = "text_or_number")]
+    pub subscription_id: Option<String>,
+    #[serde(rename = "applicationId", deserialize_with = "text_or_number")]
+    pub application_id: Option<String>,
+    #[serde(rename = "applicationKey", deserialize_with = "text_or_number")]
+    pub application_key: Option<String>,
+    #[serde(rename = "endpointUrl", deserialize_with = "text_or_number")]
+    pub endpoint_url: Option<String>,
+    #[serde(rename = "glanceUrl", deserialize_with = "text_or_number")]
+    pub glance_url: Option<String>,
+    #[serde(rename = "keystoneUrl", deserialize_with = "text_or_number")]
+    pub keystone_url: Option<String>,
+    #[serde(rename = "keystoneVersion", deserialize_with = "text_or_number")]
+    pub keystone_version: Option<String>,
+    #[serde(rename = "login", deserialize_with = "text_or_number")]
+    pub login: Option<String>,
+    #[serde(rename = "password", deserialize_with = "text_or_number")]
+    pub password: Option<String>,
+    #[serde(rename = "hostname", deserialize_with = "text_or_number")]
+    pub hostname: Option<String>,
+    #[serde(rename = "port", deserialize_with = "text_or_number")]
+    pub port: Option<String>,
+    #[serde(rename = "proxyHost", deserialize_with = "text_or_number")]
+    pub proxy_host: Option<String>,
+    #[serde(rename = "proxyPort", deserialize_with = "text_or_number")]
+    pub proxy_port: Option<String>,
+    #[serde(rename = "publicApiKey", deserialize_with = "text_or_number")]
+    pub public_api_key: Option<String>,
+    #[serde(rename = "secretApiKey", deserialize_with = "text_or_number")]
+    pub secret_api_key: Option<String>,
+    #[serde(rename = "domainName", deserialize_with = "text_or_number")]
+    pub domain_name: Option<String>,
+    #[serde(rename = "organizationName", deserialize_with = "text_or_number")]
+    pub organization_name: Option<String>,
+    #[serde(rename = "registryUrl", deserialize_with = "text_or_number")]
+    pub registry_url: Option<String>,
+    #[serde(rename = "token", deserialize_with = "text_or_number")]
+    pub token: Option<String>,
+}
+
+impl CredAccountIn {
+    /// Every field name this document knows (the union of the subtypes' fields).
+    pub const FIELDS: &'static [&'static str] = &[
+        "accessKeyId",
+        "accountNumber",
+        "keyPairName",
+        "secretAccessKeyId",
+        "tenantId",
+        "subscriptionId",
+        "applicationId",
+        "applicationKey",
+        "endpointUrl",
+        "glanceUrl",
+        "keystoneUrl",
+        "keystoneVersion",
+        "login",
+        "password",
+        "hostname",
+        "port",
+        "proxyHost",
+        "proxyPort",
+        "publicApiKey",
+        "secretApiKey",
+        "domainName",
+        "organizationName",
+        "registryUrl",
+        "token",
+    ];
+
+    /// The value of the field named as in the schema.
+    pub fn get(&self, name: &str) -> Option<&String> {
+        match name {
+            "accessKeyId" => self.access_key_id.as_ref(),
+            "accountNumber" => self.account_number.as_ref(),
+            "keyPairName" => self.key_pair_name.as_ref(),
+            "secretAccessKeyId" => self.secret_access_key_id.as_ref(),
+            "tenantId" => self.tenant_id.as_ref(),
+            "subscriptionId" => self.subscription_id.as_ref(),
+            "applicationId" => self.application_id.as_ref(),
+            "applicationKey" => self.application_key.as_ref(),
+            "endpointUrl" => self.endpoint_url.as_ref(),
+            "glanceUrl" => self.glance_url.as_ref(),
+            "keystoneUrl" => self.keystone_url.as_ref(),
+            "keystoneVersion" => self.keystone_version.as_ref(),
+            "login" => self.login.as_ref(),
+            "password" => self.password.as_ref(),
+            "hostname" => self.hostname.as_ref(),
+            "port" => self.port.as_ref(),
+            "proxyHost" => self.proxy_host.as_ref(),
+            "proxyPort" => self.proxy_port.as_ref(),
+            "publicApiKey" => self.public_api_key.as_ref(),
+            "secretApiKey" => self.secret_api_key.as_ref(),
+            "domainName" => self.domain_name.as_ref(),
+            "organizationName" => self.organization_name.as_ref(),
+            "registryUrl" => self.registry_url.as_ref(),
+            "token" => self.token.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// A text field that JSON may also give as a number (ports).
+fn text_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a text or a number")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        // Every scalar is taken as its text, so no type error ever echoes a (secret) value.
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        /// XML: an element is a map whose text is under `$text` (an empty element has none).
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut m: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut text = None;
+            while let Some(k) = m.next_key::<String>()? {
+                if k == "$text" || k == "$value" {
+                    text = Some(m.next_value::<String>()?);
+                } else {
+                    m.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+            Ok(text.or(Some(String::new())))
+        }
+    }
+    d.deserialize_any(V)
+}

@@ -3,10 +3,11 @@
 //! `satchel_domain::service::Satchel` (which decides ownership and returns resolved handles),
 //! render (`render.rs`). One handler file per resource: `users`, `bundles`, `artifacts`,
 //! `attachments` (license, logo), `exports`, `containers` (templates, images), `apikeys`,
-//! `appliances` (appliance templates, their OS profile, packages and boot scripts), `imports`
-//! (bundle and template archives made into new bundles and appliances), `takeouts` (everything in one
-//! archive).
+//! `accounts` (cloud accounts, secrets sealed), `appliances` (appliance templates, their OS profile,
+//! packages and boot scripts), `imports` (bundle and template archives made into new bundles and
+//! appliances), `takeouts` (everything in one archive).
 
+mod accounts;
 mod apikeys;
 mod appliances;
 mod artifacts;
@@ -51,6 +52,7 @@ fn routes() -> Table<AppState> {
         .merge(exports::appliance_routes())
         .merge(containers::routes(ms))
         .merge(apikeys::routes())
+        .merge(accounts::routes())
         .merge(imports::routes())
         .merge(takeouts::routes())
         .merge(appliances::routes())

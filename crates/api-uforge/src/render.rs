@@ -487,3 +487,78 @@ pub(crate) fn boot_script_doc(uid: &str, s: &BootScript) -> docs::BootScript {
         uri,
     }
 }
+
+// ------------------------------------------------------------------ cloud accounts
+
+pub(crate) fn account_uri(uid: &str, id: Id) -> String {
+    format!("users/{uid}/accounts/{id}")
+}
+
+/// A certificate of an account; its content (base64) only when given (revealed).
+pub(crate) fn cert_doc(
+    owner: &User,
+    account: Id,
+    c: &satchel_domain::accounts::AccountCert,
+    content: Option<&satchel_domain::accounts::Secret>,
+) -> docs::CertificateDoc {
+    docs::CertificateDoc {
+        uri: format!("{}/certs/{}", account_uri(&owner.login, account), c.id),
+        ..cert_doc_inner(c, content)
+    }
+}
+
+/// An account's document: its subtype's fields in schema order, secrets as the view has them
+/// (masked unless revealed).
+pub(crate) fn account_doc(
+    v: &satchel_domain::accounts::AccountView,
+    xml: bool,
+) -> docs::CredAccountDoc {
+    let a = &v.account;
+    let owner_uri = account_uri(&v.owner_login, a.id);
+    docs::CredAccountDoc {
+        xml,
+        xsi_type: a.kind.xsi_type(),
+        created: iso(a.created),
+        db_id: a.id,
+        last_modified: iso(a.modified),
+        name: a.name.clone(),
+        target_platform: docs::TargetPlatformRef {
+            name: Some(a.platform.clone()),
+            kind: Some(a.kind.platform_type().to_string()),
+        },
+        certificates: a.kind.has_certificates().then(|| docs::CertificateItems {
+            certificate: v
+                .certs
+                .iter()
+                .map(|c| docs::CertificateDoc {
+                    uri: format!("{owner_uri}/certs/{}", c.cert.id),
+                    ..cert_doc_inner(&c.cert, c.content.as_ref())
+                })
+                .collect(),
+        }),
+        uri: owner_uri,
+        values: v
+            .values
+            .iter()
+            .map(|(f, s)| (f.name, s.expose_str().into_owned()))
+            .collect(),
+    }
+}
+
+fn cert_doc_inner(
+    c: &satchel_domain::accounts::AccountCert,
+    content: Option<&satchel_domain::accounts::Secret>,
+) -> docs::CertificateDoc {
+    use base64::Engine;
+    docs::CertificateDoc {
+        created: iso(c.created),
+        db_id: c.id,
+        last_modified: iso(c.modified),
+        size: c.size,
+        uploaded: c.size > 0,
+        content: content.map(|s| base64::engine::general_purpose::STANDARD.encode(s.expose())),
+        name: c.name.clone(),
+        kind: c.cert_type.clone(),
+        uri: String::new(),
+    }
+}

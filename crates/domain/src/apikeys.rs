@@ -119,33 +119,43 @@ impl SealKey {
     }
 
     pub fn seal(&self, public_key: &str, secret: &str) -> Result<Vec<u8>> {
-        let nonce: [u8; NONCE_LEN] = rand::random();
-        let aad = Self::aad(public_key);
-        let ct = self
-            .cipher()
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: secret.as_bytes(),
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| DomainError::Internal("sealing an API secret failed".into()))?;
-        Ok([&[SEAL_V1][..], &nonce, &ct].concat())
+        self.seal_bound(&Self::aad(public_key), secret.as_bytes())
     }
 
     /// None when the seal does not open (another server key, or tampered with).
     pub fn open(&self, public_key: &str, sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        self.open_bound(&Self::aad(public_key), sealed)
+    }
+
+    /// Seals `msg` bound to `aad` (associated data: what the value belongs to, e.g. its row and
+    /// field), so a ciphertext copied elsewhere does not open there.
+    pub fn seal_bound(&self, aad: &[u8], msg: &[u8]) -> Result<Vec<u8>> {
+        let nonce: [u8; NONCE_LEN] = rand::random();
+        let ct = self
+            .cipher()
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg, aad })
+            .map_err(|_| DomainError::Internal("sealing a secret failed".into()))?;
+        Ok([&[SEAL_V1][..], &nonce, &ct].concat())
+    }
+
+    /// Opens what [`SealKey::seal_bound`] sealed with the same `aad`; None otherwise.
+    pub fn open_bound(&self, aad: &[u8], sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
         let (&version, rest) = sealed.split_first()?;
         if version != SEAL_V1 || rest.len() < NONCE_LEN {
             return None;
         }
         let (nonce, ct) = rest.split_at(NONCE_LEN);
-        let aad = Self::aad(public_key);
         self.cipher()
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
+            .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
             .ok()
             .map(Zeroizing::new)
+    }
+
+    /// Names the key without giving it away: the first 8 bytes of its SHA-256, in hex. Stored
+    /// beside every value it seals, so a key rotation knows which rows are done.
+    pub fn key_id(&self) -> String {
+        use sha2::Digest;
+        hex::encode(&sha2::Sha256::digest(self.0.as_ref())[..8])
     }
 }
 

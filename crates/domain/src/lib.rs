@@ -3,6 +3,7 @@
 //! Nothing here knows HTTP or SQL. The wire faces call [`service::Satchel`]; storage and the job queue are
 //! reached through the [`ports`] traits; blobs through `satchel-blob` (the `object_store` crate).
 
+pub mod accounts;
 pub mod apikeys;
 pub mod appliance;
 pub mod appliance_export;

@@ -17,6 +17,7 @@ pub trait Store:
     + StatsStore
     + IdempotencyStore
     + ApiKeyStore
+    + AccountStore
     + BlobRefStore
     + ImportStore
     + Send
@@ -206,6 +207,62 @@ pub trait ApiKeyStore: Send + Sync + 'static {
     ) -> Result<Option<(crate::apikeys::ApiKey, User)>>;
     /// Sets `last_used = now` unless it is already after `unless_after` (bounded writes).
     async fn touch_api_key(&self, id: Id, now: Millis, unless_after: Millis) -> Result<bool>;
+}
+
+/// Cloud accounts (`crate::accounts`) with their certificate files, scoped by owner (the
+/// rotation's two calls read and write across owners). Sealed values are opaque here. A
+/// supertrait of `Store`, written once for both engines.
+#[async_trait]
+pub trait AccountStore: Send + Sync + 'static {
+    /// Inserts the account and its certificates unless the owner already holds `max_per_owner`
+    /// (then `None`).
+    async fn create_account(
+        &self,
+        new: &crate::accounts::NewAccount,
+        max_per_owner: i64,
+    ) -> Result<Option<crate::accounts::Account>>;
+    async fn list_accounts(&self, owner: Id) -> Result<Vec<crate::accounts::Account>>;
+    async fn get_account(&self, owner: Id, id: Id) -> Result<Option<crate::accounts::Account>>;
+    async fn update_account(
+        &self,
+        owner: Id,
+        id: Id,
+        update: &crate::accounts::AccountUpdate,
+    ) -> Result<Option<crate::accounts::Account>>;
+    async fn delete_account(&self, owner: Id, id: Id) -> Result<bool>;
+    /// Adds a certificate unless the account holds `max` already (then `None`).
+    async fn add_account_cert(
+        &self,
+        account: Id,
+        new: &crate::accounts::NewCert,
+        max: i64,
+    ) -> Result<Option<crate::accounts::AccountCert>>;
+    async fn set_account_cert(
+        &self,
+        account: Id,
+        cert: Id,
+        name: &str,
+        size: i64,
+        content: &crate::accounts::Sealed,
+    ) -> Result<Option<crate::accounts::AccountCert>>;
+    async fn delete_account_cert(&self, account: Id, cert: Id) -> Result<bool>;
+    /// Up to `limit` sealed values of `kind` with ids above `after`, in id order, skipping those
+    /// sealed by `not_key` (a rotation's new key).
+    async fn sealed_page(
+        &self,
+        kind: crate::accounts::SealedKind,
+        not_key: &str,
+        after: Id,
+        limit: i64,
+    ) -> Result<Vec<crate::accounts::SealedRow>>;
+    /// Writes `sealed` over the value if it is still sealed by `from_key`; false otherwise.
+    async fn reseal(
+        &self,
+        kind: crate::accounts::SealedKind,
+        id: Id,
+        from_key: &str,
+        sealed: &crate::accounts::Sealed,
+    ) -> Result<bool>;
 }
 
 /// What operators watch: reachability and the queue. A supertrait of `Store`, written once.

@@ -37,6 +37,8 @@ pub struct Config {
     /// Seals API key secrets. The default is a fresh random key (keys do not outlive the process):
     /// `serve` loads a persistent one.
     pub api_key_seal: crate::apikeys::SealKey,
+    /// Seals cloud account secrets (`crate::accounts`); like `api_key_seal`, random by default.
+    pub secrets_key: crate::apikeys::SealKey,
 }
 
 impl Default for Config {
@@ -50,6 +52,7 @@ impl Default for Config {
             quota: Quota::default(),
             user_rate: Some(50),
             api_key_seal: crate::apikeys::SealKey::random(),
+            secrets_key: crate::apikeys::SealKey::random(),
         }
     }
 }
@@ -64,6 +67,8 @@ pub struct Satchel {
     pub rate: Arc<crate::limits::RateLimiter>,
     /// Opens and seals API key secrets (`crate::apikeys`).
     pub(crate) seal: crate::apikeys::SealKey,
+    /// Opens and seals cloud account secrets (`crate::accounts`).
+    pub(crate) secrets: crate::apikeys::SealKey,
     /// Wakes an idle job worker once a ticket is queued (`Satchel::with_waker`).
     wake: Arc<Notify>,
 }
@@ -97,6 +102,7 @@ impl Satchel {
             blobs,
             auth,
             seal: config.api_key_seal.clone(),
+            secrets: config.secrets_key.clone(),
             config,
             rate,
             wake: Arc::new(Notify::new()),

@@ -12,7 +12,7 @@
 //!
 //! Each inner export is built with the export's own writer (`write_archive_to`) to a part beside the
 //! takeout's archive, then streamed into it (stored: it is compressed already) and deleted; memory
-//! stays flat whatever the sizes. Cloud accounts are not held by Satchel yet: `index.json` says so.
+//! stays flat whatever the sizes. Cloud accounts are not in takeouts yet: `index.json` says so.
 
 use crate::appliance_export::{plan_template, BundleContent};
 use crate::export::{plan, ArchiveOf, BlobSink, Failure, PlannedMember, TicketRunner};
@@ -396,7 +396,7 @@ impl TicketRunner {
                 includes: spec.include.iter().map(|k| k.folder()).collect(),
                 excluded: vec![Excluded {
                     kind: "accounts",
-                    reason: "cloud accounts are not held by this version of Satchel",
+                    reason: "cloud accounts are not in takeouts yet: their credentials are to be encrypted with a passphrase of the request (age), which is not built",
                 }],
                 entries: &entries,
             };

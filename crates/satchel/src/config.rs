@@ -52,6 +52,39 @@ impl StorageArgs {
     }
 }
 
+/// A key given as text (64 hex digits): `Debug` never shows it.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct KeyText(pub String);
+
+impl std::fmt::Debug for KeyText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyText(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for KeyText {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(KeyText(s.to_string()))
+    }
+}
+
+/// Where the key sealing cloud account secrets comes from. Shared by `serve` and
+/// `admin secrets rotate` (the current key).
+#[derive(Args, Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SecretsKeyArgs {
+    /// File with the key (64 hex digits) sealing cloud account secrets in the database. Embedded
+    /// mode creates it (mode 0600) if missing; scale-out (--database-url) requires it, or
+    /// SATCHEL_SECRETS_KEY, and the same key on every instance [default: DATA_DIR/secrets.key].
+    #[arg(long, env = "SATCHEL_SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<PathBuf>,
+    /// The secrets key itself (64 hex digits), for deployments that inject secrets as environment
+    /// variables. Prefer the environment variable to the flag (a flag shows in `ps`).
+    #[arg(long, env = "SATCHEL_SECRETS_KEY", hide_env_values = true)]
+    pub secrets_key: Option<KeyText>,
+}
+
 #[derive(Args, Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ServeArgs {
     #[command(flatten)]
@@ -170,6 +203,9 @@ pub struct ServeArgs {
     /// if missing. Every instance on one database needs the same file [default: DATA_DIR/apikey-seal.key].
     #[arg(long, env = "SATCHEL_APIKEY_SEAL_FILE")]
     pub apikey_seal_file: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub secrets: SecretsKeyArgs,
     /// Testing aid: pause after each archive chunk (slows exports down deterministically).
     #[arg(long, env = "SATCHEL_EXPORT_THROTTLE", hide = true)]
     pub export_throttle: Option<String>,
@@ -203,6 +239,8 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     /// The API key seal key's file, when given (else `DATA_DIR/apikey-seal.key`).
     pub apikey_seal_file: Option<PathBuf>,
+    /// Where the cloud account secrets key comes from.
+    pub secrets: SecretsKeyArgs,
 }
 
 fn dur(what: &str, s: &str) -> anyhow::Result<Duration> {
@@ -359,6 +397,7 @@ impl ServeArgs {
             },
             metrics_listen: self.metrics_listen,
             apikey_seal_file: self.apikey_seal_file,
+            secrets: self.secrets,
             export_throttle: self
                 .export_throttle
                 .as_deref()

@@ -40,6 +40,9 @@ enum Cmd {
         data_dir: PathBuf,
         #[command(flatten)]
         storage: config::StorageArgs,
+        /// The cloud account secrets key (as `serve` takes it): `secrets rotate`'s current key.
+        #[command(flatten)]
+        secrets: config::SecretsKeyArgs,
         #[command(subcommand)]
         cmd: AdminCmd,
     },
@@ -74,6 +77,22 @@ enum AdminCmd {
         /// pause of an upload in flight) [default: 1h].
         #[arg(long, default_value = "1h")]
         grace: String,
+    },
+    /// The key sealing cloud account secrets.
+    #[command(subcommand)]
+    Secrets(SecretsCmd),
+}
+
+#[derive(Subcommand)]
+enum SecretsCmd {
+    /// Re-seal every cloud account secret under a new key, in one pass. Resumable: a rerun skips
+    /// what the new key already seals. Safe while servers run (each row is rewritten only if
+    /// still sealed with the current key); once it reports no value left, give the servers the
+    /// new key (e.g. replace the key file) and restart them.
+    Rotate {
+        /// The new key's file (64 hex digits); created with mode 0600 if it does not exist.
+        #[arg(long)]
+        new_key_file: PathBuf,
     },
 }
 
@@ -143,8 +162,9 @@ fn main() -> anyhow::Result<()> {
             Cmd::Admin {
                 data_dir,
                 storage,
+                secrets,
                 cmd,
-            } => admin(data_dir, storage, cmd).await,
+            } => admin(data_dir, storage, secrets, cmd).await,
             Cmd::Migrate { data_dir, storage } => {
                 let o = serve::open(&storage, &data_dir).await?;
                 println!(
@@ -161,6 +181,7 @@ fn main() -> anyhow::Result<()> {
 async fn admin(
     data_dir: PathBuf,
     storage: config::StorageArgs,
+    current: config::SecretsKeyArgs,
     cmd: AdminCmd,
 ) -> anyhow::Result<()> {
     let opened = serve::open(&storage, &data_dir).await?;
@@ -168,6 +189,30 @@ async fn admin(
     let cmd = match cmd {
         AdminCmd::User(c) => c,
         AdminCmd::Key(k) => return admin_key(opened, k).await,
+        AdminCmd::Secrets(SecretsCmd::Rotate { new_key_file }) => {
+            // The current key must exist: a rotation never makes one up.
+            let given = current.secrets_key.is_some() || current.secrets_key_file.is_some();
+            let old = if given || opened.shared {
+                sealkey::secrets_key(&current, &data_dir, true)?
+            } else {
+                sealkey::read_existing(&data_dir.join("secrets.key"))?
+            };
+            let new = sealkey::load_or_create(&new_key_file)?;
+            let done = satchel_domain::accounts::rotate(store.as_ref(), &old, &new).await?;
+            println!(
+                "re-sealed {} secrets from key {} to key {}",
+                done.resealed,
+                old.key_id(),
+                new.key_id()
+            );
+            if done.foreign > 0 {
+                bail!(
+                    "{} secrets are sealed with neither key and were left as they are",
+                    done.foreign
+                );
+            }
+            return Ok(());
+        }
         AdminCmd::Sweep { grace } => {
             let grace = humantime::parse_duration(&grace)
                 .with_context(|| format!("invalid duration for --grace: {grace:?}"))?;

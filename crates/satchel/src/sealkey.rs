@@ -1,6 +1,7 @@
-//! The key that seals API key secrets in the database (`satchel_domain::apikeys::SealKey`): a file of
-//! 64 hex digits, generated with mode 0600 on first start. Instances sharing a database must share
-//! the file (`--apikey-seal-file`), or keys made on one are refused by the others.
+//! The keys that seal secrets in the database (`satchel_domain::apikeys::SealKey`): API key secrets
+//! (`--apikey-seal-file`) and cloud account secrets (`--secrets-key-file` / `SATCHEL_SECRETS_KEY`).
+//! A key file holds 64 hex digits and is generated with mode 0600 on first start. Instances sharing
+//! a database must share the keys, or what one sealed the others cannot open.
 
 use anyhow::Context;
 use satchel_domain::apikeys::SealKey;
@@ -35,7 +36,7 @@ pub fn load_or_create(path: &Path) -> anyhow::Result<SealKey> {
     let _ = std::fs::remove_file(&tmp);
     match written {
         Ok(()) => {
-            tracing::info!(file = %path.display(), "generated the API key seal key");
+            tracing::info!(file = %path.display(), "generated a seal key");
             Ok(key)
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -53,12 +54,43 @@ fn read(path: &Path) -> anyhow::Result<Option<SealKey>> {
     };
     if let Ok(meta) = std::fs::metadata(path) {
         if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(file = %path.display(), "the API key seal key is readable by other users (chmod 600 it)");
+            tracing::warn!(file = %path.display(), "a seal key file is readable by other users (chmod 600 it)");
         }
     }
     SealKey::from_hex(&text)
         .map(Some)
-        .with_context(|| format!("{}: not an API key seal key", path.display()))
+        .with_context(|| format!("{}: not a seal key (64 hex digits)", path.display()))
+}
+
+/// Reads the key at `path`, which must exist.
+pub fn read_existing(path: &Path) -> anyhow::Result<SealKey> {
+    read(path)?.with_context(|| format!("{}: no such key file", path.display()))
+}
+
+/// The cloud account secrets key: given as text, read from its file, or (embedded mode only)
+/// created in the data directory. In scale-out mode a missing key is an error: a key made up here
+/// would differ from the other instances' and leave what they sealed unreadable.
+pub fn secrets_key(
+    args: &crate::config::SecretsKeyArgs,
+    data_dir: &Path,
+    shared: bool,
+) -> anyhow::Result<SealKey> {
+    match (&args.secrets_key, &args.secrets_key_file) {
+        (Some(_), Some(_)) => anyhow::bail!(
+            "give the secrets key once: SATCHEL_SECRETS_KEY or --secrets-key-file, not both"
+        ),
+        // The error names the setting, never the text given.
+        (Some(text), None) => SealKey::from_hex(&text.0)
+            .map_err(|_| anyhow::anyhow!("SATCHEL_SECRETS_KEY must be 64 hexadecimal digits")),
+        (None, Some(file)) if shared => read_existing(file),
+        (None, Some(file)) => load_or_create(file),
+        (None, None) if shared => anyhow::bail!(
+            "scale-out mode (--database-url) needs the cloud account secrets key: give every \
+             instance the same --secrets-key-file or SATCHEL_SECRETS_KEY (generate one with \
+             `head -c 32 /dev/urandom | xxd -p -c 64`)"
+        ),
+        (None, None) => load_or_create(&data_dir.join("secrets.key")),
+    }
 }
 
 #[cfg(test)]
@@ -81,5 +113,47 @@ mod tests {
             load_or_create(&p).is_err(),
             "a bad key is an error, never replaced"
         );
+    }
+
+    #[test]
+    fn secrets_key_sources() {
+        use crate::config::{KeyText, SecretsKeyArgs};
+        let dir = tempfile::tempdir().unwrap();
+        let none = SecretsKeyArgs::default();
+        // Embedded: generated once in the data directory, private.
+        let a = secrets_key(&none, dir.path(), false).unwrap();
+        let b = secrets_key(&none, dir.path(), false).unwrap();
+        assert_eq!(a.key_id(), b.key_id());
+        let mode = std::fs::metadata(dir.path().join("secrets.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // Scale-out: never made up.
+        let e = secrets_key(&none, dir.path(), true).unwrap_err();
+        assert!(e.to_string().contains("--secrets-key-file"), "{e}");
+        let missing = SecretsKeyArgs {
+            secrets_key_file: Some(dir.path().join("nope.key")),
+            ..Default::default()
+        };
+        assert!(secrets_key(&missing, dir.path(), true).is_err());
+        assert!(!dir.path().join("nope.key").exists());
+        // Given as text; a bad text is refused without being echoed.
+        let hex = a.to_hex().to_string();
+        let text = SecretsKeyArgs {
+            secrets_key: Some(KeyText(hex.clone())),
+            ..Default::default()
+        };
+        assert_eq!(
+            secrets_key(&text, dir.path(), true).unwrap().key_id(),
+            a.key_id()
+        );
+        assert!(!format!("{text:?}").contains(&hex));
+        let bad = SecretsKeyArgs {
+            secrets_key: Some(KeyText("zz-not-a-key".into())),
+            ..Default::default()
+        };
+        let e = secrets_key(&bad, dir.path(), false).unwrap_err();
+        assert!(!e.to_string().contains("zz-not-a-key"), "{e}");
     }
 }

@@ -194,6 +194,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let config = Config {
         api_key_seal: crate::sealkey::load_or_create(&seal_file)?,
+        secrets_key: crate::sealkey::secrets_key(&s.secrets, &s.data_dir, opened.shared)?,
         retention: s.retention,
         max_attempts: s.max_attempts,
         max_upload: s.max_upload,

@@ -8,6 +8,8 @@
 // so the files stay unchanged and runnable on their own.
 #![allow(clippy::duplicate_mod)]
 
+#[path = "accounts.rs"]
+mod accounts;
 #[path = "api.rs"]
 mod api;
 #[path = "apikeys.rs"]

@@ -11,6 +11,7 @@
 //! engine's store type. What the engines do differently is the [`engine::Engine`] trait, implemented
 //! in `sqlite.rs` and `postgres.rs`, which also hold connecting and migrating.
 
+mod accounts;
 mod apikeys;
 mod appliances;
 mod blobrefs;

@@ -15,7 +15,7 @@
 //! serialises them as SQLite's single writer does.
 
 /// Every port (`Store`, `CloudStore`, `TemplateStore`, `UsageStore`, `StatsStore`,
-/// `IdempotencyStore`, `ApiKeyStore`, `OneTimeKeys`, `BlobRefStore`) for the engine's store type
+/// `IdempotencyStore`, `ApiKeyStore`, `AccountStore`, `OneTimeKeys`, `BlobRefStore`) for the engine's store type
 /// `$store`, named in its module. Expands to a private module there, so the row mappers and helpers
 /// of the two engines never meet.
 macro_rules! sql_store {
@@ -74,6 +74,7 @@ macro_rules! sql_store {
             crate::idempotency::impl_idempotency!();
             crate::blobrefs::impl_blob_refs!();
             crate::apikeys::impl_apikeys!();
+            crate::accounts::impl_accounts!();
             crate::keys::impl_keys!();
         }
     };
@@ -203,6 +204,8 @@ macro_rules! impl_store {
                 .execute(&mut *tx)
                 .await
                 .map_err(db_err)?;
+                // Cloud accounts and their certificate files go by the cascade: they are rows only
+                // (sealed in the database), with no blob to collect.
                 // UNION, not UNION ALL, from the images on: an image's file shared with the objects
                 // exported from it is one blob, listed once.
                 let mut keys: Vec<String> = sqlx::query_scalar(

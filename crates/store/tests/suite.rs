@@ -130,6 +130,9 @@ suite!(
     idempotency_claim_race_has_one_winner,
     idempotency_protocol_waits_replays_and_releases,
     apikeys_are_scoped_capped_and_revocable,
+    accounts_are_scoped_capped_and_hold_their_certificates,
+    accounts_go_with_their_user,
+    secrets_key_rotation_reseals_every_value_once,
     appliances_are_scoped_and_hold_their_parts,
     appliance_with_parts_is_all_or_nothing,
     boot_script_bodies_are_referenced_counted_and_deleted_with_the_user,
@@ -1533,6 +1536,242 @@ async fn idempotency_keys_claim_record_and_expire(s: Arc<dyn Store>) -> Result<(
         s.purge_idempotency_keys(i64::MAX).await?,
         2,
         "a's k and up are left"
+    );
+    Ok(())
+}
+
+fn new_account(
+    key: &satchel_domain::apikeys::SealKey,
+    owner: Id,
+    name: &str,
+    certs: &[(&str, &[u8])],
+) -> Result<satchel_domain::accounts::NewAccount> {
+    use satchel_domain::accounts::*;
+    Ok(NewAccount {
+        owner_id: owner,
+        name: name.into(),
+        kind: AccountKind::Aws,
+        platform: "Amazon".into(),
+        fields: [("accessKeyId".to_string(), format!("AKIA-{name}"))].into(),
+        secrets: seal_value(
+            key,
+            SealedKind::Account,
+            new_uid(),
+            format!("{{\"secretAccessKeyId\":\"secret of {name}\"}}").as_bytes(),
+        )?,
+        created: 7_000,
+        certs: certs
+            .iter()
+            .map(|(n, c)| {
+                Ok(NewCert {
+                    name: n.to_string(),
+                    cert_type: Some("x509".into()),
+                    size: c.len() as i64,
+                    content: seal_value(key, SealedKind::Cert, new_uid(), c)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?,
+    })
+}
+
+async fn accounts_are_scoped_capped_and_hold_their_certificates(s: Arc<dyn Store>) -> Result<()> {
+    use satchel_domain::accounts::*;
+    let key = satchel_domain::apikeys::SealKey::random();
+    let (a, b) = (user(&s, "a").await?, user(&s, "b").await?);
+    let one = s
+        .create_account(
+            &new_account(&key, a.id, "one", &[("k.pem", b"PEM ONE")])?,
+            2,
+        )
+        .await?
+        .expect("under the cap");
+    assert_eq!(one.kind, AccountKind::Aws);
+    assert_eq!(
+        one.fields.get("accessKeyId").map(String::as_str),
+        Some("AKIA-one")
+    );
+    assert_eq!(one.certs.len(), 1);
+    assert_eq!(one.certs[0].size, 7);
+    assert_eq!(
+        open_value(&key, SealedKind::Cert, &one.certs[0].content)?.expose(),
+        b"PEM ONE"
+    );
+    assert_eq!(
+        open_value(&key, SealedKind::Account, &one.secrets)?.expose(),
+        br#"{"secretAccessKeyId":"secret of one"}"#
+    );
+    let two = s
+        .create_account(&new_account(&key, a.id, "two", &[])?, 2)
+        .await?
+        .expect("at the cap");
+    assert!(
+        s.create_account(&new_account(&key, a.id, "three", &[])?, 2)
+            .await?
+            .is_none(),
+        "over the cap"
+    );
+    let theirs = s
+        .create_account(&new_account(&key, b.id, "theirs", &[])?, 2)
+        .await?
+        .expect("b's own cap");
+    let ids = |v: Vec<Account>| v.into_iter().map(|a| a.id).collect::<Vec<_>>();
+    assert_eq!(ids(s.list_accounts(a.id).await?), vec![one.id, two.id]);
+    assert_eq!(ids(s.list_accounts(b.id).await?), vec![theirs.id]);
+    assert_eq!(s.get_account(a.id, one.id).await?, Some(one.clone()));
+    assert_eq!(s.get_account(b.id, one.id).await?, None, "scoped by owner");
+    assert_eq!(s.list_accounts(a.id).await?[0].certs, one.certs);
+
+    // Update keeps the binding id; a write with another row's id changes nothing.
+    let upd = AccountUpdate {
+        name: "one renamed".into(),
+        platform: "Amazon AWS".into(),
+        fields: [("accessKeyId".to_string(), "AKIA-new".to_string())].into(),
+        secrets: seal_value(&key, SealedKind::Account, one.secrets.uid.clone(), b"{}")?,
+        modified: 9_000,
+    };
+    assert!(s.update_account(b.id, one.id, &upd).await?.is_none());
+    let mut stray = upd.clone();
+    stray.secrets.uid = new_uid();
+    assert!(s.update_account(a.id, one.id, &stray).await?.is_none());
+    let updated = s
+        .update_account(a.id, one.id, &upd)
+        .await?
+        .expect("updated");
+    assert_eq!(updated.name, "one renamed");
+    assert_eq!(updated.modified, 9_000);
+    assert_eq!(updated.secrets, upd.secrets);
+    assert_eq!(updated.certs, one.certs, "certificates untouched");
+
+    // Certificates: capped, replaced, deleted.
+    let nc = |n: &str| -> Result<NewCert> {
+        Ok(NewCert {
+            name: n.into(),
+            cert_type: None,
+            size: 0,
+            content: seal_value(&key, SealedKind::Cert, new_uid(), b"")?,
+        })
+    };
+    let c2 = s
+        .add_account_cert(one.id, &nc("two.pem")?, 2)
+        .await?
+        .expect("second");
+    assert!(s
+        .add_account_cert(one.id, &nc("three.pem")?, 2)
+        .await?
+        .is_none());
+    let content = seal_value(&key, SealedKind::Cert, c2.content.uid.clone(), b"NEW")?;
+    let set = s
+        .set_account_cert(one.id, c2.id, "renamed.pem", 3, &content)
+        .await?
+        .expect("set");
+    assert_eq!((set.name.as_str(), set.size), ("renamed.pem", 3));
+    assert!(
+        s.set_account_cert(two.id, c2.id, "x", 3, &content)
+            .await?
+            .is_none(),
+        "other account"
+    );
+    assert!(!s.delete_account_cert(two.id, c2.id).await?);
+    assert!(s.delete_account_cert(one.id, c2.id).await?);
+    assert_eq!(
+        s.get_account(a.id, one.id).await?.expect("one").certs.len(),
+        1
+    );
+
+    assert!(!s.delete_account(b.id, one.id).await?, "scoped by owner");
+    assert!(s.delete_account(a.id, one.id).await?);
+    assert!(!s.delete_account(a.id, one.id).await?);
+    assert_eq!(s.get_account(a.id, one.id).await?, None);
+    Ok(())
+}
+
+async fn accounts_go_with_their_user(s: Arc<dyn Store>) -> Result<()> {
+    use satchel_domain::accounts::*;
+    let key = satchel_domain::apikeys::SealKey::random();
+    let (a, b) = (user(&s, "a").await?, user(&s, "b").await?);
+    let acc = s
+        .create_account(&new_account(&key, a.id, "gone", &[("c.pem", b"C")])?, 10)
+        .await?
+        .expect("created");
+    s.create_account(&new_account(&key, b.id, "kept", &[])?, 10)
+        .await?
+        .expect("created");
+    s.delete_user("a").await?.expect("deleted");
+    assert!(s.get_account(a.id, acc.id).await?.is_none());
+    let left = s.sealed_page(SealedKind::Cert, "none", 0, 100).await?;
+    assert!(left.is_empty(), "the certificates went with the account");
+    let left = s.sealed_page(SealedKind::Account, "none", 0, 100).await?;
+    assert_eq!(left.len(), 1, "b's account stays");
+    assert_eq!(s.list_accounts(b.id).await?.len(), 1);
+    Ok(())
+}
+
+async fn secrets_key_rotation_reseals_every_value_once(s: Arc<dyn Store>) -> Result<()> {
+    use satchel_domain::accounts::*;
+    use satchel_domain::apikeys::SealKey;
+    let (old, new) = (SealKey::random(), SealKey::random());
+    let a = user(&s, "a").await?;
+    let mut made = Vec::new();
+    for i in 0..5 {
+        let n = format!("acc{i}");
+        made.push(
+            s.create_account(
+                &new_account(&old, a.id, &n, &[("k.pem", n.as_bytes())])?,
+                100,
+            )
+            .await?
+            .expect("created"),
+        );
+    }
+    // A crash after the first row: that row is already sealed with the new key.
+    let first = &made[0];
+    let plain = open_value(&old, SealedKind::Account, &first.secrets)?;
+    let moved = seal_value(
+        &new,
+        SealedKind::Account,
+        first.secrets.uid.clone(),
+        plain.expose(),
+    )?;
+    assert!(
+        s.reseal(SealedKind::Account, first.id, &old.key_id(), &moved)
+            .await?
+    );
+    assert!(
+        !s.reseal(SealedKind::Account, first.id, &old.key_id(), &moved)
+            .await?,
+        "conditional on the old key"
+    );
+
+    let done = rotate(s.as_ref(), &old, &new).await?;
+    assert_eq!(
+        done,
+        Rotation {
+            resealed: 4 + 5,
+            foreign: 0
+        }
+    );
+    for acc in s.list_accounts(a.id).await? {
+        assert_eq!(acc.secrets.key_id, new.key_id());
+        assert!(open_value(&old, SealedKind::Account, &acc.secrets).is_err());
+        let v = open_value(&new, SealedKind::Account, &acc.secrets)?;
+        assert!(v.expose_str().contains(&format!("secret of {}", acc.name)));
+        assert_eq!(
+            open_value(&new, SealedKind::Cert, &acc.certs[0].content)?.expose(),
+            acc.name.as_bytes()
+        );
+    }
+    // A rerun has nothing left to do; the same key twice is refused.
+    assert_eq!(rotate(s.as_ref(), &old, &new).await?, Rotation::default());
+    assert!(rotate(s.as_ref(), &new, &new).await.is_err());
+    // Rotating with a key that sealed nothing leaves every row alone and says so.
+    let third = SealKey::random();
+    let stray = rotate(s.as_ref(), &third, &SealKey::random()).await?;
+    assert_eq!(
+        stray,
+        Rotation {
+            resealed: 0,
+            foreign: 10
+        }
     );
     Ok(())
 }

@@ -291,6 +291,29 @@ impl Drop for TestDatabase {
     }
 }
 
+/// A plain-SQL dump of the database at `url` (`pg_dump` from the server binaries, run as the
+/// `postgres` OS user when we are root, as the server is): what a stolen backup would hold.
+pub fn pg_dump(url: &str) -> anyhow::Result<Vec<u8>> {
+    let bin = find_bin_dir()?.join("pg_dump");
+    let mut c = if running_as_root()? {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(&bin);
+        c
+    } else {
+        Command::new(&bin)
+    };
+    // The postgres user may not be able to read the test's working directory.
+    c.current_dir("/");
+    let out = c
+        .args(["--no-owner", "--data-only", url])
+        .output()
+        .with_context(|| format!("running {}", bin.display()))?;
+    if !out.status.success() {
+        bail!("pg_dump failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(out.stdout)
+}
+
 fn find_bin_dir() -> anyhow::Result<PathBuf> {
     if let Ok(dir) = std::env::var(BIN_DIR_ENV) {
         let dir = PathBuf::from(dir);

@@ -97,9 +97,11 @@ const fn starts_with(s: &str, prefix: &str) -> bool {
 /// embedded default: tests/scaleout.rs includes the other test files as modules.
 pub const SCALEOUT: bool = starts_with(env!("CARGO_CRATE_NAME"), "scaleout");
 
-/// The storage flags of one test server: a fresh PostgreSQL database and a fresh Garage prefix in
-/// scale-out runs (the database handle keeps it alive), nothing for the embedded default.
-async fn storage_flags() -> (
+/// The storage flags of one test server (also given to `satchel admin`): a fresh PostgreSQL
+/// database, a fresh Garage prefix and a secrets key file in `dir` in scale-out runs (the database handle keeps it alive), nothing for the embedded default.
+async fn storage_flags(
+    dir: &std::path::Path,
+) -> (
     Vec<String>,
     Option<satchel_testkit::TestDatabase>,
     Option<String>,
@@ -112,7 +114,14 @@ async fn storage_flags() -> (
         .expect("a test database");
     let (url, t) = satchel_testkit::garage::test_bucket_url().expect("Garage");
     let prefix = url.rsplit('/').next().unwrap_or_default().to_string();
+    // Scale-out instances must be given the cloud account secrets key (they never make one up);
+    // every instance on this database shares this one (`second` copies these flags).
+    let key = dir.join("shared-secrets.key");
+    let hex: String = (0..32).map(|_| format!("{:02x}", rand_byte())).collect();
+    std::fs::write(&key, hex).unwrap();
     let flags = vec![
+        "--secrets-key-file".into(),
+        key.display().to_string(),
         "--database-url".into(),
         db.url.clone(),
         "--blob-url".into(),
@@ -133,7 +142,7 @@ impl Server {
     /// A server with users alice and bob (software_upload), carol (no entitlement) and root (admin).
     pub async fn start(extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let (storage, db, blob_prefix) = storage_flags().await;
+        let (storage, db, blob_prefix) = storage_flags(dir.path()).await;
         for (login, ents) in [("alice", true), ("bob", true), ("carol", false)] {
             let mut args = vec!["user", "add", login, "--password-stdin"];
             if ents {
@@ -580,4 +589,11 @@ fn walk_files(dir: &std::path::Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// A random byte (for test keys), from the OS.
+fn rand_byte() -> u8 {
+    let mut b = [0u8; 1];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut b).unwrap();
+    b[0]
 }
