@@ -172,7 +172,11 @@ async fn a_takeout_holds_everything_and_each_part_reimports() {
         .arg(&path)
         .output()
         .unwrap();
-    assert!(sz.status.success(), "{}", String::from_utf8_lossy(&sz.stdout));
+    assert!(
+        sz.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sz.stdout)
+    );
     let py = std::process::Command::new("python3")
         .arg("-c")
         .arg("import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); assert z.testzip() is None; print(len(z.namelist()))")
