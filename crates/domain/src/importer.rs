@@ -380,19 +380,23 @@ impl TicketRunner {
         let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
         let limits = self.import_limits.clone();
         let (blobs, prefix) = (self.blobs.clone(), import_prefix(t.owner_id, t.id));
-        let (w, stop) = (written.clone(), cancel.clone());
-        let handle = tokio::runtime::Handle::current();
+        let stop = cancel.clone();
+        // The reader (decompressing, on its blocking thread) hands each member's bytes to a writer
+        // task, so decompression and blob writes (with their md5) overlap instead of taking turns.
+        let (pieces, rx_pieces) = tokio::sync::mpsc::channel::<Piece>(16);
+        let writer = tokio::spawn(store_members(blobs, rx_pieces, written.clone()));
         let reader = tokio::task::spawn_blocking(move || {
             let input = ChannelRead {
                 rx,
                 cur: Bytes::new(),
             };
+            let mut n = 0usize;
             read_archive(input, &limits, |m, r| {
-                let key = format!("{prefix}files/{}", w.next_index());
-                let stored = store_member(&handle, &*blobs, &key, r, &stop)
-                    .map_err(|e| ReadError::caller(&m.path, e))?;
-                w.push(m.path.clone(), key, stored);
-                Ok(())
+                // Keys follow member order: a retried attempt rewrites the same keys.
+                let key = format!("{prefix}files/{n}");
+                n += 1;
+                send_member(&pieces, m.path.clone(), key, r, &stop)
+                    .map_err(|e| ReadError::caller(&m.path, e))
             })
         });
         let mut meter = self.meter(t.id, upload.size).await?;
@@ -427,7 +431,18 @@ impl TicketRunner {
                 format!("the import reader stopped: {e}").into(),
             ))
         })?;
+        // The reader is done (its sender dropped): the writer finishes the last member and stops.
+        let stored = writer.await.map_err(|e| {
+            Failure::Transient(DomainError::Internal(
+                format!("the import writer stopped: {e}").into(),
+            ))
+        })?;
         fed?;
+        if let Err(e) = stored {
+            return Err(Failure::Transient(DomainError::Internal(
+                format!("storing an archive member failed: {e}").into(),
+            )));
+        }
         read.map_err(|e| {
             if cancel.is_cancelled() {
                 Failure::Cancelled
@@ -504,40 +519,92 @@ pub(crate) fn bundle_parts(
     })
 }
 
-/// Stores one member's bytes in a new blob, on the reader's blocking thread: reads are plain
-/// blocking reads (the reader pulls the upload from a channel), each write waits on the runtime.
-/// The sha256 comes from the reader, which hashes every member anyway, so the writer adds only md5.
-fn store_member(
-    rt: &tokio::runtime::Handle,
-    blobs: &dyn BlobStore,
-    key: &str,
+/// What the reader hands the writer task: a member's start, its bytes, its end.
+enum Piece {
+    Start { path: String, key: String },
+    Data(Bytes),
+    End,
+}
+
+/// Sends one member's bytes (read on the reader's blocking thread) to the writer task. Fails when
+/// the task stopped (a blob write failed) or the import was cancelled.
+fn send_member(
+    pieces: &tokio::sync::mpsc::Sender<Piece>,
+    path: String,
+    key: String,
     r: &mut dyn std::io::Read,
     cancel: &CancellationToken,
-) -> std::result::Result<satchel_blob::Written, String> {
+) -> std::result::Result<(), String> {
+    let gone = |_| "the member could not be stored".to_string();
+    pieces
+        .blocking_send(Piece::Start { path, key })
+        .map_err(gone)?;
+    // One read buffer, and pieces of exactly what was read: a small member's piece must not hold
+    // a whole read buffer while it waits in the channel (that doubled the peak RSS).
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        if cancel.is_cancelled() {
+            return Err("cancelled".into());
+        }
+        let n = r.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return pieces.blocking_send(Piece::End).map_err(gone);
+        }
+        let piece = Bytes::copy_from_slice(&buf[..n]);
+        pieces.blocking_send(Piece::Data(piece)).map_err(gone)?;
+    }
+}
+
+/// The writer task: each member into a new blob. The sha256 comes from the reader, which hashes
+/// every member anyway, so the writer adds only md5. A member the reader did not end (it stopped)
+/// is aborted, leaving nothing.
+async fn store_members(
+    blobs: Arc<dyn BlobStore>,
+    mut pieces: tokio::sync::mpsc::Receiver<Piece>,
+    written: Written,
+) -> std::result::Result<(), String> {
     let hashes = Hashes {
         sha256: false,
         md5: true,
         sha1: false,
     };
-    let mut w = rt
-        .block_on(blobs.writer(key, hashes))
-        .map_err(|e| e.to_string())?;
-    let mut buf = vec![0u8; 256 * 1024];
-    let failed = loop {
-        if cancel.is_cancelled() {
-            break "cancelled".to_string();
+    let mut open: Option<(String, String, satchel_blob::BlobWriter)> = None;
+    while let Some(p) = pieces.recv().await {
+        let step: std::result::Result<(), String> = async {
+            match p {
+                Piece::Start { path, key } => {
+                    let w = blobs
+                        .writer(&key, hashes)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    open = Some((path, key, w));
+                }
+                Piece::Data(b) => {
+                    if let Some((_, _, w)) = open.as_mut() {
+                        w.write(b).await.map_err(|e| e.to_string())?;
+                    }
+                }
+                Piece::End => {
+                    if let Some((path, key, w)) = open.take() {
+                        let done = w.finish().await.map_err(|e| e.to_string())?;
+                        written.push(path, key, done);
+                    }
+                }
+            }
+            Ok(())
         }
-        let n = match r.read(&mut buf) {
-            Ok(0) => return rt.block_on(w.finish()).map_err(|e| e.to_string()),
-            Ok(n) => n,
-            Err(e) => break e.to_string(),
-        };
-        if let Err(e) = rt.block_on(w.write(Bytes::copy_from_slice(&buf[..n]))) {
-            break e.to_string();
+        .await;
+        if let Err(e) = step {
+            if let Some((_, _, w)) = open.take() {
+                w.abort().await;
+            }
+            return Err(e);
         }
-    };
-    rt.block_on(w.abort());
-    Err(failed)
+    }
+    if let Some((_, _, w)) = open.take() {
+        w.abort().await;
+    }
+    Ok(())
 }
 
 /// The file members an attempt stored: (archive path, blob key, what the writer measured), shared
@@ -548,9 +615,6 @@ struct Written(Arc<Mutex<Vec<(String, String, satchel_blob::Written)>>>);
 impl Written {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(String, String, satchel_blob::Written)>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-    fn next_index(&self) -> usize {
-        self.lock().len()
     }
     fn push(&self, path: String, key: String, w: satchel_blob::Written) {
         self.lock().push((path, key, w));
