@@ -17,7 +17,7 @@ use crate::export::{
 };
 use crate::model::*;
 use crate::names::path_segment;
-use crate::service::{archive_key, Satchel};
+use crate::service::Satchel;
 use crate::{DomainError, Result};
 use serde::Serialize;
 use std::collections::HashSet;
@@ -181,6 +181,22 @@ pub(crate) fn plan_template(
 }
 
 impl TicketRunner {
+    /// A bundle with what its export needs (an appliance export's, a takeout's).
+    pub(crate) async fn bundle_content(&self, b: &Bundle) -> Result<BundleContent> {
+        Ok(BundleContent {
+            artifacts: self.store.list_artifacts(b.id).await?,
+            license: self
+                .store
+                .get_attachment(b.id, AttachmentKind::License)
+                .await?,
+            logo: self
+                .store
+                .get_attachment(b.id, AttachmentKind::Logo)
+                .await?,
+            bundle: b.clone(),
+        })
+    }
+
     pub(crate) async fn build_appliance_export(
         &self,
         t: &Ticket,
@@ -193,18 +209,7 @@ impl TicketRunner {
             .ok_or_else(|| Failure::Permanent(format!("appliance {} was deleted", t.subject_id)))?;
         let mut bundles = Vec::with_capacity(parts.bundles.len());
         for b in &parts.bundles {
-            bundles.push(BundleContent {
-                artifacts: self.store.list_artifacts(b.id).await?,
-                license: self
-                    .store
-                    .get_attachment(b.id, AttachmentKind::License)
-                    .await?,
-                logo: self
-                    .store
-                    .get_attachment(b.id, AttachmentKind::Logo)
-                    .await?,
-                bundle: b.clone(),
-            });
+            bundles.push(self.bundle_content(b).await?);
         }
         let plan = plan_template(&parts, &bundles, t.format)?;
         let a = &parts.appliance;
@@ -261,13 +266,15 @@ impl Satchel {
         aid: Id,
         eid: Id,
     ) -> Result<Ticket> {
-        let owner = self.target(who, uid).await?;
-        match self.store.get_ticket(owner.id, eid).await? {
-            Some(t) if t.subject_id == aid && t.kind == TicketKind::ApplianceExport => Ok(t),
-            _ => Err(DomainError::not_found(format!(
-                "export {eid} of appliance {aid}"
-            ))),
-        }
+        self.ticket_of(
+            who,
+            uid,
+            eid,
+            TicketKind::ApplianceExport,
+            Some(aid),
+            || format!("export {eid} of appliance {aid}"),
+        )
+        .await
     }
 
     pub async fn appliance_export_archive(
@@ -302,14 +309,8 @@ impl Satchel {
     ) -> Result<()> {
         let t = self.appliance_export(who, uid, aid, eid).await?;
         self.require(who, ENT_SOFTWARE_UPLOAD)?;
-        let gone = self
-            .store
-            .delete_ticket(t.owner_id, eid)
-            .await?
-            .ok_or_else(|| DomainError::not_found(format!("export {eid} of appliance {aid}")))?;
-        self.delete_blobs(vec![archive_key(gone.owner_id, gone.id)])
-            .await;
-        Ok(())
+        self.delete_with_archive(&t, || format!("export {eid} of appliance {aid}"))
+            .await
     }
 }
 

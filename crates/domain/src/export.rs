@@ -318,20 +318,12 @@ impl TicketRunner {
             .ok_or_else(|| {
                 Failure::Permanent(format!("mySoftware {} was deleted", t.subject_id))
             })?;
-        let artifacts = self.store.list_artifacts(bundle.id).await?;
-        let license = self
-            .store
-            .get_attachment(bundle.id, AttachmentKind::License)
-            .await?;
-        let logo = self
-            .store
-            .get_attachment(bundle.id, AttachmentKind::Logo)
-            .await?;
+        let c = self.bundle_content(&bundle).await?;
         let plan = plan(
             &bundle,
-            &artifacts,
-            license.as_ref(),
-            logo.as_ref(),
+            &c.artifacts,
+            c.license.as_ref(),
+            c.logo.as_ref(),
             t.format,
         )?;
         let mtime = (bundle.modified / 1000).max(0) as u64;

@@ -66,11 +66,8 @@ impl Satchel {
         kind: TicketKind,
         id: Id,
     ) -> Result<Ticket> {
-        let owner = self.target(who, uid).await?;
-        match self.store.get_ticket(owner.id, id).await? {
-            Some(t) if t.kind == kind => Ok(t),
-            _ => Err(DomainError::not_found(format!("import {id}"))),
-        }
+        self.ticket_of(who, uid, id, kind, None, || format!("import {id}"))
+            .await
     }
 
     pub async fn list_imports(

@@ -681,12 +681,27 @@ impl Satchel {
 
     /// A ticket of this bundle. Tickets of other bundles, even the caller's own, do not exist here.
     pub async fn export(&self, who: &Principal, uid: &str, msid: Id, eid: Id) -> Result<Ticket> {
+        self.ticket_of(who, uid, eid, TicketKind::BundleExport, Some(msid), || {
+            format!("export {eid} of mySoftware {msid}")
+        })
+        .await
+    }
+
+    /// A ticket of `uid`'s of this kind (and subject, if given): the one resolving rule for every
+    /// ticket route. A ticket of another kind or subject, even the caller's own, does not exist here.
+    pub(crate) async fn ticket_of(
+        &self,
+        who: &Principal,
+        uid: &str,
+        id: Id,
+        kind: TicketKind,
+        subject: Option<Id>,
+        what: impl FnOnce() -> String,
+    ) -> Result<Ticket> {
         let owner = self.target(who, uid).await?;
-        match self.store.get_ticket(owner.id, eid).await? {
-            Some(t) if t.subject_id == msid && t.kind == TicketKind::BundleExport => Ok(t),
-            _ => Err(DomainError::not_found(format!(
-                "export {eid} of mySoftware {msid}"
-            ))),
+        match self.store.get_ticket(owner.id, id).await? {
+            Some(t) if t.kind == kind && subject.is_none_or(|s| s == t.subject_id) => Ok(t),
+            _ => Err(DomainError::not_found(what())),
         }
     }
 
@@ -781,11 +796,22 @@ impl Satchel {
     /// Deletes the ticket; a running job notices and stops, and its archive is removed.
     pub async fn delete_export(&self, who: &Principal, uid: &str, msid: Id, eid: Id) -> Result<()> {
         let t = self.export(who, uid, msid, eid).await?;
-        let owner = t.owner_id;
-        let gone =
-            self.store.delete_ticket(owner, eid).await?.ok_or_else(|| {
-                DomainError::not_found(format!("export {eid} of mySoftware {msid}"))
-            })?;
+        self.delete_with_archive(&t, || format!("export {eid} of mySoftware {msid}"))
+            .await
+    }
+
+    /// Deletes a resolved ticket that publishes an archive (exports, takeouts), and the archive.
+    /// `what` names it when it went meanwhile.
+    pub(crate) async fn delete_with_archive(
+        &self,
+        t: &Ticket,
+        what: impl FnOnce() -> String,
+    ) -> Result<()> {
+        let gone = self
+            .store
+            .delete_ticket(t.owner_id, t.id)
+            .await?
+            .ok_or_else(|| DomainError::not_found(what()))?;
         // The key is deterministic, so delete it even if the job published just before we removed the row.
         self.delete_blobs(vec![archive_key(gone.owner_id, gone.id)])
             .await;

@@ -168,21 +168,6 @@ enum PartBuild {
 }
 
 impl TicketRunner {
-    async fn bundle_content(&self, b: &Bundle) -> Result<BundleContent> {
-        Ok(BundleContent {
-            artifacts: self.store.list_artifacts(b.id).await?,
-            license: self
-                .store
-                .get_attachment(b.id, AttachmentKind::License)
-                .await?,
-            logo: self
-                .store
-                .get_attachment(b.id, AttachmentKind::Logo)
-                .await?,
-            bundle: b.clone(),
-        })
-    }
-
     /// Every part the takeout will hold, and the bytes its files weigh.
     async fn takeout_parts(&self, owner: Id, spec: &TakeoutSpec) -> Result<(Vec<Part>, i64)> {
         let mut parts = Vec::new();
@@ -471,11 +456,10 @@ impl Satchel {
     }
 
     pub async fn takeout(&self, who: &Principal, uid: &str, id: Id) -> Result<Ticket> {
-        let owner = self.target(who, uid).await?;
-        match self.store.get_ticket(owner.id, id).await? {
-            Some(t) if t.kind == TicketKind::Takeout => Ok(t),
-            _ => Err(DomainError::not_found(format!("takeout {id}"))),
-        }
+        self.ticket_of(who, uid, id, TicketKind::Takeout, None, || {
+            format!("takeout {id}")
+        })
+        .await
     }
 
     pub async fn list_takeouts(&self, who: &Principal, uid: &str) -> Result<Vec<Ticket>> {
@@ -501,14 +485,8 @@ impl Satchel {
     pub async fn delete_takeout(&self, who: &Principal, uid: &str, id: Id) -> Result<()> {
         let t = self.takeout(who, uid, id).await?;
         self.require(who, ENT_SOFTWARE_UPLOAD)?;
-        let gone = self
-            .store
-            .delete_ticket(t.owner_id, id)
-            .await?
-            .ok_or_else(|| DomainError::not_found(format!("takeout {id}")))?;
-        self.delete_blobs(vec![archive_key(gone.owner_id, gone.id)])
-            .await;
-        Ok(())
+        self.delete_with_archive(&t, || format!("takeout {id}"))
+            .await
     }
 
     /// What a takeout of `include` would hold now: items and bytes.

@@ -13,21 +13,7 @@ macro_rules! impl_appliances {
         };
 
         fn appliance_from(r: &R) -> Result<Appliance> {
-            let name: Option<String> = r.try_get("distro_name").map_err(db_err)?;
-            let distribution = match name {
-                Some(name) => Some(DistributionRef {
-                    name,
-                    version: r
-                        .try_get::<Option<String>, _>("distro_version")
-                        .map_err(db_err)?
-                        .unwrap_or_default(),
-                    arch: r
-                        .try_get::<Option<String>, _>("distro_arch")
-                        .map_err(db_err)?
-                        .unwrap_or_default(),
-                }),
-                None => None,
-            };
+            let distribution = distribution_from(r)?;
             Ok(Appliance {
                 id: r.try_get("id").map_err(db_err)?,
                 owner_id: r.try_get("owner_id").map_err(db_err)?,

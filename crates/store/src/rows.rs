@@ -186,22 +186,26 @@ macro_rules! store_rows {
             })
         }
 
-        fn template_from(r: &R) -> Result<ContainerTemplate> {
+        /// The `distro_*` columns of a container template or an appliance.
+        pub(crate) fn distribution_from(r: &R) -> Result<Option<DistributionRef>> {
             let name: Option<String> = r.try_get("distro_name").map_err(db_err)?;
-            let distribution = match name {
+            let field = |c: &str| -> Result<String> {
+                Ok(r.try_get::<Option<String>, _>(c)
+                    .map_err(db_err)?
+                    .unwrap_or_default())
+            };
+            Ok(match name {
                 Some(name) => Some(DistributionRef {
                     name,
-                    version: r
-                        .try_get::<Option<String>, _>("distro_version")
-                        .map_err(db_err)?
-                        .unwrap_or_default(),
-                    arch: r
-                        .try_get::<Option<String>, _>("distro_arch")
-                        .map_err(db_err)?
-                        .unwrap_or_default(),
+                    version: field("distro_version")?,
+                    arch: field("distro_arch")?,
                 }),
                 None => None,
-            };
+            })
+        }
+
+        fn template_from(r: &R) -> Result<ContainerTemplate> {
+            let distribution = distribution_from(r)?;
             Ok(ContainerTemplate {
                 id: r.try_get("id").map_err(db_err)?,
                 owner_id: r.try_get("owner_id").map_err(db_err)?,
