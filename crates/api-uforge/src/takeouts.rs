@@ -5,13 +5,15 @@ use crate::download::serve_blob;
 use crate::extract::{Auth, Fmt, TakeoutPath};
 use crate::idempotency::Idem;
 use crate::render::{archive_download, cancel_reply, op_status, status_reply, ticket_status_doc};
-use crate::wire::{ApiError, Doc};
+use crate::wire::{parse_body, ApiError, Doc};
 use crate::{docs, AppState};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use satchel_api_doc::Table;
-use satchel_domain::model::{TakeoutFormat, TakeoutPart, TakeoutSpec, Ticket};
+use satchel_domain::accounts::Secret;
+use satchel_domain::model::{TakeoutFormat, TakeoutPart, Ticket};
+use satchel_domain::takeout::TakeoutRequest;
 use serde::Deserialize;
 
 type R = Result<Response, ApiError>;
@@ -50,6 +52,37 @@ pub fn routes() -> Table<AppState> {
 struct TakeoutQuery {
     format: Option<String>,
     include: Option<String>,
+    /// Better sent in the body (a query string may be logged by proxies; Satchel redacts it).
+    passphrase: Option<String>,
+    credentials: Option<String>,
+}
+
+/// The optional request document (`takeout`, JSON or XML): the same settings as the query, which
+/// wins where both give one. The passphrase belongs here.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct TakeoutBody {
+    format: Option<String>,
+    include: Option<String>,
+    passphrase: Option<String>,
+    credentials: Option<String>,
+}
+
+/// Largest takeout request document.
+const MAX_BODY: usize = 64 * 1024;
+
+/// `credentials=plaintext` (the only value besides the default, `encrypted`).
+fn plaintext(credentials: Option<&str>) -> Result<bool, ApiError> {
+    match credentials
+        .map(|c| c.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("") | Some("encrypted") => Ok(false),
+        Some("plaintext") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "unknown credentials mode {other:?}: use encrypted (with a passphrase) or plaintext"
+        ))),
+    }
 }
 
 /// `include=bundles,templates,images` (default: everything).
@@ -61,7 +94,7 @@ fn parts(include: &Option<String>) -> Result<Vec<TakeoutPart>, ApiError> {
         .map(|k| {
             TakeoutPart::parse(k).ok_or_else(|| {
                 ApiError::bad_request(format!(
-                    "unknown takeout part {k:?}: use bundles, templates or images"
+                    "unknown takeout part {k:?}: use bundles, templates, images or accounts"
                 ))
             })
         })
@@ -101,19 +134,38 @@ async fn create(
     Fmt(f): Fmt,
     Path(uid): Path<String>,
     Query(q): Query<TakeoutQuery>,
+    req: Request,
 ) -> R {
-    let format = TakeoutFormat::parse(q.format.as_deref()).ok_or_else(|| {
+    let (head, body) = req.into_parts();
+    let headers = head.headers;
+    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
         ApiError::bad_request(format!(
-            "unsupported takeout format {:?}: use zip or tar.gz",
-            q.format.clone().unwrap_or_default()
+            "the takeout document is larger than {MAX_BODY} bytes"
         ))
     })?;
-    let include = parts(&q.include)?;
+    let b: TakeoutBody = parse_body(&headers, &bytes, "takeout")?;
+    let format_text = q.format.or(b.format);
+    let format = TakeoutFormat::parse(format_text.as_deref()).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "unsupported takeout format {:?}: use zip or tar.gz",
+            format_text.clone().unwrap_or_default()
+        ))
+    })?;
+    let include = parts(&q.include.or(b.include))?;
+    let plaintext_credentials = plaintext(q.credentials.or(b.credentials).as_deref())?;
+    let passphrase = q
+        .passphrase
+        .or(b.passphrase)
+        .filter(|p| !p.is_empty())
+        .map(Secret::text);
+    let req = TakeoutRequest {
+        format,
+        include,
+        passphrase,
+        plaintext_credentials,
+    };
     idem.once(&st, &who, async {
-        let t = st
-            .satchel
-            .create_takeout(&who, &uid, TakeoutSpec { format, include })
-            .await?;
+        let t = st.satchel.create_takeout(&who, &uid, req).await?;
         let doc = takeout_doc(&uid, &t);
         let location = format!("/api/{}", doc.uri);
         Ok(Doc::ok(f, "takeout", doc)

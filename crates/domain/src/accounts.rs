@@ -10,7 +10,7 @@
 //! so no log line, error or panic message can carry one by accident.
 
 use crate::apikeys::SealKey;
-use crate::model::{now_millis, Id, Millis, Principal, User, ENT_SOFTWARE_UPLOAD};
+use crate::model::{now_millis, Id, Millis, Principal, SealedParam, User, ENT_SOFTWARE_UPLOAD};
 use crate::service::Satchel;
 use crate::{DomainError, Result};
 use std::collections::BTreeMap;
@@ -227,6 +227,121 @@ fn aad(what: &str, uid: &str, field: &str) -> Vec<u8> {
 
 const ACCOUNT_FIELD: (&str, &str) = ("account", "secrets");
 const CERT_FIELD: (&str, &str) = ("account-cert", "content");
+const PASSPHRASE_FIELD: (&str, &str) = ("takeout", "passphrase");
+
+/// Seals a takeout's passphrase for its ticket's parameters (bound to a fresh id, so it opens
+/// nowhere else).
+pub(crate) fn seal_passphrase(key: &SealKey, passphrase: &Secret) -> Result<SealedParam> {
+    let s = seal_with(key, PASSPHRASE_FIELD, new_uid(), passphrase.expose())?;
+    Ok(SealedParam {
+        uid: s.uid,
+        key_id: s.key_id,
+        blob: hex::encode(&s.blob),
+    })
+}
+
+pub(crate) fn open_passphrase(key: &SealKey, p: &SealedParam) -> Result<Secret> {
+    let sealed = Sealed {
+        uid: p.uid.clone(),
+        key_id: p.key_id.clone(),
+        blob: hex::decode(&p.blob)
+            .map_err(|_| DomainError::Internal("a sealed passphrase is not hex".into()))?,
+    };
+    open_with(key, PASSPHRASE_FIELD, &sealed)
+}
+
+/// Every account of a user with its secrets and certificate files opened, as a takeout carries
+/// them (`satchel-accounts/1`). The finished JSON is held in zeroizing memory; the short-lived
+/// per-field copies on the way are plain `String`s (serde has no zeroizing strings).
+pub(crate) fn accounts_document(
+    key: &SealKey,
+    login: &str,
+    accounts: &[Account],
+) -> Result<Zeroizing<Vec<u8>>> {
+    use base64::Engine as _;
+    #[derive(serde::Serialize)]
+    struct CertOut<'a> {
+        id: Id,
+        name: &'a str,
+        #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+        cert_type: Option<&'a str>,
+        size: i64,
+        content_base64: String,
+    }
+    #[derive(serde::Serialize)]
+    struct AccountOut<'a> {
+        id: Id,
+        name: &'a str,
+        #[serde(rename = "type")]
+        xsi_type: &'static str,
+        #[serde(rename = "targetPlatform")]
+        platform: &'a str,
+        created: String,
+        #[serde(rename = "lastModified")]
+        last_modified: String,
+        /// Every field of the subtype that has a value, secrets included.
+        fields: BTreeMap<&'a str, String>,
+        certificates: Vec<CertOut<'a>>,
+    }
+    #[derive(serde::Serialize)]
+    struct Doc<'a> {
+        format: &'static str,
+        user: &'a str,
+        accounts: Vec<AccountOut<'a>>,
+    }
+    let iso = |ms: Millis| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .unwrap_or_default()
+    };
+    let mut out = Vec::with_capacity(accounts.len());
+    for a in accounts {
+        let opened = open_with(key, ACCOUNT_FIELD, &a.secrets)?;
+        let secrets: BTreeMap<String, String> = serde_json::from_slice(opened.expose())
+            .map_err(|_| DomainError::Internal("a sealed account holds no JSON object".into()))?;
+        let mut fields = BTreeMap::new();
+        for f in a.kind.fields() {
+            let v = if f.secret {
+                secrets.get(f.name).cloned()
+            } else {
+                a.fields.get(f.name).cloned()
+            };
+            if let Some(v) = v {
+                fields.insert(f.name, v);
+            }
+        }
+        let mut certificates = Vec::with_capacity(a.certs.len());
+        for c in &a.certs {
+            let content = open_with(key, CERT_FIELD, &c.content)?;
+            certificates.push(CertOut {
+                id: c.id,
+                name: &c.name,
+                cert_type: c.cert_type.as_deref(),
+                size: c.size,
+                content_base64: base64::engine::general_purpose::STANDARD.encode(content.expose()),
+            });
+        }
+        out.push(AccountOut {
+            id: a.id,
+            name: &a.name,
+            xsi_type: a.kind.xsi_type(),
+            platform: &a.platform,
+            created: iso(a.created),
+            last_modified: iso(a.modified),
+            fields,
+            certificates,
+        });
+    }
+    let doc = Doc {
+        format: "satchel-accounts/1",
+        user: login,
+        accounts: out,
+    };
+    let mut buf = Zeroizing::new(Vec::new());
+    serde_json::to_writer_pretty(&mut *buf, &doc)
+        .map_err(|e| DomainError::Internal(e.to_string().into()))?;
+    Ok(buf)
+}
 
 /// Seals `msg` as a value of `kind` bound to the row's `uid` (tests, tools; the operations here
 /// seal through it too).

@@ -106,11 +106,11 @@ impl SealKey {
     }
 
     pub fn to_hex(&self) -> Zeroizing<String> {
-        Zeroizing::new(hex::encode(self.0.as_ref()))
+        Zeroizing::new(hex::encode(&self.0[..]))
     }
 
     fn cipher(&self) -> XChaCha20Poly1305 {
-        XChaCha20Poly1305::new(self.0.as_ref().into())
+        XChaCha20Poly1305::new((&*self.0).into())
     }
 
     /// Binds the ciphertext to its public key: a sealed secret copied onto another row does not open.
@@ -155,7 +155,7 @@ impl SealKey {
     /// beside every value it seals, so a key rotation knows which rows are done.
     pub fn key_id(&self) -> String {
         use sha2::Digest;
-        hex::encode(&sha2::Sha256::digest(self.0.as_ref())[..8])
+        hex::encode(&sha2::Sha256::digest(&self.0[..])[..8])
     }
 }
 

@@ -303,6 +303,8 @@ pub struct TicketRunner {
     pub throttle: Option<Duration>,
     /// What an import archive may be (size, members, expansion ratio, ...).
     pub import_limits: satchel_archive::reader::Limits,
+    /// Opens cloud-account secrets and a takeout's sealed passphrase.
+    pub secrets: crate::apikeys::SealKey,
 }
 
 impl TicketRunner {

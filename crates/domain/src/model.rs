@@ -378,26 +378,29 @@ impl TakeoutFormat {
     }
 }
 
-/// What a takeout may hold. (Cloud accounts join when they exist.)
+/// What a takeout may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TakeoutPart {
     Bundles,
     Templates,
     Images,
+    Accounts,
 }
 
 impl TakeoutPart {
-    pub const ALL: [TakeoutPart; 3] = [
+    pub const ALL: [TakeoutPart; 4] = [
         TakeoutPart::Bundles,
         TakeoutPart::Templates,
         TakeoutPart::Images,
+        TakeoutPart::Accounts,
     ];
     pub fn parse(s: &str) -> Option<Self> {
         match s.trim().to_ascii_lowercase().as_str() {
             "bundles" | "mysoftware" => Some(TakeoutPart::Bundles),
             "templates" | "appliances" => Some(TakeoutPart::Templates),
             "images" | "container-images" => Some(TakeoutPart::Images),
+            "accounts" | "cloud-accounts" => Some(TakeoutPart::Accounts),
             _ => None,
         }
     }
@@ -407,7 +410,39 @@ impl TakeoutPart {
             TakeoutPart::Bundles => "bundles",
             TakeoutPart::Templates => "templates",
             TakeoutPart::Images => "container-images",
+            TakeoutPart::Accounts => "accounts",
         }
+    }
+}
+
+/// How a takeout carries the credentials of cloud accounts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Credentials {
+    /// Left out (no passphrase was given); `index.json` says so.
+    #[default]
+    Omitted,
+    /// `accounts/accounts.json.age`, encrypted with the request's passphrase (age, scrypt).
+    Encrypted,
+    /// `accounts/accounts.json` in the clear, only on an explicit `credentials=plaintext`.
+    Plaintext,
+}
+
+/// A value sealed with the server's secrets key, as kept in a ticket's parameters until its job
+/// has used it. Its `Debug` shows no bytes.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedParam {
+    pub uid: String,
+    pub key_id: String,
+    /// Hex of version + nonce + ciphertext + tag.
+    pub blob: String,
+}
+
+impl std::fmt::Debug for SealedParam {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedParam")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -417,6 +452,11 @@ pub struct TakeoutSpec {
     pub format: TakeoutFormat,
     /// Sorted, each once.
     pub include: Vec<TakeoutPart>,
+    #[serde(default)]
+    pub credentials: Credentials,
+    /// The passphrase for `Credentials::Encrypted`, sealed; dropped once the job is over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passphrase: Option<SealedParam>,
 }
 
 /// How an import treats what it finds (hammr's `imported`, `force`, `reusebundles`, `usemajor`).

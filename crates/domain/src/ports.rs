@@ -93,6 +93,8 @@ pub trait Store:
     async fn list_tickets(&self, owner: Id) -> Result<Vec<Ticket>>;
     /// Deletes the ticket (and its job); returns it so the caller can delete its archive.
     async fn delete_ticket(&self, owner: Id, id: Id) -> Result<Option<Ticket>>;
+    /// Replaces a takeout's parameters (to drop its sealed passphrase once the job is over).
+    async fn set_takeout_spec(&self, id: Id, spec: &TakeoutSpec) -> Result<()>;
     /// queued -> running. False if the ticket is gone or not queued/running.
     async fn mark_running(&self, id: Id) -> Result<bool>;
     /// Only while running; false if the ticket is gone or no longer running.

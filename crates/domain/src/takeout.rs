@@ -8,12 +8,20 @@
 //! bundles/<name>-<version>-<id>.tar.gz        each bundle exactly as its export makes it (re-imports)
 //! templates/<name>-<version>-<id>.tar.gz      each appliance exactly as its export makes it
 //! container-images/<name>-<id>.oci.tar.gz     each generated container image's archive
+//! accounts/accounts.json.age                  the cloud accounts with their credentials, encrypted
+//!                                             with the request's passphrase (age, scrypt): `age -d`
+//!                                             opens it; `accounts.json` only on credentials=plaintext
 //! ```
 //!
 //! Each inner export is built with the export's own writer (`write_archive_to`) to a part beside the
 //! takeout's archive, then streamed into it (stored: it is compressed already) and deleted; memory
-//! stays flat whatever the sizes. Cloud accounts are not in takeouts yet: `index.json` says so.
+//! stays flat whatever the sizes. The accounts document is built in (zeroizing) memory: it is
+//! bounded by the account limits (200 accounts of at most 8 certificates of 64 KiB) and is a few
+//! KiB in practice. The passphrase waits for the job sealed with the server's secrets key in the
+//! ticket's parameters and is dropped from them when the job is over; without one, the accounts
+//! are left out and `index.json` says so.
 
+use crate::accounts::Secret;
 use crate::appliance_export::{plan_template, BundleContent};
 use crate::export::{plan, ArchiveOf, BlobSink, Failure, PlannedMember, TicketRunner};
 use crate::model::*;
@@ -30,6 +38,22 @@ use tokio_util::sync::CancellationToken;
 /// Where a takeout's archive and the parts it builds live (the sweep spares it while it runs).
 pub fn parts_prefix(owner: Id, ticket: Id) -> String {
     format!("u/{owner}/exports/{ticket}/")
+}
+
+/// Shortest passphrase a takeout accepts for the credentials (scrypt slows guessing, it does not
+/// make a short passphrase safe).
+pub const MIN_PASSPHRASE: usize = 8;
+const MAX_PASSPHRASE: usize = 1024;
+
+/// A takeout as asked for.
+#[derive(Debug, Clone)]
+pub struct TakeoutRequest {
+    pub format: TakeoutFormat,
+    pub include: Vec<TakeoutPart>,
+    /// Encrypts the cloud accounts' credentials (age, scrypt).
+    pub passphrase: Option<Secret>,
+    /// `credentials=plaintext`: the credentials in the clear, explicitly asked for.
+    pub plaintext_credentials: bool,
 }
 
 /// What a takeout would hold, before it starts.
@@ -56,6 +80,10 @@ struct Excluded {
     kind: &'static str,
     reason: &'static str,
 }
+
+const NO_PASSPHRASE: &str = "cloud accounts are left out: their credentials go in a takeout only \
+     encrypted with a passphrase of the request (passphrase=..., opened with `age -d`) or, asked \
+     for explicitly, in the clear (credentials=plaintext)";
 
 #[derive(Debug, Serialize)]
 struct Index<'a> {
@@ -373,16 +401,34 @@ impl TicketRunner {
                     return Err(Failure::Cancelled);
                 }
             }
+            let mut excluded = Vec::new();
+            if spec.include.contains(&TakeoutPart::Accounts) {
+                match self.accounts_member(&user, &spec).await? {
+                    Some((path, data)) => {
+                        outer.add_bytes(path, &data, mtime).await?;
+                        entries.push(IndexEntry {
+                            kind: "accounts",
+                            id: user.id,
+                            name: "cloud accounts".into(),
+                            version: String::new(),
+                            path: path.into(),
+                            size: data.len() as i64,
+                            sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data[..])),
+                        });
+                    }
+                    None => excluded.push(Excluded {
+                        kind: "accounts",
+                        reason: NO_PASSPHRASE,
+                    }),
+                }
+            }
             let index = Index {
                 format: "satchel-takeout/1",
                 user: &user.login,
                 created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 satchel: env!("CARGO_PKG_VERSION"),
                 includes: spec.include.iter().map(|k| k.folder()).collect(),
-                excluded: vec![Excluded {
-                    kind: "accounts",
-                    reason: "cloud accounts are not in takeouts yet: their credentials are to be encrypted with a passphrase of the request (age), which is not built",
-                }],
+                excluded,
                 entries: &entries,
             };
             let doc = serde_json::to_vec_pretty(&index)
@@ -396,9 +442,13 @@ impl TicketRunner {
                 let _ = self.blobs.delete(&k).await;
             }
             outer.abort().await;
+            if !matches!(e, Failure::Transient(_)) {
+                self.forget_passphrase(t.id, &spec).await;
+            }
             return Err(e);
         }
         let (size, sha256) = outer.finish().await?;
+        self.forget_passphrase(t.id, &spec).await;
         let ext = match spec.format {
             TakeoutFormat::Zip => "zip",
             TakeoutFormat::TarGz => "tar.gz",
@@ -415,18 +465,86 @@ impl TicketRunner {
     }
 }
 
+impl TicketRunner {
+    /// The accounts member: its path and bytes, or None when the credentials are to be left out.
+    async fn accounts_member(
+        &self,
+        user: &User,
+        spec: &TakeoutSpec,
+    ) -> std::result::Result<Option<(&'static str, zeroize::Zeroizing<Vec<u8>>)>, Failure> {
+        let passphrase = match (spec.credentials, &spec.passphrase) {
+            (Credentials::Omitted, _) => return Ok(None),
+            (Credentials::Encrypted, None) => {
+                return Err(Failure::Permanent(
+                    "the takeout's passphrase is gone (was the job run before?); start the takeout again".into(),
+                ))
+            }
+            (Credentials::Encrypted, Some(p)) => Some(
+                crate::accounts::open_passphrase(&self.secrets, p).map_err(|_| {
+                    Failure::Permanent(
+                        "the takeout's passphrase does not open with this server's secrets key \
+                         (rotated since the takeout was asked for?); start the takeout again"
+                            .into(),
+                    )
+                })?,
+            ),
+            (Credentials::Plaintext, _) => None,
+        };
+        let accounts = self.store.list_accounts(user.id).await?;
+        let doc = crate::accounts::accounts_document(&self.secrets, &user.login, &accounts)
+            .map_err(|e| Failure::Permanent(e.to_string()))?;
+        let Some(passphrase) = passphrase else {
+            return Ok(Some(("accounts/accounts.json", doc)));
+        };
+        // scrypt is slow on purpose (about a second): off the async workers.
+        let sealed = tokio::task::spawn_blocking(move || age_encrypt(&passphrase, &doc))
+            .await
+            .map_err(|e| Failure::Transient(DomainError::Internal(crate::Cause::of(e))))?
+            .map_err(|e| Failure::Permanent(format!("encrypting the accounts failed: {e}")))?;
+        Ok(Some((
+            "accounts/accounts.json.age",
+            zeroize::Zeroizing::new(sealed),
+        )))
+    }
+
+    /// Drops the sealed passphrase from the ticket once the job no longer needs it (a failure to
+    /// do so is logged: it stays sealed, and goes with the ticket).
+    async fn forget_passphrase(&self, ticket: Id, spec: &TakeoutSpec) {
+        if spec.passphrase.is_none() {
+            return;
+        }
+        let spec = TakeoutSpec {
+            passphrase: None,
+            ..spec.clone()
+        };
+        if let Err(e) = self.store.set_takeout_spec(ticket, &spec).await {
+            tracing::warn!(ticket, error = %e, "could not drop a takeout's sealed passphrase");
+        }
+    }
+}
+
+/// `data` encrypted to the passphrase in the age format (scrypt recipient, binary).
+fn age_encrypt(passphrase: &Secret, data: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write as _;
+    let pass = age::secrecy::SecretString::from(passphrase.expose_str().into_owned());
+    let mut out = Vec::with_capacity(data.len() + 256);
+    let mut w = age::Encryptor::with_user_passphrase(pass).wrap_output(&mut out)?;
+    w.write_all(data)?;
+    w.finish()?;
+    Ok(out)
+}
+
 impl Satchel {
     /// Queues a takeout of what `uid` owns (and wakes a worker); the ticket is returned at once.
     pub async fn create_takeout(
         &self,
         who: &Principal,
         uid: &str,
-        spec: TakeoutSpec,
+        req: TakeoutRequest,
     ) -> Result<Ticket> {
         let owner = self.target(who, uid).await?;
         self.require(who, ENT_SOFTWARE_UPLOAD)?;
-        self.quota().check_ticket(owner.id).await?;
-        let mut include = spec.include;
+        let mut include = req.include;
         include.sort();
         include.dedup();
         if include.is_empty() {
@@ -434,6 +552,31 @@ impl Satchel {
                 "a takeout must include something".into(),
             ));
         }
+        if req.plaintext_credentials && req.passphrase.is_some() {
+            return Err(DomainError::Invalid(
+                "give a passphrase or credentials=plaintext, not both".into(),
+            ));
+        }
+        // Checked on the bytes, never echoing them.
+        if let Some(p) = &req.passphrase {
+            let chars = p.expose_str().chars().count();
+            if !(MIN_PASSPHRASE..=MAX_PASSPHRASE).contains(&chars) {
+                return Err(DomainError::Invalid(format!(
+                    "a takeout passphrase has {MIN_PASSPHRASE} to {MAX_PASSPHRASE} characters"
+                )));
+            }
+        }
+        self.quota().check_ticket(owner.id).await?;
+        let with_accounts = include.contains(&TakeoutPart::Accounts);
+        let (credentials, passphrase) = match (&req.passphrase, req.plaintext_credentials) {
+            _ if !with_accounts => (Credentials::Omitted, None),
+            (Some(p), _) => (
+                Credentials::Encrypted,
+                Some(crate::accounts::seal_passphrase(&self.secrets, p)?),
+            ),
+            (None, true) => (Credentials::Plaintext, None),
+            (None, false) => (Credentials::Omitted, None),
+        };
         let t = self
             .store
             .create_ticket(&NewTicket {
@@ -442,8 +585,10 @@ impl Satchel {
                 image: None,
                 import: None,
                 takeout: Some(TakeoutSpec {
-                    format: spec.format,
+                    format: req.format,
                     include,
+                    credentials,
+                    passphrase,
                 }),
                 subject_id: owner.id,
                 subject_name: owner.login.clone(),
@@ -520,6 +665,10 @@ impl Satchel {
                     }
                 }
             }
+        }
+        if include.contains(&TakeoutPart::Accounts) {
+            let n = self.store.list_accounts(owner.id).await?.len();
+            e.items += n as i64;
         }
         if include.contains(&TakeoutPart::Images) {
             for i in self.store.list_tickets(owner.id).await? {

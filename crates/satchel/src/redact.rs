@@ -12,6 +12,7 @@ const SECRET_PARAMS: &[&str] = &[
     "downloadkey",
     "signature",
     "password",
+    "passphrase",
     "passwd",
     "secret",
     "token",
@@ -107,5 +108,9 @@ mod tests {
         assert_eq!(r("/a?password"), "/a?password");
         assert_eq!(r("/a?%zz=1&%4=2&%"), "/a?%zz=1&%4=2&%");
         assert_eq!(r("http://h:1/a?token=t"), "http://h:1/a?token=REDACTED");
+        assert_eq!(
+            r("/api/users/a/takeouts?format=zip&passphrase=correct+horse"),
+            "/api/users/a/takeouts?format=zip&passphrase=REDACTED"
+        );
     }
 }

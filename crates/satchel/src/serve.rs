@@ -192,9 +192,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             s.data_dir.join("apikey-seal.key")
         }
     };
+    let secrets_key = crate::sealkey::secrets_key(&s.secrets, &s.data_dir, opened.shared)?;
     let config = Config {
         api_key_seal: crate::sealkey::load_or_create(&seal_file)?,
-        secrets_key: crate::sealkey::secrets_key(&s.secrets, &s.data_dir, opened.shared)?,
+        secrets_key: secrets_key.clone(),
         retention: s.retention,
         max_attempts: s.max_attempts,
         max_upload: s.max_upload,
@@ -214,6 +215,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         progress_every: Duration::from_millis(250),
         throttle: s.export_throttle,
         import_limits: s.import_limits.clone(),
+        secrets: secrets_key,
     });
     if s.workers == 0 {
         if opened.shared {

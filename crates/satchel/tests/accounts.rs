@@ -8,8 +8,7 @@ mod common;
 
 use base64::Engine;
 use common::*;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
 const AWS_SECRET: &str = "aws-SECRET-7f3a9c1e-do-not-leak";
 const OS_PASSWORD: &str = "os-PASSWORD-b41d2e77-do-not-leak";
@@ -252,105 +251,6 @@ async fn accounts_round_trip_masked_scoped_and_typed() {
         .get(&format!("/users/alice/accounts/{aws}"))
         .await
         .assert_uforge_error(404);
-}
-
-/// Restarts `s` with every log target at TRACE, appending to `trace.log` in its data dir.
-async fn restart_with_trace_logs(s: &mut Server) -> PathBuf {
-    s.kill9();
-    let path = s.dir.path().join("trace.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .unwrap();
-    let child = std::process::Command::new(bin())
-        .arg("serve")
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{}", s.port))
-        .arg("--data-dir")
-        .arg(s.dir.path())
-        .args(&s.storage)
-        .args(&s.extra)
-        .env("RUST_LOG", "trace")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    s.child = Some(child);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !matches!(reqwest::get(format!("{}/status", s.base())).await, Ok(r) if r.status().is_success())
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "server did not restart"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    path
-}
-
-fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            files_under(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
-}
-
-fn contains(hay: &[u8], needle: &str) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
-}
-
-/// Every place a secret could rest: each file of the data directory (SQLite file, WAL, blob
-/// directory, logs), each object of the Garage prefix, and a dump of the PostgreSQL database.
-async fn everything_stored(s: &Server) -> Vec<(String, Vec<u8>)> {
-    let mut files = Vec::new();
-    files_under(s.dir.path(), &mut files);
-    let mut out: Vec<(String, Vec<u8>)> = files
-        .into_iter()
-        .map(|p| {
-            (
-                p.display().to_string(),
-                std::fs::read(&p).unwrap_or_default(),
-            )
-        })
-        .collect();
-    if let Some(prefix) = &s.blob_prefix {
-        use futures::TryStreamExt;
-        use object_store::ObjectStore;
-        let store = satchel_testkit::garage::shared_garage()
-            .unwrap()
-            .store(prefix)
-            .unwrap();
-        let list: Vec<_> = store.list(None).try_collect().await.unwrap();
-        for m in list {
-            let bytes = store.get(&m.location).await.unwrap().bytes().await.unwrap();
-            out.push((format!("garage:{}", m.location), bytes.to_vec()));
-        }
-    }
-    if let Some(url) = s.database_url() {
-        let dump = satchel_testkit::pg_dump(&url).expect("pg_dump");
-        assert!(
-            contains(&dump, "CredAccountAws"),
-            "the dump holds the accounts"
-        );
-        out.push(("pg_dump".into(), dump));
-    }
-    out
-}
-
-fn assert_nowhere(stored: &[(String, Vec<u8>)], secrets: &[&str]) {
-    for (place, bytes) in stored {
-        for secret in secrets {
-            assert!(
-                !contains(bytes, secret),
-                "{secret:?} in plaintext in {place}"
-            );
-        }
-    }
 }
 
 /// The key file the server seals with: given to it (scale-out), or generated in its data dir.

@@ -1,6 +1,8 @@
 //! Takeouts over HTTP against the real server (embedded default; again on PostgreSQL + Garage through
 //! `scaleout.rs`): everything a user owns in one zip or tar.gz whose `index.json` agrees with it,
-//! read by `unzip -t`, 7-Zip and Python's `zipfile`, each inner export re-importing.
+//! read by `unzip -t`, 7-Zip and Python's `zipfile`, each inner export re-importing; cloud accounts
+//! encrypted to the request's passphrase (opened by the `age` command), in the clear only when asked
+//! for, left out without a passphrase, and their secrets (and the passphrase) nowhere in plaintext.
 
 mod common;
 
@@ -116,7 +118,6 @@ fn check_index(members: &BTreeMap<String, Vec<u8>>) -> serde_json::Value {
     let index: serde_json::Value = serde_json::from_slice(&members["index.json"]).unwrap();
     assert_eq!(index["user"], "alice");
     assert_eq!(index["format"], "satchel-takeout/1");
-    assert_eq!(index["excluded"][0]["kind"], "accounts");
     let entries = index["entries"].as_array().unwrap();
     assert_eq!(entries.len() + 1, members.len(), "{index}");
     for e in entries {
@@ -191,6 +192,8 @@ async fn a_takeout_holds_everything_and_each_part_reimports() {
     assert_eq!(String::from_utf8_lossy(&py.stdout).trim(), "6");
     let members = unzip(&zip);
     let index = check_index(&members);
+    // No passphrase: the accounts are left out, and the index says so.
+    assert_eq!(index["excluded"][0]["kind"], "accounts", "{index}");
     let kinds: Vec<&str> = index["entries"]
         .as_array()
         .unwrap()
@@ -268,4 +271,206 @@ async fn a_takeout_holds_everything_and_each_part_reimports() {
         .filter(|(k, _)| k.contains(&format!("/exports/{id}/")))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+const AWS_SECRET: &str = "takeout-aws-SECRET-3c1d5e9a-do-not-leak";
+const OS_PASSWORD: &str = "takeout-os-PASSWORD-8e2f4b60-do-not-leak";
+const CERT_SECRET: &str =
+    "-----BEGIN PRIVATE KEY-----takeout-cert-SECRET-77a1c0de-----END PRIVATE KEY-----";
+const PASSPHRASE: &str = "correct horse battery staple 4711";
+
+async fn accounts(a: &Client) {
+    use base64::Engine;
+    let cert = base64::engine::general_purpose::STANDARD.encode(CERT_SECRET);
+    let aws = format!(
+        r#"<?xml version="1.0" encoding="utf-8"?><ns1:credAccount xmlns:ns1="{NS}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="ns1:CredAccountAws"><name>aws</name><targetPlatform><name>Amazon</name></targetPlatform><certificates><certificate><content>{cert}</content><name>ec2.pem</name><type>ec2PrivateKey</type></certificate></certificates><accessKeyId>AKIAEXAMPLE</accessKeyId><accountNumber>123456789012</accountNumber><secretAccessKeyId>{AWS_SECRET}</secretAccessKeyId></ns1:credAccount>"#
+    );
+    let os = format!(
+        r#"<?xml version="1.0" encoding="utf-8"?><ns1:credAccount xmlns:ns1="{NS}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="ns1:CredAccountOpenStack"><name>os</name><targetPlatform><name>OpenStack</name></targetPlatform><glanceUrl>http://glance.example:9292</glanceUrl><keystoneUrl>http://keystone.example:5000</keystoneUrl><login>demo</login><password>{OS_PASSWORD}</password><keystoneVersion>v3</keystoneVersion></ns1:credAccount>"#
+    );
+    for doc in [aws, os] {
+        let r = a
+            .req("POST", "/users/alice/accounts", Some(doc.into_bytes()), &[])
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+}
+
+/// `age -d` on `file` with the passphrase typed on a terminal (age reads passphrases only from
+/// one; `script` gives it a pseudo-terminal fed from our stdin).
+fn age_decrypt(file: &std::path::Path, passphrase: &str) -> Vec<u8> {
+    use std::io::Write;
+    let out = file.with_extension("opened");
+    let mut child = std::process::Command::new("script")
+        .args(["-qec"])
+        .arg(format!(
+            "age -d -o '{}' '{}'",
+            out.display(),
+            file.display()
+        ))
+        .arg("/dev/null")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) and age");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{passphrase}\n").as_bytes())
+        .unwrap();
+    let done = child.wait_with_output().unwrap();
+    assert!(
+        done.status.success(),
+        "age -d: {}",
+        String::from_utf8_lossy(&done.stdout)
+    );
+    std::fs::read(&out).unwrap_or_else(|e| {
+        panic!(
+            "age -d wrote nothing ({e}): {}",
+            String::from_utf8_lossy(&done.stdout)
+        )
+    })
+}
+
+/// The accounts document as a takeout carries it: both accounts, every secret exactly.
+fn check_accounts(json: &[u8]) {
+    use base64::Engine;
+    let doc: serde_json::Value = serde_json::from_slice(json).unwrap();
+    assert_eq!(doc["format"], "satchel-accounts/1");
+    assert_eq!(doc["user"], "alice");
+    let list = doc["accounts"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "{doc}");
+    let aws = list.iter().find(|a| a["type"] == "CredAccountAws").unwrap();
+    assert_eq!(aws["fields"]["secretAccessKeyId"], AWS_SECRET);
+    assert_eq!(aws["fields"]["accessKeyId"], "AKIAEXAMPLE");
+    assert_eq!(aws["targetPlatform"], "Amazon");
+    let cert = &aws["certificates"][0];
+    assert_eq!(cert["name"], "ec2.pem");
+    assert_eq!(cert["type"], "ec2PrivateKey");
+    let content = base64::engine::general_purpose::STANDARD
+        .decode(cert["content_base64"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(content, CERT_SECRET.as_bytes());
+    let os = list
+        .iter()
+        .find(|a| a["type"] == "CredAccountOpenStack")
+        .unwrap();
+    assert_eq!(os["fields"]["password"], OS_PASSWORD);
+    assert_eq!(os["fields"]["login"], "demo");
+}
+
+#[tokio::test]
+async fn cloud_accounts_travel_encrypted_to_the_passphrase_and_rest_nowhere_in_plaintext() {
+    let mut s = Server::start(&[]).await;
+    let trace = restart_with_trace_logs(&mut s).await;
+    let a = s.client("alice");
+    accounts(&a).await;
+    let m = a.create_bundle("tool", "1").await;
+    a.add_file(m, None, "run.sh", b"#!/bin/sh\n").await;
+
+    let e = a
+        .get("/users/alice/takeouts/estimate?include=accounts")
+        .await;
+    assert_eq!(e.field("items").as_deref(), Some("2"), "{}", e.text());
+    // Refusals, none echoing the passphrase.
+    let json = [("content-type", "application/json")];
+    for (body, why) in [
+        (r#"{"passphrase":"short"}"#.to_string(), "8 to 1024"),
+        (
+            format!(r#"{{"passphrase":"{PASSPHRASE}","credentials":"plaintext"}}"#),
+            "not both",
+        ),
+        (
+            r#"{"credentials":"rot13"}"#.to_string(),
+            "unknown credentials",
+        ),
+    ] {
+        let r = a
+            .req(
+                "POST",
+                "/users/alice/takeouts",
+                Some(body.into_bytes()),
+                &json,
+            )
+            .await;
+        r.assert_uforge_error(400);
+        assert!(r.text().contains(why), "{}", r.text());
+        assert!(!r.text().contains(PASSPHRASE));
+    }
+
+    // The passphrase in the body: accounts/accounts.json.age, which `age -d` opens.
+    let body = format!(r#"{{"format":"zip","passphrase":"{PASSPHRASE}"}}"#);
+    let r = a
+        .req(
+            "POST",
+            "/users/alice/takeouts",
+            Some(body.into_bytes()),
+            &json,
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.id();
+    let st = wait(&a, &format!("/users/alice/takeouts/{id}/status")).await;
+    assert_eq!(
+        st.field("complete").as_deref(),
+        Some("true"),
+        "{}",
+        st.text()
+    );
+    let zip = a
+        .get(&format!("/users/alice/takeouts/{id}/downloads"))
+        .await
+        .body;
+    let members = unzip(&zip);
+    let index = check_index(&members);
+    assert_eq!(index["excluded"], serde_json::json!([]), "{index}");
+    let entry = index["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "accounts")
+        .unwrap();
+    assert_eq!(entry["path"], "accounts/accounts.json.age");
+    let sealed = &members["accounts/accounts.json.age"];
+    assert!(sealed.starts_with(b"age-encryption.org/v1\n-> scrypt "));
+    // Opened outside the server's data dir, which is searched for plaintext below.
+    let mine = tempfile::tempdir().unwrap();
+    let file = mine.path().join("accounts.json.age");
+    std::fs::write(&file, sealed).unwrap();
+    check_accounts(&age_decrypt(&file, PASSPHRASE));
+    // The passphrase also in the query (redacted from the logs), as tar.gz.
+    let (_, tgz) = takeout(
+        &a,
+        &format!(
+            "format=tar.gz&include=accounts&passphrase={}",
+            PASSPHRASE.replace(' ', "+")
+        ),
+    )
+    .await;
+    let members = untar(&tgz);
+    check_index(&members);
+    let file = mine.path().join("second.json.age");
+    std::fs::write(&file, &members["accounts/accounts.json.age"]).unwrap();
+    check_accounts(&age_decrypt(&file, PASSPHRASE));
+
+    // Nothing at rest holds a secret or the passphrase in the clear: the data dir (SQLite, WAL,
+    // blobs, the TRACE log), Garage's objects, a pg_dump.
+    let log = std::fs::read_to_string(&trace).unwrap_or_default();
+    assert!(
+        log.contains("passphrase=REDACTED"),
+        "the query was logged, redacted"
+    );
+    assert_nowhere(
+        &everything_stored(&s).await,
+        &[AWS_SECRET, OS_PASSWORD, CERT_SECRET, PASSPHRASE],
+    );
+
+    // In the clear only when asked for.
+    let (_, zip) = takeout(&a, "include=accounts&credentials=plaintext").await;
+    let members = unzip(&zip);
+    check_index(&members);
+    assert!(!members.contains_key("accounts/accounts.json.age"));
+    check_accounts(&members["accounts/accounts.json"]);
 }

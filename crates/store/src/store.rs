@@ -713,6 +713,19 @@ macro_rules! impl_store {
                 fetch_opt(&self.pool, sqlx::query("DELETE FROM tickets WHERE id = $1 AND owner_id = $2 RETURNING *") .bind(id) .bind(owner), ticket_from).await
             }
 
+            async fn set_takeout_spec(&self, id: Id, spec: &TakeoutSpec) -> Result<()> {
+                let params = serde_json::to_string(spec)
+                    .map_err(|e| DomainError::Internal(satchel_domain::Cause::of(e)))?;
+                sqlx::query("UPDATE tickets SET params = $1 WHERE id = $2 AND kind = $3")
+                    .bind(params)
+                    .bind(id)
+                    .bind(TicketKind::Takeout.as_str())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db_err)?;
+                Ok(())
+            }
+
             async fn mark_running(&self, id: Id) -> Result<bool> {
                 let to = crate::tickets::Move::to(TicketState::Running, 3);
                 let sql = format!(
