@@ -4,8 +4,9 @@
 * ``account create --file``: ``fill_<type>`` builds a ``CredAccount*`` binding from the file,
   ``assign_target_platform_account`` sets ``targetPlatform.name``, then
   ``Users(login).Accounts.Create(body=..., element_name="ns1:credAccount")`` (the SDK then sends
-  ``xsi:type``). hammr first looks the platform up with ``Targetplatforms.Getall()``, which Satchel
-  does not serve: the test names the platform as that lookup would have.
+  ``xsi:type``). hammr first looks the platform up by name with ``Targetplatforms.Getall()``
+  (``get_target_platform_object``) and picks ``fill_<type>`` by the platform's type:
+  ``test_hammr_account_create_with_its_own_code`` runs those functions from hammr's sdist.
 * ``account list``: ``Accounts.Getall().credAccounts.credAccount``, ordered by name, printing
   ``dbId, name, targetPlatform.name, created.strftime(...)``.
 * ``account delete --id``: ``Accounts(id).Get()`` (printed the same way), then ``Accounts(id).Delete()``.
@@ -194,3 +195,53 @@ def test_unknown_account_type_is_a_uforge_error(server, alice, uf):
     err = uf.CreateFromDocument(r.content)
     assert type(err) is uf.UForgeError and "unknown cloud account type" in \
         err.localizedErrorMsg.message
+
+
+def hammr_account_utils(uf):
+    """hammr's own account_utils functions, compiled from its sdist (with the bindings it star-imports
+    and a printer that records errors)."""
+    import os
+    import re
+
+    import hammr_code
+    import sdk_loader
+
+    names = ["aws", "fill_aws", "openstack", "fill_openstack", "get_target_platform_object",
+             "assign_target_platform_account"]
+    ns = dict(vars(uf))
+    ns["printer"] = hammr_code.Printer()
+    ns["pyxb"] = pyxb
+    exec(hammr_code._functions(os.path.join("hammr", "utils", "account_utils.py"), names), ns)
+    assert os.path.isdir(sdk_loader.hammr_root())
+    ns["remove_special_chars"] = lambda t: re.sub(r"[^A-Za-z0-9]", "", t)
+    return ns
+
+
+def test_hammr_account_create_with_its_own_code(alice, uf):
+    """`hammr account create --file` as account.py runs it: look the platform up by the file's type
+    (its name), fill the binding with fill_<platform type>, name the platform, create."""
+    au = hammr_account_utils(uf)
+    # An unknown platform: hammr prints "Platform type unknown" and exits 2.
+    assert au["get_target_platform_object"](alice, "alice", "Amiga Cloud") is None
+    created = []
+    for account_type, fields in [
+        ("Amazon AWS", {"name": "hammr aws", "accountNumber": "210987654321",
+                        "accessKeyId": "AKIAHAMMR", "secretAccessKeyId": AWS_SECRET}),
+        ("OpenStack", {"name": "hammr os", "glanceUrl": "http://g.example:9292",
+                       "keystoneUrl": "http://k.example:5000", "keystoneVersion": "v3",
+                       "login": "demo", "password": OS_PASSWORD}),
+    ]:
+        tp = au["get_target_platform_object"](alice, "alice", account_type)
+        assert tp is not None and tp.name == account_type, "no target platform %r" % account_type
+        func = au.get("fill_" + au["remove_special_chars"](tp.type))
+        assert func is not None, "hammr has no fill_%s" % tp.type
+        cred = func(fields)
+        assert cred is not None, au["printer"].errors()
+        cred = au["assign_target_platform_account"](cred, tp.name)
+        got = alice.Users("alice").Accounts.Create(body=cred, element_name="ns1:credAccount")
+        assert got.name == fields["name"] and got.targetPlatform.name == account_type
+        created.append(got)
+    assert type(created[0]) is uf.CredAccountAws and created[0].secretAccessKeyId == MASK
+    assert type(created[1]) is uf.CredAccountOpenStack and created[1].password == MASK
+    for a in created:
+        alice.Users("alice").Accounts(a.dbId).Delete()

@@ -49,6 +49,36 @@ pub fn routes() -> Table<AppState> {
         )
         .delete(cert, "Delete a certificate file", delete_cert)
         .post(file, "Upload a certificate file's content", upload_cert)
+        .get(
+            "/api/users/{uid}/targetplatforms",
+            "The target platforms the user may hold cloud accounts for",
+            target_platforms,
+        )
+}
+
+async fn target_platforms(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Fmt(f): Fmt,
+    Path(uid): Path<String>,
+) -> R {
+    let list = st.satchel.target_platforms(&who, &uid).await?;
+    let doc = docs::TargetPlatforms {
+        target_platforms: docs::TargetPlatformItems {
+            target_platform: list
+                .into_iter()
+                .map(|(id, k)| docs::TargetPlatform {
+                    db_id: id,
+                    name: k.platform_name().into(),
+                    kind: k.platform_type().into(),
+                    access: true,
+                    active: true,
+                    uri: format!("users/{uid}/targetplatforms/{id}"),
+                })
+                .collect(),
+        },
+    };
+    Ok(Doc::ok(f, "targetPlatforms", doc).into_response())
 }
 
 #[derive(serde::Deserialize, Default)]

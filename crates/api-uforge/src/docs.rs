@@ -754,6 +754,33 @@ pub struct TakeoutEstimate {
 }
 // ------------------------------------------------------------------ cloud accounts
 
+/// `targetPlatform` in the user's list: UForgeObject's `dbId`, then TargetPlatform's fields in
+/// schema order.
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetPlatform {
+    pub db_id: i64,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub access: bool,
+    pub active: bool,
+    pub uri: String,
+}
+
+/// `targetPlatforms`: what `Users(u).Targetplatforms.Getall()` reads (`.targetPlatforms.targetPlatform`).
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetPlatforms {
+    pub target_platforms: TargetPlatformItems,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetPlatformItems {
+    pub target_platform: Vec<TargetPlatform>,
+}
+
 /// `targetPlatform` as an account shows it: its name and platform type.
 #[derive(Serialize, Deserialize, Default, Debug, Clone)]
 #[serde(rename_all = "camelCase", default)]

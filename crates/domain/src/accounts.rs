@@ -676,6 +676,22 @@ impl Satchel {
         self.view_account(account, owner.login.clone(), false)
     }
 
+    /// The target platforms a user may hold accounts for: one per subtype, numbered from 1 in
+    /// [`AccountKind::ALL`]'s order (hammr looks a platform up by name, then picks its
+    /// `fill_<type>` by the type).
+    pub async fn target_platforms(
+        &self,
+        who: &Principal,
+        uid: &str,
+    ) -> Result<Vec<(Id, AccountKind)>> {
+        self.target(who, uid).await?;
+        Ok(AccountKind::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (i as Id + 1, *k))
+            .collect())
+    }
+
     pub async fn list_accounts(&self, who: &Principal, uid: &str) -> Result<Vec<AccountView>> {
         let owner = self.target(who, uid).await?;
         self.store
