@@ -111,18 +111,32 @@ pub(crate) fn logo_doc(uid: &str, a: &Attachment) -> docs::Logo {
 // ------------------------------------------------------------------ tickets
 
 pub(crate) fn op_status(t: &Ticket, uri: Option<String>) -> docs::OpStatus {
-    let error = t.state == TicketState::Error;
+    let cancelled = t.state == TicketState::Cancelled;
+    // hammr's export and import loops poll `while not (status.complete or status.error)` and never
+    // look at `cancelled` (bundle.py, template.py), so a ticket cancelled elsewhere would keep them
+    // polling forever: for those kinds a cancel also reads as an error. Container images keep
+    // `error=false` (hammr's generate loop checks `cancelled` and reports it as such).
+    let cancel_is_error = cancelled && t.kind != TicketKind::ContainerImage;
+    let error = t.state == TicketState::Error || cancel_is_error;
     docs::OpStatus {
         created: None,
         db_id: None,
         last_modified: None,
         bytes_loaded: t.bytes_loaded,
         bytes_total: t.bytes_total,
-        cancelled: t.state == TicketState::Cancelled,
+        cancelled,
         complete: matches!(t.state, TicketState::Complete | TicketState::Expired),
         detailed_error: false,
         error,
-        error_message: t.error_message.clone().filter(|_| error),
+        error_message: if cancel_is_error {
+            Some(
+                t.error_message
+                    .clone()
+                    .unwrap_or_else(|| "cancelled by the user".into()),
+            )
+        } else {
+            t.error_message.clone().filter(|_| error)
+        },
         eta: t.eta.map(iso),
         message: t.message.clone(),
         parent_uri: None,

@@ -72,6 +72,15 @@ async fn cancelling_an_export_stops_it_within_a_second() {
     assert_eq!(r.field("cancelled").as_deref(), Some("true"));
     assert_eq!(r.field("complete").as_deref(), Some("false"));
     assert_eq!(r.field("message").as_deref(), Some("cancelled"));
+    // hammr's export loop stops on `error` only: a cancel reads as one, with a message.
+    assert_eq!(r.field("error").as_deref(), Some("true"));
+    assert!(
+        r.field("errorMessage")
+            .unwrap_or_default()
+            .contains("cancel"),
+        "{}",
+        r.text()
+    );
     let took = archive_gone(&s, eid, cancelled_at).await;
     assert!(
         took <= Duration::from_secs(1),
