@@ -116,6 +116,31 @@ pub fn router(state: CloudState) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             CloudError::new(Code::InternalError, "internal error").into_response()
         }))
+        .layer(axum::middleware::from_fn(restify_headers))
+}
+
+/// What every CloudAPI (restify) answer carries: `Request-Id` (the request's id, the one the
+/// server's `x-request-id` layer gave it or the client sent, so logs and clients agree) and
+/// `Response-Time` in milliseconds.
+async fn restify_headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let started = std::time::Instant::now();
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let mut r = next.run(req).await;
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        h.insert("request-id", v);
+    }
+    h.insert(
+        "response-time",
+        HeaderValue::from(started.elapsed().as_millis() as u64),
+    );
+    r
 }
 
 /// `204 No Content`.

@@ -137,7 +137,10 @@ async fn export_status(
     headers: HeaderMap,
     p: ExportPath,
 ) -> R {
-    let t = st.satchel.export(&who, &p.uid, p.msid, p.eid).await?;
+    let t = st
+        .satchel
+        .export_status(&who, &p.uid, p.msid, p.eid)
+        .await?;
     let doc = ticket_status_doc(&t, &export_uri(&p.uid, &t));
     status_reply(f, &headers, &t, doc)
 }

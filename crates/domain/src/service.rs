@@ -687,6 +687,20 @@ impl Satchel {
         .await
     }
 
+    /// An export's status (seed 001, `mySoftwareExportStatus_get`): the `software_upload`
+    /// entitlement is required, after the ticket resolves (another user's still answers 404).
+    pub async fn export_status(
+        &self,
+        who: &Principal,
+        uid: &str,
+        msid: Id,
+        eid: Id,
+    ) -> Result<Ticket> {
+        let t = self.export(who, uid, msid, eid).await?;
+        self.require(who, ENT_SOFTWARE_UPLOAD)?;
+        Ok(t)
+    }
+
     /// A ticket of `uid`'s of this kind (and subject, if given): the one resolving rule for every
     /// ticket route. A ticket of another kind or subject, even the caller's own, does not exist here.
     pub(crate) async fn ticket_of(

@@ -220,6 +220,49 @@ async fn status_etag_and_downloads_with_ranges() {
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(a.get(&format!("{path}/status")).await.status, 200);
+    // Seed 001: the status read needs software_upload. Carol has none: the administrator makes her
+    // a bundle and an export, which she may then see but not poll.
+    let root = s.client("root");
+    let doc = format!(
+        "<ns1:mySoftware xmlns:ns1=\"{NS}\"><name>hers</name><version>1</version></ns1:mySoftware>"
+    );
+    let r = root
+        .req(
+            "POST",
+            "/users/carol/mysoftware",
+            Some(doc.into_bytes()),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let cm = r.id();
+    let r = root
+        .req(
+            "POST",
+            &format!("/users/carol/mysoftware/{cm}/exports"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let ce = r.id();
+    let carol = s.client("carol");
+    let r = carol
+        .get(&format!("/users/carol/mysoftware/{cm}/exports/{ce}/status"))
+        .await;
+    r.assert_uforge_error(403);
+    assert!(
+        r.error_message().contains("software_upload"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        carol
+            .get(&format!("/users/carol/mysoftware/{cm}/exports/{ce}"))
+            .await
+            .status,
+        200
+    );
 
     let full = a.get(&format!("{path}/downloads")).await.body;
     let n = full.len();

@@ -247,7 +247,14 @@ async fn export_image_naming_objects_and_errors() {
 
     let data = noise(3 * 1024 * 1024 + 17, 7);
     let id = alice.make_image("foo", "1.0.0", "gzip", &data).await;
-    let img = alice.get(&format!("/my/images/{id}")).await.json();
+    let got = alice.get(&format!("/my/images/{id}")).await;
+    // restify's headers on every answer: a request id (the one sent, when sent) and the time taken.
+    let rid = got.header("request-id").expect("request-id");
+    assert_eq!(got.header("x-request-id").as_deref(), Some(rid.as_str()));
+    assert!(got
+        .header("response-time")
+        .is_some_and(|t| t.parse::<u64>().is_ok()));
+    let img = got.json();
     assert_eq!(img["files"][0]["sha1"], sha1_hex(&data));
     assert_eq!(img["files"][0]["size"], data.len());
     assert_eq!(img["files"][0]["compression"], "gzip");
