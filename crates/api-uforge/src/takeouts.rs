@@ -50,6 +50,9 @@ pub fn routes() -> Table<AppState> {
 struct TakeoutQuery {
     format: Option<String>,
     include: Option<String>,
+    /// Where the final status is POSTed, signed (`satchel_domain::notify`).
+    #[serde(rename = "notifyUrl")]
+    notify_url: Option<String>,
 }
 
 /// `include=bundles,templates,images` (default: everything).
@@ -91,6 +94,8 @@ fn takeout_doc(uid: &str, t: &Ticket) -> docs::Takeout {
         download_uri: format!("{uri}/downloads"),
         status: op_status(t, Some(format!("{uri}/status"))),
         uri,
+        notify_url: t.takeout.as_ref().and_then(|s| s.notify_url.clone()),
+        notify_secret: None,
     }
 }
 
@@ -109,17 +114,34 @@ async fn create(
         ))
     })?;
     let include = parts(&q.include)?;
+    let notify_url = q.notify_url.clone().filter(|u| !u.is_empty());
     idem.once(&st, &who, async {
-        let t = st
+        let spec = TakeoutSpec {
+            format,
+            include,
+            notify_url,
+        };
+        let (t, secret) = st
             .satchel
-            .create_takeout(&who, &uid, TakeoutSpec { format, include })
+            .create_takeout_notifying(&who, &uid, spec)
             .await?;
-        let doc = takeout_doc(&uid, &t);
+        let mut doc = takeout_doc(&uid, &t);
         let location = format!("/api/{}", doc.uri);
-        Ok(Doc::ok(f, "takeout", doc)
+        // The webhook secret made for this takeout is shown here once; what an Idempotency-Key
+        // records (and replays) is the document without it.
+        let replayed = match &secret {
+            Some(_) => Some(crate::notify::without_secret(f, &takeout_doc(&uid, &t))?),
+            None => None,
+        };
+        doc.notify_secret = secret.map(|s| s.expose_str().into_owned());
+        let mut r = Doc::ok(f, "takeout", doc)
             .with_status(StatusCode::CREATED)
             .header(header::LOCATION, &location)
-            .into_response())
+            .into_response();
+        if let Some(body) = replayed {
+            r.extensions_mut().insert(body);
+        }
+        Ok(r)
     })
     .await
 }

@@ -227,6 +227,7 @@ fn aad(what: &str, uid: &str, field: &str) -> Vec<u8> {
 
 const ACCOUNT_FIELD: (&str, &str) = ("account", "secrets");
 const CERT_FIELD: (&str, &str) = ("account-cert", "content");
+const NOTIFY_FIELD: (&str, &str) = ("notify-secret", "secret");
 
 /// Seals `msg` as a value of `kind` bound to the row's `uid` (tests, tools; the operations here
 /// seal through it too).
@@ -822,6 +823,8 @@ impl Satchel {
 pub enum SealedKind {
     Account,
     Cert,
+    /// A user's takeout webhook signing secret (`crate::notify`).
+    NotifySecret,
 }
 
 impl SealedKind {
@@ -829,6 +832,7 @@ impl SealedKind {
         match self {
             SealedKind::Account => ACCOUNT_FIELD,
             SealedKind::Cert => CERT_FIELD,
+            SealedKind::NotifySecret => NOTIFY_FIELD,
         }
     }
 }
@@ -869,7 +873,11 @@ pub async fn rotate<S: crate::ports::AccountStore + ?Sized>(
         ));
     }
     let mut done = Rotation::default();
-    for kind in [SealedKind::Account, SealedKind::Cert] {
+    for kind in [
+        SealedKind::Account,
+        SealedKind::Cert,
+        SealedKind::NotifySecret,
+    ] {
         let field = kind.field();
         let mut after = 0;
         loop {

@@ -417,6 +417,9 @@ pub struct TakeoutSpec {
     pub format: TakeoutFormat,
     /// Sorted, each once.
     pub include: Vec<TakeoutPart>,
+    /// Where the final status is POSTed, signed (`crate::notify`); checked by `notify::check_url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_url: Option<String>,
 }
 
 /// How an import treats what it finds (hammr's `imported`, `force`, `reusebundles`, `usemajor`).
@@ -692,3 +695,5 @@ pub const JOB_APPLIANCE_EXPORT: &str = "appliance_export";
 pub const JOB_BUNDLE_IMPORT: &str = "bundle_import";
 pub const JOB_TEMPLATE_IMPORT: &str = "template_import";
 pub const JOB_TAKEOUT: &str = "takeout";
+/// Delivers a finished takeout's webhook (`crate::notify`); its subject is the takeout's ticket.
+pub const JOB_TAKEOUT_NOTIFY: &str = "takeout_notify";

@@ -425,8 +425,9 @@ impl Satchel {
     ) -> Result<Ticket> {
         let owner = self.target(who, uid).await?;
         self.require(who, ENT_SOFTWARE_UPLOAD)?;
+        crate::notify::check_spec(&spec, self.config.notify_allow_private)?;
         self.quota().check_ticket(owner.id).await?;
-        let mut include = spec.include;
+        let mut include = spec.include.clone();
         include.sort();
         include.dedup();
         if include.is_empty() {
@@ -441,10 +442,7 @@ impl Satchel {
                 kind: TicketKind::Takeout,
                 image: None,
                 import: None,
-                takeout: Some(TakeoutSpec {
-                    format: spec.format,
-                    include,
-                }),
+                takeout: Some(TakeoutSpec { include, ..spec }),
                 subject_id: owner.id,
                 subject_name: owner.login.clone(),
                 subject_version: String::new(),
