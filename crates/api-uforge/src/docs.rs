@@ -729,6 +729,20 @@ pub struct Takeout {
     pub download_uri: String,
     pub status: OpStatus,
     pub uri: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify_url: Option<String>,
+    /// The webhook signing secret, only in the `201` of the takeout that made it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify_secret: Option<String>,
+}
+
+/// `notifySecret`: a user's new takeout webhook signing secret (shown once).
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NotifySecret {
+    pub secret: String,
+    pub signature_header: String,
+    pub uri: String,
 }
 
 #[derive(Serialize, Default)]

@@ -172,6 +172,11 @@ async fn settle(claim: Claim, body_hash: &str, answer: R) -> R {
         }
     };
     parts.headers.remove(header::CONTENT_LENGTH);
+    // An answer showing a secret once names what to record in its place (`notify::RecordInstead`).
+    let record_body = match parts.extensions.remove::<crate::notify::RecordInstead>() {
+        Some(instead) => instead.0,
+        None => bytes.to_vec(),
+    };
     let recorded = Answer {
         status: parts.status.as_u16(),
         headers: parts
@@ -179,7 +184,7 @@ async fn settle(claim: Claim, body_hash: &str, answer: R) -> R {
             .iter()
             .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
             .collect(),
-        body: bytes.to_vec(),
+        body: record_body,
     };
     match claim.record(body_hash, &recorded).await {
         Ok(true) => {}

@@ -20,6 +20,7 @@ mod exports;
 mod extract;
 mod idempotency;
 mod imports;
+mod notify;
 mod render;
 mod takeouts;
 mod users;
@@ -55,6 +56,7 @@ fn routes() -> Table<AppState> {
         .merge(accounts::routes())
         .merge(imports::routes())
         .merge(takeouts::routes())
+        .merge(notify::routes())
         .merge(appliances::routes())
 }
 

@@ -55,6 +55,9 @@ struct TakeoutQuery {
     /// Better sent in the body (a query string may be logged by proxies; Satchel redacts it).
     passphrase: Option<String>,
     credentials: Option<String>,
+    /// Where the final status is POSTed, signed (`satchel_domain::notify`).
+    #[serde(rename = "notifyUrl")]
+    notify_url: Option<String>,
 }
 
 /// The optional request document (`takeout`, JSON or XML): the same settings as the query, which
@@ -66,6 +69,8 @@ struct TakeoutBody {
     include: Option<String>,
     passphrase: Option<String>,
     credentials: Option<String>,
+    #[serde(rename = "notifyUrl")]
+    notify_url: Option<String>,
 }
 
 /// Largest takeout request document.
@@ -124,6 +129,8 @@ fn takeout_doc(uid: &str, t: &Ticket) -> docs::Takeout {
         download_uri: format!("{uri}/downloads"),
         status: op_status(t, Some(format!("{uri}/status"))),
         uri,
+        notify_url: t.takeout.as_ref().and_then(|s| s.notify_url.clone()),
+        notify_secret: None,
     }
 }
 
@@ -158,20 +165,33 @@ async fn create(
         .or(b.passphrase)
         .filter(|p| !p.is_empty())
         .map(Secret::text);
+    let notify_url = q.notify_url.or(b.notify_url).filter(|u| !u.is_empty());
     let req = TakeoutRequest {
         format,
         include,
         passphrase,
         plaintext_credentials,
+        notify_url,
     };
     idem.once(&st, &who, async {
-        let t = st.satchel.create_takeout(&who, &uid, req).await?;
-        let doc = takeout_doc(&uid, &t);
+        let (t, secret) = st.satchel.create_takeout_notifying(&who, &uid, req).await?;
+        let mut doc = takeout_doc(&uid, &t);
         let location = format!("/api/{}", doc.uri);
-        Ok(Doc::ok(f, "takeout", doc)
+        // The webhook secret made for this takeout is shown here once; what an Idempotency-Key
+        // records (and replays) is the document without it.
+        let replayed = match &secret {
+            Some(_) => Some(crate::notify::without_secret(f, &takeout_doc(&uid, &t))?),
+            None => None,
+        };
+        doc.notify_secret = secret.map(|s| s.expose_str().into_owned());
+        let mut r = Doc::ok(f, "takeout", doc)
             .with_status(StatusCode::CREATED)
             .header(header::LOCATION, &location)
-            .into_response())
+            .into_response();
+        if let Some(body) = replayed {
+            r.extensions_mut().insert(body);
+        }
+        Ok(r)
     })
     .await
 }

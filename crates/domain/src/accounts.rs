@@ -228,6 +228,7 @@ fn aad(what: &str, uid: &str, field: &str) -> Vec<u8> {
 const ACCOUNT_FIELD: (&str, &str) = ("account", "secrets");
 const CERT_FIELD: (&str, &str) = ("account-cert", "content");
 const PASSPHRASE_FIELD: (&str, &str) = ("takeout", "passphrase");
+const NOTIFY_FIELD: (&str, &str) = ("notify-secret", "secret");
 
 /// Seals a takeout's passphrase for its ticket's parameters (bound to a fresh id, so it opens
 /// nowhere else).
@@ -953,6 +954,8 @@ impl Satchel {
 pub enum SealedKind {
     Account,
     Cert,
+    /// A user's takeout webhook signing secret (`crate::notify`).
+    NotifySecret,
 }
 
 impl SealedKind {
@@ -960,6 +963,7 @@ impl SealedKind {
         match self {
             SealedKind::Account => ACCOUNT_FIELD,
             SealedKind::Cert => CERT_FIELD,
+            SealedKind::NotifySecret => NOTIFY_FIELD,
         }
     }
 }
@@ -1000,7 +1004,11 @@ pub async fn rotate<S: crate::ports::AccountStore + ?Sized>(
         ));
     }
     let mut done = Rotation::default();
-    for kind in [SealedKind::Account, SealedKind::Cert] {
+    for kind in [
+        SealedKind::Account,
+        SealedKind::Cert,
+        SealedKind::NotifySecret,
+    ] {
         let field = kind.field();
         let mut after = 0;
         loop {

@@ -18,6 +18,7 @@ pub mod importer;
 pub mod limits;
 pub mod model;
 pub mod names;
+pub mod notify;
 pub mod ports;
 pub mod quota;
 pub mod service;

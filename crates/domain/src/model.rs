@@ -457,6 +457,9 @@ pub struct TakeoutSpec {
     /// The passphrase for `Credentials::Encrypted`, sealed; dropped once the job is over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passphrase: Option<SealedParam>,
+    /// Where the final status is POSTed, signed (`crate::notify`); checked by `notify::check_url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_url: Option<String>,
 }
 
 /// How an import treats what it finds (hammr's `imported`, `force`, `reusebundles`, `usemajor`).
@@ -732,3 +735,5 @@ pub const JOB_APPLIANCE_EXPORT: &str = "appliance_export";
 pub const JOB_BUNDLE_IMPORT: &str = "bundle_import";
 pub const JOB_TEMPLATE_IMPORT: &str = "template_import";
 pub const JOB_TAKEOUT: &str = "takeout";
+/// Delivers a finished takeout's webhook (`crate::notify`); its subject is the takeout's ticket.
+pub const JOB_TAKEOUT_NOTIFY: &str = "takeout_notify";

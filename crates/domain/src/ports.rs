@@ -20,6 +20,7 @@ pub trait Store:
     + AccountStore
     + BlobRefStore
     + ImportStore
+    + NotifyStore
     + Send
     + Sync
     + 'static
@@ -423,6 +424,49 @@ pub trait JobHandler: Send + Sync + 'static {
     async fn run(&self, job: &Job, cancel: CancellationToken) -> Result<()>;
     /// Called when a job has used all its attempts, so its ticket can end in `error`.
     async fn give_up(&self, job: &Job, error: &str) -> Result<()>;
+    /// How long a failed attempt of `job` waits before the next one; None: the pool's own
+    /// backoff. (Webhook deliveries keep their own schedule: `crate::notify::RetryPolicy`.)
+    fn retry_delay(&self, _job: &Job) -> Option<Duration> {
+        None
+    }
+}
+
+/// Takeout webhooks (`crate::notify`): each user's sealed signing secret, and one delivery record
+/// per ticket (queued by `Store::finish_ticket` / `cancel_ticket` in their transaction, with its
+/// job, when the ticket has a `notify_url`). A supertrait of `Store`, written once.
+#[async_trait]
+pub trait NotifyStore: Send + Sync + 'static {
+    /// Stores `sealed` as the owner's secret unless they have one; true if this call stored it.
+    async fn create_notify_secret(
+        &self,
+        owner: Id,
+        sealed: &crate::accounts::Sealed,
+    ) -> Result<bool>;
+    /// Stores `sealed` as the owner's secret, replacing theirs if any.
+    async fn replace_notify_secret(
+        &self,
+        owner: Id,
+        sealed: &crate::accounts::Sealed,
+    ) -> Result<()>;
+    async fn notify_secret(&self, owner: Id) -> Result<Option<crate::accounts::Sealed>>;
+    async fn delivery(&self, ticket: Id) -> Result<Option<crate::notify::Delivery>>;
+    /// Counts an attempt of a pending delivery (its first one's time is kept); the delivery as it
+    /// is afterwards, or None when it is not pending (delivered, failed, gone).
+    async fn begin_delivery_attempt(
+        &self,
+        ticket: Id,
+        now: Millis,
+    ) -> Result<Option<crate::notify::Delivery>>;
+    /// Records why the last attempt failed, while pending.
+    async fn delivery_error(&self, ticket: Id, error: &str) -> Result<()>;
+    /// pending -> `to` (delivered or failed), conditionally: false if it was not pending.
+    async fn end_delivery(
+        &self,
+        ticket: Id,
+        to: crate::notify::DeliveryState,
+        error: Option<&str>,
+        now: Millis,
+    ) -> Result<bool>;
 }
 
 /// Keys, images, the object namespace and async image exports (the CloudAPI side). A separate, narrow

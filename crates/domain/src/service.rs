@@ -38,7 +38,11 @@ pub struct Config {
     /// `serve` loads a persistent one.
     pub api_key_seal: crate::apikeys::SealKey,
     /// Seals cloud account secrets (`crate::accounts`); like `api_key_seal`, random by default.
+    /// Also seals the takeout webhooks' signing secrets (`crate::notify`).
     pub secrets_key: crate::apikeys::SealKey,
+    /// Takeout webhooks may go to loopback, private and link-local addresses (tests, closed
+    /// networks); refused by default (`crate::notify::check_url`).
+    pub notify_allow_private: bool,
 }
 
 impl Default for Config {
@@ -53,6 +57,7 @@ impl Default for Config {
             user_rate: Some(50),
             api_key_seal: crate::apikeys::SealKey::random(),
             secrets_key: crate::apikeys::SealKey::random(),
+            notify_allow_private: false,
         }
     }
 }

@@ -54,6 +54,8 @@ pub struct TakeoutRequest {
     pub passphrase: Option<Secret>,
     /// `credentials=plaintext`: the credentials in the clear, explicitly asked for.
     pub plaintext_credentials: bool,
+    /// Where the final status is POSTed, signed (`crate::notify`).
+    pub notify_url: Option<String>,
 }
 
 /// What a takeout would hold, before it starts.
@@ -544,6 +546,13 @@ impl Satchel {
     ) -> Result<Ticket> {
         let owner = self.target(who, uid).await?;
         self.require(who, ENT_SOFTWARE_UPLOAD)?;
+        let notify_url = match &req.notify_url {
+            Some(u) => Some(crate::notify::check_url(
+                u,
+                self.config.notify_allow_private,
+            )?),
+            None => None,
+        };
         let mut include = req.include;
         include.sort();
         include.dedup();
@@ -589,6 +598,7 @@ impl Satchel {
                     include,
                     credentials,
                     passphrase,
+                    notify_url,
                 }),
                 subject_id: owner.id,
                 subject_name: owner.login.clone(),

@@ -2,6 +2,7 @@
 //! task renews the lease, then remove the job, or give it back for a retry with backoff. A job whose
 //! attempts are used up is handed to `give_up` so its ticket ends in `error` instead of hanging.
 //! If the heartbeat finds the lease lost (another instance took over), the handler is cancelled.
+//! A handler may keep its own retry schedule (`JobHandler::retry_delay`).
 
 use satchel_domain::model::Job;
 use satchel_domain::ports::{JobHandler, Store};
@@ -43,6 +44,10 @@ impl Dispatch {
 impl JobHandler for Dispatch {
     async fn run(&self, job: &Job, cancel: CancellationToken) -> Result<()> {
         self.handler(job)?.run(job, cancel).await
+    }
+
+    fn retry_delay(&self, job: &Job) -> Option<Duration> {
+        self.handler(job).ok().and_then(|h| h.retry_delay(job))
     }
 
     async fn give_up(&self, job: &Job, error: &str) -> Result<()> {
@@ -247,8 +252,10 @@ impl Worker {
                     .await;
             }
             Err(e) => {
-                let delay =
-                    self.cfg.retry_backoff * 2u32.saturating_pow((job.attempts - 1).max(0) as u32);
+                // The handler's own schedule if it has one (webhooks), else the pool's.
+                let delay = self.handler.retry_delay(&job).unwrap_or_else(|| {
+                    self.cfg.retry_backoff * 2u32.saturating_pow((job.attempts - 1).max(0) as u32)
+                });
                 tracing::warn!(error = %e, ?delay, "job attempt failed; will retry");
                 let _ = self
                     .store

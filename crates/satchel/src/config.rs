@@ -209,6 +209,23 @@ pub struct ServeArgs {
     /// Testing aid: pause after each archive chunk (slows exports down deterministically).
     #[arg(long, env = "SATCHEL_EXPORT_THROTTLE", hide = true)]
     pub export_throttle: Option<String>,
+    /// Let takeout webhooks (`notifyUrl`) go to loopback, private and link-local addresses; by
+    /// default they are refused, at creation for an address and at delivery for what a name
+    /// resolves to, so a takeout cannot be used to reach the server's own network.
+    #[arg(long, env = "SATCHEL_NOTIFY_ALLOW_PRIVATE")]
+    pub notify_allow_private: bool,
+    /// How long one webhook delivery may take, connecting included [default: 10s].
+    #[arg(long, env = "SATCHEL_NOTIFY_TIMEOUT")]
+    pub notify_timeout: Option<String>,
+    /// Testing aid: the wait after a webhook's first failed attempt, doubled after each [default: 10s].
+    #[arg(long, env = "SATCHEL_NOTIFY_RETRY_BASE", hide = true)]
+    pub notify_retry_base: Option<String>,
+    /// Testing aid: the longest wait between two webhook attempts [default: 1h].
+    #[arg(long, env = "SATCHEL_NOTIFY_RETRY_CAP", hide = true)]
+    pub notify_retry_cap: Option<String>,
+    /// Testing aid: how long after its first attempt a webhook is given up [default: 24h].
+    #[arg(long, env = "SATCHEL_NOTIFY_RETRY_FOR", hide = true)]
+    pub notify_retry_for: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -241,6 +258,9 @@ pub struct Settings {
     pub apikey_seal_file: Option<PathBuf>,
     /// Where the cloud account secrets key comes from.
     pub secrets: SecretsKeyArgs,
+    pub notify_allow_private: bool,
+    pub notify_timeout: Duration,
+    pub notify_retry: satchel_domain::notify::RetryPolicy,
 }
 
 fn dur(what: &str, s: &str) -> anyhow::Result<Duration> {
@@ -403,6 +423,25 @@ impl ServeArgs {
                 .as_deref()
                 .map(|s| dur("export-throttle", s))
                 .transpose()?,
+            notify_allow_private: self.notify_allow_private,
+            notify_timeout: match dur(
+                "notify-timeout",
+                self.notify_timeout.as_deref().unwrap_or("10s"),
+            )? {
+                d if d.is_zero() => anyhow::bail!("notify-timeout must be more than 0"),
+                d => d,
+            },
+            notify_retry: {
+                let d = satchel_domain::notify::RetryPolicy::default();
+                let or = |flag: Option<String>, what: &str, def: Duration| {
+                    flag.map_or(Ok(def), |v| dur(what, &v))
+                };
+                satchel_domain::notify::RetryPolicy {
+                    base: or(self.notify_retry_base, "notify-retry-base", d.base)?,
+                    cap: or(self.notify_retry_cap, "notify-retry-cap", d.cap)?,
+                    window: or(self.notify_retry_for, "notify-retry-for", d.window)?,
+                }
+            },
         })
     }
 }

@@ -5,6 +5,7 @@ mod client;
 mod config;
 mod framing;
 mod http;
+mod notify;
 mod openapi;
 mod ops;
 mod redact;

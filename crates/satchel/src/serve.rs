@@ -203,6 +203,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         auth: s.auth.clone(),
         quota: s.quota.clone(),
         user_rate: s.user_rate,
+        notify_allow_private: s.notify_allow_private,
     };
     let runner = Arc::new(TicketRunner {
         store: store.clone(),
@@ -249,6 +250,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             satchel_domain::model::JOB_IMAGE_EXPORT,
             Arc::new(satchel_domain::cloud::service::ImageExportRunner {
                 cloud: cloud.clone(),
+            }),
+        )
+        .with(
+            satchel_domain::model::JOB_TAKEOUT_NOTIFY,
+            Arc::new(satchel_domain::notify::NotifyRunner {
+                store: store.clone(),
+                secrets: satchel.config.secrets_key.clone(),
+                transport: Arc::new(crate::notify::HttpTransport::new(
+                    s.notify_timeout,
+                    s.notify_allow_private,
+                )?),
+                policy: s.notify_retry,
             }),
         );
     let pool = WorkerPool::start_with_waker(

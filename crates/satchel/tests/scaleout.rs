@@ -30,6 +30,8 @@ mod http_details;
 mod idempotency;
 #[path = "imports.rs"]
 mod imports;
+#[path = "notify.rs"]
+mod notify;
 #[path = "operations.rs"]
 mod operations;
 #[path = "sdc.rs"]

@@ -282,6 +282,10 @@ macro_rules! impl_accounts {
                         "SELECT id, seal_uid, key_id, content_sealed AS sealed FROM account_certs
                          WHERE key_id <> $1 AND id > $2 ORDER BY id LIMIT $3"
                     }
+                    SealedKind::NotifySecret => {
+                        "SELECT id, seal_uid, key_id, secret_sealed AS sealed FROM notify_secrets
+                         WHERE key_id <> $1 AND id > $2 ORDER BY id LIMIT $3"
+                    }
                 };
                 fn row(r: &R) -> Result<(Id, Sealed)> {
                     Ok((
@@ -313,6 +317,10 @@ macro_rules! impl_accounts {
                     }
                     SealedKind::Cert => {
                         "UPDATE account_certs SET key_id = $3, content_sealed = $4
+                         WHERE id = $1 AND key_id = $2 AND seal_uid = $5"
+                    }
+                    SealedKind::NotifySecret => {
+                        "UPDATE notify_secrets SET key_id = $3, secret_sealed = $4
                          WHERE id = $1 AND key_id = $2 AND seal_uid = $5"
                     }
                 };

@@ -6,7 +6,7 @@
 //! Where things are: every SQL statement is written once, for both engines (`$N` placeholders, which
 //! sqlx's SQLite driver accepts too), in the module of its port: `store.rs` (`Store`: users, bundles,
 //! tickets, the job queue), `cloud.rs` (`CloudStore`), `templates.rs`, `appliances.rs`, `usage.rs`, `idempotency.rs`,
-//! `apikeys.rs`, `keys.rs`, `blobrefs.rs`; row mapping in `rows.rs`; ticket state moves, as the
+//! `apikeys.rs`, `keys.rs`, `blobrefs.rs`, `notify.rs`; row mapping in `rows.rs`; ticket state moves, as the
 //! domain defines them, in `tickets.rs`. `store::sql_store!` instantiates all of them for each
 //! engine's store type. What the engines do differently is the [`engine::Engine`] trait, implemented
 //! in `sqlite.rs` and `postgres.rs`, which also hold connecting and migrating.
@@ -20,6 +20,7 @@ mod engine;
 mod idempotency;
 mod imports;
 mod keys;
+mod notify;
 pub mod postgres;
 mod rows;
 pub mod sqlite;

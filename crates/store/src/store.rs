@@ -15,7 +15,7 @@
 //! serialises them as SQLite's single writer does.
 
 /// Every port (`Store`, `CloudStore`, `TemplateStore`, `UsageStore`, `StatsStore`,
-/// `IdempotencyStore`, `ApiKeyStore`, `AccountStore`, `OneTimeKeys`, `BlobRefStore`) for the engine's store type
+/// `IdempotencyStore`, `ApiKeyStore`, `AccountStore`, `OneTimeKeys`, `BlobRefStore`, `NotifyStore`) for the engine's store type
 /// `$store`, named in its module. Expands to a private module there, so the row mappers and helpers
 /// of the two engines never meet.
 macro_rules! sql_store {
@@ -76,6 +76,7 @@ macro_rules! sql_store {
             crate::apikeys::impl_apikeys!();
             crate::accounts::impl_accounts!();
             crate::keys::impl_keys!();
+            crate::notify::impl_notify!();
         }
     };
 }
@@ -797,7 +798,14 @@ macro_rules! impl_store {
                             .bind(id)
                     }
                 };
-                Ok(affected(&self.pool, to.bind(q)).await? > 0)
+                // The takeout webhook's delivery, if any, is queued with the move (or not at all).
+                let mut tx = self.pool.begin_with(S::BEGIN).await.map_err(db_err)?;
+                let moved = to.bind(q).execute(&mut *tx).await.map_err(db_err)?.rows_affected() > 0;
+                if moved {
+                    queue_delivery(&mut tx, id).await?;
+                }
+                tx.commit().await.map_err(db_err)?;
+                Ok(moved)
             }
 
             async fn tickets_to_expire(&self, now: Millis, limit: i64) -> Result<Vec<Ticket>> {
@@ -828,7 +836,12 @@ macro_rules! impl_store {
                     to.set, to.guard
                 );
                 let q = sqlx::query(&sql).bind(now_millis()).bind(id).bind(owner);
-                affected(&self.pool, to.bind(q)).await?;
+                // As `finish_ticket`: a cancelled takeout's webhook is queued with the move.
+                let mut tx = self.pool.begin_with(S::BEGIN).await.map_err(db_err)?;
+                if to.bind(q).execute(&mut *tx).await.map_err(db_err)?.rows_affected() > 0 {
+                    queue_delivery(&mut tx, id).await?;
+                }
+                tx.commit().await.map_err(db_err)?;
                 self.get_ticket(owner, id).await
             }
 

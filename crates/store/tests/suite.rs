@@ -136,6 +136,8 @@ suite!(
     appliances_are_scoped_and_hold_their_parts,
     appliance_with_parts_is_all_or_nothing,
     boot_script_bodies_are_referenced_counted_and_deleted_with_the_user,
+    a_takeout_webhook_is_queued_once_with_its_final_move,
+    notify_secrets_are_made_once_replaced_and_rotated,
     ],
     cloud: [
     keys_are_scoped_by_owner,
@@ -3851,5 +3853,147 @@ async fn boot_script_bodies_are_referenced_counted_and_deleted_with_the_user(
     let keys = s.delete_user("alice").await?.expect("alice existed");
     assert_eq!(keys, ["body"]);
     assert!(s.referenced_blobs(&["body".to_string()]).await?.is_empty());
+    Ok(())
+}
+
+async fn takeout_ticket(s: &Arc<dyn Store>, owner: &User, notify: Option<&str>) -> Result<Ticket> {
+    s.create_ticket(&NewTicket {
+        import: None,
+        takeout: Some(TakeoutSpec {
+            format: TakeoutFormat::Zip,
+            include: TakeoutPart::ALL.to_vec(),
+            credentials: Credentials::Omitted,
+            passphrase: None,
+            notify_url: notify.map(String::from),
+        }),
+        owner_id: owner.id,
+        kind: TicketKind::Takeout,
+        image: None,
+        subject_id: owner.id,
+        subject_name: owner.login.clone(),
+        subject_version: String::new(),
+        format: OutputFormat::Yaml,
+        max_attempts: 3,
+    })
+    .await
+}
+
+/// The delivery row and its job come with the move to a final state (complete, error, cancelled),
+/// in its transaction, once per ticket; a takeout without `notify_url` gets none.
+async fn a_takeout_webhook_is_queued_once_with_its_final_move(s: Arc<dyn Store>) -> Result<()> {
+    use satchel_domain::notify::DeliveryState;
+    let a = user(&s, "a").await?;
+    let url = "https://hooks.example.com/satchel?x=1";
+    let done = takeout_ticket(&s, &a, Some(url)).await?;
+    assert_eq!(
+        s.get_ticket_any(done.id)
+            .await?
+            .and_then(|t| t.takeout)
+            .and_then(|t| t.notify_url)
+            .as_deref(),
+        Some(url),
+        "stored with the ticket's parameters"
+    );
+    let quiet = takeout_ticket(&s, &a, None).await?;
+    let cancelled = takeout_ticket(&s, &a, Some(url)).await?;
+    // The three takeout jobs themselves.
+    for _ in 0..3 {
+        let j = s.claim_job("w", LONG).await?.expect("a takeout job");
+        assert_eq!(j.kind, JOB_TAKEOUT);
+        s.finish_job(j.id, "w").await?;
+    }
+    assert!(
+        s.delivery(done.id).await?.is_none(),
+        "nothing before the end"
+    );
+    assert!(
+        s.finish_ticket(done.id, &complete("k1", now_millis() + 1000))
+            .await?
+    );
+    assert!(s.finish_ticket(quiet.id, &failed("boom")).await?);
+    assert!(s.cancel_ticket(a.id, cancelled.id).await?.is_some());
+    // Moves that do not happen queue nothing more.
+    assert!(!s.finish_ticket(done.id, &failed("late")).await?);
+    s.cancel_ticket(a.id, done.id).await?;
+    assert!(s.delivery(quiet.id).await?.is_none());
+    let d = s.delivery(done.id).await?.expect("queued");
+    assert_eq!(
+        (d.url.as_str(), d.state, d.attempts),
+        (url, DeliveryState::Pending, 0)
+    );
+    assert_eq!(d.owner_id, a.id);
+    assert!(s.delivery(cancelled.id).await?.is_some());
+
+    let mut jobs = Vec::new();
+    while let Some(j) = s.claim_job("w", LONG).await? {
+        assert_eq!(j.kind, JOB_TAKEOUT_NOTIFY);
+        jobs.push(j.ticket_id().unwrap());
+    }
+    jobs.sort();
+    assert_eq!(jobs, [done.id, cancelled.id], "one job per delivery");
+
+    // Attempts count, the first one's time stays; delivered once, then never pending again.
+    let d1 = s
+        .begin_delivery_attempt(done.id, 1000)
+        .await?
+        .expect("pending");
+    let d2 = s
+        .begin_delivery_attempt(done.id, 2000)
+        .await?
+        .expect("pending");
+    assert_eq!((d1.attempts, d2.attempts), (1, 2));
+    assert_eq!(
+        (d1.first_attempt, d2.first_attempt),
+        (Some(1000), Some(1000))
+    );
+    s.delivery_error(done.id, "HTTP 500").await?;
+    assert!(
+        s.end_delivery(done.id, DeliveryState::Delivered, None, 3000)
+            .await?
+    );
+    assert!(
+        !s.end_delivery(done.id, DeliveryState::Failed, Some("x"), 4000)
+            .await?
+    );
+    assert!(s.begin_delivery_attempt(done.id, 5000).await?.is_none());
+    let d = s.delivery(done.id).await?.expect("kept");
+    assert_eq!(d.state, DeliveryState::Delivered);
+    assert_eq!(
+        (d.last_error.as_deref(), d.finished),
+        (Some("HTTP 500"), Some(3000))
+    );
+    // The delivery goes with its ticket.
+    s.delete_ticket(a.id, cancelled.id).await?;
+    assert!(s.delivery(cancelled.id).await?.is_none());
+    Ok(())
+}
+
+/// A user's signing secret: made once (a second maker learns it lost), replaced by a rotation,
+/// re-sealed by a key rotation like the account secrets.
+async fn notify_secrets_are_made_once_replaced_and_rotated(s: Arc<dyn Store>) -> Result<()> {
+    use satchel_domain::accounts::*;
+    use satchel_domain::apikeys::SealKey;
+    let (old, new) = (SealKey::random(), SealKey::random());
+    let a = user(&s, "a").await?;
+    let b = user(&s, "b").await?;
+    assert!(s.notify_secret(a.id).await?.is_none());
+    let first = seal_value(&old, SealedKind::NotifySecret, new_uid(), b"whsec_1")?;
+    let second = seal_value(&old, SealedKind::NotifySecret, new_uid(), b"whsec_2")?;
+    assert!(s.create_notify_secret(a.id, &first).await?);
+    assert!(!s.create_notify_secret(a.id, &second).await?, "made once");
+    assert_eq!(s.notify_secret(a.id).await?, Some(first.clone()));
+    s.replace_notify_secret(a.id, &second).await?;
+    assert_eq!(s.notify_secret(a.id).await?, Some(second.clone()));
+    s.replace_notify_secret(b.id, &first).await?;
+    let done = rotate(s.as_ref(), &old, &new).await?;
+    assert_eq!(done.resealed, 2);
+    let now = s.notify_secret(a.id).await?.expect("kept");
+    assert_eq!(now.key_id, new.key_id());
+    assert_eq!(
+        open_value(&new, SealedKind::NotifySecret, &now)?.expose(),
+        b"whsec_2"
+    );
+    assert!(open_value(&old, SealedKind::NotifySecret, &now).is_err());
+    assert_eq!(rotate(s.as_ref(), &old, &new).await?.resealed, 0);
     Ok(())
 }
