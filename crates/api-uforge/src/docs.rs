@@ -752,6 +752,15 @@ pub struct TakeoutEstimate {
     pub items: i64,
     pub bytes: i64,
 }
+
+/// `downloadId`: a one-time download id for a ticket's archive, and the URI that spends it.
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DownloadId {
+    pub download_id: String,
+    pub uri: String,
+}
+
 // ------------------------------------------------------------------ cloud accounts
 
 /// `targetPlatform` as an account shows it: its name and platform type.

@@ -280,7 +280,10 @@ async fn a_crowd_of_wrong_passwords_is_bounded_and_a_cached_user_keeps_working()
             other => panic!("unexpected {other}: {}", r.text()),
         }
     }
-    assert!(throttled_now, "64 wrong passwords in a row were never throttled");
+    assert!(
+        throttled_now,
+        "64 wrong passwords in a row were never throttled"
+    );
     let fresh_alice = s.client("alice");
     let r = fresh_alice.get("/users/alice").await;
     r.assert_uforge_error(429);
