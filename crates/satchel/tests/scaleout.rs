@@ -36,3 +36,5 @@ mod operations;
 mod sdc;
 #[path = "takeouts.rs"]
 mod takeouts;
+#[path = "web.rs"]
+mod web;
