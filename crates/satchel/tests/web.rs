@@ -199,7 +199,16 @@ async fn the_page_logs_in_lists_and_takes_everything_out_in_chromium() {
         );
     }
 
-    // The page deleted it.
+    // The bundle export the page started and downloaded is alpha's archive.
+    let export = std::fs::read(report["export"].as_str().unwrap()).unwrap();
+    let files = untar(&export);
+    assert!(
+        files.keys().any(|k| k.ends_with("alpha/1.0/run.sh")),
+        "{:?}",
+        files.keys().collect::<Vec<_>>()
+    );
+
+    // The page deleted the takeout.
     let r = s.client("alice").get("/users/alice/takeouts").await;
     assert_eq!(r.field("total").as_deref(), Some("0"), "{}", r.text());
 }

@@ -4,7 +4,7 @@
 // Environment: PW_MODULES (node_modules holding playwright-core), BASE (http://127.0.0.1:PORT),
 // LOGIN, PASSWORD, BUNDLES (comma-separated "name version" the page must list), OUT (artifacts
 // directory: screenshots, the downloaded takeout), PROFILE (a fresh user-data dir).
-// Prints one JSON line: {"download": path, "checks": [...]}; exits non-zero on any failure.
+// Prints one JSON line: {"download": path, "export": path, "checks": [...]}; exits non-zero on any failure.
 import { createRequire } from 'node:module';
 import path from 'node:path';
 
@@ -106,6 +106,19 @@ try {
   await page.locator('#status', { hasText: `${name} was deleted.` }).waitFor();
   check(await page.locator('#takeouts > li', { hasText: name }).count() === 0, 'the deleted takeout is gone from the list');
 
+  // A bundle export from its Export button: it appears under Exports, completes, downloads.
+  await page.getByRole('button', { name: 'Export bundle alpha 1.0' }).click();
+  const exp = page.locator('#exports > li', { hasText: 'alpha 1.0' }).first();
+  await exp.locator('.pct', { hasText: '100 %' }).waitFor({ timeout: 60000 });
+  const expName = await exp.locator('.name').textContent();
+  const [expDownload] = await Promise.all([
+    page.waitForEvent('download'),
+    page.getByRole('button', { name: `Download ${expName}` }).click(),
+  ]);
+  check(expDownload.suggestedFilename().endsWith('.tar.gz'), `the export is a .tar.gz (${expDownload.suggestedFilename()})`);
+  const exportFile = path.join(out, 'export.tar.gz');
+  await expDownload.saveAs(exportFile);
+
   // Visible focus: a focused button has an outline.
   await page.getByRole('button', { name: 'Start takeout' }).focus();
   await page.keyboard.press('Shift+Tab');
@@ -120,7 +133,7 @@ try {
   await page.screenshot({ path: path.join(out, 'phone-375.png'), fullPage: true });
 
   check(problems.length === 0, `no script errors or CSP violations (${problems.join('; ')})`);
-  console.log(JSON.stringify({ download: file, checks }));
+  console.log(JSON.stringify({ download: file, export: exportFile, checks }));
 } finally {
   await context.close();
 }
