@@ -159,6 +159,14 @@ mod tests {
     }
 
     #[test]
+    fn paths_of_the_faces_and_the_page_are_not_logins() {
+        for login in ["api", "my", "ui"] {
+            assert!(validate_login(login).is_err(), "{login}");
+        }
+        assert!(validate_login("uix").is_ok());
+    }
+
+    #[test]
     fn segments() {
         assert_eq!(path_segment("my app"), "my app");
         assert_eq!(path_segment("../x"), "..x");
