@@ -2,25 +2,23 @@
 //! `downloadId`), under `/api/users/{uid}/mysoftware/{msid}/templates`.
 
 use crate::docs;
-use crate::download::{plan, serve_planned};
-use crate::extract::{
-    principal, write_doc, Auth, BundlePath, Fmt, ImageFilePath, ImagePath, TemplatePath,
-};
+use crate::download::{serve_archive, DownloadQuery};
+use crate::extract::{write_doc, Auth, BundlePath, Fmt, ImageFilePath, ImagePath, TemplatePath};
 use crate::idempotency::Idem;
 use crate::render::{
-    archive_download, docker_format, image_doc, image_status_doc, status_reply, template_doc,
-    template_uri,
+    docker_format, image_doc, image_status_doc, status_reply, template_doc, template_uri,
 };
 use crate::wire::{ApiError, Doc};
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use satchel_api_doc::Table;
 use satchel_domain::container::{ImageRequest, FORMAT_DOCKER};
+use satchel_domain::download_ids::ArchiveTicket;
 use satchel_domain::model::*;
-use serde::Deserialize;
 
 type R = Result<Response, ApiError>;
 
@@ -330,30 +328,20 @@ async fn cancel_image(State(st): State<AppState>, Auth(who): Auth, Fmt(f): Fmt, 
     Ok(Doc::ok(f, "status", doc).into_response())
 }
 
-#[derive(Deserialize)]
-struct DownloadQuery {
-    #[serde(rename = "downloadId")]
-    download_id: Option<String>,
-}
-
 async fn download(
     State(st): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
     Query(q): Query<DownloadQuery>,
     p: ImagePath,
+    parts: Parts,
 ) -> R {
-    serve_image(st, method, uri, headers, p, None, q).await
+    serve_image(&st, parts, q, p, None).await
 }
 
 async fn download_named(
     State(st): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
     Query(q): Query<DownloadQuery>,
     p: ImageFilePath,
+    parts: Parts,
 ) -> R {
     let ImageFilePath {
         uid,
@@ -368,65 +356,20 @@ async fn download_named(
         tid,
         itid,
     };
-    serve_image(st, method, uri, headers, p, Some(file), q).await
+    serve_image(&st, parts, q, p, Some(&file)).await
 }
 
-/// With `downloadId`, the id alone authorises (Basic credentials, which clients send anyway, are
-/// ignored); without it, the owner's credentials do.
 async fn serve_image(
-    st: AppState,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    p: ImagePath,
-    file: Option<String>,
+    st: &AppState,
+    parts: Parts,
     q: DownloadQuery,
+    p: ImagePath,
+    file: Option<&str>,
 ) -> R {
-    let ids = (p.msid, p.tid, p.itid);
-    let key = q
-        .download_id
-        .as_deref()
-        .map(str::trim)
-        .filter(|k| !k.is_empty());
-    let download = |i: &Ticket, a: &ArchiveRef| archive_download(i, a, "application/x-tar");
-    let (d, answer) = match key {
-        Some(_) if method == Method::HEAD => {
-            return Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "HEAD with a downloadId is refused: the id is spent by the first GET",
-            ))
-        }
-        Some(key) => {
-            let k = st
-                .satchel
-                .image_archive_by_key(&p.uid, ids, file.as_deref(), key)
-                .await?;
-            let answer = plan(&headers, &download(&k.image, &k.archive));
-            // The id is spent only by an answer that sends bytes: a 416 or a 304 keeps it.
-            let (i, a) = if answer.sends_bytes() {
-                st.satchel.spend_download_key(k).await?
-            } else {
-                (k.image, k.archive)
-            };
-            (download(&i, &a), answer)
-        }
-        None => {
-            let who = principal(&st, &uri, &headers, None).await?;
-            let (i, a) = st
-                .satchel
-                .image_archive(&who, &p.uid, ids, file.as_deref())
-                .await?;
-            let d = download(&i, &a);
-            let answer = plan(&headers, &d);
-            (d, answer)
-        }
+    let route = ArchiveTicket::Image {
+        msid: p.msid,
+        tid: p.tid,
+        itid: p.itid,
     };
-    let mut r = serve_planned(&st.satchel.blobs, answer, d).await?;
-    if key.is_some() {
-        r.headers_mut().insert(
-            header::CACHE_CONTROL,
-            header::HeaderValue::from_static("no-store"),
-        );
-    }
-    Ok(r)
+    serve_archive(st, parts, q, (&p.uid, route), file, |_| "application/x-tar").await
 }

@@ -766,6 +766,15 @@ pub struct TakeoutEstimate {
     pub items: i64,
     pub bytes: i64,
 }
+
+/// `downloadId`: a one-time download id for a ticket's archive, and the URI that spends it.
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DownloadId {
+    pub download_id: String,
+    pub uri: String,
+}
+
 // ------------------------------------------------------------------ cloud accounts
 
 /// `targetPlatform` in the user's list: UForgeObject's `dbId`, then TargetPlatform's fields in

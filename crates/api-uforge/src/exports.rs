@@ -2,20 +2,22 @@
 //! the user's exports across bundles.
 
 use crate::docs;
-use crate::download::serve_blob;
+use crate::download::{mint, serve_archive, DownloadQuery};
 use crate::extract::{ApplianceExportPath, AppliancePath, Auth, BundlePath, ExportPath, Fmt};
 use crate::idempotency::Idem;
 use crate::render::{
-    appliance_export_doc, archive_download, cancel_reply, export_doc, export_uri, op_status,
-    status_reply, ticket_status_doc,
+    appliance_export_doc, cancel_reply, export_doc, export_uri, op_status, status_reply,
+    ticket_status_doc,
 };
 use crate::wire::{ApiError, Doc, Format};
 use crate::AppState;
 use axum::extract::{Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use satchel_api_doc::Table;
-use satchel_domain::model::{OutputFormat, Principal};
+use satchel_domain::download_ids::ArchiveTicket;
+use satchel_domain::model::{ArchiveRef, OutputFormat, Principal};
 use serde::Deserialize;
 
 type R = Result<Response, ApiError>;
@@ -40,8 +42,13 @@ pub fn routes(ms: &str) -> Table<AppState> {
         )
         .get(
             &format!("{e}/downloads"),
-            "Download an export's archive (Range)",
+            "Download an export's archive (Range; owner, or a one-time downloadId)",
             download_export,
+        )
+        .post(
+            &format!("{e}/downloadids"),
+            "A one-time downloadId for an export's archive",
+            export_download_id,
         )
         .get(
             "/api/users/{uid}/exports",
@@ -79,8 +86,13 @@ pub fn appliance_routes() -> Table<AppState> {
         )
         .get(
             &format!("{e}/downloads"),
-            "Download an appliance export's archive (Range)",
+            "Download an appliance export's archive (Range; owner, or a one-time downloadId)",
             download_appliance_export,
+        )
+        .post(
+            &format!("{e}/downloadids"),
+            "A one-time downloadId for an appliance export's archive",
+            appliance_export_download_id,
         )
 }
 
@@ -161,16 +173,34 @@ async fn cancel_export(
 
 async fn download_export(
     State(st): State<AppState>,
+    Query(q): Query<DownloadQuery>,
+    p: ExportPath,
+    parts: Parts,
+) -> R {
+    let route = ArchiveTicket::BundleExport {
+        msid: p.msid,
+        eid: p.eid,
+    };
+    serve_archive(&st, parts, q, (&p.uid, route), None, gzip).await
+}
+
+fn gzip(_: &ArchiveRef) -> &'static str {
+    "application/x-gzip"
+}
+
+/// A one-time download id for the export's archive (for a plain link, which carries no credentials).
+async fn export_download_id(
+    State(st): State<AppState>,
     Auth(who): Auth,
-    headers: HeaderMap,
+    Fmt(f): Fmt,
     p: ExportPath,
 ) -> R {
-    let (t, a) = st
-        .satchel
-        .export_archive(&who, &p.uid, p.msid, p.eid)
-        .await?;
-    let d = archive_download(&t, &a, "application/x-gzip");
-    serve_blob(&st.satchel.blobs, &headers, d).await
+    let route = ArchiveTicket::BundleExport {
+        msid: p.msid,
+        eid: p.eid,
+    };
+    let t = st.satchel.export(&who, &p.uid, p.msid, p.eid).await?;
+    mint(&st, &who, f, (&p.uid, route), export_uri(&p.uid, &t)).await
 }
 
 async fn delete_export(State(st): State<AppState>, Auth(who): Auth, p: ExportPath) -> R {
@@ -297,16 +327,33 @@ async fn cancel_appliance_export(
 
 async fn download_appliance_export(
     State(st): State<AppState>,
+    Query(q): Query<DownloadQuery>,
+    p: ApplianceExportPath,
+    parts: Parts,
+) -> R {
+    let route = ArchiveTicket::ApplianceExport {
+        aid: p.aid,
+        eid: p.eid,
+    };
+    serve_archive(&st, parts, q, (&p.uid, route), None, gzip).await
+}
+
+/// A one-time download id for the appliance export's archive.
+async fn appliance_export_download_id(
+    State(st): State<AppState>,
     Auth(who): Auth,
-    headers: HeaderMap,
+    Fmt(f): Fmt,
     p: ApplianceExportPath,
 ) -> R {
-    let (t, a) = st
+    let route = ArchiveTicket::ApplianceExport {
+        aid: p.aid,
+        eid: p.eid,
+    };
+    let t = st
         .satchel
-        .appliance_export_archive(&who, &p.uid, p.aid, p.eid)
+        .appliance_export(&who, &p.uid, p.aid, p.eid)
         .await?;
-    let d = archive_download(&t, &a, "application/x-gzip");
-    serve_blob(&st.satchel.blobs, &headers, d).await
+    mint(&st, &who, f, (&p.uid, route), export_uri(&p.uid, &t)).await
 }
 
 async fn delete_appliance_export(

@@ -1,17 +1,19 @@
 //! Takeouts (`/users/{uid}/takeouts`): everything a user owns in one zip or tar.gz, one ticket on the
 //! export machinery: create, estimate, status (ETag, 304), cancel, download (Range), delete.
 
-use crate::download::serve_blob;
+use crate::download::{mint, serve_archive, DownloadQuery};
 use crate::extract::{Auth, Fmt, TakeoutPath};
 use crate::idempotency::Idem;
-use crate::render::{archive_download, cancel_reply, op_status, status_reply, ticket_status_doc};
+use crate::render::{cancel_reply, op_status, status_reply, ticket_status_doc};
 use crate::wire::{parse_body, ApiError, Doc};
 use crate::{docs, AppState};
 use axum::extract::{Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use satchel_api_doc::Table;
 use satchel_domain::accounts::Secret;
+use satchel_domain::download_ids::ArchiveTicket;
 use satchel_domain::model::{TakeoutFormat, TakeoutPart, Ticket};
 use satchel_domain::takeout::TakeoutRequest;
 use serde::Deserialize;
@@ -43,8 +45,13 @@ pub fn routes() -> Table<AppState> {
         .delete(&format!("{one}/status"), "Cancel a takeout", cancel)
         .get(
             &format!("{one}/downloads"),
-            "Download a takeout's archive (Range)",
+            "Download a takeout's archive (Range; owner, or a one-time downloadId)",
             download,
+        )
+        .post(
+            &format!("{one}/downloadids"),
+            "A one-time downloadId for a takeout's archive",
+            download_id,
         )
 }
 
@@ -252,18 +259,31 @@ async fn cancel(State(st): State<AppState>, Auth(who): Auth, Fmt(f): Fmt, p: Tak
 
 async fn download(
     State(st): State<AppState>,
+    Query(q): Query<DownloadQuery>,
+    p: TakeoutPath,
+    parts: Parts,
+) -> R {
+    let route = ArchiveTicket::Takeout { tid: p.tid };
+    serve_archive(&st, parts, q, (&p.uid, route), None, |a| {
+        if a.file_name.ends_with(".zip") {
+            "application/zip"
+        } else {
+            "application/x-gzip"
+        }
+    })
+    .await
+}
+
+/// A one-time download id for the takeout's archive (for a plain link, which carries no credentials).
+async fn download_id(
+    State(st): State<AppState>,
     Auth(who): Auth,
-    headers: HeaderMap,
+    Fmt(f): Fmt,
     p: TakeoutPath,
 ) -> R {
-    let (t, a) = st.satchel.takeout_archive(&who, &p.uid, p.tid).await?;
-    let kind = if a.file_name.ends_with(".zip") {
-        "application/zip"
-    } else {
-        "application/x-gzip"
-    };
-    let d = archive_download(&t, &a, kind);
-    serve_blob(&st.satchel.blobs, &headers, d).await
+    let route = ArchiveTicket::Takeout { tid: p.tid };
+    let t = st.satchel.takeout(&who, &p.uid, p.tid).await?;
+    mint(&st, &who, f, (&p.uid, route), uri(&p.uid, &t)).await
 }
 
 async fn delete(State(st): State<AppState>, Auth(who): Auth, p: TakeoutPath) -> R {

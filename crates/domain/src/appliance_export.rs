@@ -277,18 +277,6 @@ impl Satchel {
         .await
     }
 
-    pub async fn appliance_export_archive(
-        &self,
-        who: &Principal,
-        uid: &str,
-        aid: Id,
-        eid: Id,
-    ) -> Result<(Ticket, ArchiveRef)> {
-        let t = self.appliance_export(who, uid, aid, eid).await?;
-        let a = Self::ready_archive(&t)?;
-        Ok((t, a))
-    }
-
     pub async fn cancel_appliance_export(
         &self,
         who: &Principal,

@@ -1,23 +1,19 @@
-//! Container templates and the images generated from them, with their one-time download ids.
+//! Container templates and the images generated from them (their one-time download ids are
+//! `crate::download_ids`').
 //!
 //! A template packages one bundle as a container image. Generating one creates a ticket of kind
 //! `ContainerImage`, so images share the export tickets' lifecycle, job queue and downloads. The
 //! image is an OCI image layout archive (see `satchel_archive::oci`): one gzip layer holding the
 //! bundle's files under `opt/<bundle>/` (license under `usr/share/licenses/<bundle>/`), built by
 //! streaming and deterministic for the same bundle content.
-//!
-//! One-time download ids: 256 random bits, shown once (hex), stored only as their sha256, bound
-//! to one image, expiring after `Config::download_key_ttl`, consumed by one conditional UPDATE.
 
 use crate::export::{plan, BlobSink, Failure, TicketRunner};
 use crate::model::*;
 use crate::names::path_segment;
-use crate::ports::KeyUse;
 use crate::service::Satchel;
 use crate::{DomainError, Result};
 use satchel_archive::oci::{documents, write_layout, ImageInfo, LayerWriter};
 use satchel_archive::TarGzWriter;
-use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 /// The only image format generated: an OCI image layout, which docker, podman and skopeo read.
@@ -43,15 +39,6 @@ fn layer_key(owner: Id, ticket: Id) -> String {
 pub(crate) fn image_blobs(t: &Ticket) -> [String; 3] {
     let k = image_key(t.owner_id, t.id);
     [format!("{k}.gz"), k, layer_key(t.owner_id, t.id)]
-}
-
-/// The resource a download key is bound to.
-fn key_resource(image: Id) -> String {
-    format!("container-image:{image}")
-}
-
-fn hash_key(key: &str) -> String {
-    hex::encode(Sha256::digest(key.trim().as_bytes()))
 }
 
 /// OCI reference names are lowercase `[a-z0-9._-]`; anything else becomes `-`.
@@ -290,7 +277,7 @@ impl Satchel {
     }
 
     /// The archive of an image if it may be downloaded ([`Ticket::downloadable_archive`]), else why not.
-    fn downloadable(i: &Ticket) -> Result<ArchiveRef> {
+    pub(crate) fn downloadable(i: &Ticket) -> Result<ArchiveRef> {
         let itid = i.id;
         if let Some(a) = i.downloadable_archive() {
             return Ok(a.clone());
@@ -314,138 +301,6 @@ impl Satchel {
                 i.percentage
             ))),
         }
-    }
-
-    /// The archive to serve for a download naming `file_name` (or none): 404 for another name.
-    fn download_of(i: &Ticket, file_name: Option<&str>) -> Result<ArchiveRef> {
-        let a = Self::downloadable(i)?;
-        match file_name {
-            Some(n) if !crate::names::same_name(n, &a.file_name) => Err(DomainError::not_found(
-                format!("file {n:?} of image {}", i.id),
-            )),
-            _ => Ok(a),
-        }
-    }
-
-    /// The owner's (or an admin's) authenticated download.
-    pub async fn image_archive(
-        &self,
-        who: &Principal,
-        uid: &str,
-        (msid, tid, itid): (Id, Id, Id),
-        file_name: Option<&str>,
-    ) -> Result<(Ticket, ArchiveRef)> {
-        let i = self.image(who, uid, msid, tid, itid).await?;
-        let a = Self::download_of(&i, file_name)?;
-        Ok((i, a))
-    }
-
-    /// A fresh one-time download id for a downloadable image (None when it is not downloadable).
-    /// Each call mints a new id: only hashes are stored, so an id can be shown only once.
-    pub async fn new_download_key(&self, i: &Ticket) -> Result<Option<String>> {
-        if i.downloadable_archive().is_none() {
-            return Ok(None);
-        }
-        let key = hex::encode(rand::random::<[u8; 32]>());
-        let ttl = self
-            .config
-            .download_key_ttl
-            .as_millis()
-            .min(i64::MAX as u128) as i64;
-        self.keys
-            .issue_key(
-                &hash_key(&key),
-                i.owner_id,
-                &key_resource(i.id),
-                now_millis().saturating_add(ttl),
-            )
-            .await?;
-        Ok(Some(key))
-    }
-
-    /// The anonymous download: the id is the credential. The path must name the image the id was
-    /// issued for. The id is checked here but not spent: the caller spends it with
-    /// [`Satchel::spend_download_key`] once it knows bytes will be sent, so an answer that sends
-    /// none (416, 304) never burns it.
-    pub async fn image_archive_by_key(
-        &self,
-        uid: &str,
-        (msid, tid, itid): (Id, Id, Id),
-        file_name: Option<&str>,
-        key: &str,
-    ) -> Result<KeyedDownload> {
-        let owner = self
-            .store
-            .user_by_login(uid)
-            .await?
-            .ok_or_else(unknown_key)?
-            .user;
-        let i = self
-            .store
-            .get_ticket(owner.id, itid)
-            .await?
-            .filter(|i| i.subject_id == msid && i.template_id() == Some(tid))
-            .ok_or_else(unknown_key)?;
-        let a = Self::download_of(&i, file_name)?;
-        let key_hash = hash_key(key);
-        let found = self
-            .keys
-            .check_key(&key_hash, &key_resource(i.id), now_millis())
-            .await?;
-        key_verdict(found, owner.id)?;
-        Ok(KeyedDownload {
-            image: i,
-            archive: a,
-            key_hash,
-            owner_id: owner.id,
-        })
-    }
-
-    /// Spends a checked id: exactly one request ever gets past this (whoever wins a race); the
-    /// others hear that it was used.
-    pub async fn spend_download_key(&self, d: KeyedDownload) -> Result<(Ticket, ArchiveRef)> {
-        let used = self
-            .keys
-            .consume_key(&d.key_hash, &key_resource(d.image.id), now_millis())
-            .await?;
-        key_verdict(used, d.owner_id)?;
-        Ok((d.image, d.archive))
-    }
-
-    /// Housekeeping: drops download ids expired for a day (kept that long so a late use still
-    /// hears "expired" rather than "unknown").
-    pub async fn purge_download_keys(&self) -> Result<u64> {
-        self.keys
-            .purge_keys(now_millis().saturating_sub(24 * 3600 * 1000))
-            .await
-    }
-}
-
-/// An anonymous download whose id checked out, not spent yet.
-#[derive(Debug)]
-pub struct KeyedDownload {
-    pub image: Ticket,
-    pub archive: ArchiveRef,
-    key_hash: String,
-    owner_id: Id,
-}
-
-fn unknown_key() -> DomainError {
-    DomainError::Forbidden("unknown downloadId for this image".into())
-}
-
-/// What a check or a use of a download id means for the request.
-fn key_verdict(found: KeyUse, owner: Id) -> Result<()> {
-    match found {
-        KeyUse::Consumed { owner_id } | KeyUse::Usable { owner_id } if owner_id == owner => Ok(()),
-        KeyUse::Consumed { .. } | KeyUse::Usable { .. } | KeyUse::Unknown => Err(unknown_key()),
-        KeyUse::AlreadyUsed => Err(DomainError::Gone(
-            "this downloadId was already used (each id works once); get the image again for a new one"
-                .into(),
-        )),
-        KeyUse::Expired => Err(DomainError::Gone(
-            "this downloadId has expired; get the image again for a new one".into(),
-        )),
     }
 }
 

@@ -66,7 +66,7 @@ pub fn validate_file_name(name: &str) -> Result<&str> {
 }
 
 /// A login: what `satchel admin user add` accepts.
-pub const RESERVED_LOGINS: &[&str] = &["api", "my"];
+pub const RESERVED_LOGINS: &[&str] = &["api", "my", "ui"];
 
 pub fn validate_login(login: &str) -> Result<&str> {
     let ok = !login.is_empty()
@@ -75,7 +75,8 @@ pub fn validate_login(login: &str) -> Result<&str> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
         && !login.starts_with('.');
-    // `api` is the UForge face's root and `my` CloudAPI's alias for the caller: neither can be a login.
+    // `api` is the UForge face's root, `my` CloudAPI's alias for the caller and `ui` the page's
+    // assets: none can be a login.
     if RESERVED_LOGINS.contains(&login) {
         return Err(DomainError::Invalid(format!(
             "{login:?} is reserved and cannot be a login"
@@ -155,6 +156,14 @@ mod tests {
         assert!(validate_file_name("a\\b").is_err());
         assert!(validate_file_name("").is_err());
         assert!(validate_file_name("a\nb").is_err());
+    }
+
+    #[test]
+    fn paths_of_the_faces_and_the_page_are_not_logins() {
+        for login in ["api", "my", "ui"] {
+            assert!(validate_login(login).is_err(), "{login}");
+        }
+        assert!(validate_login("uix").is_ok());
     }
 
     #[test]

@@ -750,19 +750,6 @@ impl Satchel {
         Ok(ts)
     }
 
-    /// The archive to stream, or why there is none yet.
-    pub async fn export_archive(
-        &self,
-        who: &Principal,
-        uid: &str,
-        msid: Id,
-        eid: Id,
-    ) -> Result<(Ticket, ArchiveRef)> {
-        let t = self.export(who, uid, msid, eid).await?;
-        let a = Self::ready_archive(&t)?;
-        Ok((t, a))
-    }
-
     /// An export's archive if it may be downloaded, else why not (the rule for every export kind).
     pub(crate) fn ready_archive(t: &Ticket) -> Result<ArchiveRef> {
         let eid = t.id;

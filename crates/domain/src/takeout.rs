@@ -621,17 +621,6 @@ impl Satchel {
         self.tickets_of(who, uid, TicketKind::Takeout).await
     }
 
-    pub async fn takeout_archive(
-        &self,
-        who: &Principal,
-        uid: &str,
-        id: Id,
-    ) -> Result<(Ticket, ArchiveRef)> {
-        let t = self.takeout(who, uid, id).await?;
-        let a = Self::ready_archive(&t)?;
-        Ok((t, a))
-    }
-
     pub async fn cancel_takeout(&self, who: &Principal, uid: &str, id: Id) -> Result<Cancelled> {
         let t = self.takeout(who, uid, id).await?;
         self.cancel_resolved(who, t).await

@@ -378,7 +378,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     })
     .route_layer(track("cloudapi"));
     // Two faces on one port: `/api/...` is UForge's, everything else CloudAPI's (`/{login}/...`),
-    // but for the operators' three paths (which are therefore not valid logins).
+    // but for the operators' three paths and the self-service page (`/`, `/ui/...`), which are
+    // therefore not valid logins.
     // Each face keeps its own fallback, so an unknown path answers in the right error format.
     let ops = (satchel.clone(), metrics.clone(), blobs.clone());
     let openapi = Arc::new(crate::openapi::document());
@@ -390,7 +391,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let refused = crate::framing::refusal(&req, max_upload)
                 .map(|(status, message)| crate::framing::refuse(&req, status, &message));
             let path = req.uri().path();
-            let face = if path == "/api/openapi.json" {
+            let page = satchel_web::owns(path)
+                .then(|| satchel_web::serve(req.method(), path, req.headers()));
+            let face = if path == "/api/openapi.json" || page.is_some() {
                 None
             } else if path == "/api" || path.starts_with("/api/") {
                 Some(uforge.clone())
@@ -403,6 +406,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let openapi = openapi.clone();
             async move {
                 if let Some(r) = refused {
+                    return r;
+                }
+                if let Some(r) = page {
                     return r;
                 }
                 match face {

@@ -38,3 +38,5 @@ mod operations;
 mod sdc;
 #[path = "takeouts.rs"]
 mod takeouts;
+#[path = "web.rs"]
+mod web;
