@@ -65,8 +65,9 @@ pub fn validate_file_name(name: &str) -> Result<&str> {
     Ok(name)
 }
 
-/// A login: what `satchel admin user add` accepts.
-pub const RESERVED_LOGINS: &[&str] = &["api", "my", "ui"];
+/// Paths the server answers itself at its root (the UForge face, CloudAPI's `my`, the page, the
+/// operators' endpoints): a user of one of these names could not reach their CloudAPI paths.
+pub const RESERVED_LOGINS: &[&str] = &["api", "my", "ui", "healthz", "readyz", "metrics"];
 
 pub fn validate_login(login: &str) -> Result<&str> {
     let ok = !login.is_empty()
@@ -160,7 +161,7 @@ mod tests {
 
     #[test]
     fn paths_of_the_faces_and_the_page_are_not_logins() {
-        for login in ["api", "my", "ui"] {
+        for login in ["api", "my", "ui", "healthz", "readyz", "metrics"] {
             assert!(validate_login(login).is_err(), "{login}");
         }
         assert!(validate_login("uix").is_ok());
