@@ -23,7 +23,7 @@
 
 use crate::accounts::Secret;
 use crate::appliance_export::{plan_template, BundleContent};
-use crate::export::{plan, ArchiveOf, BlobSink, Failure, PlannedMember, TicketRunner};
+use crate::export::{plan, ArchiveOf, BlobSink, Failure, Meter, PlannedMember, TicketRunner};
 use crate::model::*;
 use crate::names::path_segment;
 use crate::service::{archive_key, Satchel};
@@ -33,6 +33,7 @@ use satchel_archive::zip::ZipStreamWriter;
 use satchel_archive::{ArchiveError, MemberWrite, Mode, TarGzWriter};
 use satchel_blob::Hashes;
 use serde::Serialize;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// Where a takeout's archive and the parts it builds live (the sweep spares it while it runs).
@@ -341,67 +342,101 @@ impl TicketRunner {
         let mut entries = Vec::with_capacity(parts.len());
         let mut built: Option<String> = None;
         let result: std::result::Result<(), Failure> = async {
+            // A pipeline of two: part n+1 is built while part n is copied into the takeout (the
+            // copy is a sequential pass on about one core; the build keeps both busy). The copy
+            // counts on a meter of its own that never reports, added to the ticket's after.
+            let mut pending: Option<(&Part, ArchiveRef, Option<String>)> = None;
             for (n, p) in parts.iter().enumerate() {
-                let archive = match &p.build {
-                    PartBuild::Existing(a) => a.clone(),
-                    PartBuild::Export {
-                        of_template,
-                        doc,
-                        members,
-                        mtime: part_mtime,
-                    } => {
-                        let of = if *of_template {
-                            ArchiveOf::Template {
-                                name: &p.name,
-                                version: &p.version,
-                            }
-                        } else {
-                            ArchiveOf::Bundle {
-                                name: &p.name,
-                                version: &p.version,
-                            }
-                        };
-                        let part_key =
-                            format!("{}parts/{n}.tar.gz", parts_prefix(t.owner_id, t.id));
-                        built = Some(part_key.clone());
-                        self.write_archive_to(
-                            t,
-                            of,
-                            std::slice::from_ref(&(doc.0, doc.1.clone())),
+                let build = async {
+                    match &p.build {
+                        PartBuild::Existing(a) => Ok((a.clone(), None)),
+                        PartBuild::Export {
+                            of_template,
+                            doc,
                             members,
-                            *part_mtime,
-                            p.path.clone(),
-                            part_key,
-                            Some(&mut meter),
-                            cancel,
-                        )
-                        .await?
+                            mtime: part_mtime,
+                        } => {
+                            let of = if *of_template {
+                                ArchiveOf::Template {
+                                    name: &p.name,
+                                    version: &p.version,
+                                }
+                            } else {
+                                ArchiveOf::Bundle {
+                                    name: &p.name,
+                                    version: &p.version,
+                                }
+                            };
+                            let part_key =
+                                format!("{}parts/{n}.tar.gz", parts_prefix(t.owner_id, t.id));
+                            let a = self
+                                .write_archive_to(
+                                    t,
+                                    of,
+                                    std::slice::from_ref(&(doc.0, doc.1.clone())),
+                                    members,
+                                    *part_mtime,
+                                    p.path.clone(),
+                                    part_key.clone(),
+                                    Some(&mut meter),
+                                    cancel,
+                                )
+                                .await?;
+                            Ok((a, Some(part_key)))
+                        }
                     }
                 };
-                let blob = BlobRef {
-                    key: archive.key.clone(),
-                    size: archive.size,
-                    sha256: archive.sha256.clone(),
-                    md5: String::new(),
-                    uploaded: 0,
+                let previous = pending.take();
+                let mut copied = Meter {
+                    ticket: t.id,
+                    loaded: 0,
+                    total: 0,
+                    started: Instant::now(),
+                    last_report: Instant::now() + Duration::from_secs(365 * 24 * 3600),
                 };
-                self.copy_member(&mut outer, &p.path, &blob, mtime, &mut meter, cancel)
-                    .await?;
-                if let Some(k) = built.take() {
-                    let _ = self.blobs.delete(&k).await;
+                let copy = async {
+                    match &previous {
+                        Some((prev, archive, _)) => {
+                            self.copy_part(&mut outer, prev, archive, mtime, &mut copied, cancel)
+                                .await
+                        }
+                        None => Ok(()),
+                    }
+                };
+                let joined: std::result::Result<((ArchiveRef, Option<String>), ()), Failure> =
+                    tokio::try_join!(build, copy);
+                // Whatever happened, the previous part's file is done with, and a new one is kept
+                // track of for the clean-up.
+                if let Some((_, _, Some(k))) = &previous {
+                    let _ = self.blobs.delete(k).await;
                 }
-                entries.push(IndexEntry {
-                    kind: p.kind,
-                    id: p.id,
-                    name: p.name.clone(),
-                    version: p.version.clone(),
-                    path: p.path.clone(),
-                    size: archive.size,
-                    sha256: archive.sha256,
-                });
+                let ((archive, key), ()) = match joined {
+                    Ok(v) => v,
+                    Err(e) => {
+                        // The build may have left its part (written before a failed copy).
+                        let key = format!("{}parts/{n}.tar.gz", parts_prefix(t.owner_id, t.id));
+                        let _ = self.blobs.delete(&key).await;
+                        return Err(e);
+                    }
+                };
+                meter.loaded += copied.loaded;
+                if let Some((prev, prev_archive, _)) = previous {
+                    entries.push(IndexEntry::of(prev, prev_archive));
+                }
+                built = key.clone();
+                pending = Some((p, archive, key));
                 if cancel.is_cancelled() {
                     return Err(Failure::Cancelled);
                 }
+            }
+            if let Some((last, archive, key)) = pending.take() {
+                self.copy_part(&mut outer, last, &archive, mtime, &mut meter, cancel)
+                    .await?;
+                if let Some(k) = key {
+                    let _ = self.blobs.delete(&k).await;
+                }
+                built = None;
+                entries.push(IndexEntry::of(last, archive));
             }
             let mut excluded = Vec::new();
             if spec.include.contains(&TakeoutPart::Accounts) {
@@ -467,7 +502,42 @@ impl TicketRunner {
     }
 }
 
+impl IndexEntry {
+    fn of(p: &Part, a: ArchiveRef) -> Self {
+        IndexEntry {
+            kind: p.kind,
+            id: p.id,
+            name: p.name.clone(),
+            version: p.version.clone(),
+            path: p.path.clone(),
+            size: a.size,
+            sha256: a.sha256,
+        }
+    }
+}
+
 impl TicketRunner {
+    /// Copies a built part (or an existing image archive) into the takeout as one member.
+    async fn copy_part(
+        &self,
+        outer: &mut Outer,
+        p: &Part,
+        archive: &ArchiveRef,
+        mtime: u64,
+        meter: &mut Meter,
+        cancel: &CancellationToken,
+    ) -> std::result::Result<(), Failure> {
+        let blob = BlobRef {
+            key: archive.key.clone(),
+            size: archive.size,
+            sha256: archive.sha256.clone(),
+            md5: String::new(),
+            uploaded: 0,
+        };
+        self.copy_member(outer, &p.path, &blob, mtime, meter, cancel)
+            .await
+    }
+
     /// The accounts member: its path and bytes, or None when the credentials are to be left out.
     async fn accounts_member(
         &self,

@@ -474,3 +474,69 @@ async fn cloud_accounts_travel_encrypted_to_the_passphrase_and_rest_nowhere_in_p
     assert!(!members.contains_key("accounts/accounts.json.age"));
     check_accounts(&members["accounts/accounts.json"]);
 }
+
+/// A takeout cancelled while its parts are being built and copied: it stops, says cancelled (and
+/// error, for hammr-style loops), its download answers 409, and no part or partial archive is left.
+#[tokio::test]
+async fn a_cancelled_takeout_stops_and_leaves_nothing() {
+    // The throttle (per chunk) keeps the parts' builds and copies running long enough to cancel.
+    let s = Server::start(&["--export-throttle", "5ms"]).await;
+    let a = s.client("alice");
+    for i in 0..3 {
+        let m = a.create_bundle(&format!("part{i}"), "1").await;
+        a.add_file(m, None, "data.bin", &noise(24 << 20, i as u64))
+            .await;
+    }
+    let r = a
+        .req("POST", "/users/alice/takeouts?format=tar.gz", None, &[])
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.id();
+    let status = format!("/users/alice/takeouts/{id}/status");
+    // Cancel once the first part is built (its copy and the second build under way).
+    let deadline = Instant::now() + T;
+    loop {
+        let st = a.get(&status).await;
+        let pct: i64 = st
+            .field("percentage")
+            .unwrap_or_default()
+            .parse()
+            .unwrap_or(0);
+        if pct >= 20 {
+            break;
+        }
+        assert!(
+            st.field("complete").as_deref() != Some("true"),
+            "finished before it could be cancelled"
+        );
+        assert!(Instant::now() < deadline, "{}", st.text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = a.req("DELETE", &status, None, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.field("cancelled").as_deref(),
+        Some("true"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(r.field("error").as_deref(), Some("true"), "{}", r.text());
+    a.get(&format!("/users/alice/takeouts/{id}/downloads"))
+        .await
+        .assert_uforge_error(409);
+    let needle = format!("/exports/{id}/");
+    let deadline = Instant::now() + T;
+    loop {
+        let left: Vec<_> = s
+            .blobs()
+            .await
+            .into_iter()
+            .filter(|(k, _)| k.contains(&needle))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "left behind: {left:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
