@@ -91,6 +91,7 @@ def upload(s, base, bundle, files):
 
 
 def export(s, base, msid, pid, poll=0.02, timeout=3600):
+    rss_before = proc_kib(pid, "VmRSS") / 1024
     reset_hwm(pid)
     cpu0 = cpu_s(pid)
     t0 = time.perf_counter()
@@ -108,7 +109,7 @@ def export(s, base, msid, pid, poll=0.02, timeout=3600):
             die("export %d not complete after %ds" % (eid, timeout))
         time.sleep(poll)
     return {"eid": eid, "s": time.perf_counter() - t0, "cpu_s": cpu_s(pid) - cpu0,
-            "hwm_mib": proc_kib(pid, "VmHWM") / 1024}
+            "hwm_mib": proc_kib(pid, "VmHWM") / 1024, "rss_before_mib": rss_before}
 
 
 def download_url(base, msid, eid):
@@ -159,7 +160,7 @@ def run_shape(a, s, base, shape, corpus, extra=None):
     files = list(extra or []) + [(n, os.path.join(corpus, r)) for r, n in zip(rels, names)]
     total = sum(os.path.getsize(p) for _, p in files)
     print("== %s: uploading %d files (%.1f MiB) ..." % (shape, len(files), total / MIB), flush=True)
-    msid = upload(s, base, shape, files)
+    msid = upload(s, base, "corpus", files)
     sh("find %s -type f -exec cat {} + > /dev/null" % corpus)
     for _, p in extra or []:
         sh("cat '%s' > /dev/null" % p)
@@ -181,7 +182,8 @@ def run_shape(a, s, base, shape, corpus, extra=None):
             rd["pigz_cpu_s"] = timed.cpu
             rd["pigz_bytes"] = os.path.getsize(ref)
         e = export(s, base, msid, a.pid)
-        rd.update({"satchel_s": e["s"], "satchel_cpu_s": e["cpu_s"], "hwm_export_mib": e["hwm_mib"], "eid": e["eid"]})
+        rd.update({"satchel_s": e["s"], "satchel_cpu_s": e["cpu_s"], "hwm_export_mib": e["hwm_mib"], "eid": e["eid"],
+                   "rss_before_mib": e["rss_before_mib"]})
         url = download_url(base, msid, e["eid"])
         if extra:
             # four downloads at once (three to /dev/null, one hashed), then the peak over export + downloads
@@ -207,10 +209,10 @@ def run_shape(a, s, base, shape, corpus, extra=None):
         rd["hwm_mib"] = proc_kib(a.pid, "VmHWM") / 1024
         rd["loadavg_after"] = loadavg()
         rounds.append(rd)
-        print("  round %d: cp %.2fs%s | satchel %.2fs (cpu %.1fs)%s | VmHWM %.1f MiB | load %s -> %s"
+        print("  round %d: cp %.2fs%s | satchel %.2fs (cpu %.1fs)%s | VmHWM %.1f MiB (export %.1f, RSS before %.1f) | load %s -> %s"
               % (i + 1, rd["cp_s"], " | pigz %.2fs" % rd["pigz_s"] if "pigz_s" in rd else "", rd["satchel_s"],
                  rd["satchel_cpu_s"], " | 4 downloads %.2fs" % rd["downloads_s"] if "downloads_s" in rd else "",
-                 rd["hwm_mib"], rd["loadavg_before"], rd["loadavg_after"]), flush=True)
+                 rd["hwm_mib"], rd["hwm_export_mib"], rd["rss_before_mib"], rd["loadavg_before"], rd["loadavg_after"]), flush=True)
         if i < a.runs - 1 or extra:
             s.delete("%s/mysoftware/%d/exports/%d" % (base, msid, e["eid"]))
     res = {

@@ -14,7 +14,6 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
-use tokio::task::JoinHandle;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
@@ -162,10 +161,20 @@ struct Run {
 /// deflating a few KiB of noise. Decided per chunk, from its contents only (determinism).
 const MIN_STORED_RUN: usize = 4096;
 
-/// What one compression task gets: the chunk's bytes and how they are to be written.
-fn encode_chunk(chunk: &[u8], runs: &[Run], level: i32, raw: bool) -> Result<Bytes> {
+thread_local! {
+    /// Each compression thread's output scratch: members are written here at libdeflate's worst-case
+    /// bound, then copied out at their exact size (see [`encode_chunk`]).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// What one compression task does: the chunk's runs as gzip members (or the chunk itself, raw).
+///
+/// The returned buffer is exactly as large as its content: it travels on to the sink, which may
+/// hold several (a 5 MiB multipart part is many of them), and a 1 MiB allocation behind a 300 KiB
+/// deflated chunk would more than double the memory that holds.
+fn encode_chunk(chunk: Bytes, runs: &[Run], level: i32, raw: bool) -> Result<Bytes> {
     if raw {
-        return Ok(Bytes::copy_from_slice(chunk));
+        return Ok(chunk);
     }
     // Fold short stored runs into deflate, then merge neighbours of the same mode.
     let mut merged: Vec<Run> = Vec::with_capacity(runs.len());
@@ -180,13 +189,82 @@ fn encode_chunk(chunk: &[u8], runs: &[Run], level: i32, raw: bool) -> Result<Byt
             _ => merged.push(Run { mode, len: r.len }),
         }
     }
-    let mut out = Vec::new();
-    let mut at = 0;
-    for r in merged {
-        gzip_member_into(&chunk[at..at + r.len], r.mode, level, &mut out)?;
-        at += r.len;
+    if let [Run {
+        mode: Mode::Store, ..
+    }] = merged.as_slice()
+    {
+        // All stored: the size is known in advance, so write straight into an exact buffer.
+        let mut out = Vec::new();
+        gzip_member_into(&chunk, Mode::Store, level, &mut out)?;
+        return Ok(Bytes::from(out));
     }
-    Ok(Bytes::from(out))
+    SCRATCH.with(|cell| {
+        let mut scratch = cell.borrow_mut();
+        scratch.clear();
+        let mut at = 0;
+        for r in &merged {
+            gzip_member_into(&chunk[at..at + r.len], r.mode, level, &mut scratch)?;
+            at += r.len;
+        }
+        let out = Bytes::copy_from_slice(&scratch);
+        // Do not keep a large scratch on a thread that may sit idle in the blocking pool.
+        if scratch.capacity() > 4 << 20 {
+            *scratch = Vec::new();
+        }
+        Ok(out)
+    })
+}
+
+/// The compression threads: one per core, shared by every archive being built, so each thread's
+/// compressor state and output scratch (~1.5 MiB) exist once per core, not once per thread of tokio's
+/// blocking pool (which grows to dozens under file I/O and keeps idle threads for a while).
+struct Pool {
+    tx: std::sync::Mutex<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>>,
+}
+
+fn pool() -> &'static Pool {
+    static POOL: std::sync::OnceLock<Pool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        for i in 0..n {
+            let rx = rx.clone();
+            // A thread the system refuses leaves the others; with none, `run` reports the error.
+            let _ = std::thread::Builder::new()
+                .name(format!("satchel-gzip-{i}"))
+                .spawn(move || loop {
+                    let job = match rx.lock() {
+                        Ok(r) => r.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                });
+        }
+        Pool {
+            tx: std::sync::Mutex::new(tx),
+        }
+    })
+}
+
+/// Runs `f` on a compression thread; its result arrives through the returned receiver.
+fn run_on_pool<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> tokio::sync::oneshot::Receiver<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job: Box<dyn FnOnce() + Send> = Box::new(move || {
+        let _ = tx.send(f());
+    });
+    if let Ok(q) = pool().tx.lock() {
+        // A send that fails drops the job and its sender: the receiver then reports the error.
+        let _ = q.send(job);
+    }
+    rx
 }
 
 /// A sha256 computed on a thread of its own, fed in order through a bounded channel: the archive's
@@ -272,7 +350,7 @@ pub struct ParallelGz<S: Sink> {
     opts: GzOptions,
     buf: BytesMut,
     runs: Vec<Run>,
-    inflight: VecDeque<JoinHandle<Result<Bytes>>>,
+    inflight: VecDeque<tokio::sync::oneshot::Receiver<Result<Bytes>>>,
     /// Started at the first output (so `new` cannot fail); `None` until then.
     sha256: Option<HashThread>,
     in_sha256: Option<HashThread>,
@@ -347,9 +425,7 @@ impl<S: Sink> ParallelGz<S> {
         let runs = std::mem::take(&mut self.runs);
         let (level, raw) = (self.opts.level, self.opts.raw);
         self.inflight
-            .push_back(tokio::task::spawn_blocking(move || {
-                encode_chunk(&chunk, &runs, level, raw)
-            }));
+            .push_back(run_on_pool(move || encode_chunk(chunk, &runs, level, raw)));
         while self.inflight.len() >= self.opts.max_inflight.max(1) {
             self.emit_one().await?;
         }
@@ -360,7 +436,7 @@ impl<S: Sink> ParallelGz<S> {
         if let Some(h) = self.inflight.pop_front() {
             let out = h
                 .await
-                .map_err(|e| ArchiveError::Compress(e.to_string()))??;
+                .map_err(|_| ArchiveError::Compress("a compression thread failed".into()))??;
             self.emit(out).await?;
         }
         Ok(())

@@ -660,7 +660,7 @@ impl Drop for Feed {
 }
 
 /// Pieces (up to 1 MiB each) queued ahead of the encoder: bounds what the read-ahead holds.
-const READ_AHEAD_PIECES: usize = 8;
+const READ_AHEAD_PIECES: usize = 4;
 /// Files at most this big are read whole while earlier ones are being written (several at once):
 /// with many small files, opening each is the cost, and it is then paid off the encoder's path.
 const SMALL_FILE: i64 = 256 * 1024;
@@ -752,7 +752,8 @@ enum DigestMsg {
 
 impl MemberDigests {
     fn spawn() -> std::io::Result<MemberDigests> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<DigestMsg>(READ_AHEAD_PIECES);
+        // A few pieces: sha256 (SHA-NI) outpaces the encoder, so the queue is mostly empty.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<DigestMsg>(4);
         let done = std::thread::Builder::new()
             .name("satchel-verify".into())
             .spawn(move || {
