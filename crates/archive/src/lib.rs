@@ -1,10 +1,13 @@
 //! Streaming archive encoding: a tar stream compressed as concatenated gzip members (RFC 1952 allows
 //! it; `gzip -d`, Python's `tarfile` and hammr read it) built on all cores with libdeflate.
 //!
-//! The tar stream is cut into chunks; each chunk becomes one gzip member, compressed on a blocking
-//! thread. At most `max_inflight` chunks are in flight, and they are written to the sink in order, so
-//! memory stays flat whatever the archive size. Data the caller marks incompressible goes into
-//! *stored* deflate blocks: no CPU is spent trying to shrink what will not shrink.
+//! The tar stream is cut into chunks of a fixed size; each run of one mode inside a chunk becomes one
+//! gzip member, compressed on the crate's compression threads (one per core). Many small files thus
+//! share a chunk and a task. At most `max_inflight` chunks are in flight, and they are written to the
+//! sink in order, so memory stays flat whatever the archive size. Data the caller marks incompressible
+//! goes into *stored* deflate blocks: no CPU is spent trying to shrink what will not shrink. The
+//! output's sha256 (and the input's, for OCI layers) is computed on a thread of its own
+//! ([`HashThread`]) from the same buffers, never in a second pass.
 
 pub mod oci;
 pub mod reader;
