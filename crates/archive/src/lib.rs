@@ -1,10 +1,13 @@
 //! Streaming archive encoding: a tar stream compressed as concatenated gzip members (RFC 1952 allows
 //! it; `gzip -d`, Python's `tarfile` and hammr read it) built on all cores with libdeflate.
 //!
-//! The tar stream is cut into chunks; each chunk becomes one gzip member, compressed on a blocking
-//! thread. At most `max_inflight` chunks are in flight, and they are written to the sink in order, so
-//! memory stays flat whatever the archive size. Data the caller marks incompressible goes into
-//! *stored* deflate blocks: no CPU is spent trying to shrink what will not shrink.
+//! The tar stream is cut into chunks of a fixed size; each run of one mode inside a chunk becomes one
+//! gzip member, compressed on the crate's compression threads (one per core). Many small files thus
+//! share a chunk and a task. At most `max_inflight` chunks are in flight, and they are written to the
+//! sink in order, so memory stays flat whatever the archive size. Data the caller marks incompressible
+//! goes into *stored* deflate blocks: no CPU is spent trying to shrink what will not shrink. The
+//! output's sha256 (and the input's, for OCI layers) is computed on a thread of its own
+//! ([`HashThread`]) from the same buffers, never in a second pass.
 
 pub mod oci;
 pub mod reader;
@@ -14,7 +17,6 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
-use tokio::task::JoinHandle;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
@@ -78,38 +80,60 @@ impl Default for GzOptions {
 
 /// One gzip member for `data`.
 pub fn gzip_member(data: &[u8], mode: Mode, level: i32) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    gzip_member_into(data, mode, level, &mut out)?;
+    Ok(out)
+}
+
+thread_local! {
+    /// Each compression thread keeps its compressor (libdeflate's level-6 state is ~0.5 MiB, worth
+    /// not allocating per chunk), rebuilt only if the level changes.
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, libdeflater::Compressor)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Appends one gzip member for `data` to `out`.
+pub fn gzip_member_into(data: &[u8], mode: Mode, level: i32, out: &mut Vec<u8>) -> Result<()> {
     let mut crc = crc32fast::Hasher::new();
     crc.update(data);
     let crc = crc.finalize();
-    let mut out = Vec::with_capacity(match mode {
-        Mode::Store => data.len() + data.len() / 65535 * 5 + 32,
-        Mode::Deflate => data.len() / 2 + 64,
-    });
+    let stored_len = data.len() + data.len().div_ceil(65535).max(1) * 5;
+    out.reserve(
+        18 + match mode {
+            Mode::Store => stored_len,
+            Mode::Deflate => data.len() / 2 + 64,
+        },
+    );
     // Header: magic, CM=deflate, no flags, mtime 0, XFL 0, OS=255 (unknown) => deterministic output.
     out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255]);
     match mode {
-        Mode::Store => store_blocks(data, &mut out),
+        Mode::Store => store_blocks(data, out),
         Mode::Deflate => {
             let lvl = libdeflater::CompressionLvl::new(level)
                 .map_err(|_| ArchiveError::Compress(format!("bad level {level}")))?;
-            let mut c = libdeflater::Compressor::new(lvl);
-            let bound = c.deflate_compress_bound(data.len());
             let start = out.len();
-            out.resize(start + bound, 0);
-            let n = c
-                .deflate_compress(data, &mut out[start..])
-                .map_err(|e| ArchiveError::Compress(e.to_string()))?;
+            let n = COMPRESSOR.with(|cell| {
+                let mut slot = cell.borrow_mut();
+                let c = match slot.as_mut() {
+                    Some((l, c)) if *l == level => c,
+                    _ => &mut slot.insert((level, libdeflater::Compressor::new(lvl))).1,
+                };
+                let bound = c.deflate_compress_bound(data.len());
+                out.resize(start + bound, 0);
+                c.deflate_compress(data, &mut out[start..])
+                    .map_err(|e| ArchiveError::Compress(e.to_string()))
+            })?;
             out.truncate(start + n);
             // libdeflate may expand incompressible input slightly; stored blocks are the floor.
-            if n > data.len() + data.len() / 65535 * 5 + 5 {
+            if n > stored_len {
                 out.truncate(start);
-                store_blocks(data, &mut out);
+                store_blocks(data, out);
             }
         }
     }
     out.extend_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    Ok(out)
+    Ok(())
 }
 
 fn store_blocks(data: &[u8], out: &mut Vec<u8>) {
@@ -128,15 +152,211 @@ fn store_blocks(data: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// A run of bytes of one chunk written in one mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Run {
+    mode: Mode,
+    len: usize,
+}
+
+/// Stored runs shorter than this, between deflated data, are deflated with their neighbours: a gzip
+/// member of their own would cost more (18 bytes of framing and a broken deflate context) than
+/// deflating a few KiB of noise. Decided per chunk, from its contents only (determinism).
+const MIN_STORED_RUN: usize = 4096;
+
+thread_local! {
+    /// Each compression thread's output scratch: members are written here at libdeflate's worst-case
+    /// bound, then copied out at their exact size (see [`encode_chunk`]).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// What one compression task does: the chunk's runs as gzip members (or the chunk itself, raw).
+///
+/// The returned buffer is exactly as large as its content: it travels on to the sink, which may
+/// hold several (a 5 MiB multipart part is many of them), and a 1 MiB allocation behind a 300 KiB
+/// deflated chunk would more than double the memory that holds.
+fn encode_chunk(chunk: Bytes, runs: &[Run], level: i32, raw: bool) -> Result<Bytes> {
+    if raw {
+        return Ok(chunk);
+    }
+    // Fold short stored runs into deflate, then merge neighbours of the same mode.
+    let mut merged: Vec<Run> = Vec::with_capacity(runs.len());
+    for r in runs {
+        let mode = if r.mode == Mode::Store && r.len < MIN_STORED_RUN && runs.len() > 1 {
+            Mode::Deflate
+        } else {
+            r.mode
+        };
+        match merged.last_mut() {
+            Some(last) if last.mode == mode => last.len += r.len,
+            _ => merged.push(Run { mode, len: r.len }),
+        }
+    }
+    if let [Run {
+        mode: Mode::Store, ..
+    }] = merged.as_slice()
+    {
+        // All stored: the size is known in advance, so write straight into an exact buffer.
+        let mut out = Vec::new();
+        gzip_member_into(&chunk, Mode::Store, level, &mut out)?;
+        return Ok(Bytes::from(out));
+    }
+    SCRATCH.with(|cell| {
+        let mut scratch = cell.borrow_mut();
+        scratch.clear();
+        let mut at = 0;
+        for r in &merged {
+            gzip_member_into(&chunk[at..at + r.len], r.mode, level, &mut scratch)?;
+            at += r.len;
+        }
+        let out = Bytes::copy_from_slice(&scratch);
+        // Do not keep a large scratch on a thread that may sit idle in the blocking pool.
+        if scratch.capacity() > 4 << 20 {
+            *scratch = Vec::new();
+        }
+        Ok(out)
+    })
+}
+
+/// The compression threads: one per core, shared by every archive being built, so each thread's
+/// compressor state and output scratch (~1.5 MiB) exist once per core, not once per thread of tokio's
+/// blocking pool (which grows to dozens under file I/O and keeps idle threads for a while).
+struct Pool {
+    tx: std::sync::Mutex<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>>,
+}
+
+fn pool() -> &'static Pool {
+    static POOL: std::sync::OnceLock<Pool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        for i in 0..n {
+            let rx = rx.clone();
+            // A thread the system refuses leaves the others; with none, `run` reports the error.
+            let _ = std::thread::Builder::new()
+                .name(format!("satchel-gzip-{i}"))
+                .spawn(move || loop {
+                    let job = match rx.lock() {
+                        Ok(r) => r.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                });
+        }
+        Pool {
+            tx: std::sync::Mutex::new(tx),
+        }
+    })
+}
+
+/// Runs `f` on a compression thread; its result arrives through the returned receiver.
+fn run_on_pool<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> tokio::sync::oneshot::Receiver<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job: Box<dyn FnOnce() + Send> = Box::new(move || {
+        let _ = tx.send(f());
+    });
+    if let Ok(q) = pool().tx.lock() {
+        // A send that fails drops the job and its sender: the receiver then reports the error.
+        let _ = q.send(job);
+    }
+    rx
+}
+
+/// A sha256 computed on a thread of its own, fed in order through a bounded channel: the archive's
+/// digest then costs the encoder's emitting loop nothing but a queue push (its bytes are shared, not
+/// copied), and runs beside compression and the sink's writes.
+pub struct HashThread {
+    tx: Option<std::sync::mpsc::SyncSender<Bytes>>,
+    done: Option<std::thread::JoinHandle<[u8; 32]>>,
+}
+
+impl HashThread {
+    /// `depth` pieces may wait; more block the sender (memory stays bounded).
+    pub fn spawn(depth: usize) -> Result<HashThread> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(depth);
+        let done = std::thread::Builder::new()
+            .name("satchel-sha256".into())
+            .spawn(move || {
+                let mut h = Sha256::new();
+                while let Ok(b) = rx.recv() {
+                    h.update(&b);
+                }
+                h.finalize().into()
+            })
+            .map_err(|e| ArchiveError::Compress(format!("starting a hash thread: {e}")))?;
+        Ok(HashThread {
+            tx: Some(tx),
+            done: Some(done),
+        })
+    }
+
+    /// Queues `data`; waits (off the async threads) only when the hasher is `depth` pieces behind.
+    pub async fn update(&mut self, data: Bytes) -> Result<()> {
+        let Some(tx) = &self.tx else {
+            return Err(ArchiveError::Compress(
+                "hash thread already finished".into(),
+            ));
+        };
+        match tx.try_send(data) {
+            Ok(()) => Ok(()),
+            Err(std::sync::mpsc::TrySendError::Full(data)) => {
+                let tx = tx.clone();
+                tokio::task::spawn_blocking(move || tx.send(data))
+                    .await
+                    .map_err(|e| ArchiveError::Compress(e.to_string()))?
+                    .map_err(|_| ArchiveError::Compress("hash thread ended early".into()))
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                Err(ArchiveError::Compress("hash thread ended early".into()))
+            }
+        }
+    }
+
+    /// The digest of everything queued, in hex.
+    pub async fn finish(mut self) -> Result<String> {
+        drop(self.tx.take());
+        let done = self
+            .done
+            .take()
+            .ok_or_else(|| ArchiveError::Compress("hash thread already finished".into()))?;
+        let digest = tokio::task::spawn_blocking(move || done.join())
+            .await
+            .map_err(|e| ArchiveError::Compress(e.to_string()))?
+            .map_err(|_| ArchiveError::Compress("hash thread panicked".into()))?;
+        Ok(hex::encode(digest))
+    }
+}
+
+impl Drop for HashThread {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread; it is not joined (an abandoned archive).
+        drop(self.tx.take());
+    }
+}
+
 /// Parallel, order-preserving gzip over a [`Sink`]. Also hashes and counts what it emits.
+///
+/// The input is cut into chunks of exactly `chunk_size` bytes whatever the writes' sizes, and a
+/// chunk may hold data of both modes (runs): many small files share one compression task instead of
+/// a task (and a gzip member) each, so both cores stay busy on any shape of data. Each run of a chunk
+/// becomes one gzip member. The output depends only on the bytes and the mode of each byte.
 pub struct ParallelGz<S: Sink> {
     sink: S,
     opts: GzOptions,
     buf: BytesMut,
-    mode: Mode,
-    inflight: VecDeque<JoinHandle<Result<Vec<u8>>>>,
-    sha256: Sha256,
-    in_sha256: Option<Sha256>,
+    runs: Vec<Run>,
+    inflight: VecDeque<tokio::sync::oneshot::Receiver<Result<Bytes>>>,
+    /// Started at the first output (so `new` cannot fail); `None` until then.
+    sha256: Option<HashThread>,
+    in_sha256: Option<HashThread>,
     out_len: u64,
     in_len: u64,
 }
@@ -158,30 +378,32 @@ impl<S: Sink> ParallelGz<S> {
             sink,
             opts,
             buf: BytesMut::with_capacity(opts.chunk_size),
-            mode: Mode::Deflate,
+            runs: Vec::new(),
             inflight: VecDeque::new(),
-            sha256: Sha256::new(),
-            in_sha256: opts.hash_input.then(Sha256::new),
+            sha256: None,
+            in_sha256: None,
             out_len: 0,
             in_len: 0,
         }
     }
 
+    /// How many pieces a hash thread may lag behind: a few chunks, so memory stays bounded.
+    fn hash_depth(&self) -> usize {
+        self.opts.max_inflight.max(2)
+    }
+
     pub async fn write(&mut self, mut data: &[u8], mode: Mode) -> Result<()> {
-        if mode != self.mode && !self.buf.is_empty() {
-            self.flush_chunk().await?;
-        }
-        self.mode = mode;
         self.in_len += data.len() as u64;
-        if let Some(h) = self.in_sha256.as_mut() {
-            h.update(data);
-        }
         while !data.is_empty() {
-            let room = self.opts.chunk_size - self.buf.len();
+            let room = self.opts.chunk_size.max(1) - self.buf.len();
             let n = room.min(data.len());
             self.buf.extend_from_slice(&data[..n]);
+            match self.runs.last_mut() {
+                Some(r) if r.mode == mode => r.len += n,
+                _ => self.runs.push(Run { mode, len: n }),
+            }
             data = &data[n..];
-            if self.buf.len() >= self.opts.chunk_size {
+            if self.buf.len() >= self.opts.chunk_size.max(1) {
                 self.flush_chunk().await?;
             }
         }
@@ -194,15 +416,19 @@ impl<S: Sink> ParallelGz<S> {
         }
         let chunk = std::mem::replace(&mut self.buf, BytesMut::with_capacity(self.opts.chunk_size))
             .freeze();
-        let (mode, level, raw) = (self.mode, self.opts.level, self.opts.raw);
+        if self.opts.hash_input {
+            // The uncompressed stream is hashed on its own thread, from the chunk (no copy).
+            if self.in_sha256.is_none() {
+                self.in_sha256 = Some(HashThread::spawn(self.hash_depth())?);
+            }
+            if let Some(h) = self.in_sha256.as_mut() {
+                h.update(chunk.clone()).await?;
+            }
+        }
+        let runs = std::mem::take(&mut self.runs);
+        let (level, raw) = (self.opts.level, self.opts.raw);
         self.inflight
-            .push_back(tokio::task::spawn_blocking(move || {
-                if raw {
-                    Ok(chunk.to_vec())
-                } else {
-                    gzip_member(&chunk, mode, level)
-                }
-            }));
+            .push_back(run_on_pool(move || encode_chunk(chunk, &runs, level, raw)));
         while self.inflight.len() >= self.opts.max_inflight.max(1) {
             self.emit_one().await?;
         }
@@ -213,12 +439,21 @@ impl<S: Sink> ParallelGz<S> {
         if let Some(h) = self.inflight.pop_front() {
             let out = h
                 .await
-                .map_err(|e| ArchiveError::Compress(e.to_string()))??;
-            self.sha256.update(&out);
-            self.out_len += out.len() as u64;
-            self.sink.write(Bytes::from(out)).await?;
+                .map_err(|_| ArchiveError::Compress("a compression thread failed".into()))??;
+            self.emit(out).await?;
         }
         Ok(())
+    }
+
+    async fn emit(&mut self, out: Bytes) -> Result<()> {
+        self.out_len += out.len() as u64;
+        if self.sha256.is_none() {
+            self.sha256 = Some(HashThread::spawn(self.hash_depth())?);
+        }
+        if let Some(h) = self.sha256.as_mut() {
+            h.update(out.clone()).await?;
+        }
+        self.sink.write(out).await
     }
 
     pub fn uncompressed_len(&self) -> u64 {
@@ -233,16 +468,23 @@ impl<S: Sink> ParallelGz<S> {
         if self.out_len == 0 && !self.opts.raw {
             // An empty input is still a valid (empty) gzip file.
             let out = gzip_member(&[], Mode::Store, self.opts.level)?;
-            self.sha256.update(&out);
-            self.out_len += out.len() as u64;
-            self.sink.write(Bytes::from(out)).await?;
+            self.emit(Bytes::from(out)).await?;
         }
+        let empty = || hex::encode(Sha256::digest([]));
+        let sha256 = match self.sha256.take() {
+            Some(h) => h.finish().await?,
+            None => empty(),
+        };
+        let uncompressed_sha256 = match self.in_sha256.take() {
+            Some(h) => Some(h.finish().await?),
+            None => self.opts.hash_input.then(empty),
+        };
         Ok(Finished {
             sink: self.sink,
             size: self.out_len,
-            sha256: hex::encode(self.sha256.finalize()),
+            sha256,
             uncompressed: self.in_len,
-            uncompressed_sha256: self.in_sha256.map(|h| hex::encode(h.finalize())),
+            uncompressed_sha256,
         })
     }
 }
@@ -391,6 +633,13 @@ pub trait MemberWrite: Send {
     async fn begin_member(&mut self, path: &str, size: u64, mtime: u64, mode: u32) -> Result<()>;
     async fn member_data(&mut self, data: &[u8], mode: Mode) -> Result<()>;
     async fn end_member(&mut self) -> Result<()>;
+    /// Adds a directory (`path` ends with `/`). Writers without directories (zip takeouts, which
+    /// only ever copy files) refuse it.
+    async fn dir_member(&mut self, path: &str, _mtime: u64) -> Result<()> {
+        Err(ArchiveError::Tar(format!(
+            "this archive holds no directories ({path})"
+        )))
+    }
 }
 
 #[async_trait]
@@ -403,6 +652,9 @@ impl<S: Sink> MemberWrite for TarGzWriter<S> {
     }
     async fn end_member(&mut self) -> Result<()> {
         self.end_file().await
+    }
+    async fn dir_member(&mut self, path: &str, mtime: u64) -> Result<()> {
+        self.add_dir(path, mtime).await
     }
 }
 

@@ -143,6 +143,9 @@ impl<S: Sink> MemberWrite for LayerWriter<S> {
     async fn end_member(&mut self) -> Result<()> {
         self.end_file().await
     }
+    async fn dir_member(&mut self, path: &str, _mtime: u64) -> Result<()> {
+        self.add_dir(path).await
+    }
 }
 
 /// Relative, `/`-separated, no `.`/`..`/empty segments: layers never carry paths that escape.
@@ -255,16 +258,17 @@ where
     let ld = &layer.descriptor;
     tar.begin_file(&format!("blobs/sha256/{}", ld.hex()), ld.size, EPOCH, 0o644)
         .await?;
-    let mut h = Sha256::new();
+    // Checked on a thread of its own while the encoder stores the same pieces (shared, not copied).
+    let mut h = crate::HashThread::spawn(4)?;
     futures::pin_mut!(layer_bytes);
     while let Some(chunk) = layer_bytes.next().await {
         let chunk = chunk.map_err(|e| ArchiveError::Tar(format!("reading the layer: {e}")))?;
-        h.update(&chunk);
         // Already compressed: stored, not deflated again.
         tar.write_data(&chunk, Mode::Store).await?;
+        h.update(chunk).await?;
     }
     tar.end_file().await?;
-    let got = format!("sha256:{}", hex::encode(h.finalize()));
+    let got = format!("sha256:{}", h.finish().await?);
     if got != ld.digest {
         return Err(ArchiveError::Tar(format!(
             "the stored layer is {got}, its descriptor says {}",

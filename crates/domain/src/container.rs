@@ -405,22 +405,19 @@ impl TicketRunner {
     ) -> std::result::Result<ArchiveRef, Failure> {
         let writer = self
             .blobs
-            .writer(lkey, satchel_blob::Hashes::DEFAULT)
+            // The layer writer hashes what it emits (the layer's digest): the blob writer need not.
+            .writer(lkey, satchel_blob::Hashes::NONE)
             .await
             .map_err(|e| Failure::Transient(e.into()))?;
         let mut lw = LayerWriter::new(BlobSink(writer), self.gz);
         let pass: std::result::Result<(), Failure> = async {
             let mut meter = self.meter(t.id, total).await?;
-            for m in members {
-                match &m.blob {
-                    None => lw.add_dir(&m.path).await?,
-                    Some(blob) => {
-                        self.copy_member(&mut lw, &m.path, blob, 0, &mut meter, cancel)
-                            .await?
-                    }
-                }
-            }
-            Ok(())
+            let entries: Vec<(&str, Option<&BlobRef>)> = members
+                .iter()
+                .map(|m| (m.path.as_str(), m.blob.as_ref()))
+                .collect();
+            self.copy_members(&mut lw, &entries, 0, &mut meter, cancel)
+                .await
         }
         .await;
         if let Err(e) = pass {
@@ -483,7 +480,8 @@ impl TicketRunner {
         };
         let writer = self
             .blobs
-            .writer(&key, satchel_blob::Hashes::DEFAULT)
+            // The archive's sha256 comes from the encoder.
+            .writer(&key, satchel_blob::Hashes::NONE)
             .await
             .map_err(|e| Failure::Transient(e.into()))?;
         let mut opts = self.gz;

@@ -420,7 +420,8 @@ impl TicketRunner {
             .sum::<i64>();
         let writer = self
             .blobs
-            .writer(&key, Hashes::DEFAULT)
+            // The encoder hashes what it emits (the archive's sha256): the writer need not.
+            .writer(&key, Hashes::NONE)
             .await
             .map_err(|e| Failure::Transient(e.into()))?;
         let mut tar = TarGzWriter::new(BlobSink(writer), self.gz);
@@ -438,16 +439,14 @@ impl TicketRunner {
                     &mut own
                 }
             };
-            for m in members {
-                let Some(blob) = &m.blob else {
-                    tar.add_dir(&m.path, mtime).await?;
-                    continue;
-                };
-                self.copy_member(&mut tar, &m.path, blob, mtime, meter, cancel)
-                    .await?;
-                if cancel.is_cancelled() {
-                    return Err(Failure::Cancelled);
-                }
+            let entries: Vec<(&str, Option<&BlobRef>)> = members
+                .iter()
+                .map(|m| (m.path.as_str(), m.blob.as_ref()))
+                .collect();
+            self.copy_members(&mut tar, &entries, mtime, meter, cancel)
+                .await?;
+            if cancel.is_cancelled() {
+                return Err(Failure::Cancelled);
             }
             Ok(())
         }
@@ -491,11 +490,7 @@ impl TicketRunner {
         Ok(m)
     }
 
-    /// Streams one stored file into a new member of `w`: the member's permissions come from its
-    /// first bytes (scripts and ELF binaries are executable), already-compressed data is stored
-    /// rather than deflated again, the content is checked against its recorded size and sha256 on
-    /// the way (a mismatch fails the build instead of publishing corrupt data), progress is reported
-    /// every `progress_every`, and `cancel` stops it between chunks.
+    /// Streams one stored file into a new member of `w` (see [`Self::copy_members`]).
     pub(crate) async fn copy_member<W: MemberWrite>(
         &self,
         w: &mut W,
@@ -505,63 +500,111 @@ impl TicketRunner {
         meter: &mut Meter,
         cancel: &CancellationToken,
     ) -> std::result::Result<(), Failure> {
-        let mut stream = self.blobs.get(&blob.key, None).await.map_err(|e| match e {
-            satchel_blob::BlobError::NotFound(_) => {
-                Failure::Permanent(format!("the stored content of {path} is missing"))
-            }
-            other => Failure::Transient(other.into()),
-        })?;
-        let mut hasher = Sha256::new();
-        let mut probe = ModeProbe::default();
-        let mut read: i64 = 0;
-        let mut begun = false;
-        while let Some(chunk) = stream.next().await {
-            if cancel.is_cancelled() {
-                return Err(Failure::Cancelled);
-            }
-            let chunk = chunk.map_err(|e| Failure::Transient(e.into()))?;
-            if chunk.is_empty() {
+        self.copy_members(w, &[(path, Some(blob))], mtime, meter, cancel)
+            .await
+    }
+
+    /// Streams `entries` in order into `w`: a directory for each `(path, None)`, a member for each
+    /// stored file. Each file's permissions come from its first bytes (scripts and ELF binaries are
+    /// executable), already-compressed data is stored rather than deflated again, and the content is
+    /// checked against its recorded size (on the way) and sha256 (on a thread of its own, see
+    /// [`MemberDigests`]; a mismatch fails the build before anything is published). Progress is
+    /// reported every `progress_every`, and `cancel` stops it between chunks.
+    ///
+    /// The blobs are read ahead by a task of their own ([`read_ahead`]), a bounded number of pieces in
+    /// front of the encoder, so the next files' opens and reads overlap the current compression.
+    pub(crate) async fn copy_members<W: MemberWrite>(
+        &self,
+        w: &mut W,
+        entries: &[(&str, Option<&BlobRef>)],
+        mtime: u64,
+        meter: &mut Meter,
+        cancel: &CancellationToken,
+    ) -> std::result::Result<(), Failure> {
+        let files: Vec<(String, i64)> = entries
+            .iter()
+            .filter_map(|(_, b)| b.map(|b| (b.key.clone(), b.size)))
+            .collect();
+        let mut feed = read_ahead(self.blobs.clone(), files);
+        let mut digests = MemberDigests::spawn()
+            .map_err(|e| Failure::Transient(DomainError::Internal(crate::Cause::of(e))))?;
+        for (path, blob) in entries {
+            let Some(blob) = blob else {
+                w.dir_member(path, mtime).await?;
                 continue;
+            };
+            let mut probe = ModeProbe::default();
+            let mut read: i64 = 0;
+            let mut begun = false;
+            loop {
+                if cancel.is_cancelled() {
+                    return Err(Failure::Cancelled);
+                }
+                let chunk = match feed.rx.recv().await {
+                    Some(Piece::Data(c)) => c,
+                    Some(Piece::End) => break,
+                    Some(Piece::Failed(satchel_blob::BlobError::NotFound(_))) => {
+                        return Err(Failure::Permanent(format!(
+                            "the stored content of {path} is missing"
+                        )))
+                    }
+                    Some(Piece::Failed(e)) => return Err(Failure::Transient(e.into())),
+                    None => {
+                        return Err(Failure::Transient(DomainError::Internal(
+                            "the blob reader stopped early".into(),
+                        )))
+                    }
+                };
+                if chunk.is_empty() {
+                    continue;
+                }
+                read += chunk.len() as i64;
+                if read > blob.size {
+                    return Err(Failure::Permanent(format!(
+                        "the stored content of {path} changed size"
+                    )));
+                }
+                if !begun {
+                    w.begin_member(path, blob.size as u64, mtime, file_mode(&chunk))
+                        .await?;
+                    begun = true;
+                }
+                meter.loaded += chunk.len() as i64;
+                match probe.push(&chunk, read == blob.size) {
+                    Probed::Sampling => {}
+                    Probed::Decided(data, md) => w.member_data(&data, md).await?,
+                    Probed::Chunk(data, md) => w.member_data(data, md).await?,
+                }
+                // Hashed on the digest thread after the encoder copied it: the piece is shared.
+                digests.data(chunk).await?;
+                if let Some(d) = self.throttle {
+                    tokio::time::sleep(d).await;
+                }
+                if meter.last_report.elapsed() >= self.progress_every {
+                    meter.last_report = Instant::now();
+                    self.report(meter).await?;
+                }
             }
-            hasher.update(&chunk);
-            read += chunk.len() as i64;
-            if read > blob.size {
+            if read != blob.size {
                 return Err(Failure::Permanent(format!(
-                    "the stored content of {path} changed size"
+                    "the stored content of {path} does not match its recorded size and sha256"
                 )));
             }
+            digests.end(path, &blob.sha256).await?;
             if !begun {
-                w.begin_member(path, blob.size as u64, mtime, file_mode(&chunk))
-                    .await?;
-                begun = true;
+                // An empty file: no chunk came to decide anything.
+                w.begin_member(path, 0, mtime, file_mode(&[])).await?;
             }
-            meter.loaded += chunk.len() as i64;
-            match probe.push(&chunk, read == blob.size) {
-                Probed::Sampling => continue,
-                Probed::Decided(data, md) => w.member_data(&data, md).await?,
-                Probed::Chunk(data, md) => w.member_data(data, md).await?,
+            if let Some((data, md)) = probe.finish() {
+                w.member_data(&data, md).await?;
             }
-            if let Some(d) = self.throttle {
-                tokio::time::sleep(d).await;
-            }
-            if meter.last_report.elapsed() >= self.progress_every {
-                meter.last_report = Instant::now();
-                self.report(meter).await?;
-            }
+            w.end_member().await?;
         }
-        if read != blob.size || hex::encode(hasher.finalize()) != blob.sha256 {
+        if let Some(path) = digests.finish().await? {
             return Err(Failure::Permanent(format!(
                 "the stored content of {path} does not match its recorded size and sha256"
             )));
         }
-        if !begun {
-            // An empty file: no chunk came to decide anything.
-            w.begin_member(path, 0, mtime, file_mode(&[])).await?;
-        }
-        if let Some((data, md)) = probe.finish() {
-            w.member_data(&data, md).await?;
-        }
-        w.end_member().await?;
         Ok(())
     }
 
@@ -594,6 +637,194 @@ impl TicketRunner {
         } else {
             Err(Failure::Cancelled)
         }
+    }
+}
+
+/// What the read-ahead task hands over, in file order: each file's pieces, then its end.
+enum Piece {
+    Data(Bytes),
+    End,
+    Failed(satchel_blob::BlobError),
+}
+
+/// The receiving end of [`read_ahead`]; dropping it stops the reader.
+struct Feed {
+    rx: tokio::sync::mpsc::Receiver<Piece>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Pieces (up to 1 MiB each) queued ahead of the encoder: bounds what the read-ahead holds.
+const READ_AHEAD_PIECES: usize = 4;
+/// Files at most this big are read whole while earlier ones are being written (several at once):
+/// with many small files, opening each is the cost, and it is then paid off the encoder's path.
+const SMALL_FILE: i64 = 256 * 1024;
+/// How many small files are opened and read at once.
+const OPEN_AHEAD: usize = 4;
+
+/// Reads `files` (key, size) in order on a task of its own, a bounded amount ahead of the consumer.
+fn read_ahead(blobs: Arc<dyn BlobStore>, files: Vec<(String, i64)>) -> Feed {
+    enum Opened {
+        Whole(Vec<Bytes>),
+        Stream(futures::stream::BoxStream<'static, satchel_blob::Result<Bytes>>),
+        Failed(satchel_blob::BlobError),
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD_PIECES);
+    let task = tokio::spawn(async move {
+        let mut opened = futures::stream::iter(files)
+            .map(|(key, size)| {
+                let blobs = blobs.clone();
+                async move {
+                    let mut s = match blobs.get(&key, None).await {
+                        Ok(s) => s,
+                        Err(e) => return Opened::Failed(e),
+                    };
+                    if size > SMALL_FILE {
+                        return Opened::Stream(s);
+                    }
+                    let mut whole = Vec::new();
+                    while let Some(piece) = s.next().await {
+                        match piece {
+                            Ok(b) => whole.push(b),
+                            Err(e) => return Opened::Failed(e),
+                        }
+                    }
+                    Opened::Whole(whole)
+                }
+            })
+            .buffered(OPEN_AHEAD);
+        while let Some(o) = opened.next().await {
+            let sent = match o {
+                Opened::Failed(e) => {
+                    let _ = tx.send(Piece::Failed(e)).await;
+                    return;
+                }
+                Opened::Whole(pieces) => {
+                    let mut ok = true;
+                    for p in pieces {
+                        ok = ok && tx.send(Piece::Data(p)).await.is_ok();
+                    }
+                    ok
+                }
+                Opened::Stream(mut s) => {
+                    let mut ok = true;
+                    while let Some(piece) = s.next().await {
+                        let msg = match piece {
+                            Ok(b) => Piece::Data(b),
+                            Err(e) => {
+                                let _ = tx.send(Piece::Failed(e)).await;
+                                return;
+                            }
+                        };
+                        if tx.send(msg).await.is_err() {
+                            ok = false;
+                            break;
+                        }
+                    }
+                    ok
+                }
+            };
+            if !sent || tx.send(Piece::End).await.is_err() {
+                return; // the consumer stopped (error or cancel)
+            }
+        }
+    });
+    Feed { rx, task }
+}
+
+/// Each member's sha256, computed on a thread of its own from the pieces the encoder was given (no
+/// second read, and not on the async thread that feeds the encoder); remembers the first member
+/// whose digest differs from the recorded one.
+struct MemberDigests {
+    tx: Option<std::sync::mpsc::SyncSender<DigestMsg>>,
+    done: Option<std::thread::JoinHandle<Option<String>>>,
+}
+
+enum DigestMsg {
+    Data(Bytes),
+    End { path: String, sha256: String },
+}
+
+impl MemberDigests {
+    fn spawn() -> std::io::Result<MemberDigests> {
+        // A few pieces: sha256 (SHA-NI) outpaces the encoder, so the queue is mostly empty.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<DigestMsg>(4);
+        let done = std::thread::Builder::new()
+            .name("satchel-verify".into())
+            .spawn(move || {
+                let mut h = Sha256::new();
+                let mut first_bad = None;
+                while let Ok(m) = rx.recv() {
+                    match m {
+                        DigestMsg::Data(b) => h.update(&b),
+                        DigestMsg::End { path, sha256 } => {
+                            let got = hex::encode(std::mem::take(&mut h).finalize());
+                            if got != sha256 && first_bad.is_none() {
+                                first_bad = Some(path);
+                            }
+                        }
+                    }
+                }
+                first_bad
+            })?;
+        Ok(MemberDigests {
+            tx: Some(tx),
+            done: Some(done),
+        })
+    }
+
+    async fn send(&mut self, m: DigestMsg) -> std::result::Result<(), Failure> {
+        let gone = || Failure::Transient(DomainError::Internal("the digest thread ended".into()));
+        let Some(tx) = &self.tx else {
+            return Err(gone());
+        };
+        match tx.try_send(m) {
+            Ok(()) => Ok(()),
+            // Behind by a full queue: wait for it off the async threads.
+            Err(std::sync::mpsc::TrySendError::Full(m)) => {
+                let tx = tx.clone();
+                tokio::task::spawn_blocking(move || tx.send(m))
+                    .await
+                    .map_err(|_| gone())?
+                    .map_err(|_| gone())
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => Err(gone()),
+        }
+    }
+
+    async fn data(&mut self, b: Bytes) -> std::result::Result<(), Failure> {
+        self.send(DigestMsg::Data(b)).await
+    }
+
+    async fn end(&mut self, path: &str, sha256: &str) -> std::result::Result<(), Failure> {
+        self.send(DigestMsg::End {
+            path: path.to_string(),
+            sha256: sha256.to_string(),
+        })
+        .await
+    }
+
+    /// The first member whose content does not match its recorded sha256, if any.
+    async fn finish(mut self) -> std::result::Result<Option<String>, Failure> {
+        drop(self.tx.take());
+        let gone = || Failure::Transient(DomainError::Internal("the digest thread failed".into()));
+        let done = self.done.take().ok_or_else(gone)?;
+        tokio::task::spawn_blocking(move || done.join())
+            .await
+            .map_err(|_| gone())?
+            .map_err(|_| gone())
+    }
+}
+
+impl Drop for MemberDigests {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread (an abandoned build); it is not joined.
+        drop(self.tx.take());
     }
 }
 
