@@ -312,9 +312,11 @@ async fn image_status(
 ) -> R {
     let i = st
         .satchel
-        .image(&who, &p.uid, p.msid, p.tid, p.itid)
+        .image_status(&who, &p.uid, (p.msid, p.tid, p.itid))
         .await?;
-    status_reply(f, &headers, &i, image_status_doc(&p.uid, &i))
+    status_reply(&st.statuses, f, &headers, &p.uid, &i, |i| {
+        image_status_doc(&p.uid, i)
+    })
 }
 
 /// Cancels the generation; answers the status as it is afterwards.

@@ -153,8 +153,9 @@ async fn export_status(
         .satchel
         .export_status(&who, &p.uid, p.msid, p.eid)
         .await?;
-    let doc = ticket_status_doc(&t, &export_uri(&p.uid, &t));
-    status_reply(f, &headers, &t, doc)
+    status_reply(&st.statuses, f, &headers, &p.uid, &t, |t| {
+        ticket_status_doc(t, &export_uri(&p.uid, t))
+    })
 }
 
 /// Cancels the export; answers its status as it is afterwards (saying so when it had finished).
@@ -306,10 +307,11 @@ async fn appliance_export_status(
 ) -> R {
     let t = st
         .satchel
-        .appliance_export(&who, &p.uid, p.aid, p.eid)
+        .appliance_export_status(&who, &p.uid, p.aid, p.eid)
         .await?;
-    let doc = ticket_status_doc(&t, &export_uri(&p.uid, &t));
-    status_reply(f, &headers, &t, doc)
+    status_reply(&st.statuses, f, &headers, &p.uid, &t, |t| {
+        ticket_status_doc(t, &export_uri(&p.uid, t))
+    })
 }
 
 async fn cancel_appliance_export(

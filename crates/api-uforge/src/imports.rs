@@ -172,10 +172,11 @@ async fn status(
 ) -> R {
     let t = st
         .satchel
-        .import(&who, &p.uid, kind_of(uri.path()), p.iid)
+        .import_status(&who, &p.uid, kind_of(uri.path()), p.iid)
         .await?;
-    let doc = ticket_status_doc(&t, &import_uri(&p.uid, &t));
-    status_reply(f, &headers, &t, doc)
+    status_reply(&st.statuses, f, &headers, &p.uid, &t, |t| {
+        ticket_status_doc(t, &import_uri(&p.uid, t))
+    })
 }
 
 async fn upload(

@@ -40,6 +40,17 @@ use wire::{error_document, ErrorMessage, Format};
 #[derive(Clone)]
 pub struct AppState {
     pub satchel: Arc<Satchel>,
+    /// Status answers rendered once per remembered ticket version (`render::StatusMemo`).
+    pub(crate) statuses: Arc<render::StatusMemo>,
+}
+
+impl AppState {
+    pub fn new(satchel: Arc<Satchel>) -> Self {
+        AppState {
+            satchel,
+            statuses: Arc::default(),
+        }
+    }
 }
 
 /// The face's route table; each route documents itself in `/api/openapi.json`.

@@ -247,9 +247,10 @@ async fn status(
     headers: HeaderMap,
     p: TakeoutPath,
 ) -> R {
-    let t = st.satchel.takeout(&who, &p.uid, p.tid).await?;
-    let doc = ticket_status_doc(&t, &uri(&p.uid, &t));
-    status_reply(f, &headers, &t, doc)
+    let t = st.satchel.takeout_status(&who, &p.uid, p.tid).await?;
+    status_reply(&st.statuses, f, &headers, &p.uid, &t, |t| {
+        ticket_status_doc(t, &uri(&p.uid, t))
+    })
 }
 
 async fn cancel(State(st): State<AppState>, Auth(who): Auth, Fmt(f): Fmt, p: TakeoutPath) -> R {
