@@ -2,14 +2,14 @@
 //! and template archives (`/users/{uid}/imports`, `hammr template import|create`). Each is a ticket:
 //! created, given its archive by an upload, then polled (ETag, 304), cancelled, deleted.
 
-use crate::extract::{body_stream, Auth, Fmt, ImportPath};
+use crate::extract::{body_stream, Auth, Conditional, Fmt, ImportPath};
 use crate::idempotency::Idem;
 use crate::render::{cancel_reply, status_reply, ticket_status_doc};
 use crate::wire::{ApiError, Doc, Format};
 use crate::{docs, AppState};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use satchel_api_doc::Table;
 use satchel_domain::model::{ImportSpec, Ticket, TicketKind};
@@ -166,7 +166,7 @@ async fn status(
     State(st): State<AppState>,
     Auth(who): Auth,
     Fmt(f): Fmt,
-    headers: HeaderMap,
+    Conditional(headers): Conditional,
     uri: axum::http::Uri,
     p: ImportPath,
 ) -> R {
