@@ -3,7 +3,9 @@
 
 use crate::docs;
 use crate::download::{serve_archive, DownloadQuery};
-use crate::extract::{write_doc, Auth, BundlePath, Fmt, ImageFilePath, ImagePath, TemplatePath};
+use crate::extract::{
+    write_doc, Auth, BundlePath, Conditional, Fmt, ImageFilePath, ImagePath, TemplatePath,
+};
 use crate::idempotency::Idem;
 use crate::render::{
     docker_format, image_doc, image_status_doc, status_reply, template_doc, template_uri,
@@ -307,14 +309,16 @@ async fn image_status(
     State(st): State<AppState>,
     Auth(who): Auth,
     Fmt(f): Fmt,
-    headers: HeaderMap,
+    Conditional(headers): Conditional,
     p: ImagePath,
 ) -> R {
     let i = st
         .satchel
-        .image(&who, &p.uid, p.msid, p.tid, p.itid)
+        .image_status(&who, &p.uid, (p.msid, p.tid, p.itid))
         .await?;
-    status_reply(f, &headers, &i, image_status_doc(&p.uid, &i))
+    status_reply(&st.statuses, f, &headers, &p.uid, &i, |i| {
+        image_status_doc(&p.uid, i)
+    })
 }
 
 /// Cancels the generation; answers the status as it is afterwards.

@@ -3,7 +3,9 @@
 
 use crate::docs;
 use crate::download::{mint, serve_archive, DownloadQuery};
-use crate::extract::{ApplianceExportPath, AppliancePath, Auth, BundlePath, ExportPath, Fmt};
+use crate::extract::{
+    ApplianceExportPath, AppliancePath, Auth, BundlePath, Conditional, ExportPath, Fmt,
+};
 use crate::idempotency::Idem;
 use crate::render::{
     appliance_export_doc, cancel_reply, export_doc, export_uri, op_status, status_reply,
@@ -13,7 +15,7 @@ use crate::wire::{ApiError, Doc, Format};
 use crate::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use satchel_api_doc::Table;
 use satchel_domain::download_ids::ArchiveTicket;
@@ -146,15 +148,16 @@ async fn export_status(
     State(st): State<AppState>,
     Auth(who): Auth,
     Fmt(f): Fmt,
-    headers: HeaderMap,
+    Conditional(headers): Conditional,
     p: ExportPath,
 ) -> R {
     let t = st
         .satchel
         .export_status(&who, &p.uid, p.msid, p.eid)
         .await?;
-    let doc = ticket_status_doc(&t, &export_uri(&p.uid, &t));
-    status_reply(f, &headers, &t, doc)
+    status_reply(&st.statuses, f, &headers, &p.uid, &t, |t| {
+        ticket_status_doc(t, &export_uri(&p.uid, t))
+    })
 }
 
 /// Cancels the export; answers its status as it is afterwards (saying so when it had finished).
@@ -301,15 +304,16 @@ async fn appliance_export_status(
     State(st): State<AppState>,
     Auth(who): Auth,
     Fmt(f): Fmt,
-    headers: HeaderMap,
+    Conditional(headers): Conditional,
     p: ApplianceExportPath,
 ) -> R {
     let t = st
         .satchel
-        .appliance_export(&who, &p.uid, p.aid, p.eid)
+        .appliance_export_status(&who, &p.uid, p.aid, p.eid)
         .await?;
-    let doc = ticket_status_doc(&t, &export_uri(&p.uid, &t));
-    status_reply(f, &headers, &t, doc)
+    status_reply(&st.statuses, f, &headers, &p.uid, &t, |t| {
+        ticket_status_doc(t, &export_uri(&p.uid, t))
+    })
 }
 
 async fn cancel_appliance_export(

@@ -127,6 +127,25 @@ pub fn basic_credentials(headers: &HeaderMap) -> Result<(String, String), &'stat
     Ok((login.to_string(), password.to_string()))
 }
 
+/// A status poll's conditions (`If-None-Match`, `If-Modified-Since`), moved out of the request
+/// rather than copied with the whole header map: the poll path is the hottest route there is.
+pub struct Conditional(pub HeaderMap);
+
+impl<S: Send + Sync> FromRequestParts<S> for Conditional {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let mut kept = HeaderMap::new();
+        for name in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE] {
+            if let header::Entry::Occupied(e) = parts.headers.entry(&name) {
+                for v in e.remove_entry_mult().1 {
+                    kept.append(&name, v);
+                }
+            }
+        }
+        Ok(Conditional(kept))
+    }
+}
+
 /// The answer's format, from `Accept`.
 pub struct Fmt(pub Format);
 

@@ -2,14 +2,14 @@
 //! and template archives (`/users/{uid}/imports`, `hammr template import|create`). Each is a ticket:
 //! created, given its archive by an upload, then polled (ETag, 304), cancelled, deleted.
 
-use crate::extract::{body_stream, Auth, Fmt, ImportPath};
+use crate::extract::{body_stream, Auth, Conditional, Fmt, ImportPath};
 use crate::idempotency::Idem;
 use crate::render::{cancel_reply, status_reply, ticket_status_doc};
 use crate::wire::{ApiError, Doc, Format};
 use crate::{docs, AppState};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use satchel_api_doc::Table;
 use satchel_domain::model::{ImportSpec, Ticket, TicketKind};
@@ -166,16 +166,17 @@ async fn status(
     State(st): State<AppState>,
     Auth(who): Auth,
     Fmt(f): Fmt,
-    headers: HeaderMap,
+    Conditional(headers): Conditional,
     uri: axum::http::Uri,
     p: ImportPath,
 ) -> R {
     let t = st
         .satchel
-        .import(&who, &p.uid, kind_of(uri.path()), p.iid)
+        .import_status(&who, &p.uid, kind_of(uri.path()), p.iid)
         .await?;
-    let doc = ticket_status_doc(&t, &import_uri(&p.uid, &t));
-    status_reply(f, &headers, &t, doc)
+    status_reply(&st.statuses, f, &headers, &p.uid, &t, |t| {
+        ticket_status_doc(t, &import_uri(&p.uid, t))
+    })
 }
 
 async fn upload(

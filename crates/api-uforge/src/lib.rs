@@ -40,6 +40,17 @@ use wire::{error_document, ErrorMessage, Format};
 #[derive(Clone)]
 pub struct AppState {
     pub satchel: Arc<Satchel>,
+    /// Status answers rendered once per remembered ticket version (`render::StatusMemo`).
+    pub(crate) statuses: Arc<render::StatusMemo>,
+}
+
+impl AppState {
+    pub fn new(satchel: Arc<Satchel>) -> Self {
+        AppState {
+            satchel,
+            statuses: Arc::default(),
+        }
+    }
 }
 
 /// The face's route table; each route documents itself in `/api/openapi.json`.
@@ -131,18 +142,19 @@ pub fn error_response<B>(
 }
 
 async fn uforge_errors(req: Request, next: Next) -> Response {
-    let method = req.method().to_string();
-    let uri = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.to_string())
-        .unwrap_or_default();
+    // Kept as they are (cheap clones, no allocation) and spelled out only for an error.
+    let (method, request_uri) = (req.method().clone(), req.uri().clone());
     let format = Format::from_accept(req.headers());
     let resp = next.run(req).await;
     let status = resp.status();
     if status.is_success() || status.is_redirection() || status.is_informational() {
         return resp;
     }
+    let method = method.to_string();
+    let uri = request_uri
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
     let (mut parts, body) = resp.into_parts();
     let message = match parts.extensions.get::<ErrorMessage>() {
         Some(ErrorMessage(m)) => m.clone(),

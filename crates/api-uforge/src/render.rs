@@ -1,15 +1,21 @@
 //! Domain values to wire documents (`docs.rs`), and the replies built around them: URIs, the status
-//! document with its ETag and `304`, what a download serves. Pure: nothing here reads the store.
+//! document with its ETag and `304` (rendered once per remembered ticket version: [`StatusMemo`]),
+//! what a download serves. Nothing here reads the store.
 
 use crate::docs::{self, iso};
 use crate::download::BlobDownload;
-use crate::wire::{ApiError, Doc, Format};
-use axum::http::{header, HeaderMap, StatusCode};
+use crate::wire::{render_doc, ApiError, Doc, Format};
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use satchel_domain::appliance::{Appliance, ApplianceParts, BootScript, OsPackage, OsProfile};
 use satchel_domain::container::FORMAT_DOCKER;
 use satchel_domain::model::*;
+use satchel_domain::polls::Snapshot;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 type R = Result<Response, ApiError>;
 
@@ -221,30 +227,114 @@ fn status_etag(t: &Ticket, f: Format) -> String {
     format!("\"{}\"", &hex::encode(h.finalize())[..32])
 }
 
+/// One status answer, rendered: the document's bytes and the headers around them.
+pub(crate) struct RenderedStatus {
+    etag: HeaderValue,
+    last_modified: HeaderValue,
+    content_type: &'static str,
+    body: Bytes,
+    modified: Millis,
+}
+
+/// Past this many rendered answers the memo starts over.
+const MEMO_MAX: usize = 50_000;
+
+/// Status answers rendered from remembered ticket rows, by (ticket, format), each kept while the row
+/// it was rendered from is the one the domain remembers (same `Snapshot::version`, never reused)
+/// and for the same URL user (the document's URIs name it). A status poll of a ticket nothing
+/// changed then costs a map lookup: no render, no sha256.
+#[derive(Default)]
+pub struct StatusMemo {
+    map: Mutex<HashMap<(Id, Format), Memo>>,
+}
+
+struct Memo {
+    version: u64,
+    uid: String,
+    rendered: Arc<RenderedStatus>,
+}
+
+impl StatusMemo {
+    fn get(&self, id: Id, f: Format, version: u64, uid: &str) -> Option<Arc<RenderedStatus>> {
+        let map = self.map.lock().ok()?;
+        let m = map.get(&(id, f))?;
+        (m.version == version && m.uid == uid).then(|| m.rendered.clone())
+    }
+
+    fn put(&self, id: Id, f: Format, version: u64, uid: &str, rendered: Arc<RenderedStatus>) {
+        if let Ok(mut map) = self.map.lock() {
+            if map.len() >= MEMO_MAX {
+                map.clear();
+            }
+            map.insert(
+                (id, f),
+                Memo {
+                    version,
+                    uid: uid.to_string(),
+                    rendered,
+                },
+            );
+        }
+    }
+}
+
+fn render_status(f: Format, t: &Ticket, doc: docs::OpStatus) -> Result<RenderedStatus, ApiError> {
+    let (body, content_type) = render_doc(f, "status", &doc)
+        .map_err(|e| ApiError::internal(format!("rendering status: {e}")))?;
+    Ok(RenderedStatus {
+        etag: HeaderValue::from_str(&status_etag(t, f)).map_err(|_| ApiError::internal("etag"))?,
+        last_modified: HeaderValue::from_str(&satchel_ranges::serve::http_date(t.modified))
+            .map_err(|_| ApiError::internal("date"))?,
+        content_type,
+        body: Bytes::from(body),
+        modified: t.modified,
+    })
+}
+
 /// A ticket's status document, or `304` when the client's copy is current (ETag over every field
-/// shown, Last-Modified from the ticket); never cached without revalidation.
-pub(crate) fn status_reply(f: Format, headers: &HeaderMap, t: &Ticket, doc: docs::OpStatus) -> R {
-    let etag = status_etag(t, f);
-    let lm = satchel_ranges::serve::http_date(t.modified);
+/// shown, Last-Modified from the ticket); never cached without revalidation. `doc` builds the
+/// document; it only runs when the memo has no answer for this version of the ticket.
+pub(crate) fn status_reply(
+    memo: &StatusMemo,
+    f: Format,
+    headers: &HeaderMap,
+    uid: &str,
+    s: &Snapshot,
+    doc: impl FnOnce(&Ticket) -> docs::OpStatus,
+) -> R {
+    let t = &s.ticket;
+    let remembered = (s.version != 0)
+        .then(|| memo.get(t.id, f, s.version, uid))
+        .flatten();
+    let r = match remembered {
+        Some(r) => r,
+        None => {
+            let r = Arc::new(render_status(f, t, doc(t))?);
+            if s.version != 0 {
+                memo.put(t.id, f, s.version, uid, r.clone());
+            }
+            r
+        }
+    };
     // The same conditional rules as downloads (weak If-None-Match, then If-Modified-Since).
     let conditions = satchel_ranges::Conditions::from_headers(headers);
-    if satchel_ranges::not_modified(&conditions, &etag, Some(t.modified)) {
-        let mut r = StatusCode::NOT_MODIFIED.into_response();
-        r.headers_mut().insert(
-            header::ETAG,
-            etag.parse().map_err(|_| ApiError::internal("etag"))?,
+    let etag = r.etag.to_str().map_err(|_| ApiError::internal("etag"))?;
+    let mut resp = if satchel_ranges::not_modified(&conditions, etag, Some(r.modified)) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut resp = Response::new(Body::from(r.body.clone()));
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(r.content_type),
         );
-        r.headers_mut().insert(
-            header::LAST_MODIFIED,
-            lm.parse().map_err(|_| ApiError::internal("date"))?,
-        );
-        return Ok(r);
-    }
-    Ok(Doc::ok(f, "status", doc)
-        .header(header::ETAG, &etag)
-        .header(header::LAST_MODIFIED, &lm)
-        .header(header::CACHE_CONTROL, "no-cache")
-        .into_response())
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        resp
+    };
+    let h = resp.headers_mut();
+    h.insert(header::ETAG, r.etag.clone());
+    h.insert(header::LAST_MODIFIED, r.last_modified.clone());
+    Ok(resp)
 }
 
 /// The answer to a cancel: the ticket's status document (not conditional), whose message says

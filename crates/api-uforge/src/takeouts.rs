@@ -2,14 +2,14 @@
 //! export machinery: create, estimate, status (ETag, 304), cancel, download (Range), delete.
 
 use crate::download::{mint, serve_archive, DownloadQuery};
-use crate::extract::{Auth, Fmt, TakeoutPath};
+use crate::extract::{Auth, Conditional, Fmt, TakeoutPath};
 use crate::idempotency::Idem;
 use crate::render::{cancel_reply, op_status, status_reply, ticket_status_doc};
 use crate::wire::{parse_body, ApiError, Doc};
 use crate::{docs, AppState};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use satchel_api_doc::Table;
 use satchel_domain::accounts::Secret;
@@ -244,12 +244,13 @@ async fn status(
     State(st): State<AppState>,
     Auth(who): Auth,
     Fmt(f): Fmt,
-    headers: HeaderMap,
+    Conditional(headers): Conditional,
     p: TakeoutPath,
 ) -> R {
-    let t = st.satchel.takeout(&who, &p.uid, p.tid).await?;
-    let doc = ticket_status_doc(&t, &uri(&p.uid, &t));
-    status_reply(f, &headers, &t, doc)
+    let t = st.satchel.takeout_status(&who, &p.uid, p.tid).await?;
+    status_reply(&st.statuses, f, &headers, &p.uid, &t, |t| {
+        ticket_status_doc(t, &uri(&p.uid, t))
+    })
 }
 
 async fn cancel(State(st): State<AppState>, Auth(who): Auth, Fmt(f): Fmt, p: TakeoutPath) -> R {

@@ -12,7 +12,7 @@ use serde::Serialize;
 /// Largest XML/JSON request document (file uploads are streamed and limited separately).
 pub const MAX_DOC: usize = 1 << 20;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Format {
     Xml,
     Json,

@@ -1,10 +1,13 @@
 //! Passwords (argon2id) and logins, built to survive a crowd.
 //!
 //! - A successful check is remembered, keyed by a salted digest of (login, password), never the
-//!   password itself. Every use re-reads the user's record and compares the stored hash, so a
-//!   removed user or a changed password (even by `satchel admin` in another process, or on another
-//!   instance) stops working at the next request; in exchange the entry can slide on use, and an
-//!   active user never sees it expire (no crowd of pollers re-hashing at once).
+//!   password itself. A use at most [`AuthConfig::revalidate_every`] (1 s by default) after the
+//!   last check of the entry against the store answers from memory; a later one re-reads the
+//!   user's record and compares the stored hash, so a removed user or a changed password (even by
+//!   `satchel admin` in another process, or on another instance) stops working within that bound
+//!   (plus the one read in flight). One request per entry does that read; the others meanwhile
+//!   still answer from memory. The entry slides on use, and an active user never sees it expire
+//!   (no crowd of pollers re-hashing at once).
 //! - argon2 (19 MiB and tens of ms per check) runs on blocking threads, at most
 //!   `max_concurrent` at once, with a short queue; past it the answer is `Throttled` (429).
 //! - Identical credentials in flight are verified once (single flight).
@@ -57,6 +60,10 @@ pub struct AuthConfig {
     pub queue: usize,
     /// A remembered login is forgotten after this long unused.
     pub idle_ttl: Duration,
+    /// A remembered login is checked against the store again once this long has passed since its
+    /// last check: the bound on how long a removed user or a replaced password keeps working
+    /// (`Duration::ZERO`: every use reads the store).
+    pub revalidate_every: Duration,
     /// Failed logins a source address may make in a burst, and how fast that refills.
     pub source_burst: u32,
     pub source_refill: Duration,
@@ -74,6 +81,7 @@ impl Default for AuthConfig {
             max_concurrent: cores,
             queue: 4 * cores,
             idle_ttl: Duration::from_secs(300),
+            revalidate_every: Duration::from_secs(1),
             source_burst: 30,
             source_refill: Duration::from_secs(2),
             login_burst: 10,
@@ -87,6 +95,8 @@ struct Remembered {
     /// The stored hash this login was verified against; the entry is only good while it is current.
     password_hash: String,
     last_used: Instant,
+    /// When the entry was last found to match the store (or claimed for that check).
+    checked: Instant,
 }
 
 /// The outcome of one verification, shared by every request waiting on the same credentials.
@@ -112,6 +122,8 @@ pub struct Authenticator {
     by_login: Mutex<Buckets>,
     /// argon2 runs, refused logins and throttled ones, for metrics.
     verifications: AtomicUsize,
+    /// Store reads that rechecked a remembered login.
+    revalidations: AtomicUsize,
     failures: AtomicUsize,
     throttled: AtomicUsize,
 }
@@ -128,6 +140,7 @@ impl Authenticator {
             by_source: Mutex::new(Buckets::new(config.source_burst, config.source_refill)),
             by_login: Mutex::new(Buckets::new(config.login_burst, config.login_refill)),
             verifications: AtomicUsize::new(0),
+            revalidations: AtomicUsize::new(0),
             failures: AtomicUsize::new(0),
             throttled: AtomicUsize::new(0),
             config,
@@ -146,6 +159,11 @@ impl Authenticator {
     /// How many argon2 checks this authenticator has run.
     pub fn verifications(&self) -> usize {
         self.verifications.load(Ordering::Relaxed)
+    }
+
+    /// Store reads made to recheck remembered logins.
+    pub fn revalidations(&self) -> usize {
+        self.revalidations.load(Ordering::Relaxed)
     }
 
     /// Logins refused for wrong credentials.
@@ -200,6 +218,7 @@ impl Authenticator {
                         },
                         password_hash: rec.password_hash.clone(),
                         last_used: Instant::now(),
+                        checked: Instant::now(),
                     },
                 );
             }
@@ -227,23 +246,43 @@ impl Authenticator {
         }
     }
 
-    /// A remembered login, if it is still backed by the user's current record.
+    /// A remembered login, if it is still backed by the user's current record: as of at most
+    /// `revalidate_every` ago, else as of a store read made now.
     async fn remembered(&self, key: &[u8; 32], login: &str) -> Result<Option<Principal>> {
-        let cached = {
-            let cache = self.cache.lock().map_err(poisoned)?;
-            match cache.get(key) {
-                Some(r) if r.last_used.elapsed() < self.config.idle_ttl => {
-                    Some(r.password_hash.clone())
+        let (hash, claimed) = {
+            let mut cache = self.cache.lock().map_err(poisoned)?;
+            let Some(r) = cache.get_mut(key) else {
+                return Ok(None);
+            };
+            if r.last_used.elapsed() >= self.config.idle_ttl {
+                return Ok(None);
+            }
+            let now = Instant::now();
+            if now.duration_since(r.checked) < self.config.revalidate_every {
+                // Checked recently enough: memory only.
+                r.last_used = now;
+                return Ok(Some(r.principal.clone()));
+            }
+            // This request rechecks; until it is done the others keep answering from memory
+            // (the bound grows by this one read, not by a crowd of them).
+            let claimed = std::mem::replace(&mut r.checked, now);
+            (r.password_hash.clone(), claimed)
+        };
+        self.revalidations.fetch_add(1, Ordering::Relaxed);
+        // The read that makes revocation prompt: the stored hash changes with every password
+        // change, and a removed-and-re-added user gets a new one (new salt).
+        let current = match self.store.user_by_login(login).await {
+            Ok(c) => c,
+            Err(e) => {
+                // Not rechecked after all: the next request tries again.
+                if let Ok(mut cache) = self.cache.lock() {
+                    if let Some(r) = cache.get_mut(key) {
+                        r.checked = r.checked.min(claimed);
+                    }
                 }
-                _ => None,
+                return Err(e);
             }
         };
-        let Some(hash) = cached else {
-            return Ok(None);
-        };
-        // The one read that makes revocation immediate: the stored hash changes with every
-        // password change, and a removed-and-re-added user gets a new one (new salt).
-        let current = self.store.user_by_login(login).await?;
         let mut cache = self.cache.lock().map_err(poisoned)?;
         match current {
             Some(rec) if rec.password_hash == hash => {
@@ -362,7 +401,8 @@ impl Authenticator {
         }
     }
 
-    /// Forget remembered logins (not needed for revocation, which every use checks).
+    /// Forget remembered logins (not needed for revocation, which uses recheck within
+    /// `revalidate_every`).
     pub fn clear(&self) {
         if let Ok(mut c) = self.cache.lock() {
             c.clear();

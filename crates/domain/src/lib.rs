@@ -20,6 +20,7 @@ pub mod limits;
 pub mod model;
 pub mod names;
 pub mod notify;
+pub mod polls;
 pub mod ports;
 pub mod quota;
 pub mod service;

@@ -145,6 +145,15 @@ pub trait Store:
         tokio::time::sleep(timeout).await;
         false
     }
+
+    // ---- what this process remembers
+    /// The memory of ticket rows that status polls answer from (`crate::polls`), kept current by
+    /// this store: it forgets a ticket whenever it writes it, and (PostgreSQL) whenever another
+    /// process announces a change; the first call starts listening for those. None: every poll
+    /// reads the store.
+    fn ticket_cache(&self) -> Option<std::sync::Arc<crate::polls::TicketCache>> {
+        None
+    }
 }
 
 /// What a user holds now, for quotas. A supertrait of `Store`, written once for both engines.
@@ -277,6 +286,12 @@ pub trait StatsStore: Send + Sync + 'static {
     async fn ticket_counts(&self) -> Result<Vec<(String, String, i64)>>;
     /// Jobs waiting to be claimed (no live lease) and when the oldest of them was queued.
     async fn queue_stats(&self, now: Millis) -> Result<QueueStats>;
+    /// Database connections handed back to the pool so far: one per statement or transaction,
+    /// so a request path that adds none made no round trip (what `/metrics` shows to prove the
+    /// status polls' memory path).
+    fn checkouts(&self) -> u64 {
+        0
+    }
 }
 
 /// Container templates, scoped by owner and bundle. Their images are tickets of kind

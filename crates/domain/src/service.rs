@@ -76,6 +76,9 @@ pub struct Satchel {
     pub(crate) secrets: crate::apikeys::SealKey,
     /// Wakes an idle job worker once a ticket is queued (`Satchel::with_waker`).
     wake: Arc<Notify>,
+    /// The store's memory of tickets, which status polls answer from (`crate::polls`); none
+    /// unless `Satchel::with_ticket_cache` gives it.
+    pub(crate) tickets: Option<Arc<crate::polls::TicketCache>>,
 }
 
 fn user_blob_prefix(owner: Id) -> String {
@@ -111,7 +114,14 @@ impl Satchel {
             config,
             rate,
             wake: Arc::new(Notify::new()),
+            tickets: None,
         }
+    }
+
+    /// Status polls answer from `cache` (the store's, `Store::ticket_cache`) when they can.
+    pub fn with_ticket_cache(mut self, cache: Option<Arc<crate::polls::TicketCache>>) -> Self {
+        self.tickets = cache;
+        self
     }
 
     /// Wakes `wake` (the job pool's) whenever a ticket is queued, so an idle worker starts at once.
@@ -690,20 +700,6 @@ impl Satchel {
             format!("export {eid} of mySoftware {msid}")
         })
         .await
-    }
-
-    /// An export's status (seed 001, `mySoftwareExportStatus_get`): the `software_upload`
-    /// entitlement is required, after the ticket resolves (another user's still answers 404).
-    pub async fn export_status(
-        &self,
-        who: &Principal,
-        uid: &str,
-        msid: Id,
-        eid: Id,
-    ) -> Result<Ticket> {
-        let t = self.export(who, uid, msid, eid).await?;
-        self.require(who, ENT_SOFTWARE_UPLOAD)?;
-        Ok(t)
     }
 
     /// A ticket of `uid`'s of this kind (and subject, if given): the one resolving rule for every

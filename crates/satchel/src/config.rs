@@ -159,6 +159,11 @@ pub struct ServeArgs {
     /// Failed logins for one login name in a burst (refills one every 6 s) [default: 10].
     #[arg(long, env = "SATCHEL_LOGIN_FAILURES_PER_LOGIN")]
     pub login_failures_per_login: Option<u32>,
+    /// How long a remembered login answers from memory before it is checked against the stored
+    /// user again: the bound on how long a removed user or a replaced password keeps working,
+    /// e.g. "1s", "250ms", "0s" (every request reads the store) [default: 1s].
+    #[arg(long, env = "SATCHEL_LOGIN_REVALIDATE")]
+    pub login_revalidate: Option<String>,
     /// Bytes of uploads and archives one user may store, 0 for no limit [default: 50 GiB].
     #[arg(long, env = "SATCHEL_QUOTA_BYTES")]
     pub quota_bytes: Option<u64>,
@@ -375,6 +380,10 @@ impl ServeArgs {
                         .login_failures_per_login
                         .unwrap_or(d.login_burst)
                         .max(1),
+                    revalidate_every: match &self.login_revalidate {
+                        Some(v) => dur("login-revalidate", v)?,
+                        None => d.revalidate_every,
+                    },
                     ..d
                 }
             },

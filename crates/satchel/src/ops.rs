@@ -31,6 +31,11 @@ pub struct Metrics {
     auth_throttled: IntCounter,
     password_checks: IntCounter,
     rate_limited: IntCounterVec,
+    status_polls: IntCounterVec,
+    ticket_cache_resets: IntCounter,
+    ticket_cache_live: IntGauge,
+    store_checkouts: IntCounter,
+    login_revalidations: IntCounter,
     /// Scrapes mirror the authenticator's counters by difference; one at a time.
     scrape: Mutex<()>,
 }
@@ -108,6 +113,35 @@ impl Metrics {
             &["face"],
         )
         .map_err(err)?;
+        let status_polls = IntCounterVec::new(
+            Opts::new(
+                "satchel_status_polls_total",
+                "Ticket status polls, by where the ticket came from: this instance's memory (no \
+                 store read) or the store",
+            ),
+            &["answered"],
+        )
+        .map_err(err)?;
+        let ticket_cache_resets = IntCounter::new(
+            "satchel_ticket_cache_resets_total",
+            "Times the status polls' ticket memory was dropped whole (a lost LISTEN connection)",
+        )
+        .map_err(err)?;
+        let ticket_cache_live = IntGauge::new(
+            "satchel_ticket_cache_live",
+            "1 while status polls may answer from memory (PostgreSQL: the LISTEN connection is up)",
+        )
+        .map_err(err)?;
+        let store_checkouts = IntCounter::new(
+            "satchel_store_checkouts_total",
+            "Database connections used and handed back: one per statement or transaction",
+        )
+        .map_err(err)?;
+        let login_revalidations = IntCounter::new(
+            "satchel_login_revalidations_total",
+            "Store reads rechecking a remembered login (at most one per login per --login-revalidate)",
+        )
+        .map_err(err)?;
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -121,6 +155,11 @@ impl Metrics {
             Box::new(auth_throttled.clone()),
             Box::new(password_checks.clone()),
             Box::new(rate_limited.clone()),
+            Box::new(status_polls.clone()),
+            Box::new(ticket_cache_resets.clone()),
+            Box::new(ticket_cache_live.clone()),
+            Box::new(store_checkouts.clone()),
+            Box::new(login_revalidations.clone()),
         ] {
             registry.register(c).map_err(err)?;
         }
@@ -138,6 +177,11 @@ impl Metrics {
             auth_throttled,
             password_checks,
             rate_limited,
+            status_polls,
+            ticket_cache_resets,
+            ticket_cache_live,
+            store_checkouts,
+            login_revalidations,
             scrape: Mutex::new(()),
         })
     }
@@ -160,15 +204,32 @@ impl Metrics {
                 .map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0),
         );
         self.archive_bytes.set(q.archive_bytes);
-        let mirror = |c: &IntCounter, now: usize| {
-            let now = now as u64;
+        let mirror = |c: &IntCounter, now: u64| {
             if now > c.get() {
                 c.inc_by(now - c.get());
             }
         };
-        mirror(&self.auth_failures, satchel.auth.failures());
-        mirror(&self.auth_throttled, satchel.auth.throttled());
-        mirror(&self.password_checks, satchel.auth.verifications());
+        mirror(&self.auth_failures, satchel.auth.failures() as u64);
+        mirror(&self.auth_throttled, satchel.auth.throttled() as u64);
+        mirror(&self.password_checks, satchel.auth.verifications() as u64);
+        mirror(
+            &self.login_revalidations,
+            satchel.auth.revalidations() as u64,
+        );
+        // Read last, so the scrape's own reads above are in it.
+        mirror(&self.store_checkouts, store.checkouts());
+        if let Some(cache) = satchel.ticket_cache() {
+            mirror(
+                &self.status_polls.with_label_values(&["memory"]),
+                cache.hits(),
+            );
+            mirror(
+                &self.status_polls.with_label_values(&["store"]),
+                cache.misses(),
+            );
+            mirror(&self.ticket_cache_resets, cache.resets());
+            self.ticket_cache_live.set(i64::from(cache.is_live()));
+        }
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)

@@ -230,9 +230,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Every background job runs on one pool: both ticket kinds and CloudAPI async exports. The
     // services that queue jobs wake its idle workers through `wake`.
     let wake = Arc::new(tokio::sync::Notify::new());
+    // Status polls answer from the store's memory of tickets (on PostgreSQL this starts listening
+    // for the changes other instances announce).
     let satchel = Arc::new(
         Satchel::new(store.clone(), opened.keys.clone(), blobs.clone(), config)
-            .with_waker(wake.clone()),
+            .with_waker(wake.clone())
+            .with_ticket_cache(store.ticket_cache()),
     );
     opened.rate = satchel.rate.clone();
     let cloud = Arc::new(Cloud {
@@ -363,9 +366,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         })
     };
 
-    let state = AppState {
-        satchel: satchel.clone(),
-    };
+    let state = AppState::new(satchel.clone());
     let metrics = Arc::new(crate::ops::Metrics::new()?);
     let track = |face: &'static str| {
         axum::middleware::from_fn_with_state((metrics.clone(), face), crate::ops::track)

@@ -152,8 +152,12 @@ async fn a_caller_without_the_entitlement_never_gets_a_body_parsed() {
     }
 }
 
+/// A remembered login answers from memory for at most `--login-revalidate` after its last check
+/// against the store (1 s by default): a user removed by `satchel admin` (another process) is
+/// refused within that bound, no longer at the very next request. With `--login-revalidate 0s`
+/// every request rechecks, and the next request is refused.
 #[tokio::test]
-async fn a_removed_user_is_refused_at_the_next_request() {
+async fn a_removed_user_is_refused_within_the_revalidation_bound() {
     let s = Server::start(&[]).await;
     let alice = s.client("alice");
     assert_eq!(alice.get("/users/alice").await.status, 200);
@@ -164,7 +168,23 @@ async fn a_removed_user_is_refused_at_the_next_request() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    alice.get("/users/alice").await.assert_uforge_error(401);
+    // When the refused request was sent is what counts (refusing takes an argon2 check).
+    let t0 = Instant::now();
+    let refused_at = loop {
+        let sent = t0.elapsed();
+        let r = alice.get("/users/alice").await;
+        if r.status == 401 {
+            r.assert_uforge_error(401);
+            break sent;
+        }
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(sent < Duration::from_secs(5), "still logged in after 5 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        refused_at < Duration::from_millis(1000 + 500),
+        "still logged in {refused_at:?} after the removal (bound 1 s)"
+    );
 
     // Re-added with another password: the old one stays refused, the new one works.
     let out = s.admin(
@@ -189,6 +209,15 @@ async fn a_removed_user_is_refused_at_the_next_request() {
         ..alice.clone()
     };
     assert_eq!(fresh.get("/users/alice").await.status, 200);
+
+    // Rechecked on every request: refused at the next one.
+    let s = Server::start(&["--login-revalidate", "0s"]).await;
+    let bob = s.client("bob");
+    assert_eq!(bob.get("/users/bob").await.status, 200);
+    assert_eq!(bob.get("/users/bob").await.status, 200, "cached login");
+    let out = s.admin(&["user", "remove", "bob"], None);
+    assert!(out.status.success());
+    bob.get("/users/bob").await.assert_uforge_error(401);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -34,6 +34,8 @@ mod imports;
 mod notify;
 #[path = "operations.rs"]
 mod operations;
+#[path = "polls.rs"]
+mod polls;
 #[path = "sdc.rs"]
 mod sdc;
 #[path = "takeouts.rs"]

@@ -12,14 +12,19 @@
 //! - byte-order collation ([`Engine::BYTE_ORDER`]), SQLite's default and PostgreSQL's `"C"`;
 //! - job wake-ups ([`Engine::notify_jobs`], [`Engine::wait_for_jobs`]) and periodic-task claims
 //!   ([`Engine::claim_periodic`]): NOTIFY/LISTEN and a shared claim row on PostgreSQL; on SQLite the
-//!   one instance wakes its own workers and runs every periodic task.
+//!   one instance wakes its own workers and runs every periodic task;
+//! - what keeps the status polls' ticket memory current ([`Engine::ticket_cache`]): on both, the
+//!   store forgets a ticket when it writes it; PostgreSQL also listens for the changes other
+//!   processes announce (a trigger), SQLite has only this process's writes to see.
 //!
 //! The store types themselves implement it (`SqliteStore`, `PostgresStore`): the PostgreSQL side
 //! needs the store's LISTEN connection for its wake-ups.
 
 use satchel_domain::model::Id;
+use satchel_domain::polls::TicketCache;
 use satchel_domain::Result;
 use sqlx::Transaction;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) trait Engine {
@@ -56,4 +61,6 @@ pub(crate) trait Engine {
     async fn wait_for_jobs(&self, timeout: Duration) -> bool;
     /// `Store::claim_periodic`.
     async fn claim_periodic(&self, name: &str, owner: &str, period: Duration) -> Result<bool>;
+    /// `Store::ticket_cache`.
+    fn ticket_cache(&self) -> Option<Arc<TicketCache>>;
 }

@@ -135,6 +135,7 @@ macro_rules! impl_imports {
                 upload: &ArchiveRef,
                 max_attempts: i32,
             ) -> Result<Option<Ticket>> {
+                let _forget = self.tickets.forget_ticket(id);
                 let mut tx = self.pool.begin_with(S::BEGIN).await.map_err(db_err)?;
                 let to = crate::tickets::Move::to(TicketState::Queued, 8);
                 let sql = format!(
@@ -188,6 +189,7 @@ macro_rules! impl_imports {
                 ticket: Id,
                 bundle: &NewBundleParts,
             ) -> Result<Option<Bundle>> {
+                let _forget = self.tickets.forget_ticket(ticket);
                 let mut tx = self.pool.begin_with(S::BEGIN).await.map_err(db_err)?;
                 let Some(owner) = lock_running_import(&mut tx, ticket).await? else {
                     return Ok(None);
@@ -209,6 +211,8 @@ macro_rules! impl_imports {
                 let Some(owner) = lock_running_import(&mut tx, ticket).await? else {
                     return Ok(None);
                 };
+                // The ticket, and the exports of an appliance it replaces: the owner's tickets.
+                let _forget = self.tickets.forget_owner(owner);
                 let mut ids = Vec::with_capacity(bundles.len());
                 for b in bundles {
                     ids.push(match b {

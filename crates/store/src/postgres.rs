@@ -11,21 +11,36 @@
 //!   then its artifacts or attachments) before reading what they are about to change.
 //! - Enqueuing sends `NOTIFY satchel_jobs` inside the transaction, and `Store::wait_for_jobs` waits
 //!   on a `LISTEN` connection, so idle workers on every instance wake when a job arrives.
+//! - A trigger announces every ticket row change on `satchel_tickets` (migration 0019), and a second
+//!   `LISTEN` connection ([`watch_tickets`], started by `Store::ticket_cache`) makes every instance
+//!   forget what its status polls remember of that ticket (`satchel_domain::polls`). While that
+//!   connection is down (or silent: it is pinged), the memory is off and dropped.
 
 use crate::engine::Engine;
 use crate::{db_err, ms};
 use satchel_domain::model::Id;
+use satchel_domain::polls::TicketCache;
 use satchel_domain::{DomainError, Result};
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, OnceCell};
 use tokio::task::JoinHandle;
 
 /// The LISTEN/NOTIFY channel that announces runnable jobs. The payload (a ticket or job id) is
 /// informational only; listeners just try to claim.
 pub const JOBS_CHANNEL: &str = "satchel_jobs";
+
+/// The channel on which the `tickets` trigger announces a changed or deleted ticket (payload: its
+/// id). Anything else on it (the watcher's pings) only proves the connection is alive.
+pub const TICKETS_CHANNEL: &str = "satchel_tickets";
+
+/// How long the ticket watcher may hear nothing before it pings itself through the channel, and how
+/// long without an answer before it takes the connection for dead (and forgets everything).
+const PING_AFTER: Duration = Duration::from_secs(1);
+const DEAD_AFTER: Duration = Duration::from_secs(3);
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -34,6 +49,25 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 pub struct PostgresStore {
     pool: PgPool,
     signal: Arc<JobSignal>,
+    /// What status polls remember of tickets; off until the ticket watcher listens.
+    pub(crate) tickets: Arc<TicketCache>,
+    watcher: Arc<TicketWatcher>,
+    /// Connections handed back to the pool: one per statement or transaction (0 for a store made
+    /// `from_pool`, whose pool this store did not configure).
+    pub(crate) checkouts: Arc<AtomicU64>,
+}
+
+/// The ticket watcher task ([`watch_tickets`]), started by the first `ticket_cache` call.
+struct TicketWatcher {
+    task: std::sync::OnceLock<Option<JoinHandle<()>>>,
+}
+
+impl Drop for TicketWatcher {
+    fn drop(&mut self) {
+        if let Some(Some(task)) = self.task.get() {
+            task.abort();
+        }
+    }
 }
 
 /// The store's one LISTEN connection, started on the first `wait_for_jobs` so that short-lived users
@@ -55,13 +89,20 @@ impl Drop for JobSignal {
 impl PostgresStore {
     /// Connects (e.g. `postgres://user@host/db`) and applies pending migrations.
     pub async fn connect(url: &str) -> Result<Self> {
+        let checkouts = Arc::new(AtomicU64::new(0));
+        let counter = checkouts.clone();
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
+            .after_release(move |_, _| {
+                counter.fetch_add(1, Ordering::Relaxed);
+                Box::pin(async { Ok(true) })
+            })
             .connect(url)
             .await
             .map_err(db_err)?;
-        let store = Self::from_pool(pool);
+        let mut store = Self::from_pool(pool);
+        store.checkouts = checkouts;
         store.migrate().await?;
         Ok(store)
     }
@@ -74,6 +115,11 @@ impl PostgresStore {
                 notify: Arc::new(Notify::new()),
                 task: OnceCell::new(),
             }),
+            tickets: Arc::new(TicketCache::new(false)),
+            watcher: Arc::new(TicketWatcher {
+                task: std::sync::OnceLock::new(),
+            }),
+            checkouts: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -131,6 +177,121 @@ async fn forward_notifications(mut listener: PgListener, notify: Arc<Notify>) {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
+    }
+}
+
+/// Keeps `cache` current from the `satchel_tickets` announcements, for as long as the store lives:
+/// listens, turns the cache on (which first drops it: nothing read before the LISTEN may be kept),
+/// forgets each announced ticket, and when the connection is lost, or stays silent past
+/// [`DEAD_AFTER`] although pinged, turns the cache off (dropping it: announcements were missed)
+/// and listens again.
+async fn watch_tickets(pool: PgPool, cache: Arc<TicketCache>) {
+    loop {
+        let listener = async {
+            let mut l = PgListener::connect_with(&pool).await?;
+            l.listen(TICKETS_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(l)
+        };
+        let listener = match tokio::time::timeout(Duration::from_secs(10), listener).await {
+            Ok(Ok(l)) => l,
+            Ok(Err(sqlx::Error::PoolClosed)) => return,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot listen for ticket changes; status polls read the store");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "listening for ticket changes timed out; status polls read the store"
+                );
+                continue;
+            }
+        };
+        let heard = Arc::new(std::sync::Mutex::new(Instant::now()));
+        cache.set_live(true);
+        // The receiving half runs on its own task, so a connection stuck without an error can be
+        // abandoned (dropping it) without ever cancelling a read halfway through.
+        let receiver = AbortOnDrop(tokio::spawn(receive_tickets(
+            listener,
+            cache.clone(),
+            heard.clone(),
+        )));
+        let closed = supervise(&pool, receiver, &heard).await;
+        cache.set_live(false);
+        if closed {
+            return;
+        }
+        tracing::warn!(
+            "lost the ticket change announcements; status polls read the store until they resume"
+        );
+    }
+}
+
+/// Waits for the receiver to end, pinging the channel when it has been quiet; true if the pool
+/// closed (the store is gone).
+async fn supervise(
+    pool: &PgPool,
+    mut receiver: AbortOnDrop<bool>,
+    heard: &std::sync::Mutex<Instant>,
+) -> bool {
+    let quiet = || heard.lock().map_or(DEAD_AFTER, |t| t.elapsed());
+    loop {
+        tokio::select! {
+            ended = &mut receiver.0 => return ended.unwrap_or(false),
+            _ = tokio::time::sleep(PING_AFTER / 2) => {
+                let q = quiet();
+                if q >= DEAD_AFTER {
+                    return false;
+                }
+                if q >= PING_AFTER {
+                    // Our own announcement comes back on the LISTEN connection if it is alive.
+                    let ping = sqlx::query("SELECT pg_notify($1, 'ping')")
+                        .bind(TICKETS_CHANNEL)
+                        .execute(pool);
+                    match tokio::time::timeout(PING_AFTER, ping).await {
+                        Ok(Err(sqlx::Error::PoolClosed)) => return true,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "ticket watcher ping failed"),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Forgets each announced ticket; returns when the connection is lost (false) or the pool closed
+/// (true).
+async fn receive_tickets(
+    mut listener: PgListener,
+    cache: Arc<TicketCache>,
+    heard: Arc<std::sync::Mutex<Instant>>,
+) -> bool {
+    loop {
+        match listener.try_recv().await {
+            Ok(Some(n)) => {
+                if let Ok(mut t) = heard.lock() {
+                    *t = Instant::now();
+                }
+                if let Ok(id) = n.payload().parse::<Id>() {
+                    cache.changed(id);
+                }
+            }
+            Ok(None) => return false,
+            Err(sqlx::Error::PoolClosed) => return true,
+            Err(e) => {
+                tracing::warn!(error = %e, "ticket change listener failed");
+                return false;
+            }
+        }
+    }
+}
+
+/// A task aborted when its handle is dropped (the watcher's receiver ends with the watcher).
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -208,6 +369,16 @@ impl Engine for PostgresStore {
             }
             Err(_) => false,
         }
+    }
+
+    /// Starts the ticket watcher on first use (inside a Tokio runtime; without one there is no
+    /// cache: polls read the store).
+    fn ticket_cache(&self) -> Option<Arc<TicketCache>> {
+        let started = self.watcher.task.get_or_init(|| {
+            let rt = tokio::runtime::Handle::try_current().ok()?;
+            Some(rt.spawn(watch_tickets(self.pool.clone(), self.tickets.clone())))
+        });
+        started.as_ref().map(|_| self.tickets.clone())
     }
 
     /// One conditional upsert: the claim is taken only if nobody holds it or the holder's time is up,

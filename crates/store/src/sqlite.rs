@@ -9,17 +9,25 @@
 use crate::db_err;
 use crate::engine::Engine;
 use satchel_domain::model::Id;
+use satchel_domain::polls::TicketCache;
 use satchel_domain::{DomainError, Result};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The embedded store: one file, WAL mode, safe to share with `satchel admin` while the server runs.
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// What status polls remember of tickets; every ticket write made here forgets (the one server
+    /// on this file makes them all, but `satchel admin` in another process: see `polls::MAX_AGE`).
+    pub(crate) tickets: Arc<TicketCache>,
+    /// Connections handed back to the pool: one per statement or transaction.
+    pub(crate) checkouts: Arc<AtomicU64>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -34,8 +42,14 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        let checkouts = Arc::new(AtomicU64::new(0));
+        let counter = checkouts.clone();
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            .after_release(move |_, _| {
+                counter.fetch_add(1, Ordering::Relaxed);
+                Box::pin(async { Ok(true) })
+            })
             .connect_with(opts)
             .await
             .map_err(db_err)?;
@@ -43,7 +57,11 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| DomainError::Storage(satchel_domain::Cause::context("migrations", e)))?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            tickets: Arc::new(TicketCache::new(true)),
+            checkouts,
+        })
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -80,6 +98,10 @@ impl Engine for SqliteStore {
     async fn wait_for_jobs(&self, timeout: Duration) -> bool {
         tokio::time::sleep(timeout).await;
         false
+    }
+
+    fn ticket_cache(&self) -> Option<Arc<TicketCache>> {
+        Some(self.tickets.clone())
     }
 
     /// One instance: it runs every periodic task.

@@ -171,6 +171,8 @@ macro_rules! impl_store {
                 // write of this user is in flight, so the image and object blob keys read below are
                 // all there are.
                 S::lock_owner(&mut tx, id).await?;
+                // Status polls forget the user's tickets once this commits (or is abandoned).
+                let _forget = self.tickets.forget_owner(id);
                 // Locking the user blocks new bundles and tickets (their foreign-key checks
                 // share-lock it); locking the bundles blocks new artifacts/attachments and waits out
                 // writers in flight, so the keys read below are all the blobs the cascade will
@@ -321,6 +323,8 @@ macro_rules! impl_store {
             }
 
             async fn delete_bundle(&self, owner: Id, id: Id) -> Result<Option<Vec<String>>> {
+                // Its images go with it (their templates cascade): forgotten after the commit.
+                let _forget = self.tickets.forget_owner(owner);
                 let mut tx = self.pool.begin_with(S::BEGIN).await.map_err(db_err)?;
                 // The row lock waits out artifact/attachment writers (they lock the bundle first)
                 // and blocks new ones, so the keys read next are exactly what the cascade removes.
@@ -711,12 +715,14 @@ macro_rules! impl_store {
             }
 
             async fn delete_ticket(&self, owner: Id, id: Id) -> Result<Option<Ticket>> {
+                let _forget = self.tickets.forget_ticket(id);
                 fetch_opt(&self.pool, sqlx::query("DELETE FROM tickets WHERE id = $1 AND owner_id = $2 RETURNING *") .bind(id) .bind(owner), ticket_from).await
             }
 
             async fn set_takeout_spec(&self, id: Id, spec: &TakeoutSpec) -> Result<()> {
                 let params = serde_json::to_string(spec)
                     .map_err(|e| DomainError::Internal(satchel_domain::Cause::of(e)))?;
+                let _forget = self.tickets.forget_ticket(id);
                 sqlx::query("UPDATE tickets SET params = $1 WHERE id = $2 AND kind = $3")
                     .bind(params)
                     .bind(id)
@@ -728,6 +734,7 @@ macro_rules! impl_store {
             }
 
             async fn mark_running(&self, id: Id) -> Result<bool> {
+                let _forget = self.tickets.forget_ticket(id);
                 let to = crate::tickets::Move::to(TicketState::Running, 3);
                 let sql = format!(
                     "UPDATE tickets SET {}, percentage = 0, bytes_loaded = 0, modified = $1
@@ -739,6 +746,7 @@ macro_rules! impl_store {
             }
 
             async fn update_progress(&self, id: Id, p: &Progress) -> Result<bool> {
+                let _forget = self.tickets.forget_ticket(id);
                 let q = sqlx::query(
                     "UPDATE tickets SET percentage = $1, bytes_loaded = $2, bytes_total = $3, eta = $4, modified = $5
                      WHERE id = $6 AND state = $7",
@@ -799,6 +807,7 @@ macro_rules! impl_store {
                     }
                 };
                 // The takeout webhook's delivery, if any, is queued with the move (or not at all).
+                let _forget = self.tickets.forget_ticket(id);
                 let mut tx = self.pool.begin_with(S::BEGIN).await.map_err(db_err)?;
                 let moved = to.bind(q).execute(&mut *tx).await.map_err(db_err)?.rows_affected() > 0;
                 if moved {
@@ -819,6 +828,7 @@ macro_rules! impl_store {
             }
 
             async fn mark_expired(&self, id: Id) -> Result<bool> {
+                let _forget = self.tickets.forget_ticket(id);
                 let to = crate::tickets::Move::to(TicketState::Expired, 3);
                 let sql = format!(
                     "UPDATE tickets SET {}, modified = $1 WHERE id = $2 AND {}",
@@ -837,11 +847,14 @@ macro_rules! impl_store {
                 );
                 let q = sqlx::query(&sql).bind(now_millis()).bind(id).bind(owner);
                 // As `finish_ticket`: a cancelled takeout's webhook is queued with the move.
+                let _forget = self.tickets.forget_ticket(id);
                 let mut tx = self.pool.begin_with(S::BEGIN).await.map_err(db_err)?;
                 if to.bind(q).execute(&mut *tx).await.map_err(db_err)?.rows_affected() > 0 {
                     queue_delivery(&mut tx, id).await?;
                 }
                 tx.commit().await.map_err(db_err)?;
+                // Forgotten before the row is read back for the answer.
+                self.tickets.changed(id);
                 self.get_ticket(owner, id).await
             }
 
@@ -946,6 +959,10 @@ macro_rules! impl_store {
             /// NOT call this at start: instances share the queue, so it would take running jobs
             /// away from live instances (which then run them twice). There, a dead instance's
             /// leases simply expire and its jobs are claimed again.
+            fn ticket_cache(&self) -> Option<std::sync::Arc<satchel_domain::polls::TicketCache>> {
+                <S as Engine>::ticket_cache(self)
+            }
+
             async fn release_all_leases(&self) -> Result<u64> {
                 let mut tx = self.pool.begin_with(S::BEGIN).await.map_err(db_err)?;
                 let r = sqlx::query(

@@ -73,6 +73,8 @@ macro_rules! impl_templates {
                 bundle: Id,
                 id: Id,
             ) -> Result<Option<Vec<Ticket>>> {
+                // Its images' tickets go by the cascade: forgotten after the commit.
+                let _forget = self.tickets.forget_owner(owner);
                 let mut tx = self.pool.begin_with(S::BEGIN).await.map_err(db_err)?;
                 let exists = sqlx::query(&format!(
                     "SELECT 1 FROM container_templates WHERE id = $1 AND owner_id = $2 AND bundle_id = $3{}",

@@ -53,6 +53,10 @@ macro_rules! impl_stats {
     () => {
         #[async_trait]
         impl satchel_domain::ports::StatsStore for S {
+            fn checkouts(&self) -> u64 {
+                self.checkouts.load(std::sync::atomic::Ordering::Relaxed)
+            }
+
             async fn ping(&self) -> Result<()> {
                 sqlx::query("SELECT 1")
                     .execute(&self.pool)
