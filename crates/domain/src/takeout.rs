@@ -340,7 +340,7 @@ impl TicketRunner {
         };
         let mtime = (now_millis() / 1000).max(0) as u64;
         let mut entries = Vec::with_capacity(parts.len());
-        let mut built: Option<String> = None;
+        let part_key = |n: usize| format!("{}parts/{n}.tar.gz", parts_prefix(t.owner_id, t.id));
         let result: std::result::Result<(), Failure> = async {
             // A pipeline of two: part n+1 is built while part n is copied into the takeout (the
             // copy is a sequential pass on about one core; the build keeps both busy). The copy
@@ -367,8 +367,7 @@ impl TicketRunner {
                                     version: &p.version,
                                 }
                             };
-                            let part_key =
-                                format!("{}parts/{n}.tar.gz", parts_prefix(t.owner_id, t.id));
+                            let key = part_key(n);
                             let a = self
                                 .write_archive_to(
                                     t,
@@ -377,12 +376,12 @@ impl TicketRunner {
                                     members,
                                     *part_mtime,
                                     p.path.clone(),
-                                    part_key.clone(),
+                                    key.clone(),
                                     Some(&mut meter),
                                     cancel,
                                 )
                                 .await?;
-                            Ok((a, Some(part_key)))
+                            Ok((a, Some(key)))
                         }
                     }
                 };
@@ -403,27 +402,15 @@ impl TicketRunner {
                         None => Ok(()),
                     }
                 };
-                let joined: std::result::Result<((ArchiveRef, Option<String>), ()), Failure> =
-                    tokio::try_join!(build, copy);
-                // Whatever happened, the previous part's file is done with, and a new one is kept
-                // track of for the clean-up.
+                let ((archive, key), ()) = tokio::try_join!(build, copy)?;
+                // The previous part is in the takeout now: its file is done with.
                 if let Some((_, _, Some(k))) = &previous {
                     let _ = self.blobs.delete(k).await;
                 }
-                let ((archive, key), ()) = match joined {
-                    Ok(v) => v,
-                    Err(e) => {
-                        // The build may have left its part (written before a failed copy).
-                        let key = format!("{}parts/{n}.tar.gz", parts_prefix(t.owner_id, t.id));
-                        let _ = self.blobs.delete(&key).await;
-                        return Err(e);
-                    }
-                };
                 meter.loaded += copied.loaded;
                 if let Some((prev, prev_archive, _)) = previous {
                     entries.push(IndexEntry::of(prev, prev_archive));
                 }
-                built = key.clone();
                 pending = Some((p, archive, key));
                 if cancel.is_cancelled() {
                     return Err(Failure::Cancelled);
@@ -435,7 +422,6 @@ impl TicketRunner {
                 if let Some(k) = key {
                     let _ = self.blobs.delete(&k).await;
                 }
-                built = None;
                 entries.push(IndexEntry::of(last, archive));
             }
             let mut excluded = Vec::new();
@@ -475,8 +461,11 @@ impl TicketRunner {
         }
         .await;
         if let Err(e) = result {
-            if let Some(k) = built {
-                let _ = self.blobs.delete(&k).await;
+            // Whichever parts were built and not yet copied (deleting one already gone is harmless).
+            for (n, p) in parts.iter().enumerate() {
+                if matches!(p.build, PartBuild::Export { .. }) {
+                    let _ = self.blobs.delete(&part_key(n)).await;
+                }
             }
             outer.abort().await;
             if !matches!(e, Failure::Transient(_)) {

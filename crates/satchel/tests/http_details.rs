@@ -397,34 +397,6 @@ async fn content_length_with_transfer_encoding_is_refused() {
     assert!(!out.contains("HTTP/1.1 400"), "{out}");
 }
 
-/// Restarts `s` with every log target at TRACE, into `trace.log` in its data dir.
-async fn restart_with_trace_logs(s: &mut Server) -> std::path::PathBuf {
-    s.kill9();
-    let path = s.dir.path().join("trace.log");
-    let log = std::fs::File::create(&path).unwrap();
-    let child = std::process::Command::new(bin())
-        .arg("serve")
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{}", s.port))
-        .arg("--data-dir")
-        .arg(s.dir.path())
-        .args(&s.storage)
-        .args(&s.extra)
-        .env("RUST_LOG", "trace")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    s.child = Some(child);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !matches!(reqwest::get(format!("{}/status", s.base())).await, Ok(r) if r.status().is_success())
-    {
-        assert!(std::time::Instant::now() < deadline, "no restart");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    path
-}
-
 #[tokio::test]
 async fn credentials_never_reach_the_logs() {
     let mut s = Server::start(&[]).await;

@@ -633,17 +633,6 @@ pub async fn restart_with_trace_logs(s: &mut Server) -> PathBuf {
     path
 }
 
-pub fn files_under(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            files_under(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
-}
-
 pub fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
@@ -651,9 +640,7 @@ pub fn contains(hay: &[u8], needle: &str) -> bool {
 /// Every place a secret could rest: each file of the data directory (SQLite file, WAL, blob
 /// directory, logs), each object of the Garage prefix, and a dump of the PostgreSQL database.
 pub async fn everything_stored(s: &Server) -> Vec<(String, Vec<u8>)> {
-    let mut files = Vec::new();
-    files_under(s.dir.path(), &mut files);
-    let mut out: Vec<(String, Vec<u8>)> = files
+    let mut out: Vec<(String, Vec<u8>)> = walk_files(s.dir.path())
         .into_iter()
         .map(|p| {
             (
