@@ -251,6 +251,13 @@ pub(crate) fn open_passphrase(key: &SealKey, p: &SealedParam) -> Result<Secret> 
     open_with(key, PASSPHRASE_FIELD, &sealed)
 }
 
+/// An account's secret fields, opened: field name to value.
+fn open_secrets(key: &SealKey, a: &Account) -> Result<BTreeMap<String, String>> {
+    let opened = open_with(key, ACCOUNT_FIELD, &a.secrets)?;
+    serde_json::from_slice(opened.expose())
+        .map_err(|_| DomainError::Internal("a sealed account holds no JSON object".into()))
+}
+
 /// Every account of a user with its secrets and certificate files opened, as a takeout carries
 /// them (`satchel-accounts/1`). The finished JSON is held in zeroizing memory; the short-lived
 /// per-field copies on the way are plain `String`s (serde has no zeroizing strings).
@@ -297,9 +304,7 @@ pub(crate) fn accounts_document(
     };
     let mut out = Vec::with_capacity(accounts.len());
     for a in accounts {
-        let opened = open_with(key, ACCOUNT_FIELD, &a.secrets)?;
-        let secrets: BTreeMap<String, String> = serde_json::from_slice(opened.expose())
-            .map_err(|_| DomainError::Internal("a sealed account holds no JSON object".into()))?;
+        let secrets = open_secrets(key, a)?;
         let mut fields = BTreeMap::new();
         for f in a.kind.fields() {
             let v = if f.secret {
@@ -725,10 +730,7 @@ impl Satchel {
         reveal: bool,
     ) -> Result<AccountView> {
         let secrets: BTreeMap<String, String> = if reveal {
-            let opened = open_with(&self.secrets, ACCOUNT_FIELD, &account.secrets)?;
-            serde_json::from_slice(opened.expose()).map_err(|_| {
-                DomainError::Internal("a sealed account holds no JSON object".into())
-            })?
+            open_secrets(&self.secrets, &account)?
         } else {
             BTreeMap::new()
         };
@@ -794,12 +796,7 @@ impl Satchel {
             }
             _ => a.account.platform.clone(),
         };
-        let old: BTreeMap<String, String> = {
-            let opened = open_with(&self.secrets, ACCOUNT_FIELD, &a.account.secrets)?;
-            serde_json::from_slice(opened.expose()).map_err(|_| {
-                DomainError::Internal("a sealed account holds no JSON object".into())
-            })?
-        };
+        let old = open_secrets(&self.secrets, &a.account)?;
         let mut values = input.values;
         for field in kind.fields() {
             let keep = match values.get(field.name) {
