@@ -493,6 +493,61 @@ mod tests {
         );
     }
 
+    #[test]
+    fn an_image_on_a_base_lists_its_layers_first_and_keeps_its_config() {
+        let layer = Layer {
+            descriptor: Descriptor {
+                media_type: MEDIA_LAYER_GZIP.into(),
+                digest: format!("sha256:{}", "b".repeat(64)),
+                size: 10,
+            },
+            diff_id: format!("sha256:{}", "c".repeat(64)),
+        };
+        let base_layer = Descriptor {
+            media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+            digest: format!("sha256:{}", "a".repeat(64)),
+            size: 20,
+        };
+        let base = Base {
+            config: json!({
+                "architecture": "amd64", "os": "linux", "author": "someone",
+                "config": {"Env": ["A=1"], "Cmd": ["/bin/sh"], "Labels": {"x": "base", "y": "base"}},
+                "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", "a".repeat(64))]},
+                "history": [{"created_by": "base"}],
+            }),
+            layers: vec![base_layer.clone()],
+        };
+        let info = ImageInfo {
+            ref_name: "demo:1".into(),
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            labels: vec![("y".into(), "ours".into())],
+            created: "2026-01-01T00:00:00Z".into(),
+        };
+        let docs = documents_on(Some(&base), &layer, &info).unwrap();
+        let m: serde_json::Value = serde_json::from_slice(&docs.manifest).unwrap();
+        assert_eq!(m["layers"][0], base_layer.json());
+        assert_eq!(m["layers"][1], layer.descriptor.json());
+        let c: serde_json::Value = serde_json::from_slice(&docs.config).unwrap();
+        assert_eq!(c["config"]["Env"], json!(["A=1"]));
+        assert_eq!(c["config"]["Cmd"], json!(["/bin/sh"]));
+        assert_eq!(c["config"]["Labels"], json!({"x": "base", "y": "ours"}));
+        assert_eq!(c["author"], "someone");
+        assert_eq!(c["created"], info.created);
+        assert_eq!(c["rootfs"]["diff_ids"][1], layer.diff_id);
+        assert_eq!(c["history"].as_array().unwrap().len(), 2);
+        // Same input, same documents; a config whose diff_ids do not fit its layers is refused.
+        assert_eq!(
+            documents_on(Some(&base), &layer, &info).unwrap().manifest,
+            docs.manifest
+        );
+        let bad = Base {
+            layers: vec![base_layer.clone(), base_layer],
+            ..base
+        };
+        assert!(documents_on(Some(&bad), &layer, &info).is_err());
+    }
+
     #[tokio::test]
     async fn unsafe_paths_and_corrupt_layers_are_refused() {
         let mut lw = LayerWriter::new(Vec::new(), GzOptions::default());

@@ -396,7 +396,8 @@ where
         }
     }
     let gzip = got == 2 && magic == [0x1f, 0x8b];
-    if !gzip && !(limits.plain_tar && got > 0) {
+    let plain = !gzip && limits.plain_tar && got > 0;
+    if !gzip && !plain {
         return Err(ReadError::new(
             None,
             Rule::NotGzip,

@@ -602,7 +602,7 @@ impl TicketRunner {
                 b.label, d.config.digest
             )));
         }
-        let config = serde_json::from_slice(&config)
+        let config: serde_json::Value = serde_json::from_slice(&config)
             .map_err(|e| Failure::Permanent(format!("the config of {}: {e}", b.label)))?;
         Ok(Base {
             config,
