@@ -264,7 +264,7 @@ fn pick(sc: &Scan, arch: &str) -> Result<Picked> {
     let index: serde_json::Value =
         serde_json::from_slice(index).map_err(|e| invalid(format!("index.json: {e}")))?;
     // Manifests, nested indexes opened (two levels at most).
-    let mut todo: Vec<(serde_json::Value, u8)> = index["manifests"]
+    let mut todo: std::collections::VecDeque<(serde_json::Value, u8)> = index["manifests"]
         .as_array()
         .cloned()
         .unwrap_or_default()
@@ -273,7 +273,7 @@ fn pick(sc: &Scan, arch: &str) -> Result<Picked> {
         .collect();
     let want = oci_arch(arch);
     let mut seen = BTreeSet::new();
-    while let Some((m, depth)) = todo.pop() {
+    while let Some((m, depth)) = todo.pop_front() {
         let d = descriptor(&m, "manifest")?;
         if INDEX_TYPES.contains(&d.media_type.as_str()) {
             if depth >= 2 {
@@ -494,14 +494,16 @@ pub async fn register(
         .map_err(|e| DomainError::Internal(crate::Cause::of(e)))??;
     let picked = pick(&sc, &arch)?;
 
+    // What this registration writes: blobs no distribution has stored yet.
     let mut big = BTreeSet::new();
-    let mut written = Vec::new();
+    let mut fresh = Vec::new();
     let mut small: BTreeMap<String, &Vec<u8>> = BTreeMap::new();
     for d in std::iter::once(&picked.config).chain(&picked.layers) {
         let hex = d.digest.trim_start_matches("sha256:").to_string();
         if blobs.exists(&blob_key(&hex)).await? {
             continue;
         }
+        fresh.push(hex.clone());
         match sc.small.get(&hex) {
             Some(v) => {
                 small.insert(hex, v);
@@ -516,12 +518,8 @@ pub async fn register(
             blobs
                 .put_bytes(&blob_key(hex), Bytes::copy_from_slice(v))
                 .await?;
-            written.push(hex.clone());
         }
-        let all_big: Vec<String> = big.iter().cloned().collect();
-        store_big(blobs, &open, big).await?;
-        written.extend(all_big);
-        Ok(())
+        store_big(blobs, &open, big).await
     }
     .await;
     let created = match stored {
@@ -540,7 +538,7 @@ pub async fn register(
     };
     if created.is_err() {
         // Only what this registration wrote, and no other distribution uses meanwhile.
-        let _ = drop_unused(store, blobs, written).await;
+        let _ = drop_unused(store, blobs, fresh).await;
     }
     created
 }
