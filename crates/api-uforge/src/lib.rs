@@ -14,6 +14,7 @@ mod artifacts;
 mod attachments;
 mod bundles;
 mod containers;
+mod distributions;
 pub mod docs;
 mod download;
 mod exports;
@@ -63,6 +64,7 @@ fn routes() -> Table<AppState> {
         .merge(exports::routes(ms))
         .merge(exports::appliance_routes())
         .merge(containers::routes(ms))
+        .merge(distributions::routes())
         .merge(apikeys::routes())
         .merge(accounts::routes())
         .merge(imports::routes())

@@ -56,6 +56,9 @@ pub struct Limits {
     pub max_depth: usize,
     /// All member paths together (the duplicate check keeps them in memory).
     pub max_names_bytes: u64,
+    /// Also accept an uncompressed tar (an OCI image layout archive as `podman save` writes it);
+    /// the gzip checks then simply do not apply.
+    pub plain_tar: bool,
 }
 
 impl Default for Limits {
@@ -70,6 +73,7 @@ impl Default for Limits {
             max_path_bytes: 4096,
             max_depth: 64,
             max_names_bytes: 64 << 20,
+            plain_tar: false,
         }
     }
 }
@@ -391,7 +395,9 @@ where
             Err(e) => return Err(ReadError::new(None, Rule::Io, e.to_string())),
         }
     }
-    if got < 2 || magic != [0x1f, 0x8b] {
+    let gzip = got == 2 && magic == [0x1f, 0x8b];
+    let plain = !gzip && limits.plain_tar && got > 0;
+    if !gzip && !plain {
         return Err(ReadError::new(
             None,
             Rule::NotGzip,
@@ -402,7 +408,12 @@ where
             },
         ));
     }
-    let gz = MultiGzDecoder::new(io::Cursor::new(magic).chain(input));
+    let head = io::Cursor::new(magic).take(got as u64).chain(input);
+    let gz: Box<dyn Read + '_> = if gzip {
+        Box::new(MultiGzDecoder::new(head))
+    } else {
+        Box::new(head)
+    };
     let guard = Guard {
         inner: gz,
         shared: shared.clone(),
