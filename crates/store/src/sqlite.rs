@@ -41,7 +41,11 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            // 1 MiB of page cache per connection instead of SQLite's 2 MiB default: eight
+            // connections' caches were a fifth of the server's memory after listing a bundle of
+            // 16,000 files, and the file's pages are in the OS page cache anyway.
+            .pragma("cache_size", "-1024");
         let checkouts = Arc::new(AtomicU64::new(0));
         let counter = checkouts.clone();
         let pool = SqlitePoolOptions::new()
