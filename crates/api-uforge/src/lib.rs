@@ -21,6 +21,7 @@ mod extract;
 mod idempotency;
 mod imports;
 mod notify;
+mod pimages;
 mod render;
 mod takeouts;
 mod users;
@@ -63,6 +64,7 @@ fn routes() -> Table<AppState> {
         .merge(exports::routes(ms))
         .merge(exports::appliance_routes())
         .merge(containers::routes(ms))
+        .merge(pimages::routes(ms))
         .merge(apikeys::routes())
         .merge(accounts::routes())
         .merge(imports::routes())

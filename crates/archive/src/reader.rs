@@ -366,9 +366,32 @@ impl MemberReader<'_> {
 /// Reads `input` (a gzip-compressed tar) to its end, applying every rule; `on_file` is called for
 /// each regular file that is not a root document, the first time its path appears, with a reader
 /// of exactly its bytes. Synchronous: run it on a blocking thread.
-pub fn read_archive<R, F>(
+pub fn read_archive<R, F>(input: R, limits: &Limits, on_file: F) -> Result<ReadSummary, ReadError>
+where
+    R: Read,
+    F: FnMut(&MemberInfo, &mut dyn Read) -> Result<(), ReadError>,
+{
+    read_any(input, limits, false, on_file)
+}
+
+/// As [`read_archive`], but an uncompressed tar is read too (every rule but the ratio, which is 1,
+/// applies): for archives Satchel wrote itself either way, such as container images.
+pub fn read_tar_or_gz<R, F>(
     input: R,
     limits: &Limits,
+    on_file: F,
+) -> Result<ReadSummary, ReadError>
+where
+    R: Read,
+    F: FnMut(&MemberInfo, &mut dyn Read) -> Result<(), ReadError>,
+{
+    read_any(input, limits, true, on_file)
+}
+
+fn read_any<R, F>(
+    input: R,
+    limits: &Limits,
+    plain: bool,
     mut on_file: F,
 ) -> Result<ReadSummary, ReadError>
 where
@@ -391,7 +414,8 @@ where
             Err(e) => return Err(ReadError::new(None, Rule::Io, e.to_string())),
         }
     }
-    if got < 2 || magic != [0x1f, 0x8b] {
+    let gzip = got == 2 && magic == [0x1f, 0x8b];
+    if !gzip && !(plain && got > 0) {
         return Err(ReadError::new(
             None,
             Rule::NotGzip,
@@ -402,9 +426,14 @@ where
             },
         ));
     }
-    let gz = MultiGzDecoder::new(io::Cursor::new(magic).chain(input));
+    let head = io::Cursor::new(magic).take(got as u64).chain(input);
+    let decoded: Box<dyn Read> = if gzip {
+        Box::new(MultiGzDecoder::new(head))
+    } else {
+        Box::new(head)
+    };
     let guard = Guard {
-        inner: gz,
+        inner: decoded,
         shared: shared.clone(),
         limits: limits.clone(),
     };

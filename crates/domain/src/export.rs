@@ -834,6 +834,7 @@ fn failed_message(kind: TicketKind) -> &'static str {
         TicketKind::ContainerImage => "image generation failed",
         TicketKind::BundleImport | TicketKind::TemplateImport => "import failed",
         TicketKind::Takeout => "takeout failed",
+        TicketKind::ImagePublish => "publication failed",
     }
 }
 
@@ -868,6 +869,7 @@ impl JobHandler for TicketRunner {
             TicketKind::BundleImport | TicketKind::TemplateImport => {
                 self.run_import(&t, &cancel).await.map(|()| None)
             }
+            TicketKind::ImagePublish => self.publish_image(&t, &cancel).await.map(|()| None),
         };
         match built {
             Ok(None) => {

@@ -22,6 +22,7 @@ mod imports;
 mod keys;
 mod notify;
 pub mod postgres;
+mod registry;
 mod rows;
 pub mod sqlite;
 mod store;
