@@ -304,7 +304,15 @@ async fn get_image(
         .await?;
     let key = st.satchel.new_download_key(&i).await?;
     let mut doc = [image_doc(&p.uid, &i, key.as_deref())];
-    registering_names(&st, &who, &p.uid, &headers, std::slice::from_ref(&i), &mut doc).await?;
+    registering_names(
+        &st,
+        &who,
+        &p.uid,
+        &headers,
+        std::slice::from_ref(&i),
+        &mut doc,
+    )
+    .await?;
     let [doc] = doc;
     Ok(Doc::ok(f, "image", doc)
         // The id in it is a credential that works once: never cache this document.

@@ -29,9 +29,21 @@ pub fn routes(ms: &str) -> Table<AppState> {
             publish,
         )
         .get(&p, "A publication", get_pimage)
-        .delete(&p, "Unpublish (the reference and its unshared blobs)", delete_pimage)
-        .get(&format!("{p}/status"), "A publication's status", pimage_status)
-        .delete(&format!("{p}/cancel"), "Cancel a publication", cancel_pimage)
+        .delete(
+            &p,
+            "Unpublish (the reference and its unshared blobs)",
+            delete_pimage,
+        )
+        .get(
+            &format!("{p}/status"),
+            "A publication's status",
+            pimage_status,
+        )
+        .delete(
+            &format!("{p}/cancel"),
+            "Cancel a publication",
+            cancel_pimage,
+        )
         .get(
             "/api/users/{uid}/pimages",
             "The user's publications",
@@ -96,7 +108,10 @@ fn pimage_doc(uid: &str, host: &str, v: &PublishView, f: Format) -> docs::Publis
                 kind: Some("docker".into()),
             },
             certificates: None,
-            values: vec![("endpointUrl", host.to_string()), ("login", uid.to_string())],
+            values: vec![
+                ("endpointUrl", host.to_string()),
+                ("login", uid.to_string()),
+            ],
         },
         name: t.subject_name.clone(),
         status_uri: format!("{uri}/status"),
@@ -296,7 +311,12 @@ pub(crate) async fn registering_names(
         let (repo, tag) = published
             .iter()
             .find(|v| v.ticket.subject_id == i.id && v.published.is_some())
-            .map(|v| (v.ticket.subject_name.clone(), v.ticket.subject_version.clone()))
+            .map(|v| {
+                (
+                    v.ticket.subject_name.clone(),
+                    v.ticket.subject_version.clone(),
+                )
+            })
             .unwrap_or_else(|| satchel_domain::registry::default_reference(i));
         doc.registering_name = Some(format!("{host}/{uid}/{repo}:{tag}"));
     }

@@ -376,11 +376,7 @@ where
 
 /// As [`read_archive`], but an uncompressed tar is read too (every rule but the ratio, which is 1,
 /// applies): for archives Satchel wrote itself either way, such as container images.
-pub fn read_tar_or_gz<R, F>(
-    input: R,
-    limits: &Limits,
-    on_file: F,
-) -> Result<ReadSummary, ReadError>
+pub fn read_tar_or_gz<R, F>(input: R, limits: &Limits, on_file: F) -> Result<ReadSummary, ReadError>
 where
     R: Read,
     F: FnMut(&MemberInfo, &mut dyn Read) -> Result<(), ReadError>,

@@ -179,7 +179,10 @@ impl Satchel {
         let tickets = self.store.list_tickets(owner.id).await?;
         let published = self.store.list_published(owner.id).await?;
         let mut out = Vec::new();
-        for t in tickets.iter().filter(|t| t.kind == TicketKind::ImagePublish) {
+        for t in tickets
+            .iter()
+            .filter(|t| t.kind == TicketKind::ImagePublish)
+        {
             let image = tickets
                 .iter()
                 .find(|i| i.id == t.subject_id && i.kind == TicketKind::ContainerImage)
@@ -269,10 +272,7 @@ impl Satchel {
                 DomainError::not_found(format!("manifest {reference} of {login}/{repository}"))
             })?;
         let blob = PublishedBlob {
-            key: registry_blob_key(
-                owner.id,
-                sha256_hex(&p.manifest_digest).unwrap_or_default(),
-            ),
+            key: registry_blob_key(owner.id, sha256_hex(&p.manifest_digest).unwrap_or_default()),
             digest: p.manifest_digest.clone(),
             size: p.manifest_size,
             media_type: p.media_type.clone(),
@@ -398,7 +398,9 @@ fn send_member(
     cancel: &CancellationToken,
 ) -> std::result::Result<(), String> {
     let gone = |_| "the blob could not be stored".to_string();
-    pieces.blocking_send(Piece::Start { hex, key }).map_err(gone)?;
+    pieces
+        .blocking_send(Piece::Start { hex, key })
+        .map_err(gone)?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
         if cancel.is_cancelled() {
