@@ -411,7 +411,7 @@ where
         }
     }
     let gzip = got == 2 && magic == [0x1f, 0x8b];
-    if !gzip && !(plain && got > 0) {
+    if !(gzip || plain && got > 0) {
         return Err(ReadError::new(
             None,
             Rule::NotGzip,
