@@ -192,8 +192,8 @@ macro_rules! impl_registry {
                 let t = ticket_from(&row)?;
                 let mut gone = Vec::new();
                 for k in keys {
-                    let held: Option<i64> = sqlx::query_scalar(
-                        "SELECT 1 FROM published_blobs WHERE blob_key = $1 LIMIT 1",
+                    let held: Option<String> = sqlx::query_scalar(
+                        "SELECT blob_key FROM published_blobs WHERE blob_key = $1 LIMIT 1",
                     )
                     .bind(&k)
                     .fetch_optional(&mut *tx)
@@ -210,8 +210,8 @@ macro_rules! impl_registry {
             async fn unreferenced_registry_blobs(&self, keys: &[String]) -> Result<Vec<String>> {
                 let mut out = Vec::new();
                 for k in keys {
-                    let held: Option<i64> = sqlx::query_scalar(
-                        "SELECT 1 FROM published_blobs WHERE blob_key = $1 LIMIT 1",
+                    let held: Option<String> = sqlx::query_scalar(
+                        "SELECT blob_key FROM published_blobs WHERE blob_key = $1 LIMIT 1",
                     )
                     .bind(k)
                     .fetch_optional(&self.pool)
