@@ -78,7 +78,7 @@ BLOB_BYTES=$(du -cb "$OWNER_BLOBS"/* | tail -1 | cut -f1)
 REF=127.0.0.1:$PORT/alice/pullbench:1.0
 log "published $REF: $(ls "$OWNER_BLOBS" | wc -l) blobs, $BLOB_BYTES bytes"
 
-pull_t=(); cp_t=()
+pull_t=(); cp_t=(); curl_t=()
 for run in $(seq "$RUNS"); do
     log "run $run/$RUNS"
     rm -rf "$OUT/cp-blobs"; sync
@@ -89,7 +89,16 @@ for run in $(seq "$RUNS"); do
     skopeo copy -q --src-tls-verify=false --src-creds "alice:$PW" "docker://$REF" "dir:$OUT/pulled"; sync
     t1=$(now)
     pull_t+=("$(echo "$t1 - $t0" | bc)")
+    # The same blobs over HTTP by curl (the server's part of a pull, without skopeo's own work).
+    rm -rf "$OUT/curl-blobs"; mkdir -p "$OUT/curl-blobs"; sync
+    t0=$(now)
+    for b in "$OWNER_BLOBS"/*; do
+        api -o "$OUT/curl-blobs/$(basename "$b")" "$URL/v2/alice/pullbench/blobs/sha256:$(basename "$b")"
+    done
+    sync; t1=$(now)
+    curl_t+=("$(echo "$t1 - $t0" | bc)")
 done
+rm -rf "$OUT/curl-blobs"
 # The pulled layer is the published one, byte for byte.
 for f in "$OUT"/pulled/*; do
     h=$(basename "$f"); [ -f "$OWNER_BLOBS/$h" ] || continue
@@ -97,9 +106,12 @@ for f in "$OUT"/pulled/*; do
 done
 CHECKED=$(cd "$OUT/pulled" && ls | grep -c '^[0-9a-f]\{64\}$' || true)
 P=$(printf '%s\n' "${pull_t[@]}" | median); C=$(printf '%s\n' "${cp_t[@]}" | median)
+U=$(printf '%s\n' "${curl_t[@]}" | median)
 printf '\n%-34s %10s\n' "RUNS=$RUNS, medians" "seconds"
 printf '%-34s %10.2f\n' "cp -r of the published blobs" "$C"
 printf '%-34s %10.2f   ratio cp/pull %.2f   %.0f MiB/s\n' "skopeo copy docker:// -> dir:" "$P" "$(echo "$C / $P" | bc -l)" \
     "$(echo "$BLOB_BYTES / 1048576 / $P" | bc -l)"
+printf '%-34s %10.2f   ratio cp/curl %.2f   %.0f MiB/s\n' "curl of each blob (GET /v2/.../blobs)" "$U" "$(echo "$C / $U" | bc -l)" \
+    "$(echo "$BLOB_BYTES / 1048576 / $U" | bc -l)"
 printf 'blobs: %s bytes; pulled blobs checked by sha256: %s\n' "$BLOB_BYTES" "$CHECKED"
 printf 'loadavg before: %s  after: %s  (cores: %s)\n' "$LOAD_BEFORE" "$(cut -d' ' -f1-3 /proc/loadavg)" "$(nproc)"

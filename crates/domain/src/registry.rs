@@ -250,9 +250,12 @@ impl Satchel {
     /// The owner of `<login>/...` as the caller may pull from it: themselves, or anyone for an
     /// admin. Anyone else gets the answer a missing repository gets.
     async fn pull_owner(&self, who: &Principal, login: &str, repository: &str) -> Result<User> {
-        self.target(who, login)
-            .await
-            .map_err(|_| DomainError::not_found(format!("repository {login}/{repository}")))
+        self.target(who, login).await.map_err(|e| match e {
+            DomainError::NotFound(_) => {
+                DomainError::not_found(format!("repository {login}/{repository}"))
+            }
+            other => other,
+        })
     }
 
     /// The manifest `reference` (a tag or a digest) of `<login>/<repository>`.
@@ -610,10 +613,15 @@ impl TicketRunner {
             .ok_or_else(|| Failure::Permanent("the image archive has no index.json".into()))?;
         let stored = stored_list(stored);
         let p = self.reference(t, &index, &stored).await?;
-        if self.store.complete_publish(t.id, &p).await? {
-            Ok(())
-        } else {
-            Err(Failure::Cancelled)
+        match self.store.complete_publish(t.id, &p).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Failure::Cancelled),
+            // Another publication took the tag meanwhile (the check at creation is not a lock).
+            Err(DomainError::Conflict(_)) => Err(Failure::Permanent(format!(
+                "{}:{} was published meanwhile",
+                p.repository, p.tag
+            ))),
+            Err(e) => Err(e.into()),
         }
     }
 

@@ -4096,7 +4096,7 @@ async fn published_images_share_blobs_and_complete_with_their_ticket(
     );
     assert!(s.complete_publish(p2.id, &two).await?);
     assert_eq!(s.list_published(a.id).await?.len(), 2);
-    let refd = s.referenced_blobs(&[layer.key.clone()]).await?;
+    let refd = s.referenced_blobs(std::slice::from_ref(&layer.key)).await?;
     assert!(refd.contains(&layer.key));
     // Unpublishing 1.0 frees only what 2.0 does not hold; unpublishing 2.0 frees the rest.
     assert!(s.delete_publish(other.id, p1.id).await?.is_none());
