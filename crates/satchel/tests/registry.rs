@@ -493,6 +493,30 @@ async fn publish_pull_and_unpublish() {
     .await;
     assert_eq!(r.status, 404);
     assert_eq!(registry_keys(&s.blobs().await), Vec::<String>::new());
+
+    // A deleted bundle takes its images' publications with it.
+    let (msid, tid, itid, _) = generated_image(&a, "other", 1000).await;
+    let image = img_path("alice", msid, tid, itid);
+    let r = publish(&a, &image).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    wait_final(&a, &format!("{image}/pimages/{}/status", r.id())).await;
+    let creds = Some(("alice", "alice-pw"));
+    let r = v2(&s, "GET", "/v2/alice/other/manifests/1.0", creds, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = a
+        .req(
+            "DELETE",
+            &format!("/users/alice/mysoftware/{msid}"),
+            None,
+            &[],
+        )
+        .await;
+    assert!(r.status < 300, "{}", r.text());
+    let r = v2(&s, "GET", "/v2/alice/other/manifests/1.0", creds, &[]).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(registry_keys(&s.blobs().await), Vec::<String>::new());
+    let r = a.get("/users/alice/pimages").await;
+    assert_eq!(r.field("total").as_deref(), Some("0"), "{}", r.text());
 }
 
 #[tokio::test]
