@@ -170,6 +170,11 @@ impl FromRequestParts<RegistryState> for Caller {
             .login(&login, &password, source)
             .await
             .map_err(|e| RegistryError::from_domain(e, "UNAUTHORIZED"))?;
+        // The per-user request rate every face applies (429 TOOMANYREQUESTS with Retry-After).
+        st.satchel
+            .rate
+            .admit(&who)
+            .map_err(|e| RegistryError::from_domain(e, "TOOMANYREQUESTS"))?;
         Ok(Caller(who))
     }
 }
