@@ -81,7 +81,7 @@ pub fn routes(ms: &str) -> Table<AppState> {
 // ------------------------------------------------------------------ request documents
 
 /// The distribution names and architectures the schema enumerates (the SDK refuses others).
-const DISTRIBUTIONS: &[&str] = &[
+pub(crate) const DISTRIBUTIONS: &[&str] = &[
     "CentOS",
     "Debian",
     "Fedora Core",
@@ -93,7 +93,7 @@ const DISTRIBUTIONS: &[&str] = &[
     "Ubuntu",
     "Windows",
 ];
-const ARCHS: &[&str] = &["i386", "i586", "i686", "noarch", "x86_64"];
+pub(crate) const ARCHS: &[&str] = &["i386", "i586", "i686", "noarch", "x86_64"];
 
 fn distribution(d: docs::Distribution) -> Result<Option<DistributionRef>, ApiError> {
     let Some(name) = d.name.as_deref().map(str::trim).filter(|s| !s.is_empty()) else {

@@ -281,6 +281,39 @@ pub struct Distribution {
     pub version: Option<String>,
 }
 
+/// `distribution` as `GET /distributions[/{id}]` answers it: a registered base. UForgeObject's
+/// fields, then the schema's sequence (`active, arch, ..., description, ..., name, ..., size, ...,
+/// uri, version, ..., visible`); `name` and `arch` are the schema's spellings where it has them.
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisteredDistribution {
+    pub created: String,
+    pub db_id: i64,
+    pub digest: String,
+    pub last_modified: String,
+    pub active: bool,
+    pub arch: String,
+    pub description: String,
+    pub name: String,
+    pub size: i64,
+    pub uri: String,
+    pub version: String,
+    pub visible: bool,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Distributions {
+    pub total: i64,
+    pub distributions: DistributionItems,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DistributionItems {
+    pub distribution: Vec<RegisteredDistribution>,
+}
+
 #[derive(Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerTemplate {
@@ -348,6 +381,9 @@ pub struct Image {
     pub uploaded: bool,
     pub parent_uri: String,
     pub compress: bool,
+    /// The registered base the image is built on (absent: the bundle's files only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distribution_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub download_key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -14,6 +14,7 @@ mod artifacts;
 mod attachments;
 mod bundles;
 mod containers;
+mod distributions;
 pub mod docs;
 mod download;
 mod exports;
@@ -65,6 +66,7 @@ fn routes() -> Table<AppState> {
         .merge(exports::appliance_routes())
         .merge(containers::routes(ms))
         .merge(pimages::routes(ms))
+        .merge(distributions::routes())
         .merge(apikeys::routes())
         .merge(accounts::routes())
         .merge(imports::routes())

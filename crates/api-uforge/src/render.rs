@@ -391,6 +391,7 @@ pub(crate) fn image_doc(uid: &str, i: &Ticket, key: Option<&str>) -> docs::Image
         name: i.subject_name.clone(),
         format: FORMAT_DOCKER.into(),
         compress: false,
+        base: None,
     });
     let (uri, parent) = image_uris(uid, i);
     let done = i.state == TicketState::Complete;
@@ -407,6 +408,7 @@ pub(crate) fn image_doc(uid: &str, i: &Ticket, key: Option<&str>) -> docs::Image
         uploaded: done,
         parent_uri: parent,
         compress: spec.compress,
+        distribution_name: spec.base.as_ref().map(|b| b.label.clone()),
         download_key: key.map(str::to_string),
         download_uri: i.downloadable_archive().map(|_| match key {
             Some(k) => format!("{uri}/downloads?downloadId={k}"),

@@ -6,6 +6,9 @@
 //! Building one takes two passes because descriptors name their blobs by digest: first the layer is
 //! streamed to a sink of the caller's (a blob) with [`LayerWriter`], which yields its digest and
 //! `diff_id`; then [`write_layout`] writes the small documents and streams the stored layer again.
+//! An image on a base ([`Base`], see [`documents_on`]) lists the base's layers before its own and
+//! keeps the base's config; the caller streams each base layer in with [`write_blob`] after
+//! [`write_layout_head`].
 
 use crate::{ArchiveError, Finished, GzOptions, MemberWrite, Mode, Result, Sink, TarGzWriter};
 use async_trait::async_trait;
@@ -24,16 +27,16 @@ pub const EPOCH: u64 = 0;
 /// A content descriptor: what `index.json` and manifests point at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Descriptor {
-    pub media_type: &'static str,
+    pub media_type: String,
     /// `sha256:<hex>`
     pub digest: String,
     pub size: u64,
 }
 
 impl Descriptor {
-    fn of(media_type: &'static str, data: &[u8]) -> Descriptor {
+    fn of(media_type: &str, data: &[u8]) -> Descriptor {
         Descriptor {
-            media_type,
+            media_type: media_type.to_string(),
             digest: format!("sha256:{}", hex::encode(Sha256::digest(data))),
             size: data.len() as u64,
         }
@@ -41,7 +44,8 @@ impl Descriptor {
     fn json(&self) -> serde_json::Value {
         json!({"mediaType": self.media_type, "digest": self.digest, "size": self.size})
     }
-    fn hex(&self) -> &str {
+    /// The digest's hex part.
+    pub fn hex(&self) -> &str {
         self.digest.trim_start_matches("sha256:")
     }
 }
@@ -119,7 +123,7 @@ impl<S: Sink> LayerWriter<S> {
             .ok_or_else(|| ArchiveError::Tar("layer input was not hashed".into()))?;
         let layer = Layer {
             descriptor: Descriptor {
-                media_type: MEDIA_LAYER_GZIP,
+                media_type: MEDIA_LAYER_GZIP.to_string(),
                 digest: format!("sha256:{}", f.sha256),
                 size: f.size,
             },
@@ -187,25 +191,116 @@ fn bytes(v: &serde_json::Value) -> Result<Vec<u8>> {
 }
 
 pub fn documents(layer: &Layer, info: &ImageInfo) -> Result<Documents> {
-    let labels: serde_json::Map<String, serde_json::Value> = info
-        .labels
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone().into()))
-        .collect();
-    let config = bytes(&json!({
-        "created": info.created,
-        "architecture": info.architecture,
-        "os": info.os,
-        "config": {"Labels": labels},
-        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
-        "history": [{"created": info.created, "created_by": "satchel"}],
-    }))?;
+    documents_on(None, layer, info)
+}
+
+/// A base image the generated one is built on: its config document as the base has it, and its
+/// layers in order (their `diff_ids` are the config's).
+#[derive(Debug, Clone)]
+pub struct Base {
+    pub config: serde_json::Value,
+    pub layers: Vec<Descriptor>,
+}
+
+impl Base {
+    /// The base's `diff_ids`, one per layer, or why the config is unusable.
+    pub fn diff_ids(&self) -> Result<Vec<String>> {
+        let ids: Vec<String> = self
+            .config
+            .pointer("/rootfs/diff_ids")
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| d.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if ids.len() != self.layers.len() {
+            return Err(ArchiveError::Tar(format!(
+                "the base config lists {} diff_ids for {} layers",
+                ids.len(),
+                self.layers.len()
+            )));
+        }
+        Ok(ids)
+    }
+}
+
+/// The documents of an image made of `base`'s layers (if any) followed by `layer`. On a base, the
+/// config is the base's (Env, Entrypoint, Cmd, WorkingDir... kept) with our labels added,
+/// `created` and `architecture` set from `info`, and `diff_ids` and `history` extended by ours.
+pub fn documents_on(base: Option<&Base>, layer: &Layer, info: &ImageInfo) -> Result<Documents> {
+    let mut labels: serde_json::Map<String, serde_json::Value> = serde_json::Map::new();
+    let ours = json!({"created": info.created, "created_by": "satchel"});
+    let config = match base {
+        None => {
+            labels.extend(
+                info.labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone().into())),
+            );
+            json!({
+                "created": info.created,
+                "architecture": info.architecture,
+                "os": info.os,
+                "config": {"Labels": labels},
+                "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
+                "history": [ours],
+            })
+        }
+        Some(b) => {
+            let mut diff_ids = b.diff_ids()?;
+            diff_ids.push(layer.diff_id.clone());
+            let mut c = b
+                .config
+                .as_object()
+                .cloned()
+                .ok_or_else(|| ArchiveError::Tar("the base config is not an object".into()))?;
+            let mut run = c
+                .get("config")
+                .and_then(|v| v.as_object())
+                .cloned()
+                .unwrap_or_default();
+            if let Some(l) = run.get("Labels").and_then(|v| v.as_object()) {
+                labels.extend(l.clone());
+            }
+            labels.extend(
+                info.labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone().into())),
+            );
+            run.insert("Labels".into(), labels.into());
+            let mut history = c
+                .get("history")
+                .and_then(|v| v.as_array())
+                .cloned()
+                .unwrap_or_default();
+            history.push(ours);
+            c.insert("created".into(), info.created.clone().into());
+            c.insert("architecture".into(), info.architecture.clone().into());
+            if !c.get("os").is_some_and(|o| o.is_string()) {
+                c.insert("os".into(), info.os.clone().into());
+            }
+            c.insert("config".into(), run.into());
+            c.insert(
+                "rootfs".into(),
+                json!({"type": "layers", "diff_ids": diff_ids}),
+            );
+            c.insert("history".into(), history.into());
+            c.into()
+        }
+    };
+    let config = bytes(&config)?;
     let config_descriptor = Descriptor::of(MEDIA_CONFIG, &config);
+    let mut layers: Vec<serde_json::Value> = base
+        .map(|b| b.layers.iter().map(Descriptor::json).collect())
+        .unwrap_or_default();
+    layers.push(layer.descriptor.json());
     let manifest = bytes(&json!({
         "schemaVersion": 2,
         "mediaType": MEDIA_MANIFEST,
         "config": config_descriptor.json(),
-        "layers": [layer.descriptor.json()],
+        "layers": layers,
     }))?;
     let manifest_descriptor = Descriptor::of(MEDIA_MANIFEST, &manifest);
     let mut m = manifest_descriptor.json();
@@ -229,9 +324,8 @@ pub fn documents(layer: &Layer, info: &ImageInfo) -> Result<Documents> {
     })
 }
 
-/// Writes the whole layout into `tar`, streaming the stored layer's bytes (`layer_bytes`) into its
-/// blob. The layer is checked against its descriptor on the way (size and digest): a corrupt stored
-/// layer fails the archive instead of publishing a broken image.
+/// Writes the whole layout of a one-layer image into `tar`, streaming the stored layer's bytes
+/// (`layer_bytes`) into its blob ([`write_blob`]).
 pub async fn write_layout<S, L, E>(
     tar: &mut TarGzWriter<S>,
     docs: &Documents,
@@ -243,6 +337,13 @@ where
     L: Stream<Item = std::result::Result<Bytes, E>> + Send,
     E: std::fmt::Display,
 {
+    write_layout_head(tar, docs).await?;
+    write_blob(tar, &layer.descriptor, layer_bytes).await
+}
+
+/// Writes everything but the layers: `oci-layout`, `index.json`, the config and the manifest. The
+/// layers follow, one [`write_blob`] each, in the manifest's order.
+pub async fn write_layout_head<S: Sink>(tar: &mut TarGzWriter<S>, docs: &Documents) -> Result<()> {
     tar.add_bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#, EPOCH)
         .await?;
     tar.add_bytes("index.json", &docs.index, EPOCH).await?;
@@ -255,13 +356,24 @@ where
         tar.add_bytes(&format!("blobs/sha256/{}", d.hex()), data, EPOCH)
             .await?;
     }
-    let ld = &layer.descriptor;
-    tar.begin_file(&format!("blobs/sha256/{}", ld.hex()), ld.size, EPOCH, 0o644)
+    Ok(())
+}
+
+/// Streams one stored blob (`bytes`) into `blobs/sha256/<hex>`, checked against its descriptor on
+/// the way (size and digest): a corrupt stored blob fails the archive instead of publishing a
+/// broken image.
+pub async fn write_blob<S, L, E>(tar: &mut TarGzWriter<S>, d: &Descriptor, bytes: L) -> Result<()>
+where
+    S: Sink,
+    L: Stream<Item = std::result::Result<Bytes, E>> + Send,
+    E: std::fmt::Display,
+{
+    tar.begin_file(&format!("blobs/sha256/{}", d.hex()), d.size, EPOCH, 0o644)
         .await?;
     // Checked on a thread of its own while the encoder stores the same pieces (shared, not copied).
     let mut h = crate::HashThread::spawn(4)?;
-    futures::pin_mut!(layer_bytes);
-    while let Some(chunk) = layer_bytes.next().await {
+    futures::pin_mut!(bytes);
+    while let Some(chunk) = bytes.next().await {
         let chunk = chunk.map_err(|e| ArchiveError::Tar(format!("reading the layer: {e}")))?;
         // Already compressed: stored, not deflated again.
         tar.write_data(&chunk, Mode::Store).await?;
@@ -269,10 +381,10 @@ where
     }
     tar.end_file().await?;
     let got = format!("sha256:{}", h.finish().await?);
-    if got != ld.digest {
+    if got != d.digest {
         return Err(ArchiveError::Tar(format!(
             "the stored layer is {got}, its descriptor says {}",
-            ld.digest
+            d.digest
         )));
     }
     Ok(())
@@ -379,6 +491,61 @@ mod tests {
             config["rootfs"]["diff_ids"][0],
             format!("sha256:{}", hex::encode(Sha256::digest(&raw)))
         );
+    }
+
+    #[test]
+    fn an_image_on_a_base_lists_its_layers_first_and_keeps_its_config() {
+        let layer = Layer {
+            descriptor: Descriptor {
+                media_type: MEDIA_LAYER_GZIP.into(),
+                digest: format!("sha256:{}", "b".repeat(64)),
+                size: 10,
+            },
+            diff_id: format!("sha256:{}", "c".repeat(64)),
+        };
+        let base_layer = Descriptor {
+            media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+            digest: format!("sha256:{}", "a".repeat(64)),
+            size: 20,
+        };
+        let base = Base {
+            config: json!({
+                "architecture": "amd64", "os": "linux", "author": "someone",
+                "config": {"Env": ["A=1"], "Cmd": ["/bin/sh"], "Labels": {"x": "base", "y": "base"}},
+                "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", "a".repeat(64))]},
+                "history": [{"created_by": "base"}],
+            }),
+            layers: vec![base_layer.clone()],
+        };
+        let info = ImageInfo {
+            ref_name: "demo:1".into(),
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            labels: vec![("y".into(), "ours".into())],
+            created: "2026-01-01T00:00:00Z".into(),
+        };
+        let docs = documents_on(Some(&base), &layer, &info).unwrap();
+        let m: serde_json::Value = serde_json::from_slice(&docs.manifest).unwrap();
+        assert_eq!(m["layers"][0], base_layer.json());
+        assert_eq!(m["layers"][1], layer.descriptor.json());
+        let c: serde_json::Value = serde_json::from_slice(&docs.config).unwrap();
+        assert_eq!(c["config"]["Env"], json!(["A=1"]));
+        assert_eq!(c["config"]["Cmd"], json!(["/bin/sh"]));
+        assert_eq!(c["config"]["Labels"], json!({"x": "base", "y": "ours"}));
+        assert_eq!(c["author"], "someone");
+        assert_eq!(c["created"], info.created);
+        assert_eq!(c["rootfs"]["diff_ids"][1], layer.diff_id);
+        assert_eq!(c["history"].as_array().unwrap().len(), 2);
+        // Same input, same documents; a config whose diff_ids do not fit its layers is refused.
+        assert_eq!(
+            documents_on(Some(&base), &layer, &info).unwrap().manifest,
+            docs.manifest
+        );
+        let bad = Base {
+            layers: vec![base_layer.clone(), base_layer],
+            ..base
+        };
+        assert!(documents_on(Some(&bad), &layer, &info).is_err());
     }
 
     #[tokio::test]

@@ -56,6 +56,9 @@ pub struct Limits {
     pub max_depth: usize,
     /// All member paths together (the duplicate check keeps them in memory).
     pub max_names_bytes: u64,
+    /// Also accept an uncompressed tar (an OCI image layout archive as `podman save` writes it);
+    /// the gzip checks then simply do not apply.
+    pub plain_tar: bool,
 }
 
 impl Default for Limits {
@@ -70,6 +73,7 @@ impl Default for Limits {
             max_path_bytes: 4096,
             max_depth: 64,
             max_names_bytes: 64 << 20,
+            plain_tar: false,
         }
     }
 }
@@ -366,28 +370,9 @@ impl MemberReader<'_> {
 /// Reads `input` (a gzip-compressed tar) to its end, applying every rule; `on_file` is called for
 /// each regular file that is not a root document, the first time its path appears, with a reader
 /// of exactly its bytes. Synchronous: run it on a blocking thread.
-pub fn read_archive<R, F>(input: R, limits: &Limits, on_file: F) -> Result<ReadSummary, ReadError>
-where
-    R: Read,
-    F: FnMut(&MemberInfo, &mut dyn Read) -> Result<(), ReadError>,
-{
-    read_any(input, limits, false, on_file)
-}
-
-/// As [`read_archive`], but an uncompressed tar is read too (every rule but the ratio, which is 1,
-/// applies): for archives Satchel wrote itself either way, such as container images.
-pub fn read_tar_or_gz<R, F>(input: R, limits: &Limits, on_file: F) -> Result<ReadSummary, ReadError>
-where
-    R: Read,
-    F: FnMut(&MemberInfo, &mut dyn Read) -> Result<(), ReadError>,
-{
-    read_any(input, limits, true, on_file)
-}
-
-fn read_any<R, F>(
+pub fn read_archive<R, F>(
     input: R,
     limits: &Limits,
-    plain: bool,
     mut on_file: F,
 ) -> Result<ReadSummary, ReadError>
 where
@@ -411,7 +396,8 @@ where
         }
     }
     let gzip = got == 2 && magic == [0x1f, 0x8b];
-    if !(gzip || plain && got > 0) {
+    let plain = !gzip && limits.plain_tar && got > 0;
+    if !gzip && !plain {
         return Err(ReadError::new(
             None,
             Rule::NotGzip,
@@ -423,13 +409,13 @@ where
         ));
     }
     let head = io::Cursor::new(magic).take(got as u64).chain(input);
-    let decoded: Box<dyn Read> = if gzip {
+    let gz: Box<dyn Read + '_> = if gzip {
         Box::new(MultiGzDecoder::new(head))
     } else {
         Box::new(head)
     };
     let guard = Guard {
-        inner: decoded,
+        inner: gz,
         shared: shared.clone(),
         limits: limits.clone(),
     };

@@ -119,6 +119,7 @@ fn small() -> Limits {
         max_path_bytes: 512,
         max_depth: 8,
         max_names_bytes: 1 << 20,
+        plain_tar: false,
     }
 }
 
@@ -320,6 +321,38 @@ fn not_gzip_and_corrupt_input_is_refused() {
     let mut g = gz(&t);
     g.extend_from_slice(b"\x1f\x8b\x08");
     refused(&g, &l, Rule::Truncated, None);
+}
+
+/// `plain_tar` (OCI image layout archives) takes an uncompressed tar under the same rules.
+#[test]
+fn a_plain_tar_is_read_only_when_allowed_and_under_the_same_rules() {
+    let plain = Limits {
+        plain_tar: true,
+        ..Limits::default()
+    };
+    let t = tar_of(&[file("blobs/a", b"data")]);
+    refused(&t, &Limits::default(), Rule::NotGzip, None);
+    let (s, seen) = read(&t, &plain).unwrap();
+    assert_eq!(seen, vec![("blobs/a".to_string(), b"data".to_vec())]);
+    assert_eq!(s.members.len(), 1);
+    // Gzip still reads the same way with the option on.
+    assert_eq!(read(&gz(&t), &plain).unwrap().1, seen);
+    refused(b"", &plain, Rule::NotGzip, None);
+    refused(
+        &tar_of(&[entry(b"s", b'2', 0, b"")]),
+        &plain,
+        Rule::Link,
+        Some("s"),
+    );
+    refused(
+        &tar_of(&[entry(b"../x", b'0', 0, b"")]),
+        &plain,
+        Rule::ParentDir,
+        Some("../x"),
+    );
+    let mut cut = tar_of(&[file("f", &[7u8; 2000])]);
+    cut.truncate(1024);
+    refused(&cut, &plain, Rule::Truncated, None);
 }
 
 #[test]

@@ -29,6 +29,8 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug + 'static {
     async fn put_bytes(&self, key: &str, data: Bytes) -> Result<Written>;
     /// A streaming writer for `key` computing `hashes` (none when the caller hashes already).
     async fn writer(&self, key: &str, hashes: Hashes) -> Result<BlobWriter>;
+    /// Reads small objects whole, in order (see [`Blobs::read_whole`]).
+    async fn read_whole(&self, keys: Vec<String>) -> Vec<Result<Bytes>>;
     /// Deletes `key`; a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
     async fn exists(&self, key: &str) -> Result<bool>;
@@ -97,6 +99,9 @@ impl BlobStore for Blobs {
     }
     async fn writer(&self, key: &str, hashes: Hashes) -> Result<BlobWriter> {
         Blobs::writer_opts(self, key, hashes).await
+    }
+    async fn read_whole(&self, keys: Vec<String>) -> Vec<Result<Bytes>> {
+        Blobs::read_whole(self, keys).await
     }
     async fn delete(&self, key: &str) -> Result<()> {
         Blobs::delete(self, key).await

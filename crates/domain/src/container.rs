@@ -6,14 +6,25 @@
 //! image is an OCI image layout archive (see `satchel_archive::oci`): one gzip layer holding the
 //! bundle's files under `opt/<bundle>/` (license under `usr/share/licenses/<bundle>/`), built by
 //! streaming and deterministic for the same bundle content.
+//!
+//! On a base: when the template's distribution is registered (`crate::distribution`) at the time
+//! the image is requested, the image is that base's layers followed by the bundle's, with the
+//! base's config (Env, Entrypoint, Cmd, WorkingDir kept; our labels added), and the image
+//! document names the distribution (`distributionName`). A distribution that is not registered
+//! gives the bundle-only image as before, labelled `io.satchel.base` = `none: ...` saying what to
+//! register; a template without a distribution is unchanged.
 
+use crate::distribution::{blob_key, oci_arch};
 use crate::export::{plan, BlobSink, Failure, TicketRunner};
 use crate::model::*;
 use crate::names::path_segment;
 use crate::service::Satchel;
 use crate::{DomainError, Result};
-use satchel_archive::oci::{documents, write_layout, ImageInfo, LayerWriter};
+use satchel_archive::oci::{
+    documents_on, write_blob, write_layout_head, Base, Descriptor, ImageInfo, LayerWriter,
+};
 use satchel_archive::TarGzWriter;
+use sha2::Digest as _;
 use tokio_util::sync::CancellationToken;
 
 /// The only image format generated: an OCI image layout, which docker, podman and skopeo read.
@@ -73,18 +84,6 @@ pub fn image_file_name(name: &str, version: &str, compress: bool) -> String {
         ref_component(version, "latest"),
         if compress { ".gz" } else { "" }
     )
-}
-
-/// OCI's architecture names for the usual distribution ones.
-fn oci_arch(arch: &str) -> String {
-    match arch.trim().to_ascii_lowercase().as_str() {
-        "" | "x86_64" | "amd64" | "x64" => "amd64".into(),
-        "aarch64" | "arm64" => "arm64".into(),
-        "i386" | "i686" | "x86" => "386".into(),
-        "ppc64le" => "ppc64le".into(),
-        "s390x" => "s390x".into(),
-        other => ref_component(other, "amd64"),
-    }
 }
 
 impl Satchel {
@@ -188,6 +187,15 @@ impl Satchel {
             .unwrap_or_else(|| b.name.clone());
         crate::names::validate_label("image name", &name)?;
         self.quota().check_ticket(t.owner_id).await?;
+        let base = match &t.distribution {
+            Some(d) => crate::distribution::find(self.store.as_ref(), d)
+                .await?
+                .map(|b| ImageBase {
+                    id: b.id,
+                    label: crate::distribution::label(&b),
+                }),
+            None => None,
+        };
         let i = self
             .store
             .create_ticket(&NewTicket {
@@ -200,6 +208,7 @@ impl Satchel {
                     name,
                     format,
                     compress: req.compress,
+                    base,
                 }),
                 subject_id: b.id,
                 subject_name: b.name.clone(),
@@ -440,6 +449,10 @@ impl TicketRunner {
         }
 
         let distro = template.distribution.clone().unwrap_or_default();
+        let base = match &spec.base {
+            Some(b) => Some(self.load_base(b).await?),
+            None => None,
+        };
         let mut labels = vec![
             (
                 "org.opencontainers.image.title".to_string(),
@@ -460,7 +473,22 @@ impl TicketRunner {
                     .trim()
                     .to_string(),
             ));
+            if base.is_none() {
+                labels.push((
+                    "io.satchel.base".into(),
+                    format!(
+                        "none: no base image is registered for {} {} {} (satchel admin \
+                         distribution add); the image holds the bundle's files only",
+                        distro.name, distro.version, distro.arch
+                    ),
+                ));
+            }
         }
+        let architecture = base
+            .as_ref()
+            .and_then(|b| b.config["architecture"].as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| oci_arch(&distro.arch));
         let info = ImageInfo {
             ref_name: format!(
                 "{}:{}",
@@ -468,14 +496,14 @@ impl TicketRunner {
                 ref_component(&bundle.version, "latest")
             ),
             os: "linux".into(),
-            architecture: oci_arch(&distro.arch),
+            architecture,
             labels,
             // The bundle's last change, not the build time: same content, same digests.
             created: chrono::DateTime::from_timestamp_millis(bundle.modified)
                 .unwrap_or_default()
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         };
-        let docs = documents(&layer, &info)?;
+        let docs = documents_on(base.as_ref(), &layer, &info)?;
 
         let key = image_key(t.owner_id, t.id);
         let key = if spec.compress {
@@ -492,14 +520,40 @@ impl TicketRunner {
         let mut opts = self.gz;
         opts.raw = !spec.compress;
         let mut tar = TarGzWriter::new(BlobSink(writer), opts);
-        let layer_bytes = self
-            .blobs
-            .get(lkey, None)
-            .await
-            .map_err(|e| Failure::Transient(e.into()))?;
-        if let Err(e) = write_layout(&mut tar, &docs, &layer, layer_bytes).await {
+        let written: std::result::Result<(), Failure> = async {
+            write_layout_head(&mut tar, &docs).await?;
+            // The base's layers are streamed from their blobs, in the manifest's order; a blob
+            // listed twice is one file of the layout.
+            let mut seen = std::collections::HashSet::new();
+            let base_layers = base.as_ref().map(|b| b.layers.as_slice()).unwrap_or(&[]);
+            for d in base_layers {
+                if !seen.insert(d.digest.clone()) {
+                    continue;
+                }
+                if cancel.is_cancelled() {
+                    return Err(Failure::Cancelled);
+                }
+                let bytes = self
+                    .blobs
+                    .get(&blob_key(&d.digest), None)
+                    .await
+                    .map_err(|e| Failure::Transient(e.into()))?;
+                write_blob(&mut tar, d, bytes).await?;
+            }
+            if seen.insert(layer.descriptor.digest.clone()) {
+                let layer_bytes = self
+                    .blobs
+                    .get(lkey, None)
+                    .await
+                    .map_err(|e| Failure::Transient(e.into()))?;
+                write_blob(&mut tar, &layer.descriptor, layer_bytes).await?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = written {
             tar.into_sink().0.abort().await;
-            return Err(e.into());
+            return Err(e);
         }
         let fin = tar.finish().await?;
         fin.sink
@@ -512,6 +566,60 @@ impl TicketRunner {
             file_name: image_file_name(&spec.name, &bundle.version, spec.compress),
             size: fin.size as i64,
             sha256: fin.sha256,
+        })
+    }
+}
+
+impl TicketRunner {
+    /// The base an image was requested on: its layers' descriptors and its config, read back from
+    /// the blob store and checked against its digest.
+    async fn load_base(&self, b: &ImageBase) -> std::result::Result<Base, Failure> {
+        let d = self.store.get_distribution(b.id).await?.ok_or_else(|| {
+            Failure::Permanent(format!(
+                "the base distribution {} was removed; register it again, or use a template \
+                 without it",
+                b.label
+            ))
+        })?;
+        if d.config.size > 4 << 20 {
+            return Err(Failure::Permanent(format!(
+                "the config of {} is over 4 MiB",
+                b.label
+            )));
+        }
+        let mut stream = self
+            .blobs
+            .get(&blob_key(&d.config.digest), None)
+            .await
+            .map_err(|e| Failure::Transient(e.into()))?;
+        let mut config = Vec::with_capacity(d.config.size as usize);
+        while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+            let chunk = chunk.map_err(|e| Failure::Transient(e.into()))?;
+            if config.len() + chunk.len() > d.config.size as usize {
+                break;
+            }
+            config.extend_from_slice(&chunk);
+        }
+        let got = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&config)));
+        if got != d.config.digest {
+            return Err(Failure::Permanent(format!(
+                "the stored config of {} is {got}, not {}",
+                b.label, d.config.digest
+            )));
+        }
+        let config: serde_json::Value = serde_json::from_slice(&config)
+            .map_err(|e| Failure::Permanent(format!("the config of {}: {e}", b.label)))?;
+        Ok(Base {
+            config,
+            layers: d
+                .layers
+                .iter()
+                .map(|l| Descriptor {
+                    media_type: l.media_type.clone(),
+                    digest: l.digest.clone(),
+                    size: l.size.max(0) as u64,
+                })
+                .collect(),
         })
     }
 }

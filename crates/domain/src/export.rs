@@ -22,7 +22,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use satchel_archive::{
-    file_mode, ArchiveError, GzOptions, MemberWrite, ModeProbe, Probed, Sink, TarGzWriter,
+    file_mode, looks_incompressible, ArchiveError, GzOptions, MemberWrite, Mode, ModeProbe, Probed,
+    Sink, TarGzWriter,
 };
 use satchel_blob::{BlobStore, BlobWriter, Hashes};
 use serde::Serialize;
@@ -521,9 +522,15 @@ impl TicketRunner {
         meter: &mut Meter,
         cancel: &CancellationToken,
     ) -> std::result::Result<(), Failure> {
-        let files: Vec<(String, i64)> = entries
+        let files: Vec<ToRead> = entries
             .iter()
-            .filter_map(|(_, b)| b.map(|b| (b.key.clone(), b.size)))
+            .filter_map(|(_, b)| {
+                b.map(|b| ToRead {
+                    key: b.key.clone(),
+                    size: b.size,
+                    sha256: b.sha256.clone(),
+                })
+            })
             .collect();
         let mut feed = read_ahead(self.blobs.clone(), files);
         let mut digests = MemberDigests::spawn()
@@ -536,13 +543,37 @@ impl TicketRunner {
             let mut probe = ModeProbe::default();
             let mut read: i64 = 0;
             let mut begun = false;
-            loop {
+            let verified = loop {
                 if cancel.is_cancelled() {
                     return Err(Failure::Cancelled);
                 }
                 let chunk = match feed.rx.recv().await {
                     Some(Piece::Data(c)) => c,
-                    Some(Piece::End) => break,
+                    Some(Piece::End { verified }) => break verified,
+                    Some(Piece::Whole {
+                        data,
+                        mode,
+                        verified,
+                    }) => {
+                        read = data.len() as i64;
+                        if verified {
+                            w.begin_member(path, blob.size as u64, mtime, file_mode(&data))
+                                .await?;
+                            begun = true;
+                            if !data.is_empty() {
+                                w.member_data(&data, mode).await?;
+                            }
+                            meter.loaded += read;
+                            if let Some(d) = self.throttle {
+                                tokio::time::sleep(d).await;
+                            }
+                            if meter.last_report.elapsed() >= self.progress_every {
+                                meter.last_report = Instant::now();
+                                self.report(meter).await?;
+                            }
+                        }
+                        break Some(verified);
+                    }
                     Some(Piece::Failed(satchel_blob::BlobError::NotFound(_))) => {
                         return Err(Failure::Permanent(format!(
                             "the stored content of {path} is missing"
@@ -575,8 +606,11 @@ impl TicketRunner {
                     Probed::Decided(data, md) => w.member_data(&data, md).await?,
                     Probed::Chunk(data, md) => w.member_data(data, md).await?,
                 }
-                // Hashed on the digest thread after the encoder copied it: the piece is shared.
-                digests.data(chunk).await?;
+                // A streamed file is hashed on the digest thread after the encoder copied it (the
+                // piece is shared); a small one was hashed by the reader.
+                if blob.size > SMALL_FILE {
+                    digests.data(chunk).await?;
+                }
                 if let Some(d) = self.throttle {
                     tokio::time::sleep(d).await;
                 }
@@ -584,13 +618,15 @@ impl TicketRunner {
                     meter.last_report = Instant::now();
                     self.report(meter).await?;
                 }
-            }
-            if read != blob.size {
+            };
+            if read != blob.size || verified == Some(false) {
                 return Err(Failure::Permanent(format!(
                     "the stored content of {path} does not match its recorded size and sha256"
                 )));
             }
-            digests.end(path, &blob.sha256).await?;
+            if verified.is_none() {
+                digests.end(path, &blob.sha256).await?;
+            }
             if !begun {
                 // An empty file: no chunk came to decide anything.
                 w.begin_member(path, 0, mtime, file_mode(&[])).await?;
@@ -606,6 +642,34 @@ impl TicketRunner {
             )));
         }
         Ok(())
+    }
+
+    /// Removes what an earlier attempt of this ticket was still writing when its process died (a
+    /// local `KEY#N` staging file): this attempt writes the same keys again, and the sweep spares a
+    /// live ticket's keys, so nothing else would. S3's unfinished uploads are the journal's.
+    async fn discard_staged(&self, t: &Ticket) {
+        let (owner, id) = (t.owner_id, t.id);
+        let prefix = match t.kind {
+            TicketKind::BundleExport | TicketKind::ApplianceExport | TicketKind::Takeout => {
+                format!("u/{owner}/exports/{id}")
+            }
+            TicketKind::ContainerImage => format!("u/{owner}/images/{id}"),
+            TicketKind::BundleImport | TicketKind::TemplateImport => {
+                format!("u/{owner}/imports/{id}")
+            }
+        };
+        match self.blobs.staged_uploads(&prefix).await {
+            Ok(staged) => {
+                for s in staged {
+                    if let Err(e) = self.blobs.remove_staged(&s).await {
+                        tracing::warn!(file = %s.name, error = %e, "could not remove a dead attempt's staging file");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%prefix, error = %e, "could not list a dead attempt's staging files")
+            }
+        }
     }
 
     pub(crate) async fn report(&self, m: &Meter) -> std::result::Result<(), Failure> {
@@ -643,7 +707,18 @@ impl TicketRunner {
 /// What the read-ahead task hands over, in file order: each file's pieces, then its end.
 enum Piece {
     Data(Bytes),
-    End,
+    /// A small file read whole: its mode decided (on the reader's thread, as [`ModeProbe`] would on
+    /// its first bytes) and whether it matched its recorded size and sha256. Nothing follows it.
+    Whole {
+        data: Bytes,
+        mode: Mode,
+        verified: bool,
+    },
+    /// The file is complete. `verified`: a small file read whole was checked against its recorded
+    /// sha256 by the reader (`Some(matches)`); a streamed one is checked by [`MemberDigests`].
+    End {
+        verified: Option<bool>,
+    },
     Failed(satchel_blob::BlobError),
 }
 
@@ -661,58 +736,126 @@ impl Drop for Feed {
 
 /// Pieces (up to 1 MiB each) queued ahead of the encoder: bounds what the read-ahead holds.
 const READ_AHEAD_PIECES: usize = 4;
-/// Files at most this big are read whole while earlier ones are being written (several at once):
-/// with many small files, opening each is the cost, and it is then paid off the encoder's path.
+/// Files at most this big are read whole, in batches, while earlier ones are being written, and
+/// checked against their sha256 right there: with many small files, the per-file hand-offs (open,
+/// read, hash) were the cost, and they are then paid once per batch, off the encoder's path.
 const SMALL_FILE: i64 = 256 * 1024;
-/// How many small files are opened and read at once.
-const OPEN_AHEAD: usize = 4;
+/// A batch of small files: at most this many files, or this many bytes.
+const BATCH_FILES: usize = 64;
+const BATCH_BYTES: i64 = 2 << 20;
+/// How many batches (or big files' openings) are prepared ahead of the one being handed over.
+const UNITS_AHEAD: usize = 2;
 
-/// Reads `files` (key, size) in order on a task of its own, a bounded amount ahead of the consumer.
-fn read_ahead(blobs: Arc<dyn BlobStore>, files: Vec<(String, i64)>) -> Feed {
+/// One file to read: its key, recorded size and sha256.
+struct ToRead {
+    key: String,
+    size: i64,
+    sha256: String,
+}
+
+/// Reads `files` in order on a task of its own, a bounded amount ahead of the consumer.
+fn read_ahead(blobs: Arc<dyn BlobStore>, files: Vec<ToRead>) -> Feed {
+    enum Unit {
+        Small(Vec<ToRead>),
+        Big(String),
+    }
     enum Opened {
-        Whole(Vec<Bytes>),
+        Whole(Vec<satchel_blob::Result<(Bytes, Mode, bool)>>),
         Stream(futures::stream::BoxStream<'static, satchel_blob::Result<Bytes>>),
         Failed(satchel_blob::BlobError),
     }
+    // Consecutive small files go in batches; a big file is a unit of its own.
+    let mut units: Vec<Unit> = Vec::new();
+    let mut batch: Vec<ToRead> = Vec::new();
+    let mut batch_bytes = 0;
+    for f in files {
+        if f.size > SMALL_FILE {
+            if !batch.is_empty() {
+                units.push(Unit::Small(std::mem::take(&mut batch)));
+                batch_bytes = 0;
+            }
+            units.push(Unit::Big(f.key));
+            continue;
+        }
+        if batch.len() >= BATCH_FILES || batch_bytes + f.size > BATCH_BYTES {
+            units.push(Unit::Small(std::mem::take(&mut batch)));
+            batch_bytes = 0;
+        }
+        batch_bytes += f.size;
+        batch.push(f);
+    }
+    if !batch.is_empty() {
+        units.push(Unit::Small(batch));
+    }
     let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD_PIECES);
     let task = tokio::spawn(async move {
-        let mut opened = futures::stream::iter(files)
-            .map(|(key, size)| {
+        let mut opened = futures::stream::iter(units)
+            .map(|u| {
                 let blobs = blobs.clone();
                 async move {
-                    let mut s = match blobs.get(&key, None).await {
-                        Ok(s) => s,
-                        Err(e) => return Opened::Failed(e),
-                    };
-                    if size > SMALL_FILE {
-                        return Opened::Stream(s);
-                    }
-                    let mut whole = Vec::new();
-                    while let Some(piece) = s.next().await {
-                        match piece {
-                            Ok(b) => whole.push(b),
-                            Err(e) => return Opened::Failed(e),
+                    match u {
+                        Unit::Big(key) => match blobs.get(&key, None).await {
+                            Ok(s) => Opened::Stream(s),
+                            Err(e) => Opened::Failed(e),
+                        },
+                        Unit::Small(files) => {
+                            let keys = files.iter().map(|f| f.key.clone()).collect();
+                            let read = blobs.read_whole(keys).await;
+                            // Hashed where the bytes already are, one hand-off per batch.
+                            let checked = tokio::task::spawn_blocking(move || {
+                                read.into_iter()
+                                    .zip(files)
+                                    .map(|(r, f)| {
+                                        r.map(|b| {
+                                            let ok = b.len() as i64 == f.size
+                                                && hex::encode(Sha256::digest(&b)) == f.sha256;
+                                            let mode = if looks_incompressible(&b) {
+                                                Mode::Store
+                                            } else {
+                                                Mode::Deflate
+                                            };
+                                            (b, mode, ok)
+                                        })
+                                    })
+                                    .collect::<Vec<_>>()
+                            })
+                            .await;
+                            match checked {
+                                Ok(v) => Opened::Whole(v),
+                                Err(e) => Opened::Failed(satchel_blob::BlobError::Store(format!(
+                                    "checking what was read: {e}"
+                                ))),
+                            }
                         }
                     }
-                    Opened::Whole(whole)
                 }
             })
-            .buffered(OPEN_AHEAD);
+            .buffered(UNITS_AHEAD);
         while let Some(o) = opened.next().await {
-            let sent = match o {
+            match o {
                 Opened::Failed(e) => {
                     let _ = tx.send(Piece::Failed(e)).await;
                     return;
                 }
-                Opened::Whole(pieces) => {
-                    let mut ok = true;
-                    for p in pieces {
-                        ok = ok && tx.send(Piece::Data(p)).await.is_ok();
+                Opened::Whole(files) => {
+                    for f in files {
+                        let msg = match f {
+                            Ok((data, mode, verified)) => Piece::Whole {
+                                data,
+                                mode,
+                                verified,
+                            },
+                            Err(e) => {
+                                let _ = tx.send(Piece::Failed(e)).await;
+                                return;
+                            }
+                        };
+                        if tx.send(msg).await.is_err() {
+                            return; // the consumer stopped (error or cancel)
+                        }
                     }
-                    ok
                 }
                 Opened::Stream(mut s) => {
-                    let mut ok = true;
                     while let Some(piece) = s.next().await {
                         let msg = match piece {
                             Ok(b) => Piece::Data(b),
@@ -722,15 +865,13 @@ fn read_ahead(blobs: Arc<dyn BlobStore>, files: Vec<(String, i64)>) -> Feed {
                             }
                         };
                         if tx.send(msg).await.is_err() {
-                            ok = false;
-                            break;
+                            return;
                         }
                     }
-                    ok
+                    if tx.send(Piece::End { verified: None }).await.is_err() {
+                        return;
+                    }
                 }
-            };
-            if !sent || tx.send(Piece::End).await.is_err() {
-                return; // the consumer stopped (error or cancel)
             }
         }
     });
@@ -861,6 +1002,7 @@ impl JobHandler for TicketRunner {
         if !self.store.mark_running(t.id).await? {
             return Ok(());
         }
+        self.discard_staged(&t).await;
         let built = match t.kind {
             TicketKind::BundleExport => self.build_export(&t, &cancel).await.map(Some),
             TicketKind::ContainerImage => self.build_image(&t, &cancel).await.map(Some),

@@ -10,6 +10,7 @@ pub mod appliance_export;
 pub mod auth;
 pub mod cloud;
 pub mod container;
+pub mod distribution;
 pub mod download_ids;
 pub mod error;
 pub mod export;

@@ -493,6 +493,16 @@ pub struct ImageSpec {
     pub format: String,
     /// Generated as a `.tar.gz`; an uncompressed image is kept but not downloadable.
     pub compress: bool,
+    /// The registered base distribution the image is built on (resolved when it was requested),
+    /// None: the bundle's files only.
+    pub base: Option<ImageBase>,
+}
+
+/// The base distribution of an image: its id, and its label as it was (e.g. `Debian 12 x86_64`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageBase {
+    pub id: Id,
+    pub label: String,
 }
 
 /// A bundle an import creates, with everything in it, written in one transaction
@@ -550,6 +560,39 @@ pub struct DistributionRef {
     pub name: String,
     pub version: String,
     pub arch: String,
+}
+
+/// A registered base distribution (`crate::distribution`): an OCI image whose config and layers are
+/// in the blob store under content-addressed keys (`distribution::blob_key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Distribution {
+    pub id: Id,
+    pub name: String,
+    pub version: String,
+    /// As registered (e.g. `x86_64`); matched through its OCI name (`amd64`).
+    pub arch: String,
+    pub config: BaseBlob,
+    pub layers: Vec<BaseBlob>,
+    pub created: Millis,
+}
+
+/// One blob of a base image: a descriptor (`mediaType`, `digest` = `sha256:<hex>`, `size`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BaseBlob {
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    pub digest: String,
+    pub size: i64,
+}
+
+/// What registering a base writes (its blobs already stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDistribution {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    pub config: BaseBlob,
+    pub layers: Vec<BaseBlob>,
 }
 
 /// An export ticket: the user-visible handle on an asynchronous archive build.

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 #[async_trait]
 pub trait Store:
     TemplateStore
+    + DistributionStore
     + ApplianceStore
     + UsageStore
     + StatsStore
@@ -316,6 +317,28 @@ pub trait TemplateStore: Send + Sync + 'static {
     /// Deletes the template with its images (tickets and jobs); returns the images deleted.
     async fn delete_template(&self, owner: Id, bundle: Id, id: Id) -> Result<Option<Vec<Ticket>>>;
     async fn list_template_images(&self, owner: Id, template: Id) -> Result<Vec<Ticket>>;
+}
+
+/// Registered base distributions (`crate::distribution`): global, written by admins. A supertrait of
+/// `Store`, written once for both engines.
+#[async_trait]
+pub trait DistributionStore: Send + Sync + 'static {
+    /// A duplicate name (any case), version and arch is `Conflict`.
+    async fn create_distribution(&self, new: &NewDistribution) -> Result<Distribution>;
+    async fn list_distributions(&self) -> Result<Vec<Distribution>>;
+    async fn get_distribution(&self, id: Id) -> Result<Option<Distribution>>;
+    /// Deletes it unless a container template names it: a template whose distribution has this
+    /// name (any case) and version and one of `arches` (the spellings of its architecture).
+    async fn delete_distribution(&self, id: Id, arches: &[String]) -> Result<DeletedDistribution>;
+}
+
+/// What `DistributionStore::delete_distribution` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeletedDistribution {
+    Deleted(Distribution),
+    NotFound,
+    /// Not deleted: this many container templates name it.
+    InUse(i64),
 }
 
 /// Appliance templates (`crate::appliance`), scoped by owner; their parts (bundle links, OS profile,

@@ -17,7 +17,7 @@ use crate::service::Satchel;
 use crate::{DomainError, Result};
 use bytes::Bytes;
 use futures::StreamExt;
-use satchel_archive::reader::{read_tar_or_gz, ReadError};
+use satchel_archive::reader::{read_archive, ReadError};
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
@@ -525,7 +525,11 @@ impl TicketRunner {
         let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
         let (pieces, rx_pieces) = tokio::sync::mpsc::channel::<Piece>(8);
         let writer = tokio::spawn(store_blobs(self.blobs.clone(), rx_pieces, stored.clone()));
-        let limits = self.import_limits.clone();
+        // The image archive is a plain tar unless it was generated with `compress`.
+        let limits = satchel_archive::reader::Limits {
+            plain_tar: true,
+            ..self.import_limits.clone()
+        };
         let owner = t.owner_id;
         let stop = cancel.clone();
         let reader = tokio::task::spawn_blocking(move || {
@@ -534,7 +538,7 @@ impl TicketRunner {
                 cur: Bytes::new(),
             };
             let mut index: Option<Vec<u8>> = None;
-            let read = read_tar_or_gz(input, &limits, |m, r| {
+            let read = read_archive(input, &limits, |m, r| {
                 if m.path == "index.json" {
                     let mut doc = Vec::new();
                     std::io::Read::read_to_end(&mut std::io::Read::take(r, MAX_DOC + 1), &mut doc)

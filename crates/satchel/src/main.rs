@@ -82,6 +82,33 @@ enum AdminCmd {
     /// The key sealing cloud account secrets.
     #[command(subcommand)]
     Secrets(SecretsCmd),
+    /// Base distributions: OCI images container templates are built on.
+    #[command(subcommand)]
+    Distribution(DistributionCmd),
+}
+
+#[derive(Subcommand)]
+enum DistributionCmd {
+    /// Register a base image for NAME VERSION ARCH (e.g. `Debian 12 x86_64`) from an OCI image
+    /// layout archive (tar or tar.gz, as `podman save --format oci-archive` or `skopeo copy ...
+    /// oci-archive:FILE` write it). Its layers are stored once; templates naming this distribution
+    /// are generated on it from then on.
+    Add {
+        name: String,
+        version: String,
+        arch: String,
+        #[arg(long)]
+        oci_archive: PathBuf,
+    },
+    /// List the registered distributions.
+    List,
+    /// Remove a distribution (refused while a container template names it; images already
+    /// generated on it keep their layers).
+    Remove {
+        name: String,
+        version: String,
+        arch: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -190,6 +217,7 @@ async fn admin(
     let cmd = match cmd {
         AdminCmd::User(c) => c,
         AdminCmd::Key(k) => return admin_key(opened, k).await,
+        AdminCmd::Distribution(d) => return admin_distribution(opened, d).await,
         AdminCmd::Secrets(SecretsCmd::Rotate { new_key_file }) => {
             // The current key must exist: a rotation never makes one up.
             let given = current.secrets_key.is_some() || current.secrets_key_file.is_some();
@@ -281,6 +309,63 @@ async fn admin(
                 println!("removed user {login}");
             }
         },
+    }
+    Ok(())
+}
+
+async fn admin_distribution(opened: serve::Opened, cmd: DistributionCmd) -> anyhow::Result<()> {
+    use satchel_domain::distribution as dist;
+    let (store, blobs) = (opened.store.as_ref(), &opened.blobs);
+    match cmd {
+        DistributionCmd::Add {
+            name,
+            version,
+            arch,
+            oci_archive,
+        } => {
+            // Fail early on a missing file; each pass opens it again.
+            std::fs::metadata(&oci_archive)
+                .with_context(|| format!("reading {}", oci_archive.display()))?;
+            let path = oci_archive.clone();
+            let open: dist::Opener = std::sync::Arc::new(move || {
+                let f = std::fs::File::open(&path)?;
+                Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, f)) as Box<dyn Read + Send>)
+            });
+            let d = dist::register(store, blobs, &name, &version, &arch, open).await?;
+            println!(
+                "registered distribution {} (id {}, {} layers)",
+                dist::label(&d),
+                d.id,
+                d.layers.len()
+            );
+        }
+        DistributionCmd::List => {
+            for d in store.list_distributions().await? {
+                let size: i64 = d.layers.iter().map(|l| l.size).sum();
+                println!(
+                    "{}\t{}\t{}\t{}\t{} layers\t{} bytes",
+                    d.id,
+                    d.name,
+                    d.version,
+                    d.arch,
+                    d.layers.len(),
+                    size
+                );
+            }
+        }
+        DistributionCmd::Remove {
+            name,
+            version,
+            arch,
+        } => {
+            let want = satchel_domain::model::DistributionRef {
+                name,
+                version,
+                arch,
+            };
+            let d = dist::remove(store, blobs, &want).await?;
+            println!("removed distribution {}", dist::label(&d));
+        }
     }
     Ok(())
 }

@@ -845,3 +845,61 @@ async fn wire_details_for_the_sdk() {
     assert_eq!(r.status, 204);
     assert!(r.body.is_empty());
 }
+
+/// Stored content that no longer matches its recorded sha256 (bit rot, a tampered disk) fails the
+/// export and names the file, whether it is small (read whole and checked by the reader) or large
+/// (streamed and checked on the digest thread); no archive is published.
+#[tokio::test]
+async fn a_corrupted_blob_fails_the_export_and_names_the_file() {
+    let s = Server::start(&[]).await;
+    let a = s.client("alice");
+    let small = b"config line\n".repeat(2_000); // 24 000 bytes: read whole
+    let big = noise(600_000, 3); // streamed
+    let msid = a.create_bundle("rot", "1.0").await;
+    a.add_file(msid, None, "small.txt", &small).await;
+    a.add_file(msid, None, "big.bin", &big).await;
+    let eid = a.export(msid, "yaml").await;
+    let r = a.wait_export(msid, eid, T).await;
+    assert_eq!(r.field("complete").as_deref(), Some("true"), "{}", r.text());
+    let blob_of = |size: u64, blobs: &[(String, u64)]| {
+        let found: Vec<_> = blobs.iter().filter(|(_, n)| *n == size).collect();
+        assert_eq!(found.len(), 1, "one blob of {size} bytes: {blobs:?}");
+        std::path::PathBuf::from(&found[0].0)
+    };
+    let blobs = s.blobs().await;
+    for (name, size, flip_at) in [
+        ("small.txt", small.len(), 12_345),
+        ("big.bin", big.len(), 599_000),
+    ] {
+        let path = blob_of(size as u64, &blobs);
+        let good = std::fs::read(&path).unwrap();
+        let mut bad = good.clone();
+        bad[flip_at] ^= 0x01;
+        std::fs::write(&path, &bad).unwrap();
+        let archives_before = s.blobs().await.len();
+        let eid = a.export(msid, "yaml").await;
+        let r = a.wait_export(msid, eid, T).await;
+        assert_eq!(r.field("error").as_deref(), Some("true"), "{}", r.text());
+        let msg = r.field("errorMessage").unwrap_or_default();
+        assert!(
+            msg.contains(name) && msg.contains("does not match"),
+            "{name}: {msg}"
+        );
+        let dl = a
+            .get(&format!(
+                "/users/alice/mysoftware/{msid}/exports/{eid}/downloads"
+            ))
+            .await;
+        assert_ne!(dl.status, 200, "a failed export serves nothing");
+        assert_eq!(
+            s.blobs().await.len(),
+            archives_before,
+            "nothing was published"
+        );
+        std::fs::write(&path, &good).unwrap();
+    }
+    // Repaired, it exports again.
+    let eid = a.export(msid, "yaml").await;
+    let r = a.wait_export(msid, eid, T).await;
+    assert_eq!(r.field("complete").as_deref(), Some("true"), "{}", r.text());
+}

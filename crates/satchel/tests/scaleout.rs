@@ -20,6 +20,8 @@ mod cloudapi;
 mod containers;
 #[path = "crash_leftovers.rs"]
 mod crash_leftovers;
+#[path = "distributions.rs"]
+mod distributions;
 #[path = "durability.rs"]
 mod durability;
 #[path = "hardening.rs"]

@@ -5,7 +5,7 @@
 //!
 //! Where things are: every SQL statement is written once, for both engines (`$N` placeholders, which
 //! sqlx's SQLite driver accepts too), in the module of its port: `store.rs` (`Store`: users, bundles,
-//! tickets, the job queue), `cloud.rs` (`CloudStore`), `templates.rs`, `appliances.rs`, `usage.rs`, `idempotency.rs`,
+//! tickets, the job queue), `cloud.rs` (`CloudStore`), `templates.rs`, `distributions.rs`, `appliances.rs`, `usage.rs`, `idempotency.rs`,
 //! `apikeys.rs`, `keys.rs`, `blobrefs.rs`, `notify.rs`; row mapping in `rows.rs`; ticket state moves, as the
 //! domain defines them, in `tickets.rs`. `store::sql_store!` instantiates all of them for each
 //! engine's store type. What the engines do differently is the [`engine::Engine`] trait, implemented
@@ -16,6 +16,7 @@ mod apikeys;
 mod appliances;
 mod blobrefs;
 mod cloud;
+mod distributions;
 mod engine;
 mod idempotency;
 mod imports;

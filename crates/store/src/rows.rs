@@ -129,6 +129,15 @@ macro_rules! store_rows {
                         .try_get::<Option<bool>, _>("compress")
                         .map_err(db_err)?
                         .unwrap_or(false),
+                    base: match (
+                        r.try_get::<Option<Id>, _>("image_base_id")
+                            .map_err(db_err)?,
+                        r.try_get::<Option<String>, _>("image_base")
+                            .map_err(db_err)?,
+                    ) {
+                        (Some(id), Some(label)) => Some(ImageBase { id, label }),
+                        _ => None,
+                    },
                 }),
                 None => None,
             };

@@ -67,6 +67,7 @@ macro_rules! sql_store {
             crate::store::impl_store!();
             crate::cloud::impl_cloud!();
             crate::templates::impl_templates!();
+            crate::distributions::impl_distributions!();
             crate::imports::impl_imports!();
             crate::appliances::impl_appliances!();
             crate::usage::impl_usage!();
@@ -640,8 +641,9 @@ macro_rules! impl_store {
                 let row = sqlx::query(
                     "INSERT INTO tickets (owner_id, subject_id, subject_name, subject_version, format, state, message, created, modified,
                                           kind, template_id, image_name, image_format, compress,
-                                          import_imported, import_force, import_reuse_bundles, import_use_major, params)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) RETURNING *",
+                                          import_imported, import_force, import_reuse_bundles, import_use_major, params,
+                                          image_base_id, image_base)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) RETURNING *",
                 )
                 .bind(new.owner_id)
                 .bind(new.subject_id)
@@ -661,6 +663,8 @@ macro_rules! impl_store {
                 .bind(imp.map(|i| i.reuse_bundles))
                 .bind(imp.map(|i| i.use_major))
                 .bind(params)
+                .bind(new.image.as_ref().and_then(|i| i.base.as_ref()).map(|b| b.id))
+                .bind(new.image.as_ref().and_then(|i| i.base.as_ref()).map(|b| b.label.clone()))
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db_err)?;

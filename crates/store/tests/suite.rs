@@ -121,6 +121,7 @@ suite!(
     racing_finish_ticket_has_one_winner,
     templates_are_scoped_and_own_their_images,
     deleting_a_bundle_deletes_its_templates_and_images,
+    distributions_are_unique_and_not_removed_while_a_template_names_them,
     cancel_is_conditional_and_scoped,
     imports_wait_for_their_upload_then_queue_a_job,
     a_bundle_import_completes_with_its_bundle_in_one_transaction,
@@ -252,6 +253,7 @@ async fn image_ticket(
             name: "img".into(),
             format: "docker".into(),
             compress,
+            base: None,
         }),
         subject_id: bundle.id,
         subject_name: bundle.name.clone(),
@@ -884,6 +886,82 @@ async fn templates_are_scoped_and_own_their_images(s: Arc<dyn Store>) -> Result<
         image_ticket(&s, a.id, &b, t1.id, true).await,
         Err(DomainError::NotFound(_))
     ));
+    Ok(())
+}
+
+async fn distributions_are_unique_and_not_removed_while_a_template_names_them(
+    s: Arc<dyn Store>,
+) -> Result<()> {
+    use satchel_domain::ports::DeletedDistribution;
+    let blob = |n: u8| BaseBlob {
+        media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+        digest: format!("sha256:{}", format!("{n:02x}").repeat(32)),
+        size: 100 + n as i64,
+    };
+    let new = NewDistribution {
+        name: "Debian".into(),
+        version: "12".into(),
+        arch: "x86_64".into(),
+        config: blob(1),
+        layers: vec![blob(2), blob(3)],
+    };
+    let d = s.create_distribution(&new).await?;
+    assert_eq!((d.name.as_str(), d.version.as_str()), ("Debian", "12"));
+    assert_eq!(d.layers, vec![blob(2), blob(3)], "layers keep their order");
+    assert_eq!(s.get_distribution(d.id).await?, Some(d.clone()));
+    // The name is unique in any case, per version and arch.
+    let dup = NewDistribution {
+        name: "DEBIAN".into(),
+        ..new.clone()
+    };
+    match s.create_distribution(&dup).await {
+        Err(DomainError::Conflict(m)) => assert!(m.contains("already registered"), "{m}"),
+        other => panic!("a duplicate was not refused: {other:?}"),
+    }
+    let other_arch = s
+        .create_distribution(&NewDistribution {
+            arch: "i386".into(),
+            ..new.clone()
+        })
+        .await?;
+    assert_eq!(s.list_distributions().await?.len(), 2);
+
+    // A template naming it (another case, the other spelling of its arch) keeps it.
+    let a = user(&s, "a").await?;
+    let b = bundle(&s, a.id, "app").await?;
+    let t = s
+        .create_template(
+            a.id,
+            b.id,
+            Some(&DistributionRef {
+                name: "debian".into(),
+                version: "12".into(),
+                arch: "amd64".into(),
+            }),
+        )
+        .await?;
+    let spellings = ["x86_64".to_string(), "amd64".to_string()];
+    assert_eq!(
+        s.delete_distribution(d.id, &spellings).await?,
+        DeletedDistribution::InUse(1)
+    );
+    assert!(s.get_distribution(d.id).await?.is_some());
+    // The other arch is not named by it.
+    assert!(matches!(
+        s.delete_distribution(other_arch.id, &["i386".to_string()])
+            .await?,
+        DeletedDistribution::Deleted(_)
+    ));
+    s.delete_template(a.id, b.id, t.id).await?;
+    assert_eq!(
+        s.delete_distribution(d.id, &spellings).await?,
+        DeletedDistribution::Deleted(d.clone())
+    );
+    assert_eq!(
+        s.delete_distribution(d.id, &spellings).await?,
+        DeletedDistribution::NotFound
+    );
+    assert!(s.list_distributions().await?.is_empty());
     Ok(())
 }
 
