@@ -657,6 +657,9 @@ impl TicketRunner {
             TicketKind::BundleImport | TicketKind::TemplateImport => {
                 format!("u/{owner}/imports/{id}")
             }
+            // Its keys are shared by the owner's publications (a live one may be staging the same
+            // blob): the sweep takes a dead attempt's staging files once they are idle.
+            TicketKind::ImagePublish => return,
         };
         match self.blobs.staged_uploads(&prefix).await {
             Ok(staged) => {
