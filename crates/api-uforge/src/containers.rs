@@ -7,6 +7,7 @@ use crate::extract::{
     write_doc, Auth, BundlePath, Conditional, Fmt, ImageFilePath, ImagePath, TemplatePath,
 };
 use crate::idempotency::Idem;
+use crate::pimages::registering_names;
 use crate::render::{
     docker_format, image_doc, image_status_doc, status_reply, template_doc, template_uri,
 };
@@ -258,10 +259,12 @@ async fn list_images(
     State(st): State<AppState>,
     Auth(who): Auth,
     Fmt(f): Fmt,
+    headers: HeaderMap,
     p: TemplatePath,
 ) -> R {
     let is = st.satchel.list_images(&who, &p.uid, p.msid, p.tid).await?;
-    let items: Vec<_> = is.iter().map(|i| image_doc(&p.uid, i, None)).collect();
+    let mut items: Vec<_> = is.iter().map(|i| image_doc(&p.uid, i, None)).collect();
+    registering_names(&st, &who, &p.uid, &headers, &is, &mut items).await?;
     let doc = docs::Images {
         total: items.len() as i64,
         images: docs::ImageItems { image: items },
@@ -274,10 +277,12 @@ async fn list_user_images(
     State(st): State<AppState>,
     Auth(who): Auth,
     Fmt(f): Fmt,
+    headers: HeaderMap,
     Path(uid): Path<String>,
 ) -> R {
     let is = st.satchel.list_user_images(&who, &uid).await?;
-    let items: Vec<_> = is.iter().map(|i| image_doc(&uid, i, None)).collect();
+    let mut items: Vec<_> = is.iter().map(|i| image_doc(&uid, i, None)).collect();
+    registering_names(&st, &who, &uid, &headers, &is, &mut items).await?;
     let doc = docs::Images {
         total: items.len() as i64,
         images: docs::ImageItems { image: items },
@@ -286,13 +291,30 @@ async fn list_user_images(
 }
 
 /// The image, with a fresh one-time download id when it can be downloaded.
-async fn get_image(State(st): State<AppState>, Auth(who): Auth, Fmt(f): Fmt, p: ImagePath) -> R {
+async fn get_image(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Fmt(f): Fmt,
+    headers: HeaderMap,
+    p: ImagePath,
+) -> R {
     let i = st
         .satchel
         .image(&who, &p.uid, p.msid, p.tid, p.itid)
         .await?;
     let key = st.satchel.new_download_key(&i).await?;
-    Ok(Doc::ok(f, "image", image_doc(&p.uid, &i, key.as_deref()))
+    let mut doc = [image_doc(&p.uid, &i, key.as_deref())];
+    registering_names(
+        &st,
+        &who,
+        &p.uid,
+        &headers,
+        std::slice::from_ref(&i),
+        &mut doc,
+    )
+    .await?;
+    let [doc] = doc;
+    Ok(Doc::ok(f, "image", doc)
         // The id in it is a credential that works once: never cache this document.
         .header(header::CACHE_CONTROL, "no-store")
         .into_response())

@@ -399,6 +399,12 @@ pub struct Image {
     pub status_uri: String,
     pub uri: String,
     pub version: String,
+    /// hammr's `image info` prints it (`.replace`), so it is always there, empty when unset.
+    pub entrypoint: String,
+    /// `<host>/<login>/<name>:<version>`: what `docker pull` takes once published (a complete
+    /// image says the name it is, or would be, published under).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registering_name: Option<String>,
 }
 
 /// What hammr reads of an image's target (`targetFormat.name`, `targetFormat.format.name`).
@@ -1122,4 +1128,106 @@ fn text_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Strin
         }
     }
     d.deserialize_any(V)
+}
+
+/// `publishImage` of subtype `PublishImageDocker` (a publication to Satchel's pull endpoint):
+/// UForgeObject's, UForgeUploadObject's, Image's, PublishImage's and PublishImageDocker's fields,
+/// each in schema order; in XML it carries `xsi:type`, in JSON a `type` member.
+pub struct PublishImageDoc {
+    pub xml: bool,
+    pub created: String,
+    pub db_id: i64,
+    pub digest: Option<String>,
+    pub last_modified: String,
+    pub size: i64,
+    pub status: OpStatus,
+    pub parent_uri: String,
+    /// The endpoint and login it is published with (what `hammr image list` prints).
+    pub cred_account: CredAccountDoc,
+    pub name: String,
+    pub status_uri: String,
+    pub uri: String,
+    pub version: String,
+    pub registering_name: Option<String>,
+    pub cloud_id: Option<String>,
+    pub image_uri: String,
+    pub namespace: String,
+    pub repository_name: String,
+    pub tag_name: String,
+}
+
+impl Serialize for PublishImageDoc {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        if self.xml {
+            m.serialize_entry("@xmlns:xsi", XSI)?;
+            m.serialize_entry("@xsi:type", "ns0:PublishImageDocker")?;
+        } else {
+            m.serialize_entry("type", "PublishImageDocker")?;
+        }
+        m.serialize_entry("created", &self.created)?;
+        m.serialize_entry("dbId", &self.db_id)?;
+        if let Some(d) = &self.digest {
+            m.serialize_entry("digest", d)?;
+        }
+        m.serialize_entry("lastModified", &self.last_modified)?;
+        m.serialize_entry("size", &self.size)?;
+        m.serialize_entry("status", &self.status)?;
+        m.serialize_entry("uploaded", &self.cloud_id.is_some())?;
+        m.serialize_entry("parentUri", &self.parent_uri)?;
+        m.serialize_entry("credAccount", &self.cred_account)?;
+        m.serialize_entry("name", &self.name)?;
+        m.serialize_entry("statusUri", &self.status_uri)?;
+        m.serialize_entry("uri", &self.uri)?;
+        m.serialize_entry("version", &self.version)?;
+        if let Some(r) = &self.registering_name {
+            m.serialize_entry("registeringName", r)?;
+        }
+        if let Some(c) = &self.cloud_id {
+            m.serialize_entry("cloudId", c)?;
+        }
+        m.serialize_entry("imageUri", &self.image_uri)?;
+        m.serialize_entry("namespace", &self.namespace)?;
+        m.serialize_entry("repositoryName", &self.repository_name)?;
+        m.serialize_entry("tagName", &self.tag_name)?;
+        m.end()
+    }
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishImages {
+    pub total: i64,
+    pub publish_images: PublishImageItems,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishImageItems {
+    pub publish_image: Vec<PublishImageDoc>,
+}
+
+/// What a publish request may say: the repository and tag (the image's name and version when
+/// absent); anything else hammr sends (its cloud account) is not used.
+#[derive(Deserialize, Default, Debug)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PublishImageIn {
+    pub repository_name: Option<String>,
+    pub tag_name: Option<String>,
+}
+
+/// `imagePkgs`: an image's packages (`ImagePkg`); Satchel's images hold a bundle's files, no
+/// distribution packages, so the list is empty.
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagePkgs {
+    pub total: i64,
+    pub image_pkgs: ImagePkgItems,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagePkgItems {
+    pub image_pkg: Vec<()>,
 }

@@ -168,6 +168,7 @@ struct Segments {
     eid: Option<String>,
     tid: Option<String>,
     itid: Option<String>,
+    ptiid: Option<String>,
     iid: Option<String>,
     aid: Option<String>,
     osid: Option<String>,
@@ -400,3 +401,7 @@ mod tests {
         }
     }
 }
+typed_path!(
+    /// `.../templates/{tid}/images/{itid}/pimages/{ptiid}`
+    PimagePath { msid: "mySoftware id", tid: "container template id", itid: "image id", ptiid: "publishImage id" }
+);

@@ -22,6 +22,7 @@ mod extract;
 mod idempotency;
 mod imports;
 mod notify;
+mod pimages;
 mod render;
 mod takeouts;
 mod users;
@@ -64,6 +65,7 @@ fn routes() -> Table<AppState> {
         .merge(exports::routes(ms))
         .merge(exports::appliance_routes())
         .merge(containers::routes(ms))
+        .merge(pimages::routes(ms))
         .merge(distributions::routes())
         .merge(apikeys::routes())
         .merge(accounts::routes())

@@ -435,6 +435,8 @@ pub(crate) fn image_doc(uid: &str, i: &Ticket, key: Option<&str>) -> docs::Image
         status_uri: format!("{uri}/status"),
         uri,
         version: i.subject_version.clone(),
+        entrypoint: String::new(),
+        registering_name: None,
     }
 }
 

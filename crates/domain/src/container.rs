@@ -53,7 +53,7 @@ pub(crate) fn image_blobs(t: &Ticket) -> [String; 3] {
 }
 
 /// OCI reference names are lowercase `[a-z0-9._-]`; anything else becomes `-`.
-fn ref_component(s: &str, fallback: &str) -> String {
+pub(crate) fn ref_component(s: &str, fallback: &str) -> String {
     let out: String = s
         .trim()
         .to_lowercase()
@@ -144,6 +144,9 @@ impl Satchel {
     ) -> Result<()> {
         let (b, t) = self.template(who, uid, msid, tid).await?;
         self.require(who, ENT_SOFTWARE_UPLOAD)?;
+        for i in self.store.list_template_images(t.owner_id, t.id).await? {
+            self.unpublish_image(t.owner_id, i.id).await?;
+        }
         let images = self
             .store
             .delete_template(t.owner_id, b.id, t.id)
@@ -261,6 +264,8 @@ impl Satchel {
     ) -> Result<()> {
         let i = self.image(who, uid, msid, tid, itid).await?;
         self.require(who, ENT_SOFTWARE_UPLOAD)?;
+        // Its publications first: nothing pullable outlives the image.
+        self.unpublish_image(i.owner_id, i.id).await?;
         let gone = self
             .store
             .delete_ticket(i.owner_id, i.id)

@@ -657,6 +657,9 @@ impl TicketRunner {
             TicketKind::BundleImport | TicketKind::TemplateImport => {
                 format!("u/{owner}/imports/{id}")
             }
+            // Its keys are shared by the owner's publications (a live one may be staging the same
+            // blob): the sweep takes a dead attempt's staging files once they are idle.
+            TicketKind::ImagePublish => return,
         };
         match self.blobs.staged_uploads(&prefix).await {
             Ok(staged) => {
@@ -975,6 +978,7 @@ fn failed_message(kind: TicketKind) -> &'static str {
         TicketKind::ContainerImage => "image generation failed",
         TicketKind::BundleImport | TicketKind::TemplateImport => "import failed",
         TicketKind::Takeout => "takeout failed",
+        TicketKind::ImagePublish => "publication failed",
     }
 }
 
@@ -1010,6 +1014,7 @@ impl JobHandler for TicketRunner {
             TicketKind::BundleImport | TicketKind::TemplateImport => {
                 self.run_import(&t, &cancel).await.map(|()| None)
             }
+            TicketKind::ImagePublish => self.publish_image(&t, &cancel).await.map(|()| None),
         };
         match built {
             Ok(None) => {

@@ -24,6 +24,7 @@ pub mod notify;
 pub mod polls;
 pub mod ports;
 pub mod quota;
+pub mod registry;
 pub mod service;
 pub mod sweep;
 pub mod takeout;

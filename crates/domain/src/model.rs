@@ -259,6 +259,9 @@ impl TicketState {
             (TicketState::Queued, ContainerImage) => "generation queued",
             (TicketState::Queued, BundleImport | TemplateImport) => "import queued",
             (TicketState::Queued, Takeout) => "takeout queued",
+            (TicketState::Queued, ImagePublish) => "publication queued",
+            (TicketState::Running, ImagePublish) => "publication in progress",
+            (TicketState::Complete, ImagePublish) => "image published",
             (TicketState::Running, Takeout) => "takeout in progress",
             (TicketState::Complete, Takeout) => "takeout complete",
             (TicketState::Running, BundleExport | ApplianceExport) => "export in progress",
@@ -322,16 +325,20 @@ pub enum TicketKind {
     /// Everything a user owns in one archive (zip or tar.gz), each bundle and template inside as
     /// its own export (kept for the retention period).
     Takeout,
+    /// A container image published to the pull endpoint (`crate::registry`): `subject_id` is the
+    /// image's ticket, `subject_name` / `subject_version` the repository and tag.
+    ImagePublish,
 }
 
 impl TicketKind {
-    pub const ALL: [TicketKind; 6] = [
+    pub const ALL: [TicketKind; 7] = [
         TicketKind::BundleExport,
         TicketKind::ContainerImage,
         TicketKind::ApplianceExport,
         TicketKind::BundleImport,
         TicketKind::TemplateImport,
         TicketKind::Takeout,
+        TicketKind::ImagePublish,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -342,6 +349,7 @@ impl TicketKind {
             TicketKind::BundleImport => JOB_BUNDLE_IMPORT,
             TicketKind::TemplateImport => JOB_TEMPLATE_IMPORT,
             TicketKind::Takeout => JOB_TAKEOUT,
+            TicketKind::ImagePublish => JOB_IMAGE_PUBLISH,
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -778,5 +786,48 @@ pub const JOB_APPLIANCE_EXPORT: &str = "appliance_export";
 pub const JOB_BUNDLE_IMPORT: &str = "bundle_import";
 pub const JOB_TEMPLATE_IMPORT: &str = "template_import";
 pub const JOB_TAKEOUT: &str = "takeout";
+pub const JOB_IMAGE_PUBLISH: &str = "image_publish";
 /// Delivers a finished takeout's webhook (`crate::notify`); its subject is the takeout's ticket.
 pub const JOB_TAKEOUT_NOTIFY: &str = "takeout_notify";
+
+/// A published image (a pimage): what the pull endpoint serves as `<login>/<repository>:<tag>`,
+/// written in the transaction that completes its publish ticket (`ticket_id`) and gone with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub ticket_id: Id,
+    pub owner_id: Id,
+    /// The container image's ticket it was published from.
+    pub image_ticket_id: Id,
+    pub repository: String,
+    pub tag: String,
+    /// `sha256:<hex>` of the manifest (or index) the tag names.
+    pub manifest_digest: String,
+    pub media_type: String,
+    pub manifest_size: i64,
+    /// The manifest, config and layers together.
+    pub total_size: i64,
+    pub created: Millis,
+}
+
+/// One content-addressed blob of a published image (manifest, config or layer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedBlob {
+    /// `sha256:<hex>`.
+    pub digest: String,
+    pub key: String,
+    pub size: i64,
+    pub media_type: String,
+}
+
+/// What a publish job records on completion.
+#[derive(Debug, Clone)]
+pub struct NewPublished {
+    pub image_ticket_id: Id,
+    pub repository: String,
+    pub tag: String,
+    pub manifest_digest: String,
+    pub media_type: String,
+    pub manifest_size: i64,
+    /// The manifest first, then the config and the layers.
+    pub blobs: Vec<PublishedBlob>,
+}

@@ -67,7 +67,7 @@ pub fn validate_file_name(name: &str) -> Result<&str> {
 
 /// Paths the server answers itself at its root (the UForge face, CloudAPI's `my`, the page, the
 /// operators' endpoints): a user of one of these names could not reach their CloudAPI paths.
-pub const RESERVED_LOGINS: &[&str] = &["api", "my", "ui", "healthz", "readyz", "metrics"];
+pub const RESERVED_LOGINS: &[&str] = &["api", "my", "ui", "healthz", "readyz", "metrics", "v2"];
 
 pub fn validate_login(login: &str) -> Result<&str> {
     let ok = !login.is_empty()
@@ -161,7 +161,7 @@ mod tests {
 
     #[test]
     fn paths_of_the_faces_and_the_page_are_not_logins() {
-        for login in ["api", "my", "ui", "healthz", "readyz", "metrics"] {
+        for login in ["api", "my", "ui", "healthz", "readyz", "metrics", "v2"] {
             assert!(validate_login(login).is_err(), "{login}");
         }
         assert!(validate_login("uix").is_ok());

@@ -22,6 +22,7 @@ pub trait Store:
     + BlobRefStore
     + ImportStore
     + NotifyStore
+    + RegistryStore
     + Send
     + Sync
     + 'static
@@ -633,4 +634,40 @@ pub struct PendingUpload {
     pub key: String,
     pub upload_id: String,
     pub touched: Millis,
+}
+
+/// Published images (pimages) and their content-addressed blobs, read by the pull endpoint. A
+/// supertrait of `Store`, written once for both engines (`store/src/registry.rs`).
+#[async_trait]
+pub trait RegistryStore: Send + Sync + 'static {
+    /// Completes the running publish `ticket` with its reference and blobs in one transaction.
+    /// False when it is not running any more (cancelled or deleted): nothing is written then. A
+    /// tag published meanwhile by another ticket is a `Conflict`.
+    async fn complete_publish(&self, ticket: Id, p: &NewPublished) -> Result<bool>;
+    /// The reference a complete publish ticket of `owner` recorded.
+    async fn published(&self, owner: Id, ticket: Id) -> Result<Option<Published>>;
+    /// Every reference of `owner`, oldest first.
+    async fn list_published(&self, owner: Id) -> Result<Vec<Published>>;
+    /// The reference `repository:reference` of `owner`, `reference` a tag or a manifest digest.
+    async fn find_published(
+        &self,
+        owner: Id,
+        repository: &str,
+        reference: &str,
+    ) -> Result<Option<Published>>;
+    /// A blob of one of `owner`'s references in `repository`.
+    async fn published_blob(
+        &self,
+        owner: Id,
+        repository: &str,
+        digest: &str,
+    ) -> Result<Option<PublishedBlob>>;
+    /// The blobs a reference holds (manifest first).
+    async fn published_blobs(&self, ticket: Id) -> Result<Vec<PublishedBlob>>;
+    /// Deletes the publish ticket of `owner` (its reference goes with it, FK cascade) and answers
+    /// it with the keys of its blobs that no other reference holds any more, decided in the same
+    /// transaction.
+    async fn delete_publish(&self, owner: Id, ticket: Id) -> Result<Option<(Ticket, Vec<String>)>>;
+    /// Of `keys`, those no reference holds.
+    async fn unreferenced_registry_blobs(&self, keys: &[String]) -> Result<Vec<String>>;
 }

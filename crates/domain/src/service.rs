@@ -288,6 +288,13 @@ impl Satchel {
     pub async fn delete_bundle(&self, who: &Principal, uid: &str, msid: Id) -> Result<()> {
         let b = self.bundle(who, uid, msid).await?;
         self.require(who, ENT_SOFTWARE_UPLOAD)?;
+        // Its images' publications first (they are tickets of their own, not cascaded).
+        let owner = b.owner().id;
+        for t in self.store.list_tickets(owner).await? {
+            if t.kind == TicketKind::ContainerImage && t.subject_id == msid {
+                self.unpublish_image(owner, t.id).await?;
+            }
+        }
         let keys = self
             .store
             .delete_bundle(b.owner().id, msid)

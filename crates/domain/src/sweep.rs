@@ -85,6 +85,10 @@ fn live_keys(tickets: &[Ticket]) -> Live {
             TicketKind::Takeout => out
                 .prefixes
                 .push(crate::takeout::parts_prefix(t.owner_id, t.id)),
+            // Content-addressed blobs it may be writing (shared keys: none is known in advance).
+            TicketKind::ImagePublish => out
+                .prefixes
+                .push(crate::registry::registry_prefix(t.owner_id)),
         }
     }
     out

@@ -378,6 +378,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_clock_skew: Duration::from_secs(300),
     })
     .route_layer(track("cloudapi"));
+    let registry = satchel_api_registry::router(satchel.clone()).route_layer(track("registry"));
     // Two faces on one port: `/api/...` is UForge's, everything else CloudAPI's (`/{login}/...`),
     // but for the operators' three paths and the self-service page (`/`, `/ui/...`), which are
     // therefore not valid logins.
@@ -398,6 +399,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 None
             } else if path == "/api" || path.starts_with("/api/") {
                 Some(uforge.clone())
+            } else if path == "/v2" || path.starts_with("/v2/") {
+                Some(registry.clone())
             } else if matches!(path, "/healthz" | "/readyz" | "/metrics") {
                 None
             } else {

@@ -38,6 +38,8 @@ mod notify;
 mod operations;
 #[path = "polls.rs"]
 mod polls;
+#[path = "registry.rs"]
+mod registry;
 #[path = "sdc.rs"]
 mod sdc;
 #[path = "takeouts.rs"]

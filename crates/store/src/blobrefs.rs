@@ -20,7 +20,8 @@ pub(crate) fn referenced_sql(n: usize) -> String {
          UNION SELECT blob_key FROM boot_scripts WHERE blob_key IN ({list})
          UNION SELECT archive_key FROM tickets WHERE state = ${complete} AND archive_key IN ({list})
          UNION SELECT file_blob FROM images WHERE file_blob IN ({list})
-         UNION SELECT blob_key FROM stor_entries WHERE blob_key IN ({list})"
+         UNION SELECT blob_key FROM stor_entries WHERE blob_key IN ({list})
+         UNION SELECT blob_key FROM published_blobs WHERE blob_key IN ({list})"
     )
 }
 

@@ -23,6 +23,7 @@ mod imports;
 mod keys;
 mod notify;
 pub mod postgres;
+mod registry;
 mod rows;
 pub mod sqlite;
 mod store;

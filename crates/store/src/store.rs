@@ -85,6 +85,7 @@ macro_rules! sql_store {
             crate::accounts::impl_accounts!();
             crate::keys::impl_keys!();
             crate::notify::impl_notify!();
+            crate::registry::impl_registry!();
         }
     };
 }

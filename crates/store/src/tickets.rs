@@ -91,9 +91,9 @@ mod tests {
         assert_eq!(
             m.set,
             "state = $3, message = CASE kind WHEN $4 THEN $5 WHEN $6 THEN $7 WHEN $8 THEN $9 \
-             WHEN $10 THEN $11 WHEN $12 THEN $13 WHEN $14 THEN $15 END"
+             WHEN $10 THEN $11 WHEN $12 THEN $13 WHEN $14 THEN $15 WHEN $16 THEN $17 END"
         );
-        assert_eq!(m.guard, "state IN ($16, $17)");
+        assert_eq!(m.guard, "state IN ($18, $19)");
         assert_eq!(
             m.binds,
             [
@@ -110,6 +110,8 @@ mod tests {
                 "import in progress",
                 "takeout",
                 "takeout in progress",
+                "image_publish",
+                "publication in progress",
                 "queued",
                 "running"
             ]

@@ -139,6 +139,7 @@ suite!(
     boot_script_bodies_are_referenced_counted_and_deleted_with_the_user,
     a_takeout_webhook_is_queued_once_with_its_final_move,
     notify_secrets_are_made_once_replaced_and_rotated,
+    published_images_share_blobs_and_complete_with_their_ticket,
     ],
     cloud: [
     keys_are_scoped_by_owner,
@@ -4073,5 +4074,124 @@ async fn notify_secrets_are_made_once_replaced_and_rotated(s: Arc<dyn Store>) ->
     );
     assert!(open_value(&old, SealedKind::NotifySecret, &now).is_err());
     assert_eq!(rotate(s.as_ref(), &old, &new).await?.resealed, 0);
+    Ok(())
+}
+
+fn pblob(owner: Id, hex: char, size: i64) -> PublishedBlob {
+    let digest = format!("sha256:{}", hex.to_string().repeat(64));
+    PublishedBlob {
+        key: format!("u/{owner}/registry/blobs/{digest}"),
+        digest,
+        size,
+        media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+    }
+}
+
+async fn publish_ticket(s: &Arc<dyn Store>, owner: Id, image: Id, tag: &str) -> Result<Ticket> {
+    s.create_ticket(&NewTicket {
+        import: None,
+        takeout: None,
+        owner_id: owner,
+        kind: TicketKind::ImagePublish,
+        image: None,
+        subject_id: image,
+        subject_name: "app".into(),
+        subject_version: tag.into(),
+        format: OutputFormat::Yaml,
+        max_attempts: 3,
+    })
+    .await
+}
+
+fn published(image: Id, tag: &str, blobs: Vec<PublishedBlob>) -> NewPublished {
+    NewPublished {
+        image_ticket_id: image,
+        repository: "app".into(),
+        tag: tag.into(),
+        manifest_digest: blobs[0].digest.clone(),
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        manifest_size: blobs[0].size,
+        blobs,
+    }
+}
+
+async fn published_images_share_blobs_and_complete_with_their_ticket(
+    s: Arc<dyn Store>,
+) -> Result<()> {
+    let a = user(&s, "a").await?;
+    let other = user(&s, "other").await?;
+    let b = bundle(&s, a.id, "app").await?;
+    let t = s.create_template(a.id, b.id, None).await?;
+    let i = image_ticket(&s, a.id, &b, t.id, false).await?;
+    // Only a running publish ticket completes, and then with its reference.
+    let p1 = publish_ticket(&s, a.id, i.id, "1.0").await?;
+    let one = published(
+        i.id,
+        "1.0",
+        vec![pblob(a.id, 'a', 10), pblob(a.id, 'c', 100)],
+    );
+    assert!(!s.complete_publish(p1.id, &one).await?, "a queued ticket");
+    assert!(s.published(a.id, p1.id).await?.is_none());
+    assert!(s.mark_running(p1.id).await?);
+    assert!(s.complete_publish(p1.id, &one).await?);
+    assert_eq!(state(&s, p1.id).await?, Some(TicketState::Complete));
+    assert!(!s.complete_publish(p1.id, &one).await?, "twice");
+    let p = s.published(a.id, p1.id).await?.expect("recorded");
+    assert_eq!((p.total_size, p.tag.as_str()), (110, "1.0"));
+    assert!(s.published(other.id, p1.id).await?.is_none());
+    // Found by tag or digest, scoped by owner and repository.
+    let digest = pblob(a.id, 'a', 10).digest;
+    assert_eq!(
+        s.find_published(a.id, "app", "1.0")
+            .await?
+            .map(|p| p.ticket_id),
+        Some(p1.id)
+    );
+    assert_eq!(
+        s.find_published(a.id, "app", &digest)
+            .await?
+            .map(|p| p.ticket_id),
+        Some(p1.id)
+    );
+    assert!(s.find_published(other.id, "app", "1.0").await?.is_none());
+    assert!(s.find_published(a.id, "other", "1.0").await?.is_none());
+    let layer = pblob(a.id, 'c', 100);
+    assert_eq!(
+        s.published_blob(a.id, "app", &layer.digest).await?,
+        Some(layer.clone())
+    );
+    assert!(s
+        .published_blob(other.id, "app", &layer.digest)
+        .await?
+        .is_none());
+    // A second tag shares the layer; the blobs are referenced (the sweep keeps them).
+    let p2 = publish_ticket(&s, a.id, i.id, "2.0").await?;
+    assert!(s.mark_running(p2.id).await?);
+    let two = published(
+        i.id,
+        "2.0",
+        vec![pblob(a.id, 'b', 10), pblob(a.id, 'c', 100)],
+    );
+    assert!(s.complete_publish(p2.id, &two).await?);
+    assert_eq!(s.list_published(a.id).await?.len(), 2);
+    let refd = s.referenced_blobs(std::slice::from_ref(&layer.key)).await?;
+    assert!(refd.contains(&layer.key));
+    // Unpublishing 1.0 frees only what 2.0 does not hold; unpublishing 2.0 frees the rest.
+    assert!(s.delete_publish(other.id, p1.id).await?.is_none());
+    let (gone, keys) = s.delete_publish(a.id, p1.id).await?.expect("deleted");
+    assert_eq!(gone.id, p1.id);
+    assert_eq!(keys, vec![pblob(a.id, 'a', 10).key]);
+    assert!(s.find_published(a.id, "app", "1.0").await?.is_none());
+    assert_eq!(
+        s.unreferenced_registry_blobs(&[layer.key.clone(), pblob(a.id, 'a', 10).key])
+            .await?,
+        vec![pblob(a.id, 'a', 10).key]
+    );
+    let (_, keys) = s.delete_publish(a.id, p2.id).await?.expect("deleted");
+    assert_eq!(
+        sorted(keys),
+        sorted(vec![pblob(a.id, 'b', 10).key, layer.key.clone()])
+    );
+    assert!(s.list_published(a.id).await?.is_empty());
     Ok(())
 }

@@ -576,7 +576,7 @@ pub fn untar(data: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
     out
 }
 
-fn walk_files(dir: &std::path::Path) -> Vec<PathBuf> {
+pub fn walk_files(dir: &std::path::Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
