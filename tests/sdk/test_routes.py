@@ -235,27 +235,41 @@ def test_exports_routes(server, alice, uf, tmp_path):
     if st.percentage is not None:
         assert st.percentage == 100
 
-    exports = alice.Users("alice").Exports.Getall()
+    # users/{uid}/exports lists appliance exports, as in UForge: a template holding the bundle,
+    # exported, is listed there (paged and filtered); the bundle export is not.
+    body = uf.appliance()
+    body.name, body.version = "routes template", "1"
+    body.distributionName, body.archName = "CentOS 7", "x86_64"
+    body.mySoftwareUris = uf.UriList()
+    body.mySoftwareUris.uri.append("users/alice/mysoftware/%d" % msid)
+    app = alice.Users("alice").Appliances().Create(body=body)
+    aex = alice.Users("alice").Appliances(app.dbId).Exports().Export("yaml")
+    assert type(aex) is uf.ApplianceExport
+    exports = alice.Users("alice").Exports.Getall(Query="routes TEMPLATE", Count=5, Offset=0,
+                                                  Orderby="created", Descending=True)
     assert type(exports) is uf.ApplianceExports
     assert exports.applianceExports is not None
-    mine = [e for e in exports.applianceExports.applianceExport if e.dbId == ex.dbId]
-    assert len(mine) == 1, "export %s not listed in users/alice/exports" % ex.dbId
+    listed = [e.dbId for e in exports.applianceExports.applianceExport]
+    assert aex.dbId in listed and ex.dbId not in listed, listed
+    mine = [e for e in exports.applianceExports.applianceExport if e.dbId == aex.dbId]
     assert type(mine[0]) is uf.ApplianceExport
     if mine[0].applianceName is not None:
-        assert mine[0].applianceName == "export-routes"
+        assert mine[0].applianceName == "routes template"
+    none = alice.Users("alice").Exports.Getall(Query="no such template")
+    assert none.total == 0
 
-    statuses = alice.Users("alice").Exports.Statuses.Getallstatus()
+    statuses = alice.Users("alice").Exports.Statuses.Getallstatus(Ae=str(aex.dbId))
     assert type(statuses) is uf.OpStatuses
     assert statuses.statuses is not None
     assert all(type(s) is uf.OpStatus for s in statuses.statuses.status)
-    listed = [s for s in statuses.statuses.status if s.dbId == ex.dbId]
-    assert len(listed) == 1 and listed[0].complete == True
+    assert [s.dbId for s in statuses.statuses.status] == [aex.dbId]
 
     data = alice.Users("alice").Mysoftware(msid).Exports(ex.dbId).Downloads.Download()
     assert isinstance(data, bytes) and data[:2] == b"\x1f\x8b"
 
     assert alice.Users("alice").Mysoftware(msid).Exports(ex.dbId).Delete() in (b"", None)
+    alice.Users("alice").Appliances(app.dbId).Exports(aex.dbId).Delete()
     exports = alice.Users("alice").Exports.Getall()
-    assert ex.dbId not in [e.dbId for e in exports.applianceExports.applianceExport]
+    assert aex.dbId not in [e.dbId for e in (exports.applianceExports.applianceExport or [])]
     statuses = alice.Users("alice").Exports.Statuses.Getallstatus()
-    assert ex.dbId not in [s.dbId for s in statuses.statuses.status]
+    assert aex.dbId not in [s.dbId for s in (statuses.statuses.status or [])]

@@ -10,7 +10,7 @@ use axum::response::Response;
 use axum::Extension;
 use futures::TryStreamExt;
 use satchel_domain::cloud::service::{account_uuid, rfc3339};
-use satchel_domain::cloud::{ExportState, Image, ImageExport, ImageInput, SshKey};
+use satchel_domain::cloud::{ExportState, Image, ImageExport, ImageInput, ImageUpdate, SshKey};
 use satchel_domain::model::User;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -255,7 +255,8 @@ fn base_url(st: &CloudState, headers: &HeaderMap) -> String {
     format!("http://{host}")
 }
 
-/// `POST /{login}/images/{id}?action=...`: `export` (ExportImage), `activate`.
+/// `POST /{login}/images/{id}?action=...`: `export` (ExportImage), `activate`, `update`
+/// (UpdateImage, fields in the JSON body), `clone` (CloneImage).
 pub async fn image_action(
     State(st): State<CloudState>,
     Extension(caller): Extension<Caller>,
@@ -263,9 +264,30 @@ pub async fn image_action(
     Path((login, id)): Path<(String, String)>,
     Query(q): Params,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Reply {
     let u = account(&caller, &login)?;
-    idem.once(&st, u, b"", act(&st, u, id, q, &headers)).await
+    idem.once(&st, u, &body, act(&st, u, id, q, &headers, &body))
+        .await
+}
+
+/// UpdateImage's body: the fields this server keeps; IMGAPI's others are refused by name rather
+/// than dropped, so a client never believes it set them.
+fn image_update(body: &Bytes) -> Result<ImageUpdate, CloudError> {
+    let m = parse_body(body)?;
+    if let Some(k) = m
+        .keys()
+        .find(|k| !matches!(k.as_str(), "name" | "version" | "description"))
+    {
+        return Err(CloudError::invalid_argument(format!(
+            "{k} cannot be updated on this server (name, version and description can)"
+        )));
+    }
+    Ok(ImageUpdate {
+        name: string_field(&m, "name")?,
+        version: string_field(&m, "version")?,
+        description: string_field(&m, "description")?,
+    })
 }
 
 async fn act(
@@ -274,6 +296,7 @@ async fn act(
     id: String,
     q: HashMap<String, String>,
     headers: &HeaderMap,
+    body: &Bytes,
 ) -> Reply {
     match q.get("action").map(String::as_str) {
         Some("export") => {
@@ -319,8 +342,13 @@ async fn act(
             }))
         }
         Some("activate") => ok(image_json(&st.cloud.activate_image(u, &id).await?)),
+        Some("update") => {
+            let upd = image_update(body)?;
+            ok(image_json(&st.cloud.update_image(u, &id, upd).await?))
+        }
+        Some("clone") => ok(image_json(&st.cloud.clone_image(u, &id).await?)),
         Some(other) => Err(CloudError::invalid_argument(format!(
-            "unsupported action {other:?} (supported: export, activate)"
+            "unsupported action {other:?} (supported: export, activate, update, clone)"
         ))),
         None => Err(CloudError::missing_parameter(
             "action is a required argument",

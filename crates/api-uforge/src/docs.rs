@@ -101,6 +101,19 @@ pub struct ApplianceExport {
 
 #[derive(Serialize, Default)]
 #[serde(rename_all = "camelCase")]
+pub struct SoftwareBundleExports {
+    pub total: i64,
+    pub software_bundle_exports: SoftwareBundleExportItems,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SoftwareBundleExportItems {
+    pub software_bundle_export: Vec<SoftwareBundleExport>,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
 pub struct ApplianceExports {
     pub total: i64,
     pub appliance_exports: ApplianceExportItems,

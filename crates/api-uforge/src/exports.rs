@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use satchel_api_doc::Table;
 use satchel_domain::download_ids::ArchiveTicket;
 use satchel_domain::model::{ArchiveRef, OutputFormat, Principal};
+use satchel_domain::service::{ListQuery, OrderBy};
 use serde::Deserialize;
 
 type R = Result<Response, ApiError>;
@@ -54,13 +55,18 @@ pub fn routes(ms: &str) -> Table<AppState> {
         )
         .get(
             "/api/users/{uid}/exports",
-            "The user's exports",
+            "The user's appliance exports (query, orderBy, descending, count, offset)",
             list_exports,
         )
         .get(
             "/api/users/{uid}/exports/statuses",
-            "The statuses of the user's exports",
+            "The statuses of the user's appliance exports (ae: some of them)",
             list_export_statuses,
+        )
+        .get(
+            "/api/users/{uid}/mysoftware/exports",
+            "The user's bundle exports across bundles (Satchel; the self-service page)",
+            list_bundle_exports,
         )
 }
 
@@ -213,16 +219,67 @@ async fn delete_export(State(st): State<AppState>, Auth(who): Auth, p: ExportPat
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// `GET /users/{uid}/exports`'s parameters, as the SDK sends them (`Exports.Getall`).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct ListParams {
+    query: Option<String>,
+    order_by: Option<String>,
+    descending: Option<String>,
+    count: Option<String>,
+    offset: Option<String>,
+}
+
+impl ListParams {
+    fn parse(self) -> Result<ListQuery, ApiError> {
+        let number = |v: Option<String>, what: &str| -> Result<Option<usize>, ApiError> {
+            v.map(|v| {
+                v.trim().parse::<usize>().map_err(|_| {
+                    ApiError::bad_request(format!("{what} must be a whole number, not {v:?}"))
+                })
+            })
+            .transpose()
+        };
+        let order_by = match self.order_by.as_deref().map(str::trim) {
+            None | Some("") => OrderBy::default(),
+            Some(o) => OrderBy::parse(o).ok_or_else(|| {
+                ApiError::bad_request(format!("orderBy must be created, name or dbId, not {o:?}"))
+            })?,
+        };
+        // Case-insensitive, as Java's Boolean parsing is (the SDK sends Python's `True`).
+        let descending = match self.descending.as_deref().map(str::trim) {
+            None | Some("") => false,
+            Some(d) if d.eq_ignore_ascii_case("false") => false,
+            Some(d) if d.eq_ignore_ascii_case("true") => true,
+            Some(d) => {
+                return Err(ApiError::bad_request(format!(
+                    "descending must be true or false, not {d:?}"
+                )))
+            }
+        };
+        Ok(ListQuery {
+            query: self.query.filter(|q| !q.trim().is_empty()),
+            order_by,
+            descending,
+            count: number(self.count, "count")?,
+            offset: number(self.offset, "offset")?.unwrap_or(0),
+        })
+    }
+}
+
+/// The user's appliance exports, as UForge lists them (`query`, `orderBy`, `descending`, `count`,
+/// `offset`; `total` counts every match, not just the page).
 async fn list_exports(
     State(st): State<AppState>,
     Auth(who): Auth,
     Fmt(f): Fmt,
     Path(uid): Path<String>,
+    Query(q): Query<ListParams>,
 ) -> R {
-    let ts = st.satchel.list_exports(&who, &uid).await?;
+    let (total, ts) = st.satchel.list_exports(&who, &uid, &q.parse()?).await?;
     let items: Vec<_> = ts.iter().map(|t| appliance_export_doc(&uid, t)).collect();
     let doc = docs::ApplianceExports {
-        total: items.len() as i64,
+        total: total as i64,
         appliance_exports: docs::ApplianceExportItems {
             appliance_export: items,
         },
@@ -230,13 +287,59 @@ async fn list_exports(
     Ok(Doc::ok(f, "applianceExports", doc).into_response())
 }
 
-async fn list_export_statuses(
+/// The user's bundle exports across bundles: a Satchel listing (UForge has none) that the
+/// self-service page reads, as `softwareBundleExport` documents.
+async fn list_bundle_exports(
     State(st): State<AppState>,
     Auth(who): Auth,
     Fmt(f): Fmt,
     Path(uid): Path<String>,
 ) -> R {
-    let ts = st.satchel.list_exports(&who, &uid).await?;
+    let ts = st.satchel.list_bundle_exports(&who, &uid).await?;
+    let items: Vec<_> = ts.iter().map(|t| export_doc(&uid, t)).collect();
+    let doc = docs::SoftwareBundleExports {
+        total: items.len() as i64,
+        software_bundle_exports: docs::SoftwareBundleExportItems {
+            software_bundle_export: items,
+        },
+    };
+    Ok(Doc::ok(f, "softwareBundleExports", doc).into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct StatusParams {
+    /// Appliance export ids, comma-separated: only their statuses.
+    ae: Option<String>,
+}
+
+async fn list_export_statuses(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Fmt(f): Fmt,
+    Path(uid): Path<String>,
+    Query(q): Query<StatusParams>,
+) -> R {
+    let wanted: Option<Vec<i64>> = match q.ae.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(list) => Some(
+            list.split(',')
+                .map(|id| {
+                    id.trim().parse::<i64>().map_err(|_| {
+                        ApiError::bad_request(format!(
+                            "ae must be appliance export ids separated by commas, not {list:?}"
+                        ))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    };
+    let (_, mut ts) = st
+        .satchel
+        .list_exports(&who, &uid, &ListQuery::default())
+        .await?;
+    if let Some(ids) = &wanted {
+        ts.retain(|t| ids.contains(&t.id));
+    }
     let items: Vec<_> = ts
         .iter()
         .map(|t| {

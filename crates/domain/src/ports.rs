@@ -534,6 +534,19 @@ pub trait CloudStore: Send + Sync + 'static {
     ) -> Result<Option<Option<String>>>;
     /// unactivated (with a file) -> active, conditionally.
     async fn activate_image(&self, owner: Id, id: &str, now: Millis) -> Result<bool>;
+    /// Sets name, version and description of an owner's image; false if there is none.
+    async fn update_image(
+        &self,
+        owner: Id,
+        id: &str,
+        name: &str,
+        version: &str,
+        description: Option<&str>,
+    ) -> Result<bool>;
+    /// Inserts `copy` (sharing `source`'s file blob) only while `source` is still an active image
+    /// with that blob, holding it so that a concurrent delete of `source` sees the copy's
+    /// reference (and keeps the blob); false if `source` is gone or changed.
+    async fn clone_image(&self, source: &str, copy: &Image) -> Result<bool>;
     /// Ok(Some(blob)) when deleted, with the file's blob key to delete (None when an exported
     /// object still shares it).
     async fn delete_image(&self, owner: Id, id: &str) -> Result<Option<Option<String>>>;

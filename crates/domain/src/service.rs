@@ -727,17 +727,23 @@ impl Satchel {
         }
     }
 
-    /// The user's exports: of appliances (what UForge lists here) and of bundles.
-    pub async fn list_exports(&self, who: &Principal, uid: &str) -> Result<Vec<Ticket>> {
-        let owner = self.target(who, uid).await?;
-        let mut ts = self.store.list_tickets(owner.id).await?;
-        ts.retain(|t| {
-            matches!(
-                t.kind,
-                TicketKind::ApplianceExport | TicketKind::BundleExport
-            )
-        });
-        Ok(ts)
+    /// The user's appliance exports (what UForge lists under `/users/{uid}/exports`), filtered,
+    /// ordered and paged by `q`; with the number that matched before paging.
+    pub async fn list_exports(
+        &self,
+        who: &Principal,
+        uid: &str,
+        q: &ListQuery,
+    ) -> Result<(usize, Vec<Ticket>)> {
+        let ts = self
+            .tickets_of(who, uid, TicketKind::ApplianceExport)
+            .await?;
+        Ok(q.apply(ts))
+    }
+
+    /// The user's bundle exports across bundles (not a UForge listing: the self-service page's).
+    pub async fn list_bundle_exports(&self, who: &Principal, uid: &str) -> Result<Vec<Ticket>> {
+        self.tickets_of(who, uid, TicketKind::BundleExport).await
     }
 
     /// The user's tickets of one kind.
@@ -842,5 +848,67 @@ impl Satchel {
                 }
             }
         }
+    }
+}
+
+/// What a UForge listing's `query`, `orderBy`, `descending`, `count` and `offset` ask for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Case-insensitive substring of the subject's name (an appliance's, for exports).
+    pub query: Option<String>,
+    pub order_by: OrderBy,
+    pub descending: bool,
+    pub count: Option<usize>,
+    pub offset: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OrderBy {
+    #[default]
+    Created,
+    Name,
+    Id,
+}
+
+impl OrderBy {
+    /// `created` (the default), `name` or `dbId` (`id`); anything else is refused by the face.
+    pub fn parse(s: &str) -> Option<OrderBy> {
+        match s.to_ascii_lowercase().as_str() {
+            "created" | "creationdate" | "date" => Some(OrderBy::Created),
+            "name" => Some(OrderBy::Name),
+            "dbid" | "id" => Some(OrderBy::Id),
+            _ => None,
+        }
+    }
+}
+
+impl ListQuery {
+    /// Filters, orders (ties by id, so pages never overlap) and pages; the count before paging.
+    pub fn apply(&self, mut ts: Vec<Ticket>) -> (usize, Vec<Ticket>) {
+        if let Some(q) = self.query.as_deref().map(str::to_lowercase) {
+            ts.retain(|t| t.subject_name.to_lowercase().contains(&q));
+        }
+        ts.sort_by(|a, b| {
+            let o = match self.order_by {
+                OrderBy::Created => a.created.cmp(&b.created),
+                OrderBy::Name => a
+                    .subject_name
+                    .to_lowercase()
+                    .cmp(&b.subject_name.to_lowercase())
+                    .then_with(|| a.subject_version.cmp(&b.subject_version)),
+                OrderBy::Id => std::cmp::Ordering::Equal,
+            };
+            o.then(a.id.cmp(&b.id))
+        });
+        if self.descending {
+            ts.reverse();
+        }
+        let total = ts.len();
+        let page = ts
+            .into_iter()
+            .skip(self.offset)
+            .take(self.count.unwrap_or(usize::MAX))
+            .collect();
+        (total, page)
     }
 }

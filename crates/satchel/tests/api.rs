@@ -533,6 +533,7 @@ async fn cross_user_matrix() {
         "/users/{u}/mysoftware",
         "/users/{u}/exports",
         "/users/{u}/exports/statuses",
+        "/users/{u}/mysoftware/exports",
     ] {
         b.get(&t.replace("{u}", "alice"))
             .await
@@ -546,7 +547,7 @@ async fn cross_user_matrix() {
         ))
         .await;
     assert_eq!(r.body, b"alice's data");
-    let r = root.get("/users/alice/exports").await;
+    let r = root.get("/users/alice/mysoftware/exports").await;
     assert_eq!(r.field("total").as_deref(), Some("1"), "{}", r.text());
     assert_eq!(
         a.get(&format!("/users/alice/mysoftware/{msid}"))
@@ -864,7 +865,7 @@ async fn a_corrupted_blob_fails_the_export_and_names_the_file() {
     let blob_of = |size: u64, blobs: &[(String, u64)]| {
         let found: Vec<_> = blobs.iter().filter(|(_, n)| *n == size).collect();
         assert_eq!(found.len(), 1, "one blob of {size} bytes: {blobs:?}");
-        std::path::PathBuf::from(&found[0].0)
+        found[0].0.clone()
     };
     let blobs = s.blobs().await;
     for (name, size, flip_at) in [
@@ -872,10 +873,10 @@ async fn a_corrupted_blob_fails_the_export_and_names_the_file() {
         ("big.bin", big.len(), 599_000),
     ] {
         let path = blob_of(size as u64, &blobs);
-        let good = std::fs::read(&path).unwrap();
+        let good = s.read_blob(&path).await;
         let mut bad = good.clone();
         bad[flip_at] ^= 0x01;
-        std::fs::write(&path, &bad).unwrap();
+        s.overwrite_blob(&path, bad).await;
         let archives_before = s.blobs().await.len();
         let eid = a.export(msid, "yaml").await;
         let r = a.wait_export(msid, eid, T).await;
@@ -896,10 +897,120 @@ async fn a_corrupted_blob_fails_the_export_and_names_the_file() {
             archives_before,
             "nothing was published"
         );
-        std::fs::write(&path, &good).unwrap();
+        s.overwrite_blob(&path, good).await;
     }
     // Repaired, it exports again.
     let eid = a.export(msid, "yaml").await;
     let r = a.wait_export(msid, eid, T).await;
     assert_eq!(r.field("complete").as_deref(), Some("true"), "{}", r.text());
+}
+
+/// `GET /users/{uid}/exports` lists appliance exports, as UForge does (bundle exports are under
+/// `/users/{uid}/mysoftware/exports`), with `query`, `orderBy`, `descending`, `count` and `offset`;
+/// `.../exports/statuses?ae=` gives some of their statuses. Bad parameters are uforgeErrors.
+#[tokio::test]
+async fn user_exports_are_appliance_exports_filtered_ordered_and_paged() {
+    let s = Server::start(&[]).await;
+    let a = s.client("alice");
+    let msid = a.create_bundle("lib", "1").await;
+    a.add_file(msid, None, "f.txt", b"f").await;
+    let bundle_eid = a.export(msid, "yaml").await;
+    let mut exports = Vec::new();
+    for name in ["web", "Database", "webcache"] {
+        let body = format!(
+            "<ns1:appliance xmlns:ns1=\"{NS}\"><name>{name}</name><version>1</version>\
+             <mySoftwareUris><uri>users/alice/mysoftware/{msid}</uri></mySoftwareUris></ns1:appliance>"
+        );
+        let r = a
+            .req(
+                "POST",
+                "/users/alice/appliances",
+                Some(body.into_bytes()),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        let aid = r.id();
+        let r = a
+            .req(
+                "POST",
+                &format!("/users/alice/appliances/{aid}/exports"),
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        exports.push((name, r.id()));
+        tokio::time::sleep(Duration::from_millis(5)).await; // distinct creation times
+    }
+    let ids = |r: &Resp| -> Vec<i64> {
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        v["applianceExports"]["applianceExport"]
+            .as_array()
+            .map(|a| a.iter().map(|e| e["dbId"].as_i64().unwrap()).collect())
+            .unwrap_or_default()
+    };
+    let list = |q: &str| {
+        let a = &a;
+        let path = format!("/users/alice/exports{q}");
+        async move {
+            a.req("GET", &path, None, &[("Accept", "application/json")])
+                .await
+        }
+    };
+    let (web, db, cache) = (exports[0].1, exports[1].1, exports[2].1);
+    let all = list("").await;
+    assert_eq!(all.status, 200, "{}", all.text());
+    assert_eq!(
+        ids(&all),
+        vec![web, db, cache],
+        "oldest first, no bundle export"
+    );
+    assert!(!ids(&all).contains(&bundle_eid));
+    let r = list("?query=WEB&descending=true").await;
+    assert_eq!(ids(&r), vec![cache, web]);
+    let r = list("?orderBy=name").await;
+    assert_eq!(ids(&r), vec![db, web, cache]);
+    let r = list("?orderBy=name&descending=true&count=1&offset=1").await;
+    assert_eq!(ids(&r), vec![web]);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["total"], 3, "total counts every match, not the page");
+    assert_eq!(ids(&list("?offset=9").await), Vec::<i64>::new());
+    for bad in [
+        "?count=-1",
+        "?offset=x",
+        "?orderBy=size",
+        "?descending=maybe",
+    ] {
+        let r = a.get(&format!("/users/alice/exports{bad}")).await;
+        r.assert_uforge_error(400);
+    }
+    // Statuses: all of them, or those named by `ae`.
+    let r = a
+        .req(
+            "GET",
+            &format!("/users/alice/exports/statuses?ae={web},{cache}"),
+            None,
+            &[("Accept", "application/json")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let got: Vec<i64> = v["statuses"]["status"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["dbId"].as_i64().unwrap())
+        .collect();
+    assert_eq!(got, vec![web, cache], "{}", r.text());
+    let r = a.get("/users/alice/exports/statuses").await;
+    assert_eq!(r.field("total").as_deref(), Some("3"), "{}", r.text());
+    a.get("/users/alice/exports/statuses?ae=1,x")
+        .await
+        .assert_uforge_error(400);
+    // The bundle export is listed with the other bundle exports.
+    let r = a.get("/users/alice/mysoftware/exports").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.field("total").as_deref(), Some("1"), "{}", r.text());
+    assert!(r.text().contains("softwareBundleExport"), "{}", r.text());
 }

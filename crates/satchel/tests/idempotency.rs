@@ -51,7 +51,7 @@ async fn export_retries_with_one_key_give_the_first_ticket() {
     // The key's quoted form (the IETF draft's structured-field string) is the same key.
     let quoted = post_key(&a, &exports("alice", msid, "yaml"), None, "\"k-1\"").await;
     assert_replay_of(&first, &quoted);
-    assert_eq!(total(&a, "/users/alice/exports").await, 1);
+    assert_eq!(total(&a, "/users/alice/mysoftware/exports").await, 1);
 
     // The same key on another request: another query, another bundle, another method's body.
     for path in [
@@ -74,8 +74,8 @@ async fn export_retries_with_one_key_give_the_first_ticket() {
     // Without a key every POST is a new ticket.
     a.export(msid, "yaml").await;
     a.export(msid, "yaml").await;
-    assert_eq!(total(&a, "/users/alice/exports").await, 3);
-    assert_eq!(total(&b, "/users/bob/exports").await, 1);
+    assert_eq!(total(&a, "/users/alice/mysoftware/exports").await, 3);
+    assert_eq!(total(&b, "/users/bob/mysoftware/exports").await, 1);
 
     // Malformed keys are refused before anything happens.
     for bad in ["x".repeat(256), String::new(), "a\tb".into()] {
@@ -87,7 +87,7 @@ async fn export_retries_with_one_key_give_the_first_ticket() {
             r.text()
         );
     }
-    assert_eq!(total(&a, "/users/alice/exports").await, 3);
+    assert_eq!(total(&a, "/users/alice/mysoftware/exports").await, 3);
 }
 
 #[tokio::test]
@@ -116,7 +116,7 @@ async fn a_failed_request_does_not_keep_its_key() {
     post_key(&anon, &exports("alice", msid, "yaml"), None, "e")
         .await
         .assert_uforge_error(401);
-    assert_eq!(total(&a, "/users/alice/exports").await, 1);
+    assert_eq!(total(&a, "/users/alice/mysoftware/exports").await, 1);
 }
 
 /// The acceptance test: racing retries of one ticket creation, with one key, give one ticket. In the
@@ -167,9 +167,12 @@ async fn racing_retries_give_one_ticket_across_instances() {
             assert_eq!(r.body, first[0].body);
         }
     }
-    assert_eq!(total(&a, "/users/alice/exports").await, 3);
+    assert_eq!(total(&a, "/users/alice/mysoftware/exports").await, 3);
     if let Some(o) = &second {
-        assert_eq!(total(&o.client("alice"), "/users/alice/exports").await, 3);
+        assert_eq!(
+            total(&o.client("alice"), "/users/alice/mysoftware/exports").await,
+            3
+        );
     }
     // The tickets are real: they complete.
     let id = {

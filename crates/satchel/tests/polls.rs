@@ -322,6 +322,76 @@ async fn a_cancel_on_another_instance_reaches_memory_polls() {
     assert!(t0.elapsed() < Duration::from_millis(500));
 }
 
+/// Scale-out: a LISTEN connection that PostgreSQL drops (a restart, a failover, an idle-kill) loses
+/// the announcements sent meanwhile, so the memory must not answer from what it had: a change made
+/// on A while B's listeners are dead still reaches B's polls, and B's memory comes back afterwards.
+#[tokio::test]
+async fn a_dropped_listen_connection_never_leaves_a_stale_answer() {
+    if !SCALEOUT {
+        return;
+    }
+    let s = Server::start(&["--workers", "0"]).await;
+    let b = s.second(&["--workers", "0"]).await;
+    memory_live(&b).await;
+    let on_a = s.client("alice");
+    let on_b = b.client("alice");
+    let msid = on_a.create_bundle("dropped", "1").await;
+    let eid = on_a.export(msid, "yaml").await;
+    let path = format!("/users/alice/mysoftware/{msid}/exports/{eid}/status");
+    let first = poll(&on_b, &path, None).await;
+    assert_eq!(first.status, 200);
+    let etag = first.header("etag").unwrap();
+    let m0 = metrics(&b).await;
+    assert_eq!(poll(&on_b, &path, Some(&etag)).await.status, 304);
+    assert_eq!(
+        metric(&metrics(&b).await, FROM_MEMORY) - metric(&m0, FROM_MEMORY),
+        1.0,
+        "answered from memory before the drop"
+    );
+
+    // Every listening backend of this database is terminated (both instances'), then the ticket
+    // changes on A before anyone listens again.
+    let db = sqlx::PgPool::connect(&s.database_url().unwrap())
+        .await
+        .unwrap();
+    let killed: Vec<(bool,)> = sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND query ILIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert!(killed.len() >= 2, "no listener found: {killed:?}");
+    let c = on_a.req("DELETE", &path, None, &[]).await;
+    assert_eq!(c.status, 200, "{}", c.text());
+    let t0 = Instant::now();
+    let seen = loop {
+        let r = poll(&on_b, &path, Some(&etag)).await;
+        if r.status != 304 {
+            break r;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "B still answers 304 after its listener died and the ticket changed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    eprintln!(
+        "the change reached B after {:?} across a dropped LISTEN",
+        t0.elapsed()
+    );
+    assert_eq!(seen.status, 200, "{}", seen.text());
+    assert_eq!(seen.field("cancelled").as_deref(), Some("true"));
+    // The memory comes back (a new LISTEN), and serves again.
+    memory_live(&b).await;
+    let now = seen.header("etag").unwrap();
+    let m1 = metrics(&b).await;
+    assert_eq!(poll(&on_b, &path, Some(&now)).await.status, 304);
+    assert_eq!(poll(&on_b, &path, Some(&now)).await.status, 304);
+    assert!(metric(&metrics(&b).await, FROM_MEMORY) - metric(&m1, FROM_MEMORY) >= 1.0);
+    db.close().await;
+}
+
 /// `satchel admin user remove` (another process, writing the database directly) ends a
 /// remembered login within `--login-revalidate`, also on the memory path of status polls.
 #[tokio::test]

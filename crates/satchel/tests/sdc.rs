@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::cloud::{keygen, register, sdc_exportimage, sha1_hex, Signed};
+use common::cloud::{keygen, register, sdc, sdc_exportimage, sha1_hex, Signed};
 use common::{noise, Server};
 use std::process::Command;
 
@@ -213,4 +213,191 @@ async fn check_export(c: &Signed, image_path: &str, manifest_path: &str, id: &st
         .await;
     assert_eq!(r.status, 206);
     assert_eq!(r.body, &data[100..4196]);
+}
+
+/// `sdc-updateimage` (smartdc 9.0.1, unchanged) renames, re-versions and re-describes an image, and
+/// is refused clearly for fields this server does not keep; CloneImage (`action=clone`, which
+/// smartdc 9.0.1 has no command for) copies an operator's public image into alice's own, sharing
+/// its file, which outlives the source's deletion.
+#[tokio::test]
+async fn sdc_updateimage_and_clone_image() {
+    let s = Server::start(&[]).await;
+    let home = tempfile::tempdir().unwrap();
+    let ssh = home.path().join(".ssh");
+    std::fs::create_dir_all(&ssh).unwrap();
+    let rsa = keygen(&ssh, "id_rsa", "rsa", Some(2048), false);
+    register(&s, "alice", "laptop", &rsa);
+    let other = tempfile::tempdir().unwrap();
+    let bob_key = keygen(other.path(), "id_bob", "ed25519", None, false);
+    register(&s, "bob", "bob", &bob_key);
+    let root_key = keygen(other.path(), "id_root", "ed25519", None, false);
+    register(&s, "root", "ops", &root_key);
+    let alice = Signed::new(&s, "alice", &rsa);
+    let bob = Signed::new(&s, "bob", &bob_key);
+    let root = Signed::new(&s, "root", &root_key);
+
+    let data = noise(300_000, 5);
+    let id = alice.make_image("orig", "1.0", "gzip", &data).await;
+    let run = |args: &[&str]| {
+        sdc(
+            "sdc-updateimage",
+            &s,
+            home.path(),
+            "alice",
+            &rsa.md5,
+            None,
+            args,
+        )
+    };
+    let r = run(&[
+        "--name",
+        "renamed",
+        "--imageVersion",
+        "2.0",
+        "--description",
+        "now described",
+        &id,
+    ]);
+    assert!(r.ok, "{}\n{}", r.stderr, s.log());
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(j["id"], id.as_str());
+    assert_eq!(j["name"], "renamed");
+    assert_eq!(j["version"], "2.0");
+    assert_eq!(j["description"], "now described");
+    assert_eq!(j["state"], "active");
+    let got = alice.get(&format!("/my/images/{id}")).await.json();
+    assert_eq!(
+        (got["name"].clone(), got["version"].clone()),
+        (serde_json::json!("renamed"), serde_json::json!("2.0"))
+    );
+    // The export names follow the new name and version.
+    assert_eq!(alice.mkdir("/alice/stor/up").await.status, 204);
+    let r = alice
+        .call(
+            "POST",
+            &format!("/my/images/{id}?action=export&manta_path=/alice/stor/up"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["image_path"], "/alice/stor/up/renamed-2.0.zfs.gz");
+    // A field this server does not keep is refused by name; a bad name too; nothing changed.
+    let r = run(&["--homepage", "http://example.com", &id]);
+    assert!(!r.ok);
+    assert!(
+        r.stderr.contains("homepage cannot be updated"),
+        "{}",
+        r.stderr
+    );
+    let r = run(&["--name", "", &id]);
+    assert!(!r.ok, "{}", r.stdout);
+    alice
+        .call(
+            "POST",
+            &format!("/my/images/{id}?action=update"),
+            Some(b"{}".to_vec()),
+            &[("content-type", "application/json")],
+        )
+        .await
+        .assert_error(409, "MissingParameter");
+    assert_eq!(
+        alice.get(&format!("/my/images/{id}")).await.json()["name"],
+        "renamed"
+    );
+    // Bob cannot update alice's image (nor learn it exists).
+    bob.call(
+        "POST",
+        &format!("/my/images/{id}?action=update"),
+        Some(br#"{"name":"mine"}"#.to_vec()),
+        &[("content-type", "application/json")],
+    )
+    .await
+    .assert_error(404, "ResourceNotFound");
+
+    // CloneImage: an operator's public image becomes alice's private copy.
+    let r = root
+        .post_json(
+            "/my/images",
+            serde_json::json!({"name": "base", "version": "7", "os": "linux", "type": "zvol", "public": true}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let public_id = r.json()["id"].as_str().unwrap().to_string();
+    // Not active yet: not cloneable.
+    clone_of(&alice, &public_id)
+        .await
+        .assert_error(409, "InvalidArgument");
+    let base = noise(200_000, 6);
+    let r = root
+        .call(
+            "PUT",
+            &format!("/my/images/{public_id}/file?compression=none"),
+            Some(base.clone()),
+            &[("content-type", "application/octet-stream")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let r = root
+        .call(
+            "POST",
+            &format!("/my/images/{public_id}?action=activate"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let r = clone_of(&alice, &public_id).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let c = r.json();
+    let clone_id = c["id"].as_str().unwrap().to_string();
+    assert_ne!(clone_id, public_id);
+    assert_eq!(c["name"], "base");
+    assert_eq!(c["version"], "7");
+    assert_eq!(c["state"], "active");
+    assert_eq!(c["public"], false);
+    let mine: Vec<String> = alice
+        .get("/my/images")
+        .await
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(mine.contains(&clone_id), "{mine:?}");
+    // Bob does not see alice's copy; alice cannot clone her own image.
+    bob.get(&format!("/my/images/{clone_id}"))
+        .await
+        .assert_error(404, "ResourceNotFound");
+    clone_of(&alice, &id)
+        .await
+        .assert_error(409, "InvalidArgument");
+    // The operator deletes the source: the copy keeps the shared file and exports it whole.
+    let r = root
+        .call("DELETE", &format!("/my/images/{public_id}"), None, &[])
+        .await;
+    assert_eq!(r.status, 204);
+    clone_of(&alice, &public_id)
+        .await
+        .assert_error(404, "ResourceNotFound");
+    let r = alice
+        .call(
+            "POST",
+            &format!("/my/images/{clone_id}?action=export&manta_path=/alice/stor/up"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let path = r.json()["image_path"].as_str().unwrap().to_string();
+    assert_eq!(path, "/alice/stor/up/base-7.zfs");
+    let obj = alice.get(&path).await;
+    assert_eq!(obj.status, 200);
+    assert_eq!(sha1_hex(&obj.body), sha1_hex(&base));
+}
+
+async fn clone_of(who: &Signed, id: &str) -> common::cloud::CResp {
+    who.call("POST", &format!("/my/images/{id}?action=clone"), None, &[])
+        .await
 }

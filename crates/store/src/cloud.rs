@@ -204,6 +204,70 @@ macro_rules! impl_cloud {
                 Ok(affected(&self.pool, q).await? > 0)
             }
 
+            async fn update_image(
+                &self,
+                owner: Id,
+                id: &str,
+                name: &str,
+                version: &str,
+                description: Option<&str>,
+            ) -> Result<bool> {
+                let q = sqlx::query(
+                    "UPDATE images SET name = $1, version = $2, description = $3
+                     WHERE id = $4 AND owner_id = $5",
+                )
+                .bind(name)
+                .bind(version)
+                .bind(description)
+                .bind(id)
+                .bind(owner);
+                Ok(affected(&self.pool, q).await? > 0)
+            }
+
+            async fn clone_image(&self, source: &str, i: &Image) -> Result<bool> {
+                let Some(f) = &i.file else { return Ok(false) };
+                let mut tx = self.pool.begin_with(S::BEGIN).await.map_err(db_err)?;
+                let held: Option<String> = sqlx::query_scalar(&format!(
+                    "SELECT id FROM images WHERE id = $1 AND state = 'active' AND file_blob = $2{}",
+                    S::FOR_UPDATE
+                ))
+                .bind(source)
+                .bind(&f.blob_key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                if held.is_none() {
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "INSERT INTO images (id, owner_id, name, version, os, type, description, state,
+                         public, published_at, created, file_blob, file_size, file_sha1, file_md5,
+                         file_compression)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                )
+                .bind(&i.id)
+                .bind(i.owner_id)
+                .bind(&i.name)
+                .bind(&i.version)
+                .bind(&i.os)
+                .bind(&i.kind)
+                .bind(&i.description)
+                .bind(i.state.as_str())
+                .bind(i.public)
+                .bind(i.published_at)
+                .bind(i.created)
+                .bind(&f.blob_key)
+                .bind(f.size)
+                .bind(&f.sha1)
+                .bind(&f.md5)
+                .bind(f.compression.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                tx.commit().await.map_err(db_err)?;
+                Ok(true)
+            }
+
             async fn delete_image(&self, owner: Id, id: &str) -> Result<Option<Option<String>>> {
                 let mut tx = begin_owner_write(self, owner).await?;
                 let blob: Option<Option<String>> = sqlx::query_scalar(

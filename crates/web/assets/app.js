@@ -296,8 +296,15 @@
 
   async function loadExports() {
     try {
-      const r = await api('GET', user() + '/exports');
-      fill($('exports'), items(r.body, 'applianceExports', 'applianceExport').map(exportItem), 'No exports yet.');
+      // Appliance exports (UForge's listing) and bundle exports (Satchel's), newest first.
+      const [apps, bundles] = await Promise.all([
+        api('GET', user() + '/exports'),
+        api('GET', user() + '/mysoftware/exports'),
+      ]);
+      const all = items(apps.body, 'applianceExports', 'applianceExport')
+        .concat(items(bundles.body, 'softwareBundleExports', 'softwareBundleExport'))
+        .sort((a, b) => String(b.created).localeCompare(String(a.created)) || b.dbId - a.dbId);
+      fill($('exports'), all.map(exportItem), 'No exports yet.');
     } catch (e) { failed($('exports'), 'your exports', e); }
   }
 

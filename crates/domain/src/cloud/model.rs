@@ -101,6 +101,15 @@ pub struct Image {
     pub file: Option<ImageFile>,
 }
 
+/// What UpdateImage may change (IMGAPI's other mutable fields, homepage, eula, acl and tags, are
+/// not kept by this server and are refused by the face).
+#[derive(Debug, Clone, Default)]
+pub struct ImageUpdate {
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub description: Option<String>,
+}
+
 /// What a client may set when creating an image.
 #[derive(Debug, Clone, Default)]
 pub struct ImageInput {

@@ -323,6 +323,68 @@ impl Cloud {
         }
     }
 
+    /// UpdateImage: the owner renames, re-versions or re-describes an image (in any state).
+    pub async fn update_image(&self, who: &User, id: &str, u: ImageUpdate) -> Result<Image> {
+        let image = self.own_image(who, id).await?;
+        if u.name.is_none() && u.version.is_none() && u.description.is_none() {
+            return Err(DomainError::rule(
+                RuleCode::MissingParameter,
+                "nothing to update: give name, version or description",
+            ));
+        }
+        let name = u.name.map(|n| crate::names::nfc(&n)).unwrap_or(image.name);
+        let version = u
+            .version
+            .map(|v| crate::names::nfc(&v))
+            .unwrap_or(image.version);
+        validate_label("name", &name, 512)?;
+        validate_label("version", &version, 128)?;
+        let description = match u.description {
+            Some(d) if d.len() > 512 => {
+                return Err(invalid("description must be at most 512 characters"))
+            }
+            Some(d) => Some(d),
+            None => image.description,
+        };
+        if !self
+            .store
+            .update_image(who.id, id, &name, &version, description.as_deref())
+            .await?
+        {
+            return Err(image_not_found(id));
+        }
+        self.image(who, id).await
+    }
+
+    /// CloneImage: a copy, owned by the caller, of an active image someone else made public to
+    /// them (this server has public images, not IMGAPI's per-account ACLs). The copy is private,
+    /// active, gets a new id and shares the file (the last image referencing a blob deletes it).
+    pub async fn clone_image(&self, who: &User, id: &str) -> Result<Image> {
+        let source = self.image(who, id).await?;
+        if source.owner_id == who.id {
+            return Err(invalid(format!(
+                "image {id} is already yours: only images shared with you can be cloned"
+            )));
+        }
+        if source.state != ImageState::Active || source.file.is_none() {
+            return Err(invalid(format!(
+                "image {id} is not active: it cannot be cloned"
+            )));
+        }
+        let copy = Image {
+            id: uuid::Uuid::new_v4().hyphenated().to_string(),
+            owner_id: who.id,
+            public: false,
+            published_at: Some(now_millis()),
+            created: now_millis(),
+            ..source
+        };
+        if !self.store.clone_image(id, &copy).await? {
+            return Err(image_not_found(id));
+        }
+        Ok(copy)
+    }
+
     pub async fn delete_image(&self, who: &User, id: &str) -> Result<()> {
         self.own_image(who, id).await?;
         match self.store.delete_image(who.id, id).await? {

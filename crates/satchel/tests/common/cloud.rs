@@ -323,10 +323,28 @@ pub fn sdc_exportimage(
     agent: Option<&Path>,
     args: &[&str],
 ) -> SdcRun {
-    let bin = smartdc_modules()
-        .join("smartdc")
-        .join("bin")
-        .join("sdc-exportimage");
+    sdc(
+        "sdc-exportimage",
+        server,
+        home,
+        account,
+        key_md5,
+        agent,
+        args,
+    )
+}
+
+/// Any of smartdc's commands (`sdc-updateimage`, ...), as [`sdc_exportimage`] runs its own.
+pub fn sdc(
+    command: &str,
+    server: &Server,
+    home: &Path,
+    account: &str,
+    key_md5: &str,
+    agent: Option<&Path>,
+    args: &[&str],
+) -> SdcRun {
+    let bin = smartdc_modules().join("smartdc").join("bin").join(command);
     let mut c = Command::new("node");
     c.arg(bin)
         .args(args)

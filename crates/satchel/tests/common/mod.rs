@@ -275,6 +275,32 @@ impl Server {
         }
     }
 
+    /// Reads one stored object as [`Server::blobs`] names it (a file, or a Garage key).
+    pub async fn read_blob(&self, name: &str) -> Vec<u8> {
+        match &self.blob_prefix {
+            None => std::fs::read(name).unwrap(),
+            Some(prefix) => {
+                let g = satchel_testkit::garage::shared_garage().unwrap();
+                let store = g.store(prefix).unwrap();
+                let p = object_store::path::Path::from(name);
+                store.get(&p).await.unwrap().bytes().await.unwrap().to_vec()
+            }
+        }
+    }
+
+    /// Replaces one stored object's bytes behind the server's back (bit rot, a tampered disk).
+    pub async fn overwrite_blob(&self, name: &str, data: Vec<u8>) {
+        match &self.blob_prefix {
+            None => std::fs::write(name, data).unwrap(),
+            Some(prefix) => {
+                let g = satchel_testkit::garage::shared_garage().unwrap();
+                let store = g.store(prefix).unwrap();
+                let p = object_store::path::Path::from(name);
+                store.put(&p, data.into()).await.unwrap();
+            }
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
