@@ -58,7 +58,7 @@ struct BundleItems {
     my_software: Vec<Bundle>,
 }
 
-/// A bundle export (`softwareBundleExport`, or an `applianceExport` in the user's list).
+/// A bundle export (`softwareBundleExport`).
 #[derive(Deserialize, Default, Debug, Clone)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Export {
@@ -95,16 +95,17 @@ pub struct Image {
     pub uri: String,
 }
 
+/// `GET users/{uid}/mysoftware/exports` (`softwareBundleExports`).
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", default)]
 struct ExportList {
-    appliance_exports: ExportItems,
+    software_bundle_exports: ExportItems,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", default)]
 struct ExportItems {
-    appliance_export: Vec<Export>,
+    software_bundle_export: Vec<Export>,
 }
 
 /// What one status poll saw.
@@ -319,11 +320,13 @@ impl Api {
         self.get(&format!("{}/mysoftware/{id}", self.me())).await
     }
 
-    /// The user's bundle exports (the server's list also holds appliance exports, which the
-    /// client's commands do not handle).
+    /// The user's bundle exports, across bundles (`users/{uid}/exports` lists appliance exports,
+    /// which the client's commands do not handle).
     pub async fn exports(&self) -> Res<Vec<Export>> {
-        let l: ExportList = self.get(&format!("{}/exports", self.me())).await?;
-        let mut all = l.appliance_exports.appliance_export;
+        let l: ExportList = self
+            .get(&format!("{}/mysoftware/exports", self.me()))
+            .await?;
+        let mut all = l.software_bundle_exports.software_bundle_export;
         all.retain(|e| e.bundle_id().is_some());
         Ok(all)
     }
