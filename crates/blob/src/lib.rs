@@ -388,7 +388,6 @@ impl Blobs {
         let read = tokio::task::spawn_blocking(move || {
             keys.iter()
                 .map(|k| {
-                    path(k)?;
                     // object_store percent-encodes other characters in file names; such keys (never
                     // made by the domain) are refused rather than guessed at.
                     if !plain_key(k) {

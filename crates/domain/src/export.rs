@@ -549,7 +549,7 @@ impl TicketRunner {
                 }
                 let chunk = match feed.rx.recv().await {
                     Some(Piece::Data(c)) => c,
-                    Some(Piece::End { verified }) => break verified,
+                    Some(Piece::End) => break None,
                     Some(Piece::Whole {
                         data,
                         mode,
@@ -564,13 +564,7 @@ impl TicketRunner {
                                 w.member_data(&data, mode).await?;
                             }
                             meter.loaded += read;
-                            if let Some(d) = self.throttle {
-                                tokio::time::sleep(d).await;
-                            }
-                            if meter.last_report.elapsed() >= self.progress_every {
-                                meter.last_report = Instant::now();
-                                self.report(meter).await?;
-                            }
+                            self.pace(meter).await?;
                         }
                         break Some(verified);
                     }
@@ -606,18 +600,10 @@ impl TicketRunner {
                     Probed::Decided(data, md) => w.member_data(&data, md).await?,
                     Probed::Chunk(data, md) => w.member_data(data, md).await?,
                 }
-                // A streamed file is hashed on the digest thread after the encoder copied it (the
-                // piece is shared); a small one was hashed by the reader.
-                if blob.size > SMALL_FILE {
-                    digests.data(chunk).await?;
-                }
-                if let Some(d) = self.throttle {
-                    tokio::time::sleep(d).await;
-                }
-                if meter.last_report.elapsed() >= self.progress_every {
-                    meter.last_report = Instant::now();
-                    self.report(meter).await?;
-                }
+                // Hashed on the digest thread after the encoder copied it (the piece is shared);
+                // only streamed files come in pieces, small ones were hashed by the reader.
+                digests.data(chunk).await?;
+                self.pace(meter).await?;
             };
             if read != blob.size || verified == Some(false) {
                 return Err(Failure::Permanent(format!(
@@ -649,19 +635,23 @@ impl TicketRunner {
     /// live ticket's keys, so nothing else would. S3's unfinished uploads are the journal's.
     async fn discard_staged(&self, t: &Ticket) {
         let (owner, id) = (t.owner_id, t.id);
-        let prefix = match t.kind {
+        // The directory of the keys each kind writes (a takeout's parts sit beside its archive).
+        let key = match t.kind {
             TicketKind::BundleExport | TicketKind::ApplianceExport | TicketKind::Takeout => {
-                format!("u/{owner}/exports/{id}")
+                archive_key(owner, id)
             }
-            TicketKind::ContainerImage => format!("u/{owner}/images/{id}"),
+            TicketKind::ContainerImage => crate::container::image_key(owner, id),
             TicketKind::BundleImport | TicketKind::TemplateImport => {
-                format!("u/{owner}/imports/{id}")
+                crate::importer::upload_key(owner, id)
             }
             // Its keys are shared by the owner's publications (a live one may be staging the same
             // blob): the sweep takes a dead attempt's staging files once they are idle.
             TicketKind::ImagePublish => return,
         };
-        match self.blobs.staged_uploads(&prefix).await {
+        let Some((prefix, _)) = key.rsplit_once('/') else {
+            return;
+        };
+        match self.blobs.staged_uploads(prefix).await {
             Ok(staged) => {
                 for s in staged {
                     if let Err(e) = self.blobs.remove_staged(&s).await {
@@ -673,6 +663,18 @@ impl TicketRunner {
                 tracing::warn!(%prefix, error = %e, "could not list a dead attempt's staging files")
             }
         }
+    }
+
+    /// Between two pieces of a build: the test throttle, and a progress report when one is due.
+    pub(crate) async fn pace(&self, meter: &mut Meter) -> std::result::Result<(), Failure> {
+        if let Some(d) = self.throttle {
+            tokio::time::sleep(d).await;
+        }
+        if meter.last_report.elapsed() >= self.progress_every {
+            meter.last_report = Instant::now();
+            self.report(meter).await?;
+        }
+        Ok(())
     }
 
     pub(crate) async fn report(&self, m: &Meter) -> std::result::Result<(), Failure> {
@@ -717,11 +719,8 @@ enum Piece {
         mode: Mode,
         verified: bool,
     },
-    /// The file is complete. `verified`: a small file read whole was checked against its recorded
-    /// sha256 by the reader (`Some(matches)`); a streamed one is checked by [`MemberDigests`].
-    End {
-        verified: Option<bool>,
-    },
+    /// A streamed file is complete (its sha256 is checked by [`MemberDigests`]).
+    End,
     Failed(satchel_blob::BlobError),
 }
 
@@ -871,7 +870,7 @@ fn read_ahead(blobs: Arc<dyn BlobStore>, files: Vec<ToRead>) -> Feed {
                             return;
                         }
                     }
-                    if tx.send(Piece::End { verified: None }).await.is_err() {
+                    if tx.send(Piece::End).await.is_err() {
                         return;
                     }
                 }

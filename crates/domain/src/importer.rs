@@ -14,7 +14,7 @@
 use crate::appliance::{
     BootType, NewAppliance, NewApplianceParts, NewBootScript, NewOsProfile, OsPackage,
 };
-use crate::export::{Failure, TicketRunner};
+use crate::export::{Failure, Meter, TicketRunner};
 use crate::import::{self, ArtifactKind, BundlePlan, ImportPlan, PlannedMember, TemplatePlan};
 use crate::model::*;
 use crate::service::{import_prefix, Satchel};
@@ -355,6 +355,39 @@ impl TicketRunner {
         }
     }
 
+    /// Feeds a stored archive's `stream` to a reader thread (through `tx`, read back as a
+    /// [`ChannelRead`]), reporting progress and stopping on cancel. A reader that stops early (it
+    /// refused the archive) ends the feed quietly: its own answer says why. `tx` is dropped on
+    /// return, and on failure `cancel` fires so that the reader and its writer stop too.
+    pub(crate) async fn feed_reader(
+        &self,
+        stream: &mut futures::stream::BoxStream<'static, satchel_blob::Result<Bytes>>,
+        tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+        meter: &mut Meter,
+        cancel: &CancellationToken,
+    ) -> std::result::Result<(), Failure> {
+        let fed = async {
+            while let Some(chunk) = stream.next().await {
+                if cancel.is_cancelled() {
+                    return Err(Failure::Cancelled);
+                }
+                let chunk = chunk.map_err(|e| Failure::Transient(e.into()))?;
+                meter.loaded += chunk.len() as i64;
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return Ok(());
+                }
+                self.pace(meter).await?;
+            }
+            Ok(())
+        }
+        .await;
+        drop(tx);
+        if fed.is_err() {
+            cancel.cancel();
+        }
+        fed
+    }
+
     /// Streams the upload through the hostile-safe reader on a blocking thread, storing each file
     /// member in a blob of its own as it passes; progress is the share of the upload read.
     async fn read_upload(
@@ -383,10 +416,7 @@ impl TicketRunner {
         let (pieces, rx_pieces) = tokio::sync::mpsc::channel::<Piece>(16);
         let writer = tokio::spawn(store_members(blobs, rx_pieces, written.clone()));
         let reader = tokio::task::spawn_blocking(move || {
-            let input = ChannelRead {
-                rx,
-                cur: Bytes::new(),
-            };
+            let input = ChannelRead::new(rx);
             let mut n = 0usize;
             read_archive(input, &limits, |m, r| {
                 // Keys follow member order: a retried attempt rewrites the same keys.
@@ -397,32 +427,7 @@ impl TicketRunner {
             })
         });
         let mut meter = self.meter(t.id, upload.size).await?;
-        let feed = async {
-            while let Some(chunk) = stream.next().await {
-                if cancel.is_cancelled() {
-                    return Err(Failure::Cancelled);
-                }
-                let chunk = chunk.map_err(|e| Failure::Transient(e.into()))?;
-                meter.loaded += chunk.len() as i64;
-                if tx.send(Ok(chunk)).await.is_err() {
-                    // The reader stopped (refused the archive): its answer says why.
-                    return Ok(());
-                }
-                if let Some(d) = self.throttle {
-                    tokio::time::sleep(d).await;
-                }
-                if meter.last_report.elapsed() >= self.progress_every {
-                    meter.last_report = std::time::Instant::now();
-                    self.report(&meter).await?;
-                }
-            }
-            Ok(())
-        };
-        let fed = feed.await;
-        drop(tx);
-        if fed.is_err() {
-            cancel.cancel();
-        }
+        let fed = self.feed_reader(&mut stream, tx, &mut meter, cancel).await;
         let read = reader.await.map_err(|e| {
             Failure::Transient(DomainError::Internal(
                 format!("the import reader stopped: {e}").into(),
@@ -516,25 +521,26 @@ pub(crate) fn bundle_parts(
     })
 }
 
-/// What the reader hands the writer task: a member's start, its bytes, its end.
-enum Piece {
-    Start { path: String, key: String },
+/// What a reader hands its writer task: a member's start (its name: an archive path, or a
+/// digest), its bytes, its end.
+pub(crate) enum Piece {
+    Start { name: String, key: String },
     Data(Bytes),
     End,
 }
 
 /// Sends one member's bytes (read on the reader's blocking thread) to the writer task. Fails when
-/// the task stopped (a blob write failed) or the import was cancelled.
-fn send_member(
+/// the task stopped (a blob write failed) or the job was cancelled.
+pub(crate) fn send_member(
     pieces: &tokio::sync::mpsc::Sender<Piece>,
-    path: String,
+    name: String,
     key: String,
     r: &mut dyn std::io::Read,
     cancel: &CancellationToken,
 ) -> std::result::Result<(), String> {
     let gone = |_| "the member could not be stored".to_string();
     pieces
-        .blocking_send(Piece::Start { path, key })
+        .blocking_send(Piece::Start { name, key })
         .map_err(gone)?;
     // One read buffer, and pieces of exactly what was read: a small member's piece must not hold
     // a whole read buffer while it waits in the channel (that doubled the peak RSS).
@@ -569,12 +575,12 @@ async fn store_members(
     while let Some(p) = pieces.recv().await {
         let step: std::result::Result<(), String> = async {
             match p {
-                Piece::Start { path, key } => {
+                Piece::Start { name, key } => {
                     let w = blobs
                         .writer(&key, hashes)
                         .await
                         .map_err(|e| e.to_string())?;
-                    open = Some((path, key, w));
+                    open = Some((name, key, w));
                 }
                 Piece::Data(b) => {
                     if let Some((_, _, w)) = open.as_mut() {
@@ -643,10 +649,19 @@ impl Written {
     }
 }
 
-/// `std::io::Read` over the chunks an async task sends (the upload's blob stream).
-struct ChannelRead {
+/// `std::io::Read` over the chunks an async task sends (a stored archive's blob stream).
+pub(crate) struct ChannelRead {
     rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
     cur: Bytes,
+}
+
+impl ChannelRead {
+    pub(crate) fn new(rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>) -> ChannelRead {
+        ChannelRead {
+            rx,
+            cur: Bytes::new(),
+        }
+    }
 }
 
 impl std::io::Read for ChannelRead {

@@ -12,6 +12,7 @@
 
 use crate::container::ref_component;
 use crate::export::{Failure, TicketRunner};
+use crate::importer::{send_member, ChannelRead, Piece};
 use crate::model::*;
 use crate::service::Satchel;
 use crate::{DomainError, Result};
@@ -326,13 +327,6 @@ impl Satchel {
 
 // ---------------------------------------------------------------- the publish job
 
-/// One piece of a member on its way from the reader's thread to the blob writer.
-enum Piece {
-    Start { hex: String, key: String },
-    Data(Bytes),
-    End,
-}
-
 /// What the writer stored: (hex digest, key, size).
 type Stored = Arc<Mutex<Vec<(String, String, i64)>>>;
 
@@ -350,7 +344,7 @@ async fn store_blobs(
     let mut open: Option<(String, String, satchel_blob::BlobWriter, Sha256, i64)> = None;
     while let Some(p) = pieces.recv().await {
         match p {
-            Piece::Start { hex, key } => {
+            Piece::Start { name: hex, key } => {
                 let w = blobs
                     .writer(&key, satchel_blob::Hashes::NONE)
                     .await
@@ -390,56 +384,6 @@ async fn store_blobs(
         w.abort().await; // the reader stopped mid-member
     }
     Ok(())
-}
-
-/// Sends one member's bytes (read on the reader's blocking thread) to the writer task.
-fn send_member(
-    pieces: &tokio::sync::mpsc::Sender<Piece>,
-    hex: String,
-    key: String,
-    r: &mut dyn std::io::Read,
-    cancel: &CancellationToken,
-) -> std::result::Result<(), String> {
-    let gone = |_| "the blob could not be stored".to_string();
-    pieces
-        .blocking_send(Piece::Start { hex, key })
-        .map_err(gone)?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        if cancel.is_cancelled() {
-            return Err("cancelled".into());
-        }
-        let n = r.read(&mut buf).map_err(|e| e.to_string())?;
-        if n == 0 {
-            break;
-        }
-        pieces
-            .blocking_send(Piece::Data(Bytes::copy_from_slice(&buf[..n])))
-            .map_err(gone)?;
-    }
-    pieces.blocking_send(Piece::End).map_err(gone)
-}
-
-/// Bytes from the async side to the reader's thread.
-struct ChannelRead {
-    rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
-    cur: Bytes,
-}
-
-impl std::io::Read for ChannelRead {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.cur.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(b)) => self.cur = b,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.cur.len());
-        buf[..n].copy_from_slice(&self.cur[..n]);
-        bytes::Buf::advance(&mut self.cur, n);
-        Ok(n)
-    }
 }
 
 #[derive(serde::Deserialize)]
@@ -533,10 +477,7 @@ impl TicketRunner {
         let owner = t.owner_id;
         let stop = cancel.clone();
         let reader = tokio::task::spawn_blocking(move || {
-            let input = ChannelRead {
-                rx,
-                cur: Bytes::new(),
-            };
+            let input = ChannelRead::new(rx);
             let mut index: Option<Vec<u8>> = None;
             let read = read_archive(input, &limits, |m, r| {
                 if m.path == "index.json" {
@@ -568,31 +509,7 @@ impl TicketRunner {
             read.map(|_| index)
         });
         let mut meter = self.meter(t.id, archive.size).await?;
-        let feed = async {
-            while let Some(chunk) = stream.next().await {
-                if cancel.is_cancelled() {
-                    return Err(Failure::Cancelled);
-                }
-                let chunk = chunk.map_err(|e| Failure::Transient(e.into()))?;
-                meter.loaded += chunk.len() as i64;
-                if tx.send(Ok(chunk)).await.is_err() {
-                    return Ok(()); // the reader stopped: its answer says why
-                }
-                if let Some(d) = self.throttle {
-                    tokio::time::sleep(d).await;
-                }
-                if meter.last_report.elapsed() >= self.progress_every {
-                    meter.last_report = std::time::Instant::now();
-                    self.report(&meter).await?;
-                }
-            }
-            Ok(())
-        };
-        let fed = feed.await;
-        drop(tx);
-        if fed.is_err() {
-            cancel.cancel();
-        }
+        let fed = self.feed_reader(&mut stream, tx, &mut meter, cancel).await;
         let read = reader.await.map_err(|e| {
             Failure::Transient(DomainError::Internal(
                 format!("the image reader stopped: {e}").into(),

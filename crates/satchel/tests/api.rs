@@ -917,20 +917,7 @@ async fn user_exports_are_appliance_exports_filtered_ordered_and_paged() {
     let bundle_eid = a.export(msid, "yaml").await;
     let mut exports = Vec::new();
     for name in ["web", "Database", "webcache"] {
-        let body = format!(
-            "<ns1:appliance xmlns:ns1=\"{NS}\"><name>{name}</name><version>1</version>\
-             <mySoftwareUris><uri>users/alice/mysoftware/{msid}</uri></mySoftwareUris></ns1:appliance>"
-        );
-        let r = a
-            .req(
-                "POST",
-                "/users/alice/appliances",
-                Some(body.into_bytes()),
-                &[],
-            )
-            .await;
-        assert_eq!(r.status, 201, "{}", r.text());
-        let aid = r.id();
+        let aid = a.create_appliance(name, "1", &[msid]).await;
         let r = a
             .req(
                 "POST",

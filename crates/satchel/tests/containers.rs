@@ -192,26 +192,7 @@ fn podman_files(archive: &[u8]) -> (BTreeMap<String, Vec<u8>>, String) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("image.oci.tar.gz");
     std::fs::write(&file, archive).unwrap();
-    let root = dir.path().join("root");
-    let run = dir.path().join("run");
-    let podman = |args: &[&str]| {
-        let out = std::process::Command::new("podman")
-            .arg("--storage-driver")
-            .arg("vfs")
-            .arg("--root")
-            .arg(&root)
-            .arg("--runroot")
-            .arg(&run)
-            .args(args)
-            .output()
-            .expect("podman is installed by .ci/run");
-        assert!(
-            out.status.success(),
-            "podman {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let podman = |args: &[&str]| common::podman::podman(dir.path(), args);
     let loaded = podman(&["load", "-i", &file.to_string_lossy()]);
     let name = loaded
         .lines()

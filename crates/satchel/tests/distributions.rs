@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::podman::podman;
 use common::*;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -264,33 +265,7 @@ fn layout(members: &BTreeMap<String, Vec<u8>>) -> (String, serde_json::Value, se
     (md, manifest, config)
 }
 
-/// Runs podman on a throwaway store. Low ulimits and runc (when installed) let it run in
-/// containers that may not raise rlimits; crun 1.8 also refuses hybrid cgroup hosts, runc does not.
-fn podman(root: &Path, args: &[&str]) -> String {
-    let mut c = std::process::Command::new("podman");
-    c.arg("--storage-driver")
-        .arg("vfs")
-        .arg("--root")
-        .arg(root.join("root"))
-        .arg("--runroot")
-        .arg(root.join("run"));
-    if std::path::Path::new("/usr/sbin/runc").exists()
-        || std::path::Path::new("/usr/bin/runc").exists()
-    {
-        c.arg("--runtime").arg("runc");
-    }
-    let out = c
-        .args(args)
-        .output()
-        .expect("podman is installed by .ci/run");
-    assert!(
-        out.status.success(),
-        "podman {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
+/// Low ulimits let it run in containers that may not raise rlimits.
 fn podman_run(root: &Path, image: &str, script: &str) -> String {
     podman(
         root,

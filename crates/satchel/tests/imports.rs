@@ -103,20 +103,7 @@ async fn cancelling_an_export_stops_it_within_a_second() {
     );
 
     // The same for an appliance holding the 1 GiB bundle.
-    let body = format!(
-        "<ns1:appliance xmlns:ns1=\"{NS}\"><name>big app</name><version>1</version>\
-         <mySoftwareUris><uri>users/alice/mysoftware/{msid}</uri></mySoftwareUris></ns1:appliance>"
-    );
-    let r = a
-        .req(
-            "POST",
-            "/users/alice/appliances",
-            Some(body.into_bytes()),
-            &[],
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text());
-    let aid = r.id();
+    let aid = a.create_appliance("big app", "1", &[msid]).await;
     let r = a
         .req(
             "POST",

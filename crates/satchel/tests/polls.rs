@@ -59,6 +59,37 @@ async fn poll(c: &Client, path: &str, etag: Option<&str>) -> Resp {
     }
 }
 
+/// Scale-out: two instances on one database with no workers (an export stays queued until
+/// cancelled), both memories live, and an export of alice's made on the first: its status path.
+async fn two_instances_with_a_queued_export(bundle: &str) -> (Server, Server, String) {
+    let s = Server::start(&["--workers", "0"]).await;
+    let b = s.second(&["--workers", "0"]).await;
+    memory_live(&s).await;
+    memory_live(&b).await;
+    let a = s.client("alice");
+    let msid = a.create_bundle(bundle, "1").await;
+    let eid = a.export(msid, "yaml").await;
+    let path = format!("/users/alice/mysoftware/{msid}/exports/{eid}/status");
+    (s, b, path)
+}
+
+/// Polls `path` with `etag` until the answer is not `304`, failing after `limit`: that answer and
+/// how long it took.
+async fn until_changed(c: &Client, path: &str, etag: &str, limit: Duration) -> (Resp, Duration) {
+    let t0 = Instant::now();
+    loop {
+        let r = poll(c, path, Some(etag)).await;
+        if r.status != 304 {
+            return (r, t0.elapsed());
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "still 304 after {limit:?}: the change never reached these polls"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test]
 async fn unchanged_polls_make_no_store_round_trip() {
     let s = Server::start(&[]).await;
@@ -247,16 +278,8 @@ async fn a_cancel_on_another_instance_reaches_memory_polls() {
     if !SCALEOUT {
         return;
     }
-    // No workers anywhere: the export stays queued until cancelled.
-    let s = Server::start(&["--workers", "0"]).await;
-    let b = s.second(&["--workers", "0"]).await;
-    memory_live(&s).await;
-    memory_live(&b).await;
-    let on_a = s.client("alice");
-    let on_b = b.client("alice");
-    let msid = on_a.create_bundle("far", "1").await;
-    let eid = on_a.export(msid, "yaml").await;
-    let path = format!("/users/alice/mysoftware/{msid}/exports/{eid}/status");
+    let (s, b, path) = two_instances_with_a_queued_export("far").await;
+    let (on_a, on_b) = (s.client("alice"), b.client("alice"));
     let first = poll(&on_b, &path, None).await;
     assert_eq!(first.status, 200);
     assert_eq!(first.field("complete").as_deref(), Some("false"));
@@ -271,19 +294,7 @@ async fn a_cancel_on_another_instance_reaches_memory_polls() {
     let c = on_a.req("DELETE", &path, None, &[]).await;
     assert_eq!(c.status, 200, "{}", c.text());
     assert_eq!(c.field("cancelled").as_deref(), Some("true"));
-    let t0 = Instant::now();
-    let seen = loop {
-        let r = poll(&on_b, &path, Some(&etag)).await;
-        if r.status != 304 {
-            break r;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "B still answers 304 after 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
-    let took = t0.elapsed();
+    let (seen, took) = until_changed(&on_b, &path, &etag, Duration::from_secs(5)).await;
     eprintln!("cancel on A seen by B's status polls after {took:?}");
     assert_eq!(seen.status, 200, "{}", seen.text());
     assert_eq!(seen.field("cancelled").as_deref(), Some("true"));
@@ -296,12 +307,7 @@ async fn a_cancel_on_another_instance_reaches_memory_polls() {
     let cancelled = seen.header("etag").unwrap();
     assert_eq!(poll(&on_b, &path, Some(&cancelled)).await.status, 304);
     let d = on_a
-        .req(
-            "DELETE",
-            &format!("/users/alice/mysoftware/{msid}/exports/{eid}"),
-            None,
-            &[],
-        )
+        .req("DELETE", path.trim_end_matches("/status"), None, &[])
         .await;
     assert!(d.status == 200 || d.status == 204, "{}", d.text());
     let t0 = Instant::now();
@@ -330,14 +336,8 @@ async fn a_dropped_listen_connection_never_leaves_a_stale_answer() {
     if !SCALEOUT {
         return;
     }
-    let s = Server::start(&["--workers", "0"]).await;
-    let b = s.second(&["--workers", "0"]).await;
-    memory_live(&b).await;
-    let on_a = s.client("alice");
-    let on_b = b.client("alice");
-    let msid = on_a.create_bundle("dropped", "1").await;
-    let eid = on_a.export(msid, "yaml").await;
-    let path = format!("/users/alice/mysoftware/{msid}/exports/{eid}/status");
+    let (s, b, path) = two_instances_with_a_queued_export("dropped").await;
+    let (on_a, on_b) = (s.client("alice"), b.client("alice"));
     let first = poll(&on_b, &path, None).await;
     assert_eq!(first.status, 200);
     let etag = first.header("etag").unwrap();
@@ -364,22 +364,8 @@ async fn a_dropped_listen_connection_never_leaves_a_stale_answer() {
     assert!(killed.len() >= 2, "no listener found: {killed:?}");
     let c = on_a.req("DELETE", &path, None, &[]).await;
     assert_eq!(c.status, 200, "{}", c.text());
-    let t0 = Instant::now();
-    let seen = loop {
-        let r = poll(&on_b, &path, Some(&etag)).await;
-        if r.status != 304 {
-            break r;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "B still answers 304 after its listener died and the ticket changed"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    eprintln!(
-        "the change reached B after {:?} across a dropped LISTEN",
-        t0.elapsed()
-    );
+    let (seen, took) = until_changed(&on_b, &path, &etag, Duration::from_secs(10)).await;
+    eprintln!("the change reached B after {took:?} across a dropped LISTEN");
     assert_eq!(seen.status, 200, "{}", seen.text());
     assert_eq!(seen.field("cancelled").as_deref(), Some("true"));
     // The memory comes back (a new LISTEN), and serves again.

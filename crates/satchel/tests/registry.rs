@@ -149,26 +149,7 @@ fn skopeo(args: &[&str]) -> (bool, Vec<u8>, String) {
 /// mounted root filesystem (path -> content).
 fn podman_pull(reference: &str, creds: &str) -> BTreeMap<String, Vec<u8>> {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    let run = dir.path().join("run");
-    let podman = |args: &[&str]| {
-        let out = std::process::Command::new("podman")
-            .arg("--storage-driver")
-            .arg("vfs")
-            .arg("--root")
-            .arg(&root)
-            .arg("--runroot")
-            .arg(&run)
-            .args(args)
-            .output()
-            .expect("podman is installed by .ci/run");
-        assert!(
-            out.status.success(),
-            "podman {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let podman = |args: &[&str]| common::podman::podman(dir.path(), args);
     podman(&[
         "pull",
         "--quiet",

@@ -39,19 +39,7 @@ async fn belongings(a: &Client) {
     a.add_file(m2, Some(dir), "x.cfg", b"x=1\n").await;
     let m3 = a.create_bundle("third", "3").await;
     a.add_file(m3, None, "empty", b"").await;
-    let body = format!(
-        "<ns1:appliance xmlns:ns1=\"{NS}\"><name>web</name><version>1</version>\
-         <mySoftwareUris><uri>users/alice/mysoftware/{m1}</uri><uri>users/alice/mysoftware/{m2}</uri></mySoftwareUris></ns1:appliance>"
-    );
-    let r = a
-        .req(
-            "POST",
-            "/users/alice/appliances",
-            Some(body.into_bytes()),
-            &[],
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text());
+    a.create_appliance("web", "1", &[m1, m2]).await;
     let r = a
         .req(
             "POST",

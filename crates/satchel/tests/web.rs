@@ -86,19 +86,7 @@ async fn belongings(s: &Server) -> (i64, i64) {
         .await;
     let m2 = a.create_bundle("beta", "2.0").await;
     a.add_file(m2, None, "data.bin", &noise(64 << 10, 3)).await;
-    let body = format!(
-        "<ns1:appliance xmlns:ns1=\"{NS}\"><name>web</name><version>1</version>\
-         <mySoftwareUris><uri>users/alice/mysoftware/{m1}</uri></mySoftwareUris></ns1:appliance>"
-    );
-    let r = a
-        .req(
-            "POST",
-            "/users/alice/appliances",
-            Some(body.into_bytes()),
-            &[],
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text());
+    a.create_appliance("web", "1", &[m1]).await;
     let r = a
         .req(
             "POST",

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod cloud;
+pub mod podman;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -519,6 +520,28 @@ impl Client {
             )
             .await;
         assert_eq!(r.status, 200, "{}", r.text());
+    }
+
+    /// Creates an appliance template holding `bundles` (by reference); its id.
+    pub async fn create_appliance(&self, name: &str, version: &str, bundles: &[i64]) -> i64 {
+        let uris: String = bundles
+            .iter()
+            .map(|m| format!("<uri>users/{}/mysoftware/{m}</uri>", self.login))
+            .collect();
+        let body = format!(
+            "<ns1:appliance xmlns:ns1=\"{NS}\"><name>{name}</name><version>{version}</version>\
+             <mySoftwareUris>{uris}</mySoftwareUris></ns1:appliance>"
+        );
+        let r = self
+            .req(
+                "POST",
+                &format!("/users/{}/appliances", self.login),
+                Some(body.into_bytes()),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.id()
     }
 
     pub async fn add_file(&self, msid: i64, parent: Option<i64>, name: &str, data: &[u8]) -> i64 {
