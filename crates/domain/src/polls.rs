@@ -6,10 +6,12 @@
 //! - It holds whole ticket rows as last read from the store (everything a status document and its
 //!   ETag are made of), each with a `version` unique in this process, so a face can keep what it
 //!   rendered from a row until the row changes.
-//! - Every ticket write made through this process's store forgets the ticket (or, for deletes that
-//!   cascade, all of the owner's tickets) once the write has committed: the store calls
-//!   [`TicketCache::changed`] / [`TicketCache::owner_changed`] from a drop guard, so a request
-//!   cancelled after its commit still forgets. On PostgreSQL a trigger on `tickets` sends a
+//! - Every ticket write made through this process's store holds the ticket (or, for deletes that
+//!   cascade, all of the owner's tickets) unremembered from before the write begins until after it
+//!   has committed: the store holds a guard ([`TicketCache::forget_ticket`] /
+//!   [`TicketCache::forget_owner`]) across the write, which drops the entry and refuses gets and
+//!   fills while held, and forgets again when dropped, so neither a poll in the gap between the
+//!   commit and the guard's drop nor a request cancelled after its commit sees the old row. On PostgreSQL a trigger on `tickets` sends a
 //!   notification for every row updated or deleted, by any process, and the store's LISTEN task
 //!   forgets the ticket on every instance; while that connection is down the cache is not used
 //!   ([`TicketCache::set_live`]) and everything it held is dropped, since notifications were missed.
@@ -69,6 +71,8 @@ pub struct ReadStart(u64);
 struct Slot {
     /// The epoch of the last time this ticket was forgotten (0: never).
     forgotten: u64,
+    /// Writes of this ticket in progress (guards held): nothing is remembered meanwhile.
+    writing: u32,
     entry: Option<Arc<Snapshot>>,
 }
 
@@ -82,6 +86,8 @@ struct State {
     slots: HashMap<Id, Slot>,
     /// Owners all of whose tickets were forgotten, and when.
     owners: HashMap<Id, u64>,
+    /// Owners with a cascading write in progress, and how many.
+    owners_writing: HashMap<Id, u32>,
 }
 
 /// This instance's memory of ticket rows (see the module doc).
@@ -123,7 +129,11 @@ impl TicketCache {
             return None;
         }
         let state = self.lock()?;
-        let entry = state.slots.get(&id)?.entry.as_ref()?;
+        let slot = state.slots.get(&id)?;
+        if slot.writing > 0 || state.owners_writing.contains_key(&owner) {
+            return None;
+        }
+        let entry = slot.entry.as_ref()?;
         (entry.ticket.owner_id == owner && entry.read_at.elapsed() < MAX_AGE).then(|| entry.clone())
     }
 
@@ -146,7 +156,11 @@ impl TicketCache {
         let stale = e < state.floor
             || e == u64::MAX
             || state.owners.get(&ticket.owner_id).is_some_and(|&f| f > e)
-            || state.slots.get(&ticket.id).is_some_and(|s| s.forgotten > e);
+            || state.owners_writing.contains_key(&ticket.owner_id)
+            || state
+                .slots
+                .get(&ticket.id)
+                .is_some_and(|s| s.forgotten > e || s.writing > 0);
         if stale {
             return Snapshot::loose(ticket);
         }
@@ -163,6 +177,48 @@ impl TicketCache {
         });
         state.slots.entry(snap.ticket.id).or_default().entry = Some(snap.clone());
         snap
+    }
+
+    /// A write of ticket `id` begins: its entry goes, and nothing is kept until [`Self::written`].
+    fn writing(&self, id: Id) {
+        if let Some(mut state) = self.lock() {
+            let slot = state.slots.entry(id).or_default();
+            slot.writing += 1;
+            slot.entry = None;
+        }
+    }
+
+    /// A write of ticket `id` ended (committed, failed or cancelled).
+    fn written(&self, id: Id) {
+        if let Some(mut state) = self.lock() {
+            if let Some(slot) = state.slots.get_mut(&id) {
+                slot.writing = slot.writing.saturating_sub(1);
+            }
+        }
+        self.changed(id);
+    }
+
+    /// A write that may cascade to any of `owner`'s tickets begins.
+    fn owner_writing(&self, owner: Id) {
+        if let Some(mut state) = self.lock() {
+            *state.owners_writing.entry(owner).or_default() += 1;
+            state
+                .slots
+                .retain(|_, s| s.entry.as_ref().is_none_or(|e| e.ticket.owner_id != owner));
+        }
+    }
+
+    /// That write ended.
+    fn owner_written(&self, owner: Id) {
+        if let Some(mut state) = self.lock() {
+            if let Some(n) = state.owners_writing.get_mut(&owner) {
+                *n -= 1;
+                if *n == 0 {
+                    state.owners_writing.remove(&owner);
+                }
+            }
+        }
+        self.owner_changed(owner);
     }
 
     /// Ticket `id` changed (call it once the change has committed).
@@ -192,7 +248,11 @@ impl TicketCache {
     fn clear(state: &mut State) {
         state.epoch += 1;
         state.floor = state.epoch;
-        state.slots.clear();
+        // Writes in progress stay marked: their guards have yet to drop.
+        state.slots.retain(|_, s| s.writing > 0);
+        for s in state.slots.values_mut() {
+            s.entry = None;
+        }
         state.owners.clear();
     }
 
@@ -236,8 +296,9 @@ impl TicketCache {
     }
 }
 
-/// Forgets a ticket (or an owner's tickets) when dropped: the store holds one across a ticket
-/// write, so the forgetting happens after the commit, also when the request is cancelled midway.
+/// Holds a ticket (or an owner's tickets) unremembered while alive and forgets it again when
+/// dropped: the store holds one across a ticket write, from before it begins until after it
+/// commits, also when the request is cancelled midway.
 pub struct Forget<'a> {
     cache: &'a TicketCache,
     what: Forgotten,
@@ -251,6 +312,7 @@ enum Forgotten {
 impl TicketCache {
     /// A guard forgetting ticket `id` when dropped.
     pub fn forget_ticket(&self, id: Id) -> Forget<'_> {
+        self.writing(id);
         Forget {
             cache: self,
             what: Forgotten::Ticket(id),
@@ -259,6 +321,7 @@ impl TicketCache {
 
     /// A guard forgetting all of `owner`'s tickets when dropped.
     pub fn forget_owner(&self, owner: Id) -> Forget<'_> {
+        self.owner_writing(owner);
         Forget {
             cache: self,
             what: Forgotten::Owner(owner),
@@ -269,8 +332,8 @@ impl TicketCache {
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
         match self.what {
-            Forgotten::Ticket(id) => self.cache.changed(id),
-            Forgotten::Owner(owner) => self.cache.owner_changed(owner),
+            Forgotten::Ticket(id) => self.cache.written(id),
+            Forgotten::Owner(owner) => self.cache.owner_written(owner),
         }
     }
 }
@@ -493,12 +556,32 @@ mod tests {
         c.fill(c.begin(), ticket(1, 7, 10));
         c.fill(c.begin(), ticket(2, 7, 10));
         {
+            // While the write is in progress (before and after its commit) the old row is not
+            // answered, and a read that completes meanwhile is not kept.
             let _g = c.forget_ticket(1);
-            assert!(c.get(7, 1).is_some());
+            assert!(c.get(7, 1).is_none());
+            assert_eq!(c.fill(c.begin(), ticket(1, 7, 20)).version, 0);
+            assert!(c.get(7, 1).is_none());
+            assert!(c.get(7, 2).is_some());
         }
         assert!(c.get(7, 1).is_none());
-        assert!(c.get(7, 2).is_some());
-        drop(c.forget_owner(7));
+        assert!(c.fill(c.begin(), ticket(1, 7, 20)).version > 0);
+        assert!(c.get(7, 1).is_some());
+        {
+            let _g = c.forget_owner(7);
+            assert!(c.get(7, 2).is_none());
+            assert_eq!(c.fill(c.begin(), ticket(2, 7, 20)).version, 0);
+            // A reset while a write is held keeps the write's mark.
+            c.reset();
+            assert_eq!(c.fill(c.begin(), ticket(2, 7, 20)).version, 0);
+        }
         assert!(c.get(7, 2).is_none());
+        assert!(c.fill(c.begin(), ticket(2, 7, 20)).version > 0);
+        {
+            let _g = c.forget_ticket(2);
+            c.reset();
+            assert_eq!(c.fill(c.begin(), ticket(2, 7, 30)).version, 0);
+        }
+        assert!(c.fill(c.begin(), ticket(2, 7, 30)).version > 0);
     }
 }
