@@ -98,6 +98,9 @@ pub struct Written {
     pub sha256: String,
     pub md5: String,
     pub sha1: Option<String>,
+    /// CRC-32 (IEEE) of the content, computed with the sha256: what an export checks a stored file
+    /// against on its way into an archive (~0.05 ns/byte, where a second sha256 pass costs 0.6).
+    pub crc32: Option<u32>,
 }
 
 /// Which digests a writer computes while it streams.
@@ -106,6 +109,8 @@ pub struct Hashes {
     pub sha256: bool,
     pub md5: bool,
     pub sha1: bool,
+    /// The CRC-32 too (on the first digest's thread; nearly free).
+    pub crc32: bool,
 }
 
 impl Hashes {
@@ -114,17 +119,20 @@ impl Hashes {
         sha256: true,
         md5: true,
         sha1: false,
+        crc32: true,
     };
     pub const NONE: Hashes = Hashes {
         sha256: false,
         md5: false,
         sha1: false,
+        crc32: false,
     };
     /// sha1 + md5: image files (IMGAPI records sha1; Manta serves Content-MD5).
     pub const IMAGE: Hashes = Hashes {
         sha256: false,
         md5: true,
         sha1: true,
+        crc32: false,
     };
 }
 
@@ -307,14 +315,14 @@ impl Blobs {
     pub async fn writer_opts(&self, key: &str, hashes: Hashes) -> Result<BlobWriter> {
         let p = path(key)?;
         let mut digests = Vec::new();
-        if hashes.sha256 {
-            digests.push(Digester::spawn(DigestKind::Sha256));
-        }
-        if hashes.md5 {
-            digests.push(Digester::spawn(DigestKind::Md5));
-        }
-        if hashes.sha1 {
-            digests.push(Digester::spawn(DigestKind::Sha1));
+        for (on, kind) in [
+            (hashes.sha256, DigestKind::Sha256),
+            (hashes.md5, DigestKind::Md5),
+            (hashes.sha1, DigestKind::Sha1),
+        ] {
+            if on {
+                digests.push(Digester::spawn(kind, hashes.crc32 && digests.is_empty()));
+            }
         }
         let local = match &self.local {
             Some(root) if plain_key(key) => Some(LocalStage {
@@ -532,17 +540,13 @@ fn file_stream(file: std::fs::File, range: Range<u64>) -> BoxStream<'static, Res
             }
             let want = (end - pos).min(READ_CHUNK) as usize;
             let (file, buf) = tokio::task::spawn_blocking(move || {
-                use std::os::unix::fs::FileExt;
-                let mut buf = vec![0u8; want];
-                let mut filled = 0;
-                while filled < want {
-                    let n = file.read_at(&mut buf[filled..], pos + filled as u64)?;
-                    if n == 0 {
-                        break;
-                    }
-                    filled += n;
-                }
-                buf.truncate(filled);
+                use std::io::{Read, Seek};
+                // read_to_end reads into the spare capacity as it is: no zeroing of the buffer
+                // first (a few % of a large export's CPU once buffers are reused).
+                let mut buf = Vec::with_capacity(want);
+                let mut f = &file;
+                f.seek(std::io::SeekFrom::Start(pos))?;
+                f.take(want as u64).read_to_end(&mut buf)?;
                 Ok::<_, std::io::Error>((file, buf))
             })
             .await
@@ -564,6 +568,7 @@ pub fn digest_of(data: &[u8]) -> Written {
         sha256: hex::encode(Sha256::digest(data)),
         md5: hex::encode(Md5::digest(data)),
         sha1: Some(hex::encode(Sha1::digest(data))),
+        crc32: Some(crc32fast::hash(data)),
     }
 }
 
@@ -580,24 +585,34 @@ enum DigestKind {
 struct Digester {
     kind: DigestKind,
     tx: Option<tokio::sync::mpsc::Sender<Bytes>>,
-    done: tokio::task::JoinHandle<String>,
+    /// The digest in hex, and with the sha256 the content's CRC-32.
+    done: tokio::task::JoinHandle<(String, Option<u32>)>,
 }
 
 impl Digester {
-    fn spawn(kind: DigestKind) -> Digester {
+    /// `crc`: also compute the content's CRC-32.
+    fn spawn(kind: DigestKind, crc: bool) -> Digester {
         // 32 chunks in flight bound the memory held for hashing (chunks are shared, not copied).
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(32);
         let done = tokio::task::spawn_blocking(move || {
-            fn run<D: Digest>(mut d: D, rx: &mut tokio::sync::mpsc::Receiver<Bytes>) -> String {
+            let crc = crc.then(crc32fast::Hasher::new);
+            fn run<D: Digest>(
+                mut d: D,
+                mut crc: Option<crc32fast::Hasher>,
+                rx: &mut tokio::sync::mpsc::Receiver<Bytes>,
+            ) -> (String, Option<u32>) {
                 while let Some(b) = rx.blocking_recv() {
                     d.update(&b);
+                    if let Some(c) = crc.as_mut() {
+                        c.update(&b);
+                    }
                 }
-                hex::encode(d.finalize())
+                (hex::encode(d.finalize()), crc.map(|c| c.finalize()))
             }
             match kind {
-                DigestKind::Sha256 => run(Sha256::new(), &mut rx),
-                DigestKind::Md5 => run(Md5::new(), &mut rx),
-                DigestKind::Sha1 => run(Sha1::new(), &mut rx),
+                DigestKind::Sha256 => run(Sha256::new(), crc, &mut rx),
+                DigestKind::Md5 => run(Md5::new(), crc, &mut rx),
+                DigestKind::Sha1 => run(Sha1::new(), crc, &mut rx),
             }
         });
         Digester {
@@ -684,17 +699,21 @@ impl BlobWriter {
             sha256: String::new(),
             md5: String::new(),
             sha1: None,
+            crc32: None,
         };
         // Digests first: a failed digest must not leave a published object behind.
         for mut d in std::mem::take(&mut self.digests) {
             drop(d.tx.take());
-            let hex = match (&mut d.done).await {
+            let (hex, crc32) = match (&mut d.done).await {
                 Ok(h) => h,
                 Err(e) => {
                     self.abort_inner().await;
                     return Err(BlobError::Store(format!("digest thread failed: {e}")));
                 }
             };
+            if crc32.is_some() {
+                written.crc32 = crc32;
+            }
             match d.kind {
                 DigestKind::Sha256 => written.sha256 = hex,
                 DigestKind::Md5 => written.md5 = hex,

@@ -609,6 +609,7 @@ mod tests {
                     sha256: String::new(),
                     md5: String::new(),
                     uploaded: 0,
+                    crc32: None,
                 },
             )],
         }

@@ -313,6 +313,7 @@ mod tests {
             sha256: "s".into(),
             md5: "m".into(),
             uploaded: 0,
+            crc32: None,
         }
     }
 

@@ -662,6 +662,7 @@ mod tests {
             sha256: "s".into(),
             md5: "m".into(),
             uploaded: 0,
+            crc32: None,
         };
         let art = |id, parent, name: &str, kind: &str| Artifact {
             id,

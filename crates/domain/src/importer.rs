@@ -570,6 +570,7 @@ async fn store_members(
         sha256: false,
         md5: true,
         sha1: false,
+        crc32: true,
     };
     let mut open: Option<(String, String, satchel_blob::BlobWriter)> = None;
     while let Some(p) = pieces.recv().await {
@@ -642,6 +643,7 @@ impl Written {
                     sha256: sha.get(path.as_str()).map(hex::encode).unwrap_or_default(),
                     md5: w.md5.clone(),
                     uploaded: now,
+                    crc32: w.crc32,
                 };
                 (path.clone(), blob)
             })

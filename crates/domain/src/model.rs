@@ -77,6 +77,9 @@ pub struct BlobRef {
     pub sha256: String,
     pub md5: String,
     pub uploaded: Millis,
+    /// CRC-32 of the content, recorded at upload (absent on rows written before it was): exports
+    /// check files against it, and against the sha256 only where it is absent.
+    pub crc32: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

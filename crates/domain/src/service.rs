@@ -369,6 +369,7 @@ impl Satchel {
             sha256: w.sha256,
             md5: w.md5,
             uploaded: now_millis(),
+            crc32: w.crc32,
         })
     }
 
@@ -566,6 +567,7 @@ impl Satchel {
             sha256: w.sha256,
             md5: w.md5,
             uploaded: now_millis(),
+            crc32: w.crc32,
         })
     }
 

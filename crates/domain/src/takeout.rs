@@ -522,6 +522,7 @@ impl TicketRunner {
             sha256: archive.sha256.clone(),
             md5: String::new(),
             uploaded: 0,
+            crc32: None,
         };
         self.copy_member(outer, &p.path, &blob, mtime, meter, cancel)
             .await

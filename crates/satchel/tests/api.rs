@@ -847,9 +847,10 @@ async fn wire_details_for_the_sdk() {
     assert!(r.body.is_empty());
 }
 
-/// Stored content that no longer matches its recorded sha256 (bit rot, a tampered disk) fails the
+/// Stored content that no longer matches its recorded checksum (bit rot, a tampered disk) fails the
 /// export and names the file, whether it is small (read whole and checked by the reader) or large
-/// (streamed and checked on the digest thread); no archive is published.
+/// (streamed and checked on the digest thread), and whether the row has the CRC-32 recorded at
+/// upload or only the sha256 (rows written before the CRC was); no archive is published.
 #[tokio::test]
 async fn a_corrupted_blob_fails_the_export_and_names_the_file() {
     let s = Server::start(&[]).await;
@@ -868,36 +869,50 @@ async fn a_corrupted_blob_fails_the_export_and_names_the_file() {
         found[0].0.clone()
     };
     let blobs = s.blobs().await;
-    for (name, size, flip_at) in [
+    let cases = [
         ("small.txt", small.len(), 12_345),
         ("big.bin", big.len(), 599_000),
-    ] {
-        let path = blob_of(size as u64, &blobs);
-        let good = s.read_blob(&path).await;
-        let mut bad = good.clone();
-        bad[flip_at] ^= 0x01;
-        s.overwrite_blob(&path, bad).await;
-        let archives_before = s.blobs().await.len();
-        let eid = a.export(msid, "yaml").await;
-        let r = a.wait_export(msid, eid, T).await;
-        assert_eq!(r.field("error").as_deref(), Some("true"), "{}", r.text());
-        let msg = r.field("errorMessage").unwrap_or_default();
-        assert!(
-            msg.contains(name) && msg.contains("does not match"),
-            "{name}: {msg}"
-        );
-        let dl = a
-            .get(&format!(
-                "/users/alice/mysoftware/{msid}/exports/{eid}/downloads"
-            ))
-            .await;
-        assert_ne!(dl.status, 200, "a failed export serves nothing");
-        assert_eq!(
-            s.blobs().await.len(),
-            archives_before,
-            "nothing was published"
-        );
-        s.overwrite_blob(&path, good).await;
+    ];
+    // First with the CRC recorded at upload, then as rows from before it (sha256 only).
+    for with_crc in [true, false] {
+        if !with_crc {
+            assert_eq!(
+                s.execute_sql("UPDATE artifacts SET blob_crc32 = NULL WHERE blob_key IS NOT NULL")
+                    .await,
+                2
+            );
+            let eid = a.export(msid, "yaml").await;
+            let r = a.wait_export(msid, eid, T).await;
+            assert_eq!(r.field("complete").as_deref(), Some("true"), "{}", r.text());
+        }
+        for (name, size, flip_at) in cases {
+            let path = blob_of(size as u64, &blobs);
+            let good = s.read_blob(&path).await;
+            let mut bad = good.clone();
+            bad[flip_at] ^= 0x01;
+            s.overwrite_blob(&path, bad).await;
+            let archives_before = s.blobs().await.len();
+            let eid = a.export(msid, "yaml").await;
+            let r = a.wait_export(msid, eid, T).await;
+            assert_eq!(r.field("error").as_deref(), Some("true"), "{}", r.text());
+            let msg = r.field("errorMessage").unwrap_or_default();
+            assert!(
+                msg.contains(name) && msg.contains("does not match"),
+                "{name}: {msg}"
+            );
+            let dl = a
+                .get(&format!(
+                    "/users/alice/mysoftware/{msid}/exports/{eid}/downloads"
+                ))
+                .await;
+            assert_ne!(dl.status, 200, "a failed export serves nothing");
+            assert_eq!(
+                s.blobs().await.len(),
+                archives_before,
+                "nothing was published"
+            );
+            s.overwrite_blob(&path, good).await;
+        }
     }
     // Repaired, it exports again.
     let eid = a.export(msid, "yaml").await;

@@ -159,8 +159,8 @@ macro_rules! impl_appliances {
         ) -> Result<BootScript> {
             let now = now_millis();
             let row = sqlx::query(
-                "INSERT INTO boot_scripts (appliance_id, name, boot_order, boot_type, blob_key, blob_size, blob_sha256, blob_md5, blob_uploaded, created, modified)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING *",
+                "INSERT INTO boot_scripts (appliance_id, name, boot_order, boot_type, blob_key, blob_size, blob_sha256, blob_md5, blob_uploaded, created, modified, blob_crc32)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) RETURNING *",
             )
             .bind(appliance)
             .bind(&s.name)
@@ -172,6 +172,7 @@ macro_rules! impl_appliances {
             .bind(blob.map(|b| b.md5.clone()))
             .bind(blob.map(|b| b.uploaded))
             .bind(now)
+            .bind(blob.and_then(|b| b.crc32).map(i64::from))
             .fetch_one(&mut **tx)
             .await
             .map_err(db_err)?;
@@ -622,7 +623,7 @@ macro_rules! impl_appliances {
                 };
                 sqlx::query(
                     "UPDATE boot_scripts SET blob_key = $1, blob_size = $2, blob_sha256 = $3, blob_md5 = $4,
-                        blob_uploaded = $5, modified = $5 WHERE id = $6",
+                        blob_uploaded = $5, modified = $5, blob_crc32 = $7 WHERE id = $6",
                 )
                 .bind(&blob.key)
                 .bind(blob.size)
@@ -630,6 +631,7 @@ macro_rules! impl_appliances {
                 .bind(&blob.md5)
                 .bind(blob.uploaded)
                 .bind(id)
+                .bind(blob.crc32.map(i64::from))
                 .execute(&mut *tx)
                 .await
                 .map_err(db_err)?;

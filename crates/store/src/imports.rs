@@ -42,8 +42,8 @@ macro_rules! impl_imports {
                 let b = a.blob.as_ref();
                 let id: Id = sqlx::query_scalar(
                     "INSERT INTO artifacts (bundle_id, parent_id, name, kind, tag, install_location,
-                        blob_key, blob_size, blob_sha256, blob_md5, blob_uploaded, created, modified)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) RETURNING id",
+                        blob_key, blob_size, blob_sha256, blob_md5, blob_uploaded, created, modified, blob_crc32)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13) RETURNING id",
                 )
                 .bind(bundle.id)
                 .bind(parent)
@@ -57,6 +57,7 @@ macro_rules! impl_imports {
                 .bind(b.map(|b| b.md5.clone()))
                 .bind(b.map(|b| b.uploaded))
                 .bind(now)
+                .bind(b.and_then(|b| b.crc32).map(i64::from))
                 .fetch_one(&mut **tx)
                 .await
                 .map_err(db_err)?;
@@ -68,8 +69,8 @@ macro_rules! impl_imports {
             ] {
                 let Some((name, blob)) = att else { continue };
                 sqlx::query(
-                    "INSERT INTO attachments (bundle_id, kind, name, blob_key, blob_size, blob_sha256, blob_md5, blob_uploaded)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    "INSERT INTO attachments (bundle_id, kind, name, blob_key, blob_size, blob_sha256, blob_md5, blob_uploaded, blob_crc32)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 )
                 .bind(bundle.id)
                 .bind(kind.as_str())
@@ -79,6 +80,7 @@ macro_rules! impl_imports {
                 .bind(&blob.sha256)
                 .bind(&blob.md5)
                 .bind(blob.uploaded)
+                .bind(blob.crc32.map(i64::from))
                 .execute(&mut **tx)
                 .await
                 .map_err(db_err)?;

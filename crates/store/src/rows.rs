@@ -55,6 +55,11 @@ macro_rules! store_rows {
                         .try_get::<Option<i64>, _>("blob_uploaded")
                         .map_err(db_err)?
                         .unwrap_or(0),
+                    // Out of range only if someone wrote garbage: then the sha256 is checked.
+                    crc32: r
+                        .try_get::<Option<i64>, _>("blob_crc32")
+                        .map_err(db_err)?
+                        .and_then(|c| u32::try_from(c).ok()),
                 }),
             })
         }

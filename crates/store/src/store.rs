@@ -509,7 +509,8 @@ macro_rules! impl_store {
                     return Err(DomainError::not_found(format!("softwareArtifact {id}")));
                 };
                 sqlx::query(
-                    "UPDATE artifacts SET blob_key = $1, blob_size = $2, blob_sha256 = $3, blob_md5 = $4, blob_uploaded = $5, modified = $6
+                    "UPDATE artifacts SET blob_key = $1, blob_size = $2, blob_sha256 = $3, blob_md5 = $4, blob_uploaded = $5, modified = $6,
+                        blob_crc32 = $8
                      WHERE id = $7",
                 )
                 .bind(&blob.key)
@@ -519,6 +520,7 @@ macro_rules! impl_store {
                 .bind(blob.uploaded)
                 .bind(now_millis())
                 .bind(id)
+                .bind(blob.crc32.map(i64::from))
                 .execute(&mut *tx)
                 .await
                 .map_err(db_err)?;
@@ -547,11 +549,11 @@ macro_rules! impl_store {
                 .await
                 .map_err(db_err)?;
                 let row = sqlx::query(
-                    "INSERT INTO attachments (bundle_id, kind, name, blob_key, blob_size, blob_sha256, blob_md5, blob_uploaded)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                    "INSERT INTO attachments (bundle_id, kind, name, blob_key, blob_size, blob_sha256, blob_md5, blob_uploaded, blob_crc32)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                      ON CONFLICT (bundle_id, kind) DO UPDATE SET name = excluded.name, blob_key = excluded.blob_key,
                         blob_size = excluded.blob_size, blob_sha256 = excluded.blob_sha256, blob_md5 = excluded.blob_md5,
-                        blob_uploaded = excluded.blob_uploaded
+                        blob_uploaded = excluded.blob_uploaded, blob_crc32 = excluded.blob_crc32
                      RETURNING *",
                 )
                 .bind(bundle)
@@ -562,6 +564,7 @@ macro_rules! impl_store {
                 .bind(&blob.sha256)
                 .bind(&blob.md5)
                 .bind(blob.uploaded)
+                .bind(blob.crc32.map(i64::from))
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db_err)?;

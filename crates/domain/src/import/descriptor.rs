@@ -1146,6 +1146,7 @@ stack:
             sha256: String::new(),
             md5: String::new(),
             uploaded: 0,
+            crc32: None,
         };
         let art = |id: Id, parent: Option<Id>, name: &str, kind: &str| Artifact {
             id,

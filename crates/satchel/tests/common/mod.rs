@@ -250,6 +250,26 @@ impl Server {
             .and_then(|i| self.storage.get(i + 1).cloned())
     }
 
+    /// Runs one statement on this server's database (SQLite file or PostgreSQL), as another
+    /// process would: the rows it affected.
+    pub async fn execute_sql(&self, sql: &str) -> u64 {
+        match self.database_url() {
+            Some(url) => {
+                let db = sqlx::PgPool::connect(&url).await.unwrap();
+                let n = sqlx::query(sql).execute(&db).await.unwrap().rows_affected();
+                db.close().await;
+                n
+            }
+            None => {
+                let url = format!("sqlite://{}", self.dir.path().join("satchel.db").display());
+                let db = sqlx::SqlitePool::connect(&url).await.unwrap();
+                let n = sqlx::query(sql).execute(&db).await.unwrap().rows_affected();
+                db.close().await;
+                n
+            }
+        }
+    }
+
     pub fn admin(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
         admin_with(self.dir.path(), &self.storage, args, stdin)
     }
