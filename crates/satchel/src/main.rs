@@ -163,34 +163,7 @@ enum UserCmd {
     Remove { login: String },
 }
 
-/// glibc's allocator, left to itself, serves the export pipeline's MiB-sized buffers from fresh
-/// mappings or trims them off its heaps right after they are freed, so the next one is faulted in
-/// and zeroed by the kernel again: a quarter of a large export's CPU. Buffers below 2 MiB come from
-/// the heaps, and up to 8 MiB of free memory stays at a heap's top (a few chunks' worth). So that
-/// this does not multiply by glibc's 8 arenas per core (the pipeline's buffers are allocated on
-/// one thread and freed on another), there is one arena per core. An operator's own `MALLOC_*`
-/// settings win.
-fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        let set = |name: &str| std::env::var_os(name).is_some();
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
-        // SAFETY: mallopt only adjusts allocator parameters; called before any other thread
-        // exists. A refused setting (returns 0) leaves glibc's defaults, which are correct too.
-        unsafe {
-            if !set("MALLOC_ARENA_MAX") {
-                libc::mallopt(libc::M_ARENA_MAX, i32::try_from(cores).unwrap_or(2));
-            }
-            if !set("MALLOC_MMAP_THRESHOLD_") && !set("MALLOC_TRIM_THRESHOLD_") {
-                libc::mallopt(libc::M_MMAP_THRESHOLD, 2 << 20);
-                libc::mallopt(libc::M_TRIM_THRESHOLD, 8 << 20);
-            }
-        }
-    }
-}
-
 fn main() -> anyhow::Result<()> {
-    tune_allocator();
     let cli = Cli::parse();
     let cmd = match cli.cmd {
         Cmd::Completions { shell } => {

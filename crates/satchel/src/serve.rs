@@ -96,15 +96,28 @@ pub async fn open(storage: &StorageArgs, dir: &Path) -> anyhow::Result<Opened> {
 /// glibc's malloc keeps what exports freed (1 MiB chunks, from many runtime threads) in per-thread
 /// arenas, so a long-running server's RSS climbed export after export (25 -> 79 -> 106 -> 120 MiB
 /// measured; mimalloc was worse, 300 MiB). Fewer arenas and a periodic trim give it back.
+///
+/// During an export the opposite matters: glibc's default trim threshold (128 KiB once the mmap
+/// threshold is fixed) cut every freed chunk off a heap's top, so the next one was faulted in and
+/// zeroed by the kernel again: a quarter of a large export's CPU. Up to 8 MiB (a few chunks) now
+/// stays at a heap's top while an export runs; the periodic trim still returns it afterwards.
+/// An operator's own `MALLOC_*` settings win.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn tune_allocator() {
     // SAFETY: mallopt only changes allocator parameters; called once before the runtime is busy.
+    let set = |name: &str| std::env::var_os(name).is_some();
     unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-        // A fixed threshold (setting it turns off glibc's dynamic one, which rises to the largest
-        // block freed): password checks' 19 MiB argon2 blocks are then always mmapped and given
-        // back on free, instead of settling in an arena (+113 MiB under a login storm, measured).
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+        if !set("MALLOC_ARENA_MAX") {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+        if !set("MALLOC_MMAP_THRESHOLD_") && !set("MALLOC_TRIM_THRESHOLD_") {
+            // A fixed threshold (setting it turns off glibc's dynamic one, which rises to the
+            // largest block freed): password checks' 19 MiB argon2 blocks are then always
+            // mmapped and given back on free, instead of settling in an arena (+113 MiB under a
+            // login storm, measured).
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 8 << 20);
+        }
     }
     std::thread::Builder::new()
         .name("malloc-trim".into())
