@@ -329,6 +329,9 @@ impl TicketRunner {
             c.logo.as_ref(),
             t.format,
         )?;
+        // The plan holds what the archive needs; the rows (MiBs for a bundle of many files) go
+        // now rather than stay alive for the whole build.
+        drop(c);
         let mtime = (bundle.modified / 1000).max(0) as u64;
         let of = ArchiveOf::Bundle {
             name: &bundle.name,
@@ -380,39 +383,50 @@ impl TicketRunner {
         meter: Option<&mut Meter>,
         cancel: &CancellationToken,
     ) -> std::result::Result<ArchiveRef, Failure> {
-        let mut manifest: Vec<ManifestEntry> = docs
-            .iter()
-            .map(|(name, doc)| ManifestEntry {
-                path: name.to_string(),
-                size: doc.len() as i64,
-                sha256: hex::encode(Sha256::digest(doc)),
-            })
-            .collect();
-        for m in members {
-            if let Some(b) = &m.blob {
-                manifest.push(ManifestEntry {
-                    path: m.path.clone(),
-                    size: b.size,
-                    sha256: b.sha256.clone(),
-                });
+        let manifest_doc = {
+            let mut manifest: Vec<ManifestEntry> = docs
+                .iter()
+                .map(|(name, doc)| ManifestEntry {
+                    path: name.to_string(),
+                    size: doc.len() as i64,
+                    sha256: hex::encode(Sha256::digest(doc)),
+                })
+                .collect();
+            for m in members {
+                if let Some(b) = &m.blob {
+                    manifest.push(ManifestEntry {
+                        path: m.path.clone(),
+                        size: b.size,
+                        sha256: b.sha256.clone(),
+                    });
+                }
             }
-        }
-        let (format, bundle, template, version) = match of {
-            ArchiveOf::Bundle { name, version } => {
-                ("satchel-bundle-export/1", Some(name), None, version)
-            }
-            ArchiveOf::Template { name, version } => {
-                ("satchel-template-export/1", None, Some(name), version)
-            }
+            let (format, bundle, template, version) = match of {
+                ArchiveOf::Bundle { name, version } => {
+                    ("satchel-bundle-export/1", Some(name), None, version)
+                }
+                ArchiveOf::Template { name, version } => {
+                    ("satchel-template-export/1", None, Some(name), version)
+                }
+            };
+            let doc = Manifest {
+                format,
+                bundle,
+                template,
+                version,
+                files: &manifest,
+            };
+            // Sized first, so the document is one allocation of its exact size instead of a vector
+            // doubling its way there (a bundle of 16,000 files: 4 MiB, with 12 MiB held at the last
+            // doubling).
+            let mut size = CountingWriter(0);
+            serde_json::to_writer_pretty(&mut size, &doc)
+                .map_err(|e| Failure::Transient(DomainError::Internal(crate::Cause::of(e))))?;
+            let mut out = Vec::with_capacity(size.0);
+            serde_json::to_writer_pretty(&mut out, &doc)
+                .map_err(|e| Failure::Transient(DomainError::Internal(crate::Cause::of(e))))?;
+            out
         };
-        let manifest_doc = serde_json::to_vec_pretty(&Manifest {
-            format,
-            bundle,
-            template,
-            version,
-            files: &manifest,
-        })
-        .map_err(|e| Failure::Transient(DomainError::Internal(crate::Cause::of(e))))?;
 
         let total: i64 = members
             .iter()
@@ -432,6 +446,8 @@ impl TicketRunner {
                 tar.add_bytes(name, doc, mtime).await?;
             }
             tar.add_bytes("manifest.json", &manifest_doc, mtime).await?;
+            // Written: not held while the members are.
+            drop(manifest_doc);
             let mut own;
             let meter = match meter {
                 Some(m) => m,
@@ -708,6 +724,20 @@ impl TicketRunner {
         } else {
             Err(Failure::Cancelled)
         }
+    }
+}
+
+/// Counts what is written to it (a document's size before it is rendered for real).
+struct CountingWriter(usize);
+
+impl std::io::Write for CountingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -99,7 +99,7 @@ pub async fn open(storage: &StorageArgs, dir: &Path) -> anyhow::Result<Opened> {
 ///
 /// During an export the opposite matters: glibc's default trim threshold (128 KiB once the mmap
 /// threshold is fixed) cut every freed chunk off a heap's top, so the next one was faulted in and
-/// zeroed by the kernel again: a quarter of a large export's CPU. Up to 8 MiB (a few chunks) now
+/// zeroed by the kernel again: a quarter of a large export's CPU. Up to 2 MiB (two chunks) now
 /// stays at a heap's top while an export runs; the periodic trim still returns it afterwards.
 /// An operator's own `MALLOC_*` settings win.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -116,7 +116,7 @@ fn tune_allocator() {
             // mmapped and given back on free, instead of settling in an arena (+113 MiB under a
             // login storm, measured).
             libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, 8 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 2 << 20);
         }
     }
     std::thread::Builder::new()
