@@ -390,6 +390,8 @@ impl TicketRunner {
             .get_attachment(bundle.id, AttachmentKind::Logo)
             .await?;
         let members = layer_members(&bundle, &artifacts, license.as_ref(), logo.as_ref())?;
+        // The members hold what the layer needs; the rows go now, not after the whole build.
+        drop((artifacts, license, logo));
         let total: i64 = members
             .iter()
             .filter_map(|m| m.blob.as_ref())
