@@ -34,6 +34,33 @@ macro_rules! impl_cloud {
             Ok(tx)
         }
 
+        /// The INSERT of an image row, its file's columns included (NULL while it has none).
+        fn insert_image(i: &Image) -> Query<'_> {
+            let f = i.file.as_ref();
+            sqlx::query(
+                "INSERT INTO images (id, owner_id, name, version, os, type, description, state,
+                     public, published_at, created, file_blob, file_size, file_sha1, file_md5,
+                     file_compression)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+            )
+            .bind(&i.id)
+            .bind(i.owner_id)
+            .bind(&i.name)
+            .bind(&i.version)
+            .bind(&i.os)
+            .bind(&i.kind)
+            .bind(&i.description)
+            .bind(i.state.as_str())
+            .bind(i.public)
+            .bind(i.published_at)
+            .bind(i.created)
+            .bind(f.map(|f| f.blob_key.as_str()))
+            .bind(f.map(|f| f.size))
+            .bind(f.map(|f| f.sha1.as_str()))
+            .bind(f.map(|f| f.md5.as_str()))
+            .bind(f.map(|f| f.compression.as_str()))
+        }
+
         /// `key` if no image or object references it any more (call after removing one reference,
         /// under the owner lock, which keeps every other reference to it from changing meanwhile).
         async fn if_unreferenced(tx: &mut Tx<'_>, key: Option<String>) -> Result<Option<String>> {
@@ -116,24 +143,10 @@ macro_rules! impl_cloud {
             }
 
             async fn create_image(&self, i: &Image) -> Result<()> {
-                sqlx::query(
-                    "INSERT INTO images (id, owner_id, name, version, os, type, description, state, public, published_at, created)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                )
-                .bind(&i.id)
-                .bind(i.owner_id)
-                .bind(&i.name)
-                .bind(&i.version)
-                .bind(&i.os)
-                .bind(&i.kind)
-                .bind(&i.description)
-                .bind(i.state.as_str())
-                .bind(i.public)
-                .bind(i.published_at)
-                .bind(i.created)
-                .execute(&self.pool)
-                .await
-                .map_err(db_err)?;
+                insert_image(i)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db_err)?;
                 Ok(())
             }
 
@@ -239,30 +252,9 @@ macro_rules! impl_cloud {
                 if held.is_none() {
                     return Ok(false);
                 }
-                sqlx::query(
-                    "INSERT INTO images (id, owner_id, name, version, os, type, description, state,
-                         public, published_at, created, file_blob, file_size, file_sha1, file_md5,
-                         file_compression)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-                )
-                .bind(&i.id)
-                .bind(i.owner_id)
-                .bind(&i.name)
-                .bind(&i.version)
-                .bind(&i.os)
-                .bind(&i.kind)
-                .bind(&i.description)
-                .bind(i.state.as_str())
-                .bind(i.public)
-                .bind(i.published_at)
-                .bind(i.created)
-                .bind(&f.blob_key)
-                .bind(f.size)
-                .bind(&f.sha1)
-                .bind(&f.md5)
-                .bind(f.compression.as_str())
-                .execute(&mut *tx)
-                .await
+                insert_image(i)
+                    .execute(&mut *tx)
+                    .await
                 .map_err(db_err)?;
                 tx.commit().await.map_err(db_err)?;
                 Ok(true)
