@@ -559,7 +559,8 @@ impl TicketRunner {
             let mut probe = ModeProbe::default();
             let mut read: i64 = 0;
             let mut begun = false;
-            let check = Check::of(blob);
+            // What a streamed file is checked against (small ones were checked by the reader).
+            let mut check = None;
             let verified = loop {
                 if cancel.is_cancelled() {
                     return Err(Failure::Cancelled);
@@ -610,7 +611,9 @@ impl TicketRunner {
                     w.begin_member(path, blob.size as u64, mtime, file_mode(&chunk))
                         .await?;
                     begun = true;
-                    digests.begin(&check).await?;
+                    let c = Check::of(blob);
+                    digests.begin(&c).await?;
+                    check = Some(c);
                 }
                 meter.loaded += chunk.len() as i64;
                 match probe.push(&chunk, read == blob.size) {
@@ -629,7 +632,9 @@ impl TicketRunner {
                 )));
             }
             if verified.is_none() {
-                digests.end(path, check).await?;
+                digests
+                    .end(path, check.unwrap_or_else(|| Check::of(blob)))
+                    .await?;
             }
             if !begun {
                 // An empty file: no chunk came to decide anything.

@@ -933,16 +933,7 @@ async fn user_exports_are_appliance_exports_filtered_ordered_and_paged() {
     let mut exports = Vec::new();
     for name in ["web", "Database", "webcache"] {
         let aid = a.create_appliance(name, "1", &[msid]).await;
-        let r = a
-            .req(
-                "POST",
-                &format!("/users/alice/appliances/{aid}/exports"),
-                None,
-                &[],
-            )
-            .await;
-        assert_eq!(r.status, 201, "{}", r.text());
-        exports.push((name, r.id()));
+        exports.push((name, a.export_appliance(aid, None).await));
         tokio::time::sleep(Duration::from_millis(5)).await; // distinct creation times
     }
     let ids = |r: &Resp| -> Vec<i64> {

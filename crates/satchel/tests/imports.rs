@@ -104,16 +104,7 @@ async fn cancelling_an_export_stops_it_within_a_second() {
 
     // The same for an appliance holding the 1 GiB bundle.
     let aid = a.create_appliance("big app", "1", &[msid]).await;
-    let r = a
-        .req(
-            "POST",
-            &format!("/users/alice/appliances/{aid}/exports"),
-            None,
-            &[],
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text());
-    let aeid = r.id();
+    let aeid = a.export_appliance(aid, None).await;
     let ap = format!("/users/alice/appliances/{aid}/exports/{aeid}");
     wait_running(&a, &format!("{ap}/status")).await;
     let r = a.req("DELETE", &format!("{ap}/status"), None, &[]).await;
@@ -261,11 +252,7 @@ async fn export_bundle(c: &Client, msid: i64) -> Vec<u8> {
 async fn export_appliance(c: &Client, aid: i64, format: &str) -> Vec<u8> {
     let login = c.login.clone();
     let base = format!("/users/{login}/appliances/{aid}/exports");
-    let r = c
-        .req("POST", &format!("{base}?outputFormat={format}"), None, &[])
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text());
-    let eid = r.id();
+    let eid = c.export_appliance(aid, Some(format)).await;
     let deadline = Instant::now() + T;
     loop {
         let st = c.get(&format!("{base}/{eid}/status")).await;

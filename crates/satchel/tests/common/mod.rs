@@ -586,6 +586,23 @@ impl Client {
         r.id()
     }
 
+    /// Starts an appliance export (in `format`, or the server's default): its id.
+    pub async fn export_appliance(&self, aid: i64, format: Option<&str>) -> i64 {
+        let query = format
+            .map(|f| format!("?outputFormat={f}"))
+            .unwrap_or_default();
+        let r = self
+            .req(
+                "POST",
+                &format!("/users/{}/appliances/{aid}/exports{query}", self.login),
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.id()
+    }
+
     pub async fn wait_export(&self, msid: i64, eid: i64, timeout: Duration) -> Resp {
         let deadline = Instant::now() + timeout;
         loop {
