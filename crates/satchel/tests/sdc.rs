@@ -329,24 +329,7 @@ async fn sdc_updateimage_and_clone_image() {
         .await
         .assert_error(409, "InvalidArgument");
     let base = noise(200_000, 6);
-    let r = root
-        .call(
-            "PUT",
-            &format!("/my/images/{public_id}/file?compression=none"),
-            Some(base.clone()),
-            &[("content-type", "application/octet-stream")],
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let r = root
-        .call(
-            "POST",
-            &format!("/my/images/{public_id}?action=activate"),
-            None,
-            &[],
-        )
-        .await;
-    assert_eq!(r.status, 200);
+    root.upload_and_activate(&public_id, "none", &base).await;
     let r = clone_of(&alice, &public_id).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let c = r.json();

@@ -233,6 +233,12 @@ impl Signed {
             .await;
         assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
         let id = r.json()["id"].as_str().unwrap().to_string();
+        self.upload_and_activate(&id, compression, data).await;
+        id
+    }
+
+    /// Uploads the file of image `id` and activates it.
+    pub async fn upload_and_activate(&self, id: &str, compression: &str, data: &[u8]) {
         let r = self
             .call(
                 "PUT",
@@ -252,7 +258,6 @@ impl Signed {
             .await;
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         assert_eq!(r.json()["state"], "active");
-        id
     }
 
     pub async fn mkdir(&self, path: &str) -> CResp {
