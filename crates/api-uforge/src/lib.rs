@@ -100,7 +100,8 @@ pub fn operations() -> Vec<satchel_api_doc::Operation> {
 /// Collapses repeated slashes (`http://host/api/` + `/users/...` yields `//users`), before routing.
 pub fn normalize_path(mut req: Request) -> Request {
     let path = req.uri().path();
-    if path.contains("//") {
+    // A byte scan: `str::contains` builds a substring searcher on every request.
+    if path.as_bytes().windows(2).any(|w| w == b"//") {
         let mut p = String::with_capacity(path.len());
         let mut prev = '\0';
         for c in path.chars() {

@@ -262,6 +262,9 @@ pub async fn track(
         .requests
         .with_label_values(&[face, &method, &route, status.as_str()])
         .inc();
+    if status.is_server_error() {
+        tracing::error!(face, %method, %route, status = status.as_u16(), "request failed");
+    }
     if status == StatusCode::TOO_MANY_REQUESTS {
         metrics.rate_limited.with_label_values(&[face]).inc();
     }
