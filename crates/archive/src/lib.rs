@@ -387,9 +387,11 @@ impl<S: Sink> ParallelGz<S> {
         }
     }
 
-    /// How many pieces a hash thread may lag behind: a few chunks, so memory stays bounded.
+    /// How many pieces a hash thread may lag behind, so memory stays bounded.
     fn hash_depth(&self) -> usize {
-        self.opts.max_inflight.max(2)
+        // Two: the hasher is either faster than the compressors (compressible data) or the
+        // slowest stage (stored data); either way a deeper queue only holds chunks longer.
+        2
     }
 
     pub async fn write(&mut self, mut data: &[u8], mode: Mode) -> Result<()> {

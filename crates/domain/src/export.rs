@@ -774,7 +774,7 @@ impl Drop for Feed {
 }
 
 /// Pieces (up to 1 MiB each) queued ahead of the encoder: bounds what the read-ahead holds.
-const READ_AHEAD_PIECES: usize = 4;
+const READ_AHEAD_PIECES: usize = 3;
 /// Files at most this big are read whole, in batches, while earlier ones are being written, and
 /// checked against their sha256 right there: with many small files, the per-file hand-offs (open,
 /// read, hash) were the cost, and they are then paid once per batch, off the encoder's path.
