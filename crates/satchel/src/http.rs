@@ -244,3 +244,34 @@ fn conn_threads() -> Option<&'static ConnThreads> {
         })
         .as_ref()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connections_go_to_the_least_loaded_thread_and_run_there() {
+        let threads = ConnThreads::start(2).unwrap();
+        let count = |i: usize| threads.threads[i].1.load(Ordering::Relaxed);
+
+        let (_, a) = threads.least_loaded();
+        let (_, b) = threads.least_loaded();
+        assert_eq!((count(0), count(1)), (1, 1), "one connection each");
+        let (_, c) = threads.least_loaded();
+        assert_eq!(count(0) + count(1), 3);
+        drop((a, b, c));
+        assert_eq!(
+            (count(0), count(1)),
+            (0, 0),
+            "ended connections are not counted"
+        );
+
+        // A task handed over runs on that thread's runtime, not on the caller's.
+        let (handle, _load) = threads.least_loaded();
+        let name = handle
+            .spawn(async { std::thread::current().name().map(str::to_string) })
+            .await
+            .unwrap();
+        assert_eq!(name.as_deref(), Some("satchel-http-0"));
+    }
+}
