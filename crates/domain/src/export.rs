@@ -559,8 +559,6 @@ impl TicketRunner {
             let mut probe = ModeProbe::default();
             let mut read: i64 = 0;
             let mut begun = false;
-            // What a streamed file is checked against (small ones were checked by the reader).
-            let mut check = None;
             let verified = loop {
                 if cancel.is_cancelled() {
                     return Err(Failure::Cancelled);
@@ -611,9 +609,8 @@ impl TicketRunner {
                     w.begin_member(path, blob.size as u64, mtime, file_mode(&chunk))
                         .await?;
                     begun = true;
-                    let c = Check::of(blob);
-                    digests.begin(&c).await?;
-                    check = Some(c);
+                    // A streamed file is checked on the digest thread (small ones by the reader).
+                    digests.begin(Check::of(blob)).await?;
                 }
                 meter.loaded += chunk.len() as i64;
                 match probe.push(&chunk, read == blob.size) {
@@ -632,9 +629,7 @@ impl TicketRunner {
                 )));
             }
             if verified.is_none() {
-                digests
-                    .end(path, check.unwrap_or_else(|| Check::of(blob)))
-                    .await?;
+                digests.end(path).await?;
             }
             if !begun {
                 // An empty file: no chunk came to decide anything.
@@ -776,7 +771,7 @@ impl Drop for Feed {
 /// Pieces (up to 1 MiB each) queued ahead of the encoder: bounds what the read-ahead holds.
 const READ_AHEAD_PIECES: usize = 3;
 /// Files at most this big are read whole, in batches, while earlier ones are being written, and
-/// checked against their sha256 right there: with many small files, the per-file hand-offs (open,
+/// checked against their checksum right there: with many small files, the per-file hand-offs (open,
 /// read, hash) were the cost, and they are then paid once per batch, off the encoder's path.
 const SMALL_FILE: i64 = 256 * 1024;
 /// A batch of small files: at most this many files, or this many bytes.
@@ -810,10 +805,38 @@ impl Check {
         }
     }
 
-    fn matches(&self, data: &[u8]) -> bool {
+    fn matches(self, data: &[u8]) -> bool {
+        let mut v = Verifier::new(self);
+        v.update(data);
+        v.matches()
+    }
+}
+
+/// A [`Check`] run over content that arrives in pieces.
+enum Verifier {
+    Crc32(crc32fast::Hasher, u32),
+    Sha256(Sha256, String),
+}
+
+impl Verifier {
+    fn new(check: Check) -> Verifier {
+        match check {
+            Check::Crc32(c) => Verifier::Crc32(crc32fast::Hasher::new(), c),
+            Check::Sha256(h) => Verifier::Sha256(Sha256::new(), h),
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
         match self {
-            Check::Crc32(c) => crc32fast::hash(data) == *c,
-            Check::Sha256(h) => hex::encode(Sha256::digest(data)) == *h,
+            Verifier::Crc32(h, _) => h.update(data),
+            Verifier::Sha256(h, _) => h.update(data),
+        }
+    }
+
+    fn matches(self) -> bool {
+        match self {
+            Verifier::Crc32(h, want) => h.finalize() == want,
+            Verifier::Sha256(h, want) => hex::encode(h.finalize()) == want,
         }
     }
 }
@@ -952,14 +975,11 @@ struct MemberDigests {
 }
 
 enum DigestMsg {
-    /// A member's first piece follows; whether its check needs the sha256.
-    Begin {
-        sha256: bool,
-    },
+    /// A member's first piece follows; what it is checked against.
+    Begin(Check),
     Data(Bytes),
     End {
         path: String,
-        check: Check,
     },
 }
 
@@ -970,26 +990,18 @@ impl MemberDigests {
         let done = std::thread::Builder::new()
             .name("satchel-verify".into())
             .spawn(move || {
-                let mut sha: Option<Sha256> = None;
-                let mut crc = crc32fast::Hasher::new();
+                let mut current: Option<Verifier> = None;
                 let mut first_bad = None;
                 while let Ok(m) = rx.recv() {
                     match m {
-                        DigestMsg::Begin { sha256 } => {
-                            sha = sha256.then(Sha256::new);
-                            crc = crc32fast::Hasher::new();
+                        DigestMsg::Begin(check) => current = Some(Verifier::new(check)),
+                        DigestMsg::Data(b) => {
+                            if let Some(v) = current.as_mut() {
+                                v.update(&b);
+                            }
                         }
-                        DigestMsg::Data(b) => match sha.as_mut() {
-                            Some(h) => h.update(&b),
-                            None => crc.update(&b),
-                        },
-                        DigestMsg::End { path, check } => {
-                            let ok = match check {
-                                Check::Crc32(c) => std::mem::take(&mut crc).finalize() == c,
-                                Check::Sha256(want) => sha
-                                    .take()
-                                    .is_some_and(|h| hex::encode(h.finalize()) == want),
-                            };
+                        DigestMsg::End { path } => {
+                            let ok = current.take().is_some_and(Verifier::matches);
                             if !ok && first_bad.is_none() {
                                 first_bad = Some(path);
                             }
@@ -1027,17 +1039,13 @@ impl MemberDigests {
         self.send(DigestMsg::Data(b)).await
     }
 
-    async fn begin(&mut self, check: &Check) -> std::result::Result<(), Failure> {
-        self.send(DigestMsg::Begin {
-            sha256: matches!(check, Check::Sha256(_)),
-        })
-        .await
+    async fn begin(&mut self, check: Check) -> std::result::Result<(), Failure> {
+        self.send(DigestMsg::Begin(check)).await
     }
 
-    async fn end(&mut self, path: &str, check: Check) -> std::result::Result<(), Failure> {
+    async fn end(&mut self, path: &str) -> std::result::Result<(), Failure> {
         self.send(DigestMsg::End {
             path: path.to_string(),
-            check,
         })
         .await
     }

@@ -255,7 +255,7 @@ macro_rules! impl_cloud {
                 insert_image(i)
                     .execute(&mut *tx)
                     .await
-                .map_err(db_err)?;
+                    .map_err(db_err)?;
                 tx.commit().await.map_err(db_err)?;
                 Ok(true)
             }
