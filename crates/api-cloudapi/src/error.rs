@@ -168,7 +168,12 @@ impl IntoResponse for CloudError {
                 HeaderValue::from_static("Signature"),
             );
         }
-        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+        // The rest of the request body is not read (too large, or no room left to write it): the
+        // connection ends here, and the client must not pool it.
+        if matches!(
+            self.status,
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::INSUFFICIENT_STORAGE
+        ) {
             r.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }

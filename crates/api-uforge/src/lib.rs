@@ -185,8 +185,12 @@ async fn uforge_errors(req: Request, next: Next) -> Response {
             HeaderValue::from_static("Basic realm=\"satchel\""),
         );
     }
-    if status == StatusCode::PAYLOAD_TOO_LARGE {
-        // The rest of the request body is not read: tell the client the connection ends here.
+    if matches!(
+        status,
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::INSUFFICIENT_STORAGE
+    ) {
+        // The rest of the request body is not read (too large, or no room left to write it): tell
+        // the client the connection ends here, or it may pool it and lose its next request.
         parts
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
