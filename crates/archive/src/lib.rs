@@ -353,12 +353,155 @@ pub struct ParallelGz<S: Sink> {
     opts: GzOptions,
     buf: BytesMut,
     runs: Vec<Run>,
-    inflight: VecDeque<tokio::sync::oneshot::Receiver<Result<Bytes>>>,
+    inflight: VecDeque<Pending>,
     /// Started at the first output (so `new` cannot fail); `None` until then.
     sha256: Option<HashThread>,
     in_sha256: Option<HashThread>,
     out_len: u64,
     in_len: u64,
+}
+
+/// A place in the output, in order: a chunk being compressed, or a [`Reserved`] place.
+enum Pending {
+    Chunk(tokio::sync::oneshot::Receiver<Result<Bytes>>),
+    /// Its output and how many uncompressed bytes it holds.
+    Reserved(tokio::sync::oneshot::Receiver<Result<(Bytes, u64)>>),
+}
+
+/// How many chunks beyond `max_inflight` may be compressed while a [`Reserved`] place is still
+/// empty: enough to keep the other core busy while documents render (~60 ms), and bounded, since
+/// their outputs wait in memory until the place is filled.
+const RESERVED_AHEAD: usize = 3;
+
+/// A place held in a [`ParallelGz`]'s output for whole tar members written later (documents that
+/// take time to render come first in an archive, but the data after them need not wait): the chunks
+/// after it are compressed meanwhile, and written once it is [finished](Reserved::finish). Dropping
+/// it unfinished fails the archive.
+///
+/// Its members are compressed as they are added, on the calling thread (blocking: use it off the
+/// async threads), a chunk at a time: what it holds is the compressed output and one chunk.
+pub struct Reserved {
+    tx: tokio::sync::oneshot::Sender<Result<(Bytes, u64)>>,
+    level: i32,
+    chunk_size: usize,
+    raw: bool,
+    pending: Vec<u8>,
+    out: Vec<u8>,
+    len: u64,
+}
+
+impl Reserved {
+    /// Adds a regular file (mode 0644) as a tar member.
+    pub fn add_file(&mut self, path: &str, data: &[u8], mtime: u64) -> Result<()> {
+        let mut header = Vec::with_capacity(1536);
+        tar_header(
+            path,
+            tar::EntryType::Regular,
+            data.len() as u64,
+            mtime,
+            0o644,
+            &mut header,
+        )?;
+        self.push(&header)?;
+        self.push(data)?;
+        let pad = (512 - (data.len() % 512)) % 512;
+        self.push(&[0u8; 512][..pad])
+    }
+
+    fn push(&mut self, mut data: &[u8]) -> Result<()> {
+        let size = self.chunk_size.max(1);
+        self.len += data.len() as u64;
+        while !data.is_empty() {
+            let n = (size - self.pending.len()).min(data.len());
+            self.pending.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.pending.len() >= size {
+                self.compress_pending()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn compress_pending(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if self.raw {
+            self.out.extend_from_slice(&self.pending);
+        } else {
+            gzip_member_into(&self.pending, Mode::Deflate, self.level, &mut self.out)?;
+        }
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Hands the members added to the archive, which writes them in their place.
+    pub fn finish(mut self) -> Result<()> {
+        let done = self.compress_pending();
+        let failed = done.as_ref().err().map(|e| e.to_string());
+        let out = std::mem::take(&mut self.out);
+        let msg = done.map(|()| (Bytes::from(out), self.len));
+        // A receiver gone means the archive was abandoned: nothing to report to.
+        let _ = self.tx.send(msg);
+        match failed {
+            Some(e) => Err(ArchiveError::Compress(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Fails the archive with `why` (what should have filled the place could not be made).
+    pub fn fail(self, why: String) {
+        let _ = self.tx.send(Err(ArchiveError::Compress(why)));
+    }
+}
+
+/// Appends a tar header (with a GNU long-name member before it when `path` needs one) to `out`.
+fn tar_header(
+    path: &str,
+    kind: tar::EntryType,
+    size: u64,
+    mtime: u64,
+    mode: u32,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_size(size);
+    header.set_mtime(mtime);
+    header.set_mode(mode);
+    header.set_uid(0);
+    header.set_gid(0);
+    let name = path.as_bytes();
+    if name.len() > 100 {
+        // GNU long name: a `././@LongLink` member carrying the full path, then the real header.
+        let mut long = tar::Header::new_gnu();
+        long.as_gnu_mut()
+            .ok_or_else(|| ArchiveError::Tar("gnu header".into()))?
+            .name[..13]
+            .copy_from_slice(b"././@LongLink");
+        long.set_entry_type(tar::EntryType::GNULongName);
+        long.set_mode(0o644);
+        long.set_size(name.len() as u64 + 1);
+        long.set_mtime(0);
+        long.set_cksum();
+        out.extend_from_slice(long.as_bytes());
+        let start = out.len();
+        out.extend_from_slice(name);
+        out.push(0);
+        out.resize(start + (name.len() + 1).div_ceil(512) * 512, 0);
+        let gnu = header
+            .as_gnu_mut()
+            .ok_or_else(|| ArchiveError::Tar("gnu header".into()))?;
+        gnu.name.copy_from_slice(&name[..100]);
+    } else {
+        let gnu = header
+            .as_gnu_mut()
+            .ok_or_else(|| ArchiveError::Tar("gnu header".into()))?;
+        gnu.name[..name.len()].copy_from_slice(name);
+    }
+    header.set_cksum();
+    out.extend_from_slice(header.as_bytes());
+    Ok(())
 }
 
 /// What a finished archive is.
@@ -429,20 +572,64 @@ impl<S: Sink> ParallelGz<S> {
         }
         let runs = std::mem::take(&mut self.runs);
         let (level, raw) = (self.opts.level, self.opts.raw);
-        self.inflight
-            .push_back(run_on_pool(move || encode_chunk(chunk, &runs, level, raw)));
-        while self.inflight.len() >= self.opts.max_inflight.max(1) {
+        self.inflight.push_back(Pending::Chunk(run_on_pool(move || {
+            encode_chunk(chunk, &runs, level, raw)
+        })));
+        while self.inflight.len() >= self.limit() {
             self.emit_one().await?;
         }
         Ok(())
     }
 
+    /// How many places may be in flight: more while a reserved one waits for its content.
+    fn limit(&self) -> usize {
+        let waiting = self
+            .inflight
+            .iter()
+            .any(|p| matches!(p, Pending::Reserved(_)));
+        self.opts.max_inflight.max(1) + if waiting { RESERVED_AHEAD } else { 0 }
+    }
+
+    /// Ends the current chunk and holds the next place of the output for [`Reserved::fill`]. Not
+    /// with [`GzOptions::hash_input`] (the input's digest is taken in write order).
+    pub async fn reserve(&mut self) -> Result<Reserved> {
+        if self.opts.hash_input {
+            return Err(ArchiveError::Compress(
+                "a place cannot be reserved in a hashed input".into(),
+            ));
+        }
+        self.flush_chunk().await?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inflight.push_back(Pending::Reserved(rx));
+        Ok(Reserved {
+            tx,
+            level: self.opts.level,
+            chunk_size: self.opts.chunk_size,
+            raw: self.opts.raw,
+            pending: Vec::new(),
+            out: Vec::new(),
+            len: 0,
+        })
+    }
+
     async fn emit_one(&mut self) -> Result<()> {
-        if let Some(h) = self.inflight.pop_front() {
-            let out = h
-                .await
-                .map_err(|_| ArchiveError::Compress("a compression thread failed".into()))??;
-            self.emit(out).await?;
+        match self.inflight.pop_front() {
+            Some(Pending::Chunk(h)) => {
+                let out = h
+                    .await
+                    .map_err(|_| ArchiveError::Compress("a compression thread failed".into()))??;
+                self.emit(out).await?;
+            }
+            Some(Pending::Reserved(h)) => {
+                let (out, n) = h.await.map_err(|_| {
+                    ArchiveError::Compress("a reserved place was never filled".into())
+                })??;
+                self.in_len += n;
+                if !out.is_empty() {
+                    self.emit(out).await?;
+                }
+            }
+            None => {}
         }
         Ok(())
     }
@@ -495,6 +682,8 @@ impl<S: Sink> ParallelGz<S> {
 pub struct TarGzWriter<S: Sink> {
     gz: ParallelGz<S>,
     open_member: Option<(u64, u64)>, // (declared size, written so far)
+    /// The last header's bytes: one buffer for every member's header.
+    header: Vec<u8>,
 }
 
 impl<S: Sink> TarGzWriter<S> {
@@ -502,6 +691,7 @@ impl<S: Sink> TarGzWriter<S> {
         TarGzWriter {
             gz: ParallelGz::new(sink, opts),
             open_member: None,
+            header: Vec::with_capacity(1536),
         }
     }
 
@@ -524,43 +714,21 @@ impl<S: Sink> TarGzWriter<S> {
         if self.open_member.is_some() {
             return Err(ArchiveError::Tar("previous member not finished".into()));
         }
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(kind);
-        header.set_size(size);
-        header.set_mtime(mtime);
-        header.set_mode(mode);
-        header.set_uid(0);
-        header.set_gid(0);
-        let name = path.as_bytes();
-        if name.len() > 100 {
-            // GNU long name: a `././@LongLink` member carrying the full path, then the real header.
-            let mut long = tar::Header::new_gnu();
-            long.as_gnu_mut()
-                .ok_or_else(|| ArchiveError::Tar("gnu header".into()))?
-                .name[..13]
-                .copy_from_slice(b"././@LongLink");
-            long.set_entry_type(tar::EntryType::GNULongName);
-            long.set_mode(0o644);
-            long.set_size(name.len() as u64 + 1);
-            long.set_mtime(0);
-            long.set_cksum();
-            self.gz.write(long.as_bytes(), Mode::Deflate).await?;
-            let mut data = name.to_vec();
-            data.push(0);
-            data.resize(data.len().div_ceil(512) * 512, 0);
-            self.gz.write(&data, Mode::Deflate).await?;
-            let gnu = header
-                .as_gnu_mut()
-                .ok_or_else(|| ArchiveError::Tar("gnu header".into()))?;
-            gnu.name.copy_from_slice(&name[..100]);
-        } else {
-            let gnu = header
-                .as_gnu_mut()
-                .ok_or_else(|| ArchiveError::Tar("gnu header".into()))?;
-            gnu.name[..name.len()].copy_from_slice(name);
+        let mut header = std::mem::take(&mut self.header);
+        header.clear();
+        tar_header(path, kind, size, mtime, mode, &mut header)?;
+        let r = self.gz.write(&header, Mode::Deflate).await;
+        self.header = header;
+        r
+    }
+
+    /// Holds the next place of the archive for whole members written later ([`Reserved::fill`]);
+    /// the members after it are compressed meanwhile.
+    pub async fn reserve(&mut self) -> Result<Reserved> {
+        if self.open_member.is_some() {
+            return Err(ArchiveError::Tar("previous member not finished".into()));
         }
-        header.set_cksum();
-        self.gz.write(header.as_bytes(), Mode::Deflate).await
+        self.gz.reserve().await
     }
 
     /// Appends content of the open member.
@@ -903,6 +1071,114 @@ mod tests {
             .map(|e| e.unwrap().path().unwrap().to_string_lossy().to_string())
             .collect();
         assert_eq!(names, ["a.txt", "d/"]);
+    }
+
+    /// Documents written into a place reserved at the start, from another thread and late, make the
+    /// same tar as documents written first in order; the data after them did not wait for them.
+    #[tokio::test]
+    async fn a_reserved_place_holds_its_members_first_whatever_fills_it_later() {
+        let long = format!("docs/{}/manifest.json", "d".repeat(120));
+        let docs: Vec<(String, Vec<u8>)> = vec![
+            ("bundle.yml".into(), b"---\nname: x\n".repeat(700)),
+            (long, (0..9000u32).flat_map(|i| i.to_le_bytes()).collect()),
+            ("empty".into(), Vec::new()),
+        ];
+        let files: Vec<(String, Vec<u8>, Mode)> = (0..40u32)
+            .map(|i| {
+                let n = (i as usize * 977) % 9000;
+                let text: Vec<u8> = format!("line {i} ").repeat(n / 7 + 1).into_bytes();
+                let noise: Vec<u8> = (0..n as u32)
+                    .map(|j| (j.wrapping_mul(2_654_435_761) >> 13) as u8)
+                    .collect();
+                if i % 3 == 0 {
+                    (format!("f{i}.bin"), noise, Mode::Store)
+                } else {
+                    (format!("f{i}.txt"), text, Mode::Deflate)
+                }
+            })
+            .collect();
+        let opts = GzOptions {
+            chunk_size: 4096,
+            max_inflight: 2,
+            ..GzOptions::default()
+        };
+
+        let mut plain = TarGzWriter::new(Vec::new(), opts);
+        for (name, data) in &docs {
+            plain.add_bytes(name, data, 7).await.unwrap();
+        }
+        for (name, data, mode) in &files {
+            plain
+                .begin_file(name, data.len() as u64, 7, 0o644)
+                .await
+                .unwrap();
+            plain.write_data(data, *mode).await.unwrap();
+            plain.end_file().await.unwrap();
+        }
+        let plain = plain.finish().await.unwrap();
+
+        let mut held = TarGzWriter::new(Vec::new(), opts);
+        let mut place = held.reserve().await.unwrap();
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        let filler = std::thread::spawn(move || {
+            // Filled only once the first data chunks were handed out.
+            started_rx.recv().unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            for (name, data) in &docs {
+                place.add_file(name, data, 7)?;
+            }
+            place.finish()
+        });
+        for (i, (name, data, mode)) in files.iter().enumerate() {
+            held.begin_file(name, data.len() as u64, 7, 0o644)
+                .await
+                .unwrap();
+            held.write_data(data, *mode).await.unwrap();
+            held.end_file().await.unwrap();
+            if i == 0 {
+                started_tx.send(()).unwrap();
+            }
+        }
+        filler.join().unwrap().unwrap();
+        let held = held.finish().await.unwrap();
+
+        assert_eq!(gunzip_all(&held.sink), gunzip_all(&plain.sink));
+        assert_eq!(held.uncompressed, plain.uncompressed);
+        assert_eq!(held.size, held.sink.len() as u64);
+        assert_eq!(held.sha256, hex::encode(Sha256::digest(&held.sink)));
+        let mut names = Vec::new();
+        let inflated = gunzip_all(&held.sink);
+        for e in tar::Archive::new(inflated.as_slice()).entries().unwrap() {
+            names.push(e.unwrap().path().unwrap().to_string_lossy().into_owned());
+        }
+        assert_eq!(names.len(), 43);
+        assert_eq!(names[0], "bundle.yml");
+        assert!(names[1].ends_with("/manifest.json") && names[1].len() > 100);
+        assert_eq!(names[3], "f0.bin");
+    }
+
+    #[tokio::test]
+    async fn an_unfilled_place_fails_the_archive_and_hashed_input_refuses_one() {
+        let mut w = TarGzWriter::new(Vec::new(), GzOptions::default());
+        let place = w.reserve().await.unwrap();
+        w.add_bytes("a", b"data", 0).await.unwrap();
+        drop(place);
+        let e = w.finish().await.unwrap_err();
+        assert!(e.to_string().contains("never filled"), "{e}");
+
+        let mut w = TarGzWriter::new(Vec::new(), GzOptions::default());
+        w.reserve().await.unwrap().fail("rendering broke".into());
+        let e = w.finish().await.unwrap_err();
+        assert!(e.to_string().contains("rendering broke"), "{e}");
+
+        let mut h = ParallelGz::new(
+            Vec::new(),
+            GzOptions {
+                hash_input: true,
+                ..GzOptions::default()
+            },
+        );
+        assert!(h.reserve().await.is_err());
     }
 
     #[tokio::test]

@@ -13,7 +13,7 @@
 
 use crate::appliance::*;
 use crate::export::{
-    bundle_plan, render_doc, ArchiveOf, BundleDoc, Failure, PlannedMember, TicketRunner,
+    bundle_plan, ready_docs, render_doc, ArchiveOf, BundleDoc, Failure, PlannedMember, TicketRunner,
 };
 use crate::model::*;
 use crate::names::path_segment;
@@ -220,7 +220,7 @@ impl TicketRunner {
                 name: &a.name,
                 version: &a.version,
             },
-            &[(plan.doc_name, plan.doc)],
+            ready_docs(vec![(plan.doc_name, plan.doc)]),
             &plan.members,
             mtime,
             crate::names::archive_file_name(&a.name),

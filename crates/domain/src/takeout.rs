@@ -23,7 +23,9 @@
 
 use crate::accounts::Secret;
 use crate::appliance_export::{plan_template, BundleContent};
-use crate::export::{plan, ArchiveOf, BlobSink, Failure, Meter, PlannedMember, TicketRunner};
+use crate::export::{
+    plan, ready_docs, ArchiveOf, BlobSink, Failure, Meter, PlannedMember, TicketRunner,
+};
 use crate::model::*;
 use crate::names::path_segment;
 use crate::service::{archive_key, Satchel};
@@ -372,7 +374,7 @@ impl TicketRunner {
                                 .write_archive_to(
                                     t,
                                     of,
-                                    std::slice::from_ref(&(doc.0, doc.1.clone())),
+                                    ready_docs(vec![(doc.0, doc.1.clone())]),
                                     members,
                                     *part_mtime,
                                     p.path.clone(),

@@ -10,6 +10,8 @@
 //! - the queue clock ([`Engine::NOW`]): the database's, so PostgreSQL instances with skewed clocks
 //!   agree on when a lease has expired;
 //! - byte-order collation ([`Engine::BYTE_ORDER`]), SQLite's default and PostgreSQL's `"C"`;
+//! - how rows are folded into one JSON array of arrays ([`Engine::JSON_ROWS`]), for a read of
+//!   thousands of rows (a bundle's artifacts) that would otherwise cross the driver row by row;
 //! - job wake-ups ([`Engine::notify_jobs`], [`Engine::wait_for_jobs`]) and periodic-task claims
 //!   ([`Engine::claim_periodic`]): NOTIFY/LISTEN and a shared claim row on PostgreSQL; on SQLite the
 //!   one instance wakes its own workers and runs every periodic task;
@@ -50,6 +52,9 @@ pub(crate) trait Engine {
     const NOW: &'static str;
     /// Appended to an ORDER BY of text to sort by bytes.
     const BYTE_ORDER: &'static str;
+    /// Wraps a column list into one JSON text of an array of arrays, one per row, as the single
+    /// column of an aggregate SELECT: `{JSON_ROWS.0}col, col{JSON_ROWS.1}`. No rows give `[]`.
+    const JSON_ROWS: (&'static str, &'static str);
 
     /// Takes `owner`'s cloud write lock until the transaction ends (see `postgres.rs`).
     async fn lock_owner(tx: &mut Transaction<'_, Self::Db>, owner: Id) -> Result<()>;

@@ -316,6 +316,8 @@ impl Engine for PostgresStore {
     const NOW: &'static str = "satchel_now_ms()";
     /// `"C"`: byte order, as SQLite's default BINARY collation sorts.
     const BYTE_ORDER: &'static str = r#" COLLATE "C""#;
+    const JSON_ROWS: (&'static str, &'static str) =
+        ("COALESCE(json_agg(json_build_array(", ")), '[]')::text");
 
     /// A transaction-scoped advisory lock keyed by the owner (see `cloud.rs` for why owner-wide).
     /// Advisory rather than a lock on the `users` row: it writes no tuple and does not block that

@@ -345,3 +345,62 @@ macro_rules! cloud_rows {
     };
 }
 pub(crate) use cloud_rows;
+
+/// The columns [`artifacts_from_json`] reads, in its order (for an [`crate::engine::Engine::JSON_ROWS`] SELECT).
+pub(crate) const ARTIFACT_JSON_COLUMNS: &str = "id, bundle_id, parent_id, name, kind, tag, \
+     install_location, blob_key, blob_size, blob_sha256, blob_md5, blob_uploaded, blob_crc32, \
+     created, modified";
+
+/// One artifact row as [`ARTIFACT_JSON_COLUMNS`] lists it.
+type ArtifactJson = (
+    i64,
+    i64,
+    Option<i64>,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    i64,
+    i64,
+);
+
+/// Artifacts from one JSON array of rows, sorted by id; the same mapping as `artifact_from`.
+pub(crate) fn artifacts_from_json(
+    json: &str,
+) -> satchel_domain::Result<Vec<satchel_domain::model::Artifact>> {
+    use satchel_domain::model::{Artifact, BlobRef};
+    let rows: Vec<ArtifactJson> = serde_json::from_str(json).map_err(|e| {
+        satchel_domain::DomainError::Storage(format!("reading artifact rows: {e}").into())
+    })?;
+    let mut out: Vec<Artifact> = rows
+        .into_iter()
+        .map(|r| Artifact {
+            id: r.0,
+            bundle_id: r.1,
+            parent_id: r.2,
+            name: r.3,
+            kind: r.4,
+            tag: r.5,
+            install_location: r.6,
+            blob: r.7.map(|key| BlobRef {
+                key,
+                size: r.8.unwrap_or(0),
+                sha256: r.9.unwrap_or_default(),
+                md5: r.10.unwrap_or_default(),
+                uploaded: r.11.unwrap_or(0),
+                crc32: r.12.and_then(|c| u32::try_from(c).ok()),
+            }),
+            created: r.13,
+            modified: r.14,
+        })
+        .collect();
+    // The aggregate's order is not specified on either engine.
+    out.sort_unstable_by_key(|a| a.id);
+    Ok(out)
+}

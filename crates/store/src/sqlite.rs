@@ -85,6 +85,7 @@ impl Engine for SqliteStore {
     const NOW: &'static str = "CAST(ROUND(unixepoch('subsec') * 1000) AS INTEGER)";
     /// SQLite's default collation (BINARY) already sorts by bytes.
     const BYTE_ORDER: &'static str = "";
+    const JSON_ROWS: (&'static str, &'static str) = ("json_group_array(json_array(", "))");
 
     async fn lock_owner(_: &mut Transaction<'_, Sqlite>, _: Id) -> Result<()> {
         Ok(())

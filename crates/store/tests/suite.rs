@@ -583,8 +583,38 @@ async fn artifacts_nest_and_delete_returns_child_keys(s: Arc<dyn Store>) -> Resu
         Some(1)
     );
 
-    let ids: Vec<Id> = s.list_artifacts(b.id).await?.iter().map(|x| x.id).collect();
+    let listed = s.list_artifacts(b.id).await?;
+    let ids: Vec<Id> = listed.iter().map(|x| x.id).collect();
     assert_eq!(ids, [dir.id, f.id, sub.id, deep.id, sibling.id]);
+    // The listing (one aggregated read) holds what single reads do, field for field, names that
+    // JSON must escape and a blob recorded before CRCs were included.
+    let names = bundle(&s, a.id, "names").await?;
+    let odd = s
+        .create_artifact(
+            names.id,
+            None,
+            "q\"u\\o\te\n\u{e9}\u{1F600}",
+            &Default::default(),
+        )
+        .await?;
+    let mut before_crc = blob("ko");
+    before_crc.crc32 = None;
+    s.set_artifact_blob(names.id, odd.id, &before_crc).await?;
+    let empty = s.create_artifact(names.id, None, "", &folder()).await?;
+    for (bundle_id, list) in [
+        (b.id, listed),
+        (names.id, s.list_artifacts(names.id).await?),
+    ] {
+        for x in &list {
+            assert_eq!(Some(x), s.get_artifact(bundle_id, x.id).await?.as_ref());
+        }
+    }
+    let odd_listed = s.list_artifacts(names.id).await?;
+    assert_eq!(odd_listed.len(), 2);
+    assert_eq!(odd_listed[0].name, "q\"u\\o\te\n\u{e9}\u{1F600}");
+    assert_eq!(odd_listed[0].blob, Some(before_crc));
+    assert_eq!(odd_listed[1].id, empty.id);
+    assert!(s.list_artifacts(other.id).await?.is_empty());
 
     assert!(s.delete_artifact(other.id, dir.id).await?.is_none());
     let keys = s.delete_artifact(b.id, dir.id).await?.expect("dir");
