@@ -953,6 +953,9 @@ pub enum SealedKind {
     Cert,
     /// A user's takeout webhook signing secret (`crate::notify`).
     NotifySecret,
+    /// A takeout ticket's passphrase, sealed in its parameters until its job is over: a takeout
+    /// still queued when the key is rotated must open it with the new one.
+    TakeoutPassphrase,
 }
 
 impl SealedKind {
@@ -961,6 +964,7 @@ impl SealedKind {
             SealedKind::Account => ACCOUNT_FIELD,
             SealedKind::Cert => CERT_FIELD,
             SealedKind::NotifySecret => NOTIFY_FIELD,
+            SealedKind::TakeoutPassphrase => PASSPHRASE_FIELD,
         }
     }
 }
@@ -1005,6 +1009,7 @@ pub async fn rotate<S: crate::ports::AccountStore + ?Sized>(
         SealedKind::Account,
         SealedKind::Cert,
         SealedKind::NotifySecret,
+        SealedKind::TakeoutPassphrase,
     ] {
         let field = kind.field();
         let mut after = 0;

@@ -111,6 +111,103 @@ macro_rules! impl_accounts {
             Ok(accounts)
         }
 
+        /// The takeouts' sealed passphrases not sealed with `not_key`, after ticket `after`: they
+        /// live in the tickets' JSON parameters, so tickets are read a page at a time until
+        /// `limit` passphrases are found or none are left.
+        async fn takeout_passphrases(
+            pool: &sqlx::Pool<Db>,
+            not_key: &str,
+            after: Id,
+            limit: i64,
+        ) -> Result<Vec<SealedRow>> {
+            let mut out = Vec::new();
+            let mut cursor = after;
+            loop {
+                let rows: Vec<(Id, Option<String>)> = sqlx::query_as(
+                    "SELECT id, params FROM tickets WHERE kind = $1 AND id > $2 ORDER BY id LIMIT $3",
+                )
+                .bind(TicketKind::Takeout.as_str())
+                .bind(cursor)
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+                .map_err(db_err)?;
+                let Some(last) = rows.last() else { break };
+                cursor = last.0;
+                for (id, params) in rows {
+                    let Some(p) = params
+                        .and_then(|p| serde_json::from_str::<TakeoutSpec>(&p).ok())
+                        .and_then(|spec| spec.passphrase)
+                    else {
+                        continue;
+                    };
+                    if p.key_id == not_key {
+                        continue;
+                    }
+                    // Not hex: reported by the rotation as a value it cannot open.
+                    let blob = hex::decode(&p.blob).unwrap_or_default();
+                    out.push(SealedRow {
+                        kind: SealedKind::TakeoutPassphrase,
+                        id,
+                        sealed: Sealed {
+                            uid: p.uid,
+                            key_id: p.key_id,
+                            blob,
+                        },
+                    });
+                }
+                if out.len() as i64 >= limit {
+                    break;
+                }
+            }
+            Ok(out)
+        }
+
+        /// Replaces ticket `id`'s sealed passphrase with `sealed` if it is still the one sealed by
+        /// `from_key` with `sealed`'s binding id (the job may have dropped it meanwhile).
+        async fn reseal_takeout_passphrase(
+            pool: &sqlx::Pool<Db>,
+            id: Id,
+            from_key: &str,
+            sealed: &Sealed,
+        ) -> Result<bool> {
+            let mut tx = pool.begin_with(S::BEGIN_LOCKING).await.map_err(db_err)?;
+            let params: Option<Option<String>> = sqlx::query_scalar(&format!(
+                "SELECT params FROM tickets WHERE id = $1 AND kind = $2{}",
+                S::FOR_UPDATE
+            ))
+            .bind(id)
+            .bind(TicketKind::Takeout.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            let Some(mut spec) = params
+                .flatten()
+                .and_then(|p| serde_json::from_str::<TakeoutSpec>(&p).ok())
+            else {
+                return Ok(false);
+            };
+            match &spec.passphrase {
+                Some(p) if p.key_id == from_key && p.uid == sealed.uid => {}
+                _ => return Ok(false),
+            }
+            spec.passphrase = Some(satchel_domain::model::SealedParam {
+                uid: sealed.uid.clone(),
+                key_id: sealed.key_id.clone(),
+                blob: hex::encode(&sealed.blob),
+            });
+            let params = serde_json::to_string(&spec)
+                .map_err(|e| DomainError::Internal(satchel_domain::Cause::of(e)))?;
+            sqlx::query("UPDATE tickets SET params = $1 WHERE id = $2")
+                .bind(params)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            tx.commit().await.map_err(db_err)?;
+            Ok(true)
+        }
+
         #[async_trait]
         impl satchel_domain::ports::AccountStore for S {
             async fn create_account(&self, new: &NewAccount, max_per_owner: i64) -> Result<Option<Account>> {
@@ -273,7 +370,11 @@ macro_rules! impl_accounts {
                 after: Id,
                 limit: i64,
             ) -> Result<Vec<SealedRow>> {
+                if kind == SealedKind::TakeoutPassphrase {
+                    return takeout_passphrases(&self.pool, not_key, after, limit).await;
+                }
                 let sql = match kind {
+                    SealedKind::TakeoutPassphrase => unreachable!("read above"),
                     SealedKind::Account => {
                         "SELECT id, seal_uid, key_id, secrets_sealed AS sealed FROM accounts
                          WHERE key_id <> $1 AND id > $2 ORDER BY id LIMIT $3"
@@ -310,7 +411,12 @@ macro_rules! impl_accounts {
             }
 
             async fn reseal(&self, kind: SealedKind, id: Id, from_key: &str, sealed: &Sealed) -> Result<bool> {
+                if kind == SealedKind::TakeoutPassphrase {
+                    let _forget = self.tickets.forget_ticket(id);
+                    return reseal_takeout_passphrase(&self.pool, id, from_key, sealed).await;
+                }
                 let sql = match kind {
+                    SealedKind::TakeoutPassphrase => unreachable!("written above"),
                     SealedKind::Account => {
                         "UPDATE accounts SET key_id = $3, secrets_sealed = $4
                          WHERE id = $1 AND key_id = $2 AND seal_uid = $5"

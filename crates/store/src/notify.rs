@@ -1,6 +1,6 @@
 //! `NotifyStore` for both engines, written once: the users' sealed webhook signing secrets
 //! (`notify_secrets`, opaque here) and one delivery row per ticket (`deliveries`), plus
-//! `queue_delivery`, which `Store::finish_ticket` and `cancel_ticket` call inside their
+//! `after_final_move`, which `Store::finish_ticket` and `cancel_ticket` call inside their
 //! transaction. Instantiated by `sql_store!`.
 
 macro_rules! impl_notify {
@@ -25,10 +25,13 @@ macro_rules! impl_notify {
             })
         }
 
-        /// Within the transaction that just moved ticket `id` to a final state: if it is a takeout
-        /// with a `notify_url`, its delivery row and job, once (the row's primary key is the ticket:
-        /// a second final move, which the ticket rules do not allow anyway, queues nothing).
-        async fn queue_delivery(tx: &mut Tx<'_>, id: Id) -> Result<()> {
+        /// Within the transaction that just moved ticket `id` to a final state, for a takeout:
+        /// - its sealed passphrase goes: no job will run for it again, and a takeout that failed,
+        ///   gave up or was cancelled (even while queued) must not keep it until it is deleted;
+        /// - with a `notify_url`, its delivery row and job, once (the row's primary key is the
+        ///   ticket: a second final move, which the ticket rules do not allow anyway, queues
+        ///   nothing).
+        async fn after_final_move(tx: &mut Tx<'_>, id: Id) -> Result<()> {
             let row = sqlx::query("SELECT * FROM tickets WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&mut **tx)
@@ -37,6 +40,20 @@ macro_rules! impl_notify {
             let Some(t) = row.as_ref().map(ticket_from).transpose()? else {
                 return Ok(());
             };
+            if let Some(spec) = t.takeout.as_ref().filter(|s| s.passphrase.is_some()) {
+                let spec = satchel_domain::model::TakeoutSpec {
+                    passphrase: None,
+                    ..spec.clone()
+                };
+                let params = serde_json::to_string(&spec)
+                    .map_err(|e| DomainError::Internal(satchel_domain::Cause::of(e)))?;
+                sqlx::query("UPDATE tickets SET params = $1 WHERE id = $2")
+                    .bind(params)
+                    .bind(id)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(db_err)?;
+            }
             let Some(url) = t.takeout.as_ref().and_then(|s| s.notify_url.clone()) else {
                 return Ok(());
             };

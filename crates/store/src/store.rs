@@ -832,7 +832,7 @@ macro_rules! impl_store {
                 let mut tx = self.pool.begin_with(S::BEGIN).await.map_err(db_err)?;
                 let moved = to.bind(q).execute(&mut *tx).await.map_err(db_err)?.rows_affected() > 0;
                 if moved {
-                    queue_delivery(&mut tx, id).await?;
+                    after_final_move(&mut tx, id).await?;
                 }
                 tx.commit().await.map_err(db_err)?;
                 Ok(moved)
@@ -871,7 +871,7 @@ macro_rules! impl_store {
                 let _forget = self.tickets.forget_ticket(id);
                 let mut tx = self.pool.begin_with(S::BEGIN).await.map_err(db_err)?;
                 if to.bind(q).execute(&mut *tx).await.map_err(db_err)?.rows_affected() > 0 {
-                    queue_delivery(&mut tx, id).await?;
+                    after_final_move(&mut tx, id).await?;
                 }
                 tx.commit().await.map_err(db_err)?;
                 // Forgotten before the row is read back for the answer.

@@ -138,6 +138,7 @@ suite!(
     appliance_with_parts_is_all_or_nothing,
     boot_script_bodies_are_referenced_counted_and_deleted_with_the_user,
     a_takeout_webhook_is_queued_once_with_its_final_move,
+    a_takeout_forgets_its_passphrase_when_it_ends,
     notify_secrets_are_made_once_replaced_and_rotated,
     published_images_share_blobs_and_complete_with_their_ticket,
     ],
@@ -1855,14 +1856,53 @@ async fn secrets_key_rotation_reseals_every_value_once(s: Arc<dyn Store>) -> Res
         "conditional on the old key"
     );
 
+    // A takeout still queued holds its passphrase sealed in its parameters; one that ended does not.
+    let queued = takeout_ticket(&s, &a, None).await?;
+    let pass = seal_value(
+        &old,
+        SealedKind::TakeoutPassphrase,
+        new_uid(),
+        b"correct horse",
+    )?;
+    let mut spec = queued.takeout.clone().expect("a takeout");
+    spec.credentials = Credentials::Encrypted;
+    spec.passphrase = Some(SealedParam {
+        uid: pass.uid.clone(),
+        key_id: pass.key_id.clone(),
+        blob: hex::encode(&pass.blob),
+    });
+    s.set_takeout_spec(queued.id, &spec).await?;
+    // Takeouts without a passphrase are passed over.
+    for _ in 0..3 {
+        takeout_ticket(&s, &a, None).await?;
+    }
+
     let done = rotate(s.as_ref(), &old, &new).await?;
     assert_eq!(
         done,
         Rotation {
-            resealed: 4 + 5,
+            resealed: 4 + 5 + 1,
             foreign: 0
         }
     );
+    let held = s
+        .get_ticket_any(queued.id)
+        .await?
+        .and_then(|t| t.takeout)
+        .and_then(|t| t.passphrase)
+        .expect("still sealed");
+    let held = Sealed {
+        uid: held.uid,
+        key_id: held.key_id,
+        blob: hex::decode(held.blob).expect("hex"),
+    };
+    assert_eq!(held.key_id, new.key_id());
+    assert_eq!(held.uid, pass.uid, "bound to the same id");
+    assert_eq!(
+        open_value(&new, SealedKind::TakeoutPassphrase, &held)?.expose(),
+        b"correct horse"
+    );
+    assert!(open_value(&old, SealedKind::TakeoutPassphrase, &held).is_err());
     for acc in s.list_accounts(a.id).await? {
         assert_eq!(acc.secrets.key_id, new.key_id());
         assert!(open_value(&old, SealedKind::Account, &acc.secrets).is_err());
@@ -1883,7 +1923,7 @@ async fn secrets_key_rotation_reseals_every_value_once(s: Arc<dyn Store>) -> Res
         stray,
         Rotation {
             resealed: 0,
-            foreign: 10
+            foreign: 11
         }
     );
     Ok(())
@@ -3987,6 +4027,56 @@ async fn takeout_ticket(s: &Arc<dyn Store>, owner: &User, notify: Option<&str>) 
         max_attempts: 3,
     })
     .await
+}
+
+/// A takeout's sealed passphrase goes with its move to a final state, whichever (given up,
+/// cancelled while queued, complete), and the rest of its parameters stay.
+async fn a_takeout_forgets_its_passphrase_when_it_ends(s: Arc<dyn Store>) -> Result<()> {
+    let a = user(&s, "a").await?;
+    let mut made = Vec::new();
+    for _ in 0..3 {
+        let t = takeout_ticket(&s, &a, Some("https://hooks.example.com/x")).await?;
+        let mut spec = t.takeout.clone().expect("a takeout");
+        spec.credentials = Credentials::Encrypted;
+        spec.passphrase = Some(SealedParam {
+            uid: format!("takeout-{}", t.id),
+            key_id: "k1".into(),
+            blob: "00ff".into(),
+        });
+        s.set_takeout_spec(t.id, &spec).await?;
+        let held = s.get_ticket_any(t.id).await?.and_then(|t| t.takeout);
+        assert_eq!(
+            held.as_ref().and_then(|t| t.passphrase.as_ref()),
+            spec.passphrase.as_ref()
+        );
+        made.push(t.id);
+    }
+    assert!(
+        s.finish_ticket(made[0], &failed("gave up after 3 attempts"))
+            .await?
+    );
+    assert!(s.cancel_ticket(a.id, made[1]).await?.is_some());
+    assert!(
+        s.finish_ticket(made[2], &complete("k", now_millis() + 1000))
+            .await?
+    );
+    for id in made {
+        let spec = s
+            .get_ticket_any(id)
+            .await?
+            .and_then(|t| t.takeout)
+            .expect("the ticket keeps its parameters");
+        assert!(
+            spec.passphrase.is_none(),
+            "ticket {id} still holds its passphrase"
+        );
+        assert_eq!(spec.credentials, Credentials::Encrypted);
+        assert_eq!(
+            spec.notify_url.as_deref(),
+            Some("https://hooks.example.com/x")
+        );
+    }
+    Ok(())
 }
 
 /// The delivery row and its job come with the move to a final state (complete, error, cancelled),
