@@ -388,23 +388,71 @@ pub struct Reserved {
     pending: Vec<u8>,
     out: Vec<u8>,
     len: u64,
+    /// The file being written: its declared size and where its content began.
+    open: Option<(u64, u64)>,
+}
+
+impl std::io::Write for Reserved {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let Some((size, start)) = self.open else {
+            return Err(std::io::Error::other("no open member"));
+        };
+        if self.len - start + buf.len() as u64 > size {
+            return Err(std::io::Error::other(format!(
+                "member longer than its declared {size} bytes"
+            )));
+        }
+        self.push(buf).map_err(std::io::Error::other)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Reserved {
     /// Adds a regular file (mode 0644) as a tar member.
     pub fn add_file(&mut self, path: &str, data: &[u8], mtime: u64) -> Result<()> {
+        self.begin_file(path, data.len() as u64, mtime)?;
+        self.push(data)?;
+        self.end_file()
+    }
+
+    /// Starts a regular file (mode 0644) of `size` bytes, whose content is then written through
+    /// [`std::io::Write`] (a document serialized straight into the archive) and ended by
+    /// [`Self::end_file`].
+    pub fn begin_file(&mut self, path: &str, size: u64, mtime: u64) -> Result<()> {
+        if self.open.is_some() {
+            return Err(ArchiveError::Tar("previous member not finished".into()));
+        }
         let mut header = Vec::with_capacity(1536);
         tar_header(
             path,
             tar::EntryType::Regular,
-            data.len() as u64,
+            size,
             mtime,
             0o644,
             &mut header,
         )?;
         self.push(&header)?;
-        self.push(data)?;
-        let pad = (512 - (data.len() % 512)) % 512;
+        self.open = Some((size, self.len));
+        Ok(())
+    }
+
+    /// Ends the file [`Self::begin_file`] started; its content must have been exactly its size.
+    pub fn end_file(&mut self) -> Result<()> {
+        let (size, start) = self
+            .open
+            .take()
+            .ok_or_else(|| ArchiveError::Tar("no open member".into()))?;
+        let written = self.len - start;
+        if written != size {
+            return Err(ArchiveError::Tar(format!(
+                "member is {written} bytes, declared {size}"
+            )));
+        }
+        let pad = (512 - (size % 512) as usize) % 512;
         self.push(&[0u8; 512][..pad])
     }
 
@@ -437,7 +485,10 @@ impl Reserved {
 
     /// Hands the members added to the archive, which writes them in their place.
     pub fn finish(mut self) -> Result<()> {
-        let done = self.compress_pending();
+        let done = match self.open {
+            Some(_) => Err(ArchiveError::Tar("member not finished".into())),
+            None => self.compress_pending(),
+        };
         let failed = done.as_ref().err().map(|e| e.to_string());
         let out = std::mem::take(&mut self.out);
         let msg = done.map(|()| (Bytes::from(out), self.len));
@@ -609,6 +660,7 @@ impl<S: Sink> ParallelGz<S> {
             pending: Vec::new(),
             out: Vec::new(),
             len: 0,
+            open: None,
         })
     }
 
@@ -1124,8 +1176,20 @@ mod tests {
             // Filled only once the first data chunks were handed out.
             started_rx.recv().unwrap();
             std::thread::sleep(std::time::Duration::from_millis(30));
-            for (name, data) in &docs {
-                place.add_file(name, data, 7)?;
+            for (i, (name, data)) in docs.iter().enumerate() {
+                if i == 1 {
+                    // Streamed in small writes, as a serializer does.
+                    use std::io::Write;
+                    place.begin_file(name, data.len() as u64, 7)?;
+                    for piece in data.chunks(333) {
+                        place
+                            .write_all(piece)
+                            .map_err(|e| ArchiveError::Sink(e.to_string()))?;
+                    }
+                    place.end_file()?;
+                } else {
+                    place.add_file(name, data, 7)?;
+                }
             }
             place.finish()
         });
@@ -1165,6 +1229,17 @@ mod tests {
         drop(place);
         let e = w.finish().await.unwrap_err();
         assert!(e.to_string().contains("never filled"), "{e}");
+
+        // A streamed member must be exactly its declared size.
+        let mut w = TarGzWriter::new(Vec::new(), GzOptions::default());
+        let mut place = w.reserve().await.unwrap();
+        place.begin_file("m", 4, 0).unwrap();
+        assert!(std::io::Write::write_all(&mut place, b"12345").is_err());
+        std::io::Write::write_all(&mut place, b"123").unwrap();
+        assert!(place.end_file().is_err(), "short");
+        place.begin_file("n", 2, 0).unwrap();
+        assert!(place.finish().is_err(), "a member left open");
+        assert!(w.finish().await.is_err());
 
         let mut w = TarGzWriter::new(Vec::new(), GzOptions::default());
         w.reserve().await.unwrap().fail("rendering broke".into());

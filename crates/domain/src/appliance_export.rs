@@ -221,7 +221,7 @@ impl TicketRunner {
                 version: &a.version,
             },
             ready_docs(vec![(plan.doc_name, plan.doc)]),
-            &plan.members,
+            plan.members.into(),
             mtime,
             crate::names::archive_file_name(&a.name),
             cancel,

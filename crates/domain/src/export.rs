@@ -23,7 +23,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use satchel_archive::{
     file_mode, looks_incompressible, ArchiveError, GzOptions, MemberWrite, Mode, ModeProbe, Probed,
-    Sink, TarGzWriter,
+    Reserved, Sink, TarGzWriter,
 };
 use satchel_blob::{BlobStore, BlobWriter, Hashes};
 use serde::Serialize;
@@ -75,11 +75,12 @@ pub(crate) struct BundleDoc {
     files: Vec<FileEntry>,
 }
 
+/// One file of `manifest.json`, borrowed from the documents and the planned members.
 #[derive(Debug, Serialize)]
-pub struct ManifestEntry {
-    pub path: String,
-    pub size: i64,
-    pub sha256: String,
+struct ManifestEntry<'a> {
+    path: &'a str,
+    size: i64,
+    sha256: &'a str,
 }
 
 /// `manifest.json`: every other member with its size and sha256. `bundle` names the bundle of a
@@ -92,7 +93,7 @@ struct Manifest<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     template: Option<&'a str>,
     version: &'a str,
-    files: Vec<&'a ManifestEntry>,
+    files: Vec<ManifestEntry<'a>>,
 }
 
 /// What an archive is, for its manifest.
@@ -168,33 +169,62 @@ pub(crate) fn ready_docs(docs: Vec<(&'static str, Vec<u8>)>) -> Docs {
     Box::new(move || Ok(docs))
 }
 
-/// `manifest.json`: the documents, then `listed` (every stored member).
-fn render_manifest(
-    docs: &[ManifestEntry],
-    listed: &[ManifestEntry],
-    format: &'static str,
-    bundle: Option<String>,
-    template: Option<String>,
-    version: &str,
-) -> Result<Vec<u8>> {
+/// Adds `manifest.json` to `place`: the documents (name, size, sha256), then every stored member.
+/// Streamed into the place (its size measured by a first pass): a bundle of 16,000 files has a
+/// 4 MiB manifest, which is never held whole.
+fn write_manifest(
+    place: &mut Reserved,
+    docs: &[(&'static str, i64, String)],
+    members: &[PlannedMember],
+    of: &OwnedArchiveOf,
+    mtime: u64,
+) -> Result<()> {
+    let (format, bundle, template) = match &of.kind {
+        ArchiveKind::Bundle => ("satchel-bundle-export/1", Some(of.name.as_str()), None),
+        ArchiveKind::Template => ("satchel-template-export/1", None, Some(of.name.as_str())),
+    };
+    let files = docs
+        .iter()
+        .map(|(path, size, sha256)| ManifestEntry {
+            path,
+            size: *size,
+            sha256,
+        })
+        .chain(members.iter().filter_map(|m| {
+            m.blob.as_ref().map(|b| ManifestEntry {
+                path: &m.path,
+                size: b.size,
+                sha256: &b.sha256,
+            })
+        }))
+        .collect();
     let doc = Manifest {
         format,
-        bundle: bundle.as_deref(),
-        template: template.as_deref(),
-        version,
-        // Borrowed: the listed entries are not copied again.
-        files: docs.iter().chain(listed.iter()).collect(),
+        bundle,
+        template,
+        version: &of.version,
+        files,
     };
-    // Sized first, so the document is one allocation of its exact size instead of a vector
-    // doubling its way there (a bundle of 16,000 files: 4 MiB, with 12 MiB held at the last
-    // doubling).
+    let json = |e: serde_json::Error| DomainError::Internal(crate::Cause::of(e));
     let mut size = CountingWriter(0);
-    serde_json::to_writer_pretty(&mut size, &doc)
-        .map_err(|e| DomainError::Internal(crate::Cause::of(e)))?;
-    let mut out = Vec::with_capacity(size.0);
-    serde_json::to_writer_pretty(&mut out, &doc)
-        .map_err(|e| DomainError::Internal(crate::Cause::of(e)))?;
-    Ok(out)
+    serde_json::to_writer_pretty(&mut size, &doc).map_err(json)?;
+    place
+        .begin_file("manifest.json", size.0 as u64, mtime)
+        .map_err(archive_err)?;
+    serde_json::to_writer_pretty(&mut *place, &doc).map_err(json)?;
+    place.end_file().map_err(archive_err)
+}
+
+/// [`ArchiveOf`], owned (for the thread that renders the documents).
+struct OwnedArchiveOf {
+    kind: ArchiveKind,
+    name: String,
+    version: String,
+}
+
+enum ArchiveKind {
+    Bundle,
+    Template,
 }
 
 /// One bundle's descriptor and members, under `bundles/<name>/`; `seen` holds the archive paths
@@ -398,7 +428,7 @@ impl TicketRunner {
             t,
             of,
             docs,
-            &members,
+            members.into(),
             mtime,
             crate::names::archive_file_name(&bundle.name),
             cancel,
@@ -415,7 +445,7 @@ impl TicketRunner {
         t: &Ticket,
         of: ArchiveOf<'_>,
         docs: Docs,
-        members: &[PlannedMember],
+        members: Arc<[PlannedMember]>,
         mtime: u64,
         file_name: String,
         cancel: &CancellationToken,
@@ -433,36 +463,24 @@ impl TicketRunner {
         t: &Ticket,
         of: ArchiveOf<'_>,
         docs: Docs,
-        members: &[PlannedMember],
+        members: Arc<[PlannedMember]>,
         mtime: u64,
         file_name: String,
         key: String,
         meter: Option<&mut Meter>,
         cancel: &CancellationToken,
     ) -> std::result::Result<ArchiveRef, Failure> {
-        let listed: Vec<ManifestEntry> = members
-            .iter()
-            .filter_map(|m| {
-                m.blob.as_ref().map(|b| ManifestEntry {
-                    path: m.path.clone(),
-                    size: b.size,
-                    sha256: b.sha256.clone(),
-                })
-            })
-            .collect();
-        let (format, bundle, template, version) = match of {
-            ArchiveOf::Bundle { name, version } => (
-                "satchel-bundle-export/1",
-                Some(name.to_string()),
-                None,
-                version.to_string(),
-            ),
-            ArchiveOf::Template { name, version } => (
-                "satchel-template-export/1",
-                None,
-                Some(name.to_string()),
-                version.to_string(),
-            ),
+        let of = match of {
+            ArchiveOf::Bundle { name, version } => OwnedArchiveOf {
+                kind: ArchiveKind::Bundle,
+                name: name.to_string(),
+                version: version.to_string(),
+            },
+            ArchiveOf::Template { name, version } => OwnedArchiveOf {
+                kind: ArchiveKind::Template,
+                name: name.to_string(),
+                version: version.to_string(),
+            },
         };
         let total: i64 = members
             .iter()
@@ -485,26 +503,19 @@ impl TicketRunner {
                 return Err(e.into());
             }
         };
+        let listed = members.clone();
         let render = tokio::task::spawn_blocking(move || {
             let mut place = place;
             let made = (|| {
                 let docs = docs()?;
-                let mut listed_docs = Vec::with_capacity(docs.len());
+                let mut digests = Vec::with_capacity(docs.len());
                 // Each document goes into the archive, then away; the manifest needs only its
                 // size and digest.
                 for (name, doc) in docs {
-                    listed_docs.push(ManifestEntry {
-                        path: name.to_string(),
-                        size: doc.len() as i64,
-                        sha256: hex::encode(Sha256::digest(&doc)),
-                    });
+                    digests.push((name, doc.len() as i64, hex::encode(Sha256::digest(&doc))));
                     place.add_file(name, &doc, mtime).map_err(archive_err)?;
                 }
-                let manifest =
-                    render_manifest(&listed_docs, &listed, format, bundle, template, &version)?;
-                place
-                    .add_file("manifest.json", &manifest, mtime)
-                    .map_err(archive_err)
+                write_manifest(&mut place, &digests, &listed, &of, mtime)
             })();
             match made {
                 Ok(()) => place.finish().map_err(archive_err),

@@ -193,7 +193,7 @@ enum PartBuild {
     Export {
         of_template: bool,
         doc: (&'static str, Vec<u8>),
-        members: Vec<PlannedMember>,
+        members: std::sync::Arc<[PlannedMember]>,
         mtime: u64,
     },
     /// Copied as it is (a container image's archive).
@@ -242,7 +242,7 @@ impl TicketRunner {
                     build: PartBuild::Export {
                         of_template: false,
                         doc: (p.doc_name, p.doc),
-                        members: p.members,
+                        members: p.members.into(),
                         mtime: (b.modified / 1000).max(0) as u64,
                     },
                 });
@@ -280,7 +280,7 @@ impl TicketRunner {
                     build: PartBuild::Export {
                         of_template: true,
                         doc: (p.doc_name, p.doc),
-                        members: p.members,
+                        members: p.members.into(),
                         mtime: (a.modified / 1000).max(0) as u64,
                     },
                 });
@@ -375,7 +375,7 @@ impl TicketRunner {
                                     t,
                                     of,
                                     ready_docs(vec![(doc.0, doc.1.clone())]),
-                                    members,
+                                    members.clone(),
                                     *part_mtime,
                                     p.path.clone(),
                                     key.clone(),
