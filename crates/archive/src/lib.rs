@@ -641,7 +641,7 @@ impl<S: Sink> ParallelGz<S> {
         self.opts.max_inflight.max(1) + if waiting { RESERVED_AHEAD } else { 0 }
     }
 
-    /// Ends the current chunk and holds the next place of the output for [`Reserved::fill`]. Not
+    /// Ends the current chunk and holds the next place of the output for a [`Reserved`]. Not
     /// with [`GzOptions::hash_input`] (the input's digest is taken in write order).
     pub async fn reserve(&mut self) -> Result<Reserved> {
         if self.opts.hash_input {
@@ -774,7 +774,7 @@ impl<S: Sink> TarGzWriter<S> {
         r
     }
 
-    /// Holds the next place of the archive for whole members written later ([`Reserved::fill`]);
+    /// Holds the next place of the archive for whole members written later (a [`Reserved`]);
     /// the members after it are compressed meanwhile.
     pub async fn reserve(&mut self) -> Result<Reserved> {
         if self.open_member.is_some() {

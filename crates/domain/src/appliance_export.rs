@@ -217,8 +217,8 @@ impl TicketRunner {
         self.write_archive(
             t,
             ArchiveOf::Template {
-                name: &a.name,
-                version: &a.version,
+                name: a.name.clone(),
+                version: a.version.clone(),
             },
             ready_docs(vec![(plan.doc_name, plan.doc)]),
             plan.members.into(),

@@ -96,11 +96,11 @@ struct Manifest<'a> {
     files: Vec<ManifestEntry<'a>>,
 }
 
-/// What an archive is, for its manifest.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum ArchiveOf<'a> {
-    Bundle { name: &'a str, version: &'a str },
-    Template { name: &'a str, version: &'a str },
+/// What an archive is, for its manifest (owned: the manifest is written on a thread of its own).
+#[derive(Debug, Clone)]
+pub(crate) enum ArchiveOf {
+    Bundle { name: String, version: String },
+    Template { name: String, version: String },
 }
 
 /// A document as YAML (with hammr's leading `---`) or JSON.
@@ -181,12 +181,22 @@ fn write_manifest(
     place: &mut Reserved,
     docs: &[(&'static str, i64, String)],
     members: &[PlannedMember],
-    of: &OwnedArchiveOf,
+    of: &ArchiveOf,
     mtime: u64,
 ) -> Result<()> {
-    let (format, bundle, template) = match &of.kind {
-        ArchiveKind::Bundle => ("satchel-bundle-export/1", Some(of.name.as_str()), None),
-        ArchiveKind::Template => ("satchel-template-export/1", None, Some(of.name.as_str())),
+    let (format, bundle, template, version) = match of {
+        ArchiveOf::Bundle { name, version } => (
+            "satchel-bundle-export/1",
+            Some(name.as_str()),
+            None,
+            version,
+        ),
+        ArchiveOf::Template { name, version } => (
+            "satchel-template-export/1",
+            None,
+            Some(name.as_str()),
+            version,
+        ),
     };
     let files = docs
         .iter()
@@ -207,7 +217,7 @@ fn write_manifest(
         format,
         bundle,
         template,
-        version: &of.version,
+        version,
         files,
     };
     let json = |e: serde_json::Error| DomainError::Internal(crate::Cause::of(e));
@@ -218,18 +228,6 @@ fn write_manifest(
         .map_err(archive_err)?;
     serde_json::to_writer_pretty(&mut *place, &doc).map_err(json)?;
     place.end_file().map_err(archive_err)
-}
-
-/// [`ArchiveOf`], owned (for the thread that renders the documents).
-struct OwnedArchiveOf {
-    kind: ArchiveKind,
-    name: String,
-    version: String,
-}
-
-enum ArchiveKind {
-    Bundle,
-    Template,
 }
 
 /// One bundle's descriptor and members, under `bundles/<name>/`; `seen` holds the archive paths
@@ -423,8 +421,8 @@ impl TicketRunner {
         drop(c);
         let mtime = (bundle.modified / 1000).max(0) as u64;
         let of = ArchiveOf::Bundle {
-            name: &bundle.name,
-            version: &bundle.version,
+            name: bundle.name.clone(),
+            version: bundle.version.clone(),
         };
         let format = t.format;
         // Rendered while the first members compress (a bundle of 16,000 files: ~50 ms of YAML).
@@ -448,7 +446,7 @@ impl TicketRunner {
     pub(crate) async fn write_archive(
         &self,
         t: &Ticket,
-        of: ArchiveOf<'_>,
+        of: ArchiveOf,
         docs: Docs,
         members: Arc<[PlannedMember]>,
         mtime: u64,
@@ -466,7 +464,7 @@ impl TicketRunner {
     pub(crate) async fn write_archive_to(
         &self,
         t: &Ticket,
-        of: ArchiveOf<'_>,
+        of: ArchiveOf,
         docs: Docs,
         members: Arc<[PlannedMember]>,
         mtime: u64,
@@ -475,18 +473,6 @@ impl TicketRunner {
         meter: Option<&mut Meter>,
         cancel: &CancellationToken,
     ) -> std::result::Result<ArchiveRef, Failure> {
-        let of = match of {
-            ArchiveOf::Bundle { name, version } => OwnedArchiveOf {
-                kind: ArchiveKind::Bundle,
-                name: name.to_string(),
-                version: version.to_string(),
-            },
-            ArchiveOf::Template { name, version } => OwnedArchiveOf {
-                kind: ArchiveKind::Template,
-                name: name.to_string(),
-                version: version.to_string(),
-            },
-        };
         let total: i64 = members
             .iter()
             .filter_map(|m| m.blob.as_ref())

@@ -360,13 +360,13 @@ impl TicketRunner {
                         } => {
                             let of = if *of_template {
                                 ArchiveOf::Template {
-                                    name: &p.name,
-                                    version: &p.version,
+                                    name: p.name.clone(),
+                                    version: p.version.clone(),
                                 }
                             } else {
                                 ArchiveOf::Bundle {
-                                    name: &p.name,
-                                    version: &p.version,
+                                    name: p.name.clone(),
+                                    version: p.version.clone(),
                                 }
                             };
                             let key = part_key(n);

@@ -196,11 +196,7 @@ macro_rules! impl_accounts {
                 key_id: sealed.key_id.clone(),
                 blob: hex::encode(&sealed.blob),
             });
-            let params = serde_json::to_string(&spec)
-                .map_err(|e| DomainError::Internal(satchel_domain::Cause::of(e)))?;
-            sqlx::query("UPDATE tickets SET params = $1 WHERE id = $2")
-                .bind(params)
-                .bind(id)
+            takeout_spec_update(id, &spec)?
                 .execute(&mut *tx)
                 .await
                 .map_err(db_err)?;
@@ -370,11 +366,11 @@ macro_rules! impl_accounts {
                 after: Id,
                 limit: i64,
             ) -> Result<Vec<SealedRow>> {
-                if kind == SealedKind::TakeoutPassphrase {
-                    return takeout_passphrases(&self.pool, not_key, after, limit).await;
-                }
                 let sql = match kind {
-                    SealedKind::TakeoutPassphrase => unreachable!("read above"),
+                    // In the tickets' JSON parameters, not a column of its own.
+                    SealedKind::TakeoutPassphrase => {
+                        return takeout_passphrases(&self.pool, not_key, after, limit).await;
+                    }
                     SealedKind::Account => {
                         "SELECT id, seal_uid, key_id, secrets_sealed AS sealed FROM accounts
                          WHERE key_id <> $1 AND id > $2 ORDER BY id LIMIT $3"
@@ -411,12 +407,11 @@ macro_rules! impl_accounts {
             }
 
             async fn reseal(&self, kind: SealedKind, id: Id, from_key: &str, sealed: &Sealed) -> Result<bool> {
-                if kind == SealedKind::TakeoutPassphrase {
-                    let _forget = self.tickets.forget_ticket(id);
-                    return reseal_takeout_passphrase(&self.pool, id, from_key, sealed).await;
-                }
                 let sql = match kind {
-                    SealedKind::TakeoutPassphrase => unreachable!("written above"),
+                    SealedKind::TakeoutPassphrase => {
+                        let _forget = self.tickets.forget_ticket(id);
+                        return reseal_takeout_passphrase(&self.pool, id, from_key, sealed).await;
+                    }
                     SealedKind::Account => {
                         "UPDATE accounts SET key_id = $3, secrets_sealed = $4
                          WHERE id = $1 AND key_id = $2 AND seal_uid = $5"

@@ -45,11 +45,7 @@ macro_rules! impl_notify {
                     passphrase: None,
                     ..spec.clone()
                 };
-                let params = serde_json::to_string(&spec)
-                    .map_err(|e| DomainError::Internal(satchel_domain::Cause::of(e)))?;
-                sqlx::query("UPDATE tickets SET params = $1 WHERE id = $2")
-                    .bind(params)
-                    .bind(id)
+                takeout_spec_update(id, &spec)?
                     .execute(&mut **tx)
                     .await
                     .map_err(db_err)?;

@@ -64,6 +64,23 @@ macro_rules! sql_store {
                 Ok(out)
             }
 
+            /// The statement that writes a takeout ticket's parameters: the one place they are
+            /// serialized (the job's own updates, a final move dropping the passphrase, a key
+            /// rotation resealing it).
+            fn takeout_spec_update(
+                id: Id,
+                spec: &satchel_domain::model::TakeoutSpec,
+            ) -> Result<Query<'static>> {
+                let params = serde_json::to_string(spec)
+                    .map_err(|e| DomainError::Internal(satchel_domain::Cause::of(e)))?;
+                Ok(
+                    sqlx::query("UPDATE tickets SET params = $1 WHERE id = $2 AND kind = $3")
+                        .bind(params)
+                        .bind(id)
+                        .bind(satchel_domain::model::TicketKind::Takeout.as_str()),
+                )
+            }
+
             /// How many rows `q` changed.
             async fn affected(pool: &sqlx::Pool<Db>, q: Query<'_>) -> Result<u64> {
                 Ok(q.execute(pool).await.map_err(db_err)?.rows_affected())
@@ -741,16 +758,9 @@ macro_rules! impl_store {
             }
 
             async fn set_takeout_spec(&self, id: Id, spec: &TakeoutSpec) -> Result<()> {
-                let params = serde_json::to_string(spec)
-                    .map_err(|e| DomainError::Internal(satchel_domain::Cause::of(e)))?;
+                let q = takeout_spec_update(id, spec)?;
                 let _forget = self.tickets.forget_ticket(id);
-                sqlx::query("UPDATE tickets SET params = $1 WHERE id = $2 AND kind = $3")
-                    .bind(params)
-                    .bind(id)
-                    .bind(TicketKind::Takeout.as_str())
-                    .execute(&self.pool)
-                    .await
-                    .map_err(db_err)?;
+                q.execute(&self.pool).await.map_err(db_err)?;
                 Ok(())
             }
 
